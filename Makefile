@@ -1,0 +1,33 @@
+# `make test` and `make demo` do all set-up on a fresh machine, then run.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: setup test test-fast demo lint clean
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest tests/unit
+
+demo: setup
+	$(PY) -m agentfleet.demo
+
+lint: setup
+	$(VENV)/bin/ruff check agentfleet flows tasks blocks tests
+
+clean:
+	rm -rf $(VENV) node_modules .demo

@@ -1,0 +1,284 @@
+"""Sequential apply: attempts land one at a time on a scratch ref, like a merge queue.
+
+Nothing here touches a working tree or an index. Merges are ``git merge-tree
+--write-tree``, commits are ``git commit-tree``, refs move with ``git update-ref``
+(the target only with its old value as a guard). Each applied task becomes one
+commit whose only parent is the previous head, so the target's history reads one
+commit per task, each carrying these trailers::
+
+    Agentfleet-Sprint: <sprint>
+    Agentfleet-Task: <task id>
+    Agentfleet-Attempt: <attempt branch>
+
+which is how a rerun finds what is already applied (:func:`applied_tasks`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from agentfleet.errors import ConflictError, GitError
+from agentfleet.gitcmd import compose_message, git, git_error, identity_args, is_oid, run_git
+from agentfleet.naming import scratch_ref
+from agentfleet.worktrees import diffstat, list_worktrees, resolve_commit
+
+SPRINT_TRAILER = "Agentfleet-Sprint"
+TASK_TRAILER = "Agentfleet-Task"
+ATTEMPT_TRAILER = "Agentfleet-Attempt"
+TRAILER_KEYS = (SPRINT_TRAILER, TASK_TRAILER, ATTEMPT_TRAILER)
+
+
+class ApplyResult(BaseModel):
+    """What applying one attempt did: a new commit, a conflict, or nothing to apply."""
+
+    model_config = ConfigDict(frozen=True)
+
+    applied: bool
+    commit: str | None = None
+    conflicts: list[str] = []
+    empty: bool = False
+
+
+class AppliedCommit(BaseModel):
+    """A task's commit found on a ref, and the attempt branch it came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sha: str
+    attempt_branch: str
+
+
+# ---------------------------------------------------------------- small plumbing
+
+
+def rev_parse(repo: Path, rev: str) -> str | None:
+    """The commit ``rev`` names, or None when it names none (e.g. a missing branch)."""
+    done = run_git(
+        repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"
+    )
+    if done.returncode == 0:
+        return done.stdout.strip()
+    if done.stderr.strip():  # not "no such ref" but a real failure (no repository, ...)
+        raise git_error(repo, ("rev-parse", "--verify", rev), done.returncode, done.stderr)
+    return None
+
+
+def tree_of(repo: Path, commit: str) -> str:
+    """The tree object of ``commit``."""
+    return git(repo, "rev-parse", "--verify", "--end-of-options", f"{commit}^{{tree}}").strip()
+
+
+def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
+    """Whether ``ancestor`` is reachable from ``descendant`` (or the same commit)."""
+    done = run_git(repo, "merge-base", "--is-ancestor", ancestor, descendant)
+    if done.returncode not in (0, 1):
+        raise git_error(repo, ("merge-base", "--is-ancestor"), done.returncode, done.stderr)
+    return done.returncode == 0
+
+
+def commit_tree(repo: Path, tree: str, parents: list[str], message: str) -> str:
+    """Write a commit object by agentfleet (no ref moves) and return its sha."""
+    args = ["commit-tree", tree]
+    for parent in parents:
+        args += ["-p", parent]
+    return git(repo, *identity_args(), *args, "-F", "-", input=message).strip()
+
+
+def merge_trees(repo: Path, ours: str, theirs: str) -> tuple[str, list[str]]:
+    """Merge two commits (merge base found by git): the merged tree and conflicted paths."""
+    args = ("merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", ours, theirs)
+    done = run_git(repo, *args)
+    parts = done.stdout.split("\0")
+    # Exit 1 means "conflicts" but also "bad argument"; only the former prints a tree.
+    if done.returncode not in (0, 1) or not is_oid(parts[0]):
+        raise git_error(repo, args, done.returncode, done.stderr)
+    conflicts = list(dict.fromkeys(p for p in parts[1:] if p))
+    if done.returncode == 1 and not conflicts:
+        raise git_error(repo, args, done.returncode, done.stderr or "conflict without a file")
+    return parts[0], conflicts
+
+
+# ---------------------------------------------------------------- combine / apply
+
+
+def combine(repo: Path, base: str, heads: list[str], message: str) -> str:
+    """A start commit holding ``base`` and every head's changes; ConflictError if they clash."""
+    commits = list(
+        dict.fromkeys([resolve_commit(repo, base), *(resolve_commit(repo, h) for h in heads)])
+    )
+    independent = set(git(repo, "merge-base", "--independent", *commits).split())
+    # Tips reachable from another tip add nothing; keep the caller's order for the rest.
+    tips = [c for c in commits if c in independent]
+    if len(tips) == 1:
+        return tips[0]
+    current = tips[0]
+    tree = tree_of(repo, current)
+    for tip in tips[1:]:
+        tree, conflicts = merge_trees(repo, current, tip)
+        if conflicts:
+            raise ConflictError(
+                conflicts,
+                f"cannot combine {', '.join(t[:10] for t in tips)}: conflict in "
+                + ", ".join(conflicts),
+            )
+        # A real commit after each step, so the next merge finds its merge base in the graph.
+        current = commit_tree(repo, tree, [current, tip], "agentfleet: combining\n")
+    return commit_tree(repo, tree, tips, compose_message(message))
+
+
+def apply_one(
+    repo: Path,
+    onto: str,
+    attempt_head: str,
+    *,
+    sprint: str,
+    task_id: str,
+    attempt_branch: str,
+    subject: str,
+    body: str = "",
+    start: str | None = None,
+) -> ApplyResult:
+    """Merge ``attempt_head`` into ``onto`` as one new commit on ``onto``; no ref moves.
+
+    With ``start`` (the commit the attempt began from) only the attempt's own change,
+    ``start..attempt_head``, is applied, like a cherry-pick: right when the attempt
+    started from other tasks' results and edited their lines. Without it git picks
+    the merge base, which for such an attempt is older and makes those edits conflict.
+    """
+    onto_sha = resolve_commit(repo, onto)
+    head_sha = resolve_commit(repo, attempt_head)
+    ours = onto_sha
+    if start is not None:
+        start_sha = resolve_commit(repo, start)
+        if not is_ancestor(repo, start_sha, head_sha):
+            raise GitError(
+                f"{attempt_head} ({head_sha[:10]}) does not descend from its start {start}"
+            )
+        # git 2.39's merge-tree takes no merge base; a stand-in commit with onto's tree on
+        # top of start makes start the only (hence the best) common ancestor.
+        ours = commit_tree(
+            repo, tree_of(repo, onto_sha), [start_sha], f"agentfleet: stand-in for {onto_sha}\n"
+        )
+    tree, conflicts = merge_trees(repo, ours, head_sha)
+    if conflicts:
+        return ApplyResult(applied=False, conflicts=conflicts)
+    if tree == tree_of(repo, onto_sha):
+        return ApplyResult(applied=False, empty=True)
+    title = " ".join(subject.split()) or f"agentfleet: {task_id}"
+    text = title + ("\n\n" + body.strip() if body.strip() else "")
+    trailers = {SPRINT_TRAILER: sprint, TASK_TRAILER: task_id, ATTEMPT_TRAILER: attempt_branch}
+    commit = commit_tree(repo, tree, [onto_sha], compose_message(text, trailers))
+    return ApplyResult(applied=True, commit=commit)
+
+
+def applied_tasks(repo: Path, ref: str, sprint: str) -> dict[str, AppliedCommit]:
+    """Tasks of ``sprint`` already applied on ``ref``, by their trailers (newest wins)."""
+    fields = "%x00".join(f"%(trailers:key={key},valueonly,separator=%x1f)" for key in TRAILER_KEYS)
+    out = git(
+        repo,
+        "-c", "log.showSignature=false",
+        "log", f"--format=%H%x00{fields}%x1e",
+        # git filters by message text cheaply; the trailers below decide.
+        "--fixed-strings", f"--grep={SPRINT_TRAILER}: {sprint}",
+        "--end-of-options", ref, "--",
+    )  # fmt: skip
+    found: dict[str, AppliedCommit] = {}
+    for record in out.split("\x1e"):
+        parts = record.strip().split("\0")
+        if len(parts) != 4:
+            continue
+        sha, sprints, tasks, attempts = (p.split("\x1f")[0].strip() for p in parts)
+        if sprints == sprint and tasks and tasks not in found:
+            found[tasks] = AppliedCommit(sha=sha, attempt_branch=attempts)
+    return found
+
+
+# ---------------------------------------------------------------- the scratch ref
+
+
+def start(repo: Path, sprint: str, target: str, base: str) -> str:
+    """Point the sprint's scratch ref at ``target`` (if that branch exists) or ``base``."""
+    head = rev_parse(repo, _branch_ref(target)) or resolve_commit(repo, base)
+    git(repo, "update-ref", "-m", f"agentfleet: start {sprint}", scratch_ref(sprint), head)
+    return head
+
+
+def set_scratch(repo: Path, sprint: str, sha: str, expected_old: str | None = None) -> None:
+    """Advance the scratch ref to ``sha`` (guarded by ``expected_old`` when given)."""
+    args = ["update-ref", scratch_ref(sprint), sha]
+    if expected_old is not None:
+        args.append(expected_old)
+    git(repo, *args)
+
+
+def scratch_head(repo: Path, sprint: str) -> str | None:
+    """Where the sprint's scratch ref points, or None when there is none."""
+    return rev_parse(repo, scratch_ref(sprint))
+
+
+def finish(repo: Path, sprint: str, target: str, expected_old: str | None) -> None:
+    """Move ``target`` to the scratch head if it still is at ``expected_old``; drop scratch.
+
+    ``expected_old=None`` means the target must not exist yet. A target checked out in
+    any worktree (the user's included) is never moved: GitError, scratch kept.
+    """
+    head = scratch_head(repo, sprint)
+    if head is None:
+        raise GitError(f"sprint {sprint!r} has no scratch ref {scratch_ref(sprint)} in {repo}")
+    branch = _branch_ref(target)
+    holders = checked_out_in(repo, target)
+    if holders:
+        raise GitError(
+            f"{target} is checked out at {holders[0]}; agentfleet does not move a checked-out "
+            f"branch. The result stays on {scratch_ref(sprint)} ({head[:10]})"
+        )
+    # update-ref compares and swaps under the ref's lock; "" means "must not exist".
+    args = ("update-ref", "-m", f"agentfleet: sprint {sprint}", branch, head, expected_old or "")
+    done = run_git(repo, *args)
+    if done.returncode != 0:
+        now = rev_parse(repo, branch)
+        was = expected_old[:10] if expected_old else "absent"
+        raise GitError(
+            f"{target} moved while sprint {sprint!r} ran (expected {was}, now "
+            f"{now[:10] if now else 'absent'}); not moved. The result stays on "
+            f"{scratch_ref(sprint)} ({head[:10]}). git said: {done.stderr.strip()}"
+        )
+    git(repo, "update-ref", "-d", scratch_ref(sprint), head)
+
+
+def discard(repo: Path, sprint: str) -> None:
+    """Delete the sprint's scratch ref, if there is one."""
+    git(repo, "update-ref", "-d", scratch_ref(sprint))
+
+
+def checked_out_in(repo: Path, branch: str) -> list[Path]:
+    """The worktrees, the main one included, that have ``branch`` checked out."""
+    name = branch.removeprefix("refs/heads/")
+    return [w.path for w in list_worktrees(repo) if w.branch == name]
+
+
+# ---------------------------------------------------------------- reading applied commits
+
+
+def message_body(repo: Path, sha: str) -> str | None:
+    """A commit's message without its subject and agentfleet's trailers; None if empty."""
+    lines = (
+        git(repo, "log", "-1", "--format=%b", "--end-of-options", sha, "--").rstrip().splitlines()
+    )
+    while lines and lines[-1].partition(":")[0].strip() in TRAILER_KEYS:
+        lines.pop()
+    return "\n".join(lines).strip() or None
+
+
+def diffstat_of(repo: Path, sha: str) -> str:
+    """The diffstat of one commit against its first parent (or the empty tree)."""
+    parent = rev_parse(repo, f"{sha}^")
+    if parent is None:
+        parent = git(repo, "hash-object", "-t", "tree", "--stdin", input="").strip()
+    return diffstat(repo, parent, sha)
+
+
+def _branch_ref(branch: str) -> str:
+    return branch if branch.startswith("refs/") else f"refs/heads/{branch}"

@@ -1,0 +1,213 @@
+"""The ``agentfleet`` command line: the edge where arguments become domain calls.
+
+One ``cmd_<name>(args) -> int`` per sub-command, registered in ``build_parser``;
+``main`` turns every ``AgentfleetError`` into its message on stderr and its
+exit status, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentfleet.decompose import Decomposition, decompose
+from agentfleet.durations import format_duration
+from agentfleet.errors import AgentfleetError, PlanError
+from agentfleet.plan import Plan, plan_json_schema, read_plan
+from agentfleet.repository import RepoFacts, inspect_repository
+
+Command = Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
+class CheckedPlan:
+    """A plan that loaded, whose repository checked out, decided into waves and order."""
+
+    plan: Plan
+    repo: RepoFacts
+    decomposition: Decomposition
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_and_check(plan_path: Path) -> CheckedPlan:
+    """Load a plan, check its repository and decompose it; ``PlanError`` lists every problem.
+
+    Reads only: nothing is created in the repository.
+    """
+    reading = read_plan(Path(plan_path))
+    problems = list(reading.problems)
+    facts: RepoFacts | None = None
+    # Repository problems are worth reporting next to plan problems whenever the
+    # plan got far enough to say where the repository is.
+    if reading.repo_path is not None:
+        facts = inspect_repository(
+            reading.repo_path, reading.base, reading.target, source=reading.source
+        )
+        problems.extend(facts.problems)
+    if problems or reading.plan is None or facts is None:
+        raise PlanError(problems)
+    decomposition = decompose(reading.plan)
+    return CheckedPlan(
+        plan=reading.plan,
+        repo=facts,
+        decomposition=decomposition,
+        warnings=[*facts.warnings, *decomposition.warnings],
+    )
+
+
+def _short(sha: str | None) -> str:
+    return sha[:10] if sha else "?"
+
+
+def render_plan(checked: CheckedPlan) -> str:
+    """The human summary ``agentfleet plan`` prints: waves, serializations, apply order."""
+    plan, repo, dec = checked.plan, checked.repo, checked.decomposition
+    target_state = f"exists at {_short(repo.target_sha)}" if repo.target_exists else "new"
+    n = len(plan.tasks)
+    lines = [
+        f"plan '{plan.name}': {n} task{'s' if n != 1 else ''} in {repo.root}",
+        f"base {repo.base} ({_short(repo.base_sha)}) -> target {plan.target_branch} "
+        f"({target_state})",
+        f"up to {plan.limits.concurrency} agents at once; timeout "
+        f"{format_duration(plan.timeout_seconds)}, retries {plan.retries}",
+        "",
+    ]
+    width = max(len(t) for t in dec.order)
+    for number, wave in enumerate(dec.waves, start=1):
+        together = " (may run together)" if len(wave) > 1 else ""
+        lines.append(f"wave {number}{together}:")
+        for tid in wave:
+            task = plan.task(tid)
+            paths = ", ".join(task.paths) if task.paths is not None else "(any file)"
+            waits = f"  waits for {', '.join(dec.waits_on[tid])}" if dec.waits_on[tid] else ""
+            lines.append(f"  {tid:<{width}}  {task.stage:<10}  {paths}{waits}")
+    lines.append("")
+    reasons = dec.serialization_lines()
+    if reasons:
+        lines.append("serialized (a -> b: b waits for a):")
+        lines += [f"  {r}" for r in reasons]
+    else:
+        lines.append("serialized: nothing; every task may run in parallel")
+    lines += ["", f"apply order: {', '.join(dec.order)}"]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``agentfleet plan PLAN``: check a plan and show what would run together, without running."""
+    checked = load_and_check(Path(args.plan))
+    for warning in checked.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    sys.stdout.write(render_plan(checked))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """``agentfleet schema``: print the plan file's JSON Schema."""
+    print(json.dumps(plan_json_schema(), indent=2))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``agentfleet run PLAN``: run the sprint flow; exit 0 only when all landed verified."""
+    plan_path = Path(args.plan).resolve()
+    checked = load_and_check(plan_path)  # bad input: exit 2 before Prefect even starts
+    for warning in checked.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    # Prefect costs seconds to import and start: only now that the plan is good.
+    from flows.sprint import run_and_report
+
+    report = run_and_report(plan_path, report=args.report, no_cache=args.no_cache)
+    print()
+    print(report.table())
+    if report.final_verify is not None:
+        fv = report.final_verify
+        print(f"final_verify: {'passed' if fv.passed else 'FAILED'} ({fv.command})")
+        if not fv.passed and fv.output_tail:
+            print(fv.output_tail.rstrip())
+    print(report.summary_line())
+    return report.exit_status
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("agentfleet")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; each sub-command sets ``func`` to its ``cmd_<name>``."""
+    parser = argparse.ArgumentParser(
+        prog="agentfleet",
+        description="Run a sprint of coding-agent tasks in parallel git worktrees and land "
+        "the results on a verified branch.",
+    )
+    parser.add_argument("--version", action="version", version=f"agentfleet {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    plan = sub.add_parser(
+        "plan",
+        help="check a plan and show what would run together (runs nothing)",
+        description="Check a plan file and its repository; print the waves of tasks that "
+        "may run together, why tasks are serialized, and the apply order. Runs nothing.",
+    )
+    plan.add_argument("plan", metavar="PLAN", help="the plan file (YAML)")
+    plan.set_defaults(func=cmd_plan)
+
+    run = sub.add_parser(
+        "run",
+        help="run a sprint and land the results on its target branch",
+        description="Run the sprint flow: against the Prefect server in PREFECT_API_URL, else "
+        "on Prefect's embedded server. Exit 0: every task applied, final_verify passed, target "
+        "moved; 1: anything less; 2: invalid plan or configuration; 130: interrupted.",
+    )
+    run.add_argument("plan", metavar="PLAN", help="the plan file (YAML)")
+    run.add_argument("--report", metavar="FILE", help="also write the summary as JSON to FILE")
+    run.add_argument(
+        "--no-cache", action="store_true", help="run every agent afresh, ignoring cached results"
+    )
+    run.set_defaults(func=cmd_run)
+
+    schema = sub.add_parser("schema", help="print the plan file's JSON Schema")
+    schema.set_defaults(func=cmd_schema)
+    return parser
+
+
+def report_error(error: AgentfleetError) -> None:
+    """Print an error for a user: one ``error:`` line per problem, no traceback."""
+    if isinstance(error, PlanError) and error.problems:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+    else:
+        print(f"error: {error}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    func: Command | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return func(args)
+    except AgentfleetError as exc:
+        report_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

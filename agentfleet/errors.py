@@ -1,0 +1,100 @@
+"""agentfleet's one error hierarchy.
+
+Every error a user can meet is an ``AgentfleetError``: its message says what is
+wrong and where, and ``retryable`` says whether running the same thing again can
+help (a 429 can, a bad plan cannot).
+
+    AgentfleetError
+    ├── ConfigError            settings, environment, Codex not found         (exit 2)
+    ├── PlanError              one or more problems in a plan file            (exit 2)
+    ├── SprintLocked           the same sprint already runs on this repo      (exit 2)
+    ├── GitError               a git operation failed
+    │   └── NotARepository
+    ├── AgentError             an agent process could not be run or was lost
+    │   └── AgentNotFound
+    └── VerificationError      setup / verify / final_verify could not be run
+
+Foreign exceptions (``GitCommandError``, ``TimeoutExpired``, ``OSError``) are
+translated at the boundary with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AgentfleetError(Exception):
+    """Base of every error agentfleet raises on purpose."""
+
+    exit_code: int = 1
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class ConfigError(AgentfleetError):
+    """The configuration (settings, environment, tools) cannot work as given."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a plan: where it is and what is wrong."""
+
+    where: str  # "plan.yaml: tasks[api].timeout", "plan.yaml:12" ...
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+class PlanError(AgentfleetError):
+    """A plan with one or more problems; all of them are listed at once."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class SprintLocked(AgentfleetError):
+    """Another run of the same sprint on the same repository is alive."""
+
+    exit_code = 2
+
+
+class GitError(AgentfleetError):
+    """A git operation failed; the message carries git's own words."""
+
+
+class NotARepository(GitError):
+    """The path is not (inside) a git repository."""
+
+    exit_code = 2
+
+
+class AgentError(AgentfleetError):
+    """An agent could not be started, or its process was lost."""
+
+
+class AgentNotFound(AgentError, ConfigError):
+    """The agent's executable (e.g. the Codex CLI) is not installed where we look."""
+
+    exit_code = 2
+
+
+class VerificationError(AgentfleetError):
+    """A setup or verify command could not be run at all (not: it failed)."""
+
+
+class ConflictError(GitError):
+    """Changes git cannot merge on its own; ``files`` are the conflicted paths."""
+
+    def __init__(self, files: list[str], message: str | None = None) -> None:
+        self.files = list(files)
+        super().__init__(message or "conflict in " + ", ".join(self.files))

@@ -1,0 +1,147 @@
+"""One live run per sprint and repository, by an ``fcntl`` lock the kernel drops on exit.
+
+The lock file ``<lock_dir>/<repo key>/<sprint>.lock`` holds the holder's pid, host and
+start time, for the message a second run gets. Because the kernel releases the lock
+when its process dies, a ``kill -9`` leaves no stale lock behind: the content of an
+unlocked file means nothing and is overwritten by the next holder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+from agentfleet.errors import SprintLocked
+from agentfleet.worktrees import git_common_dir
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a sprint lock."""
+
+    pid: int
+    hostname: str
+    started_at: str
+    repo: str
+
+
+def repo_key(repo: Path) -> str:
+    """A folder name for one repository: its name plus a hash of its git common dir.
+
+    The common dir, not the worktree, so that runs started from two worktrees of one
+    repository (which share branches and refs) exclude each other.
+    """
+    common = git_common_dir(repo)
+    name = common.parent.name if common.name == ".git" else common.name.removesuffix(".git")
+    digest = hashlib.sha256(str(common).encode()).hexdigest()[:10]
+    return f"{name or 'repo'}-{digest}"
+
+
+def lock_path(lock_dir: Path, repo: Path, sprint: str) -> Path:
+    """The lock file of ``sprint`` on ``repo``."""
+    return Path(lock_dir) / repo_key(repo) / f"{sprint}.lock"
+
+
+class SprintLock:
+    """Hold the lock of one sprint on one repository for a ``with`` block; never waits."""
+
+    def __init__(self, lock_dir: Path, repo: Path, sprint: str) -> None:
+        self.path = lock_path(lock_dir, repo, sprint)
+        self.repo = Path(repo).resolve()
+        self.sprint = sprint
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise ``SprintLocked`` naming the live holder."""
+        if self._fd is not None:
+            raise RuntimeError("this SprintLock is already held")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # O_TRUNC would wipe the holder's record before we know we may write.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SprintLocked(self._locked_message()) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        record = {
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "repo": str(self.repo),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let the lock go; the file stays (deleting it would race with a new holder)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def __enter__(self) -> SprintLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def _locked_message(self) -> str:
+        holder = _read(self.path)
+        if holder is None:
+            who = "by another process"
+        else:
+            host = "" if holder.hostname == socket.gethostname() else f" on {holder.hostname}"
+            who = f"(pid {holder.pid}{host}, started at {holder.started_at})"
+        return (
+            f"sprint '{self.sprint}' is already running on {self.repo} {who}; "
+            "wait for it or stop it"
+        )
+
+
+def read_holder(lock_dir: Path, repo: Path, sprint: str) -> LockHolder | None:
+    """Who holds the lock of ``sprint`` on ``repo`` right now, or None if nobody does."""
+    path = lock_path(lock_dir, repo, sprint)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read(path)  # held: the record is the live holder's
+    finally:
+        os.close(fd)
+    return None  # we could lock it, so nobody holds it; its content is stale
+
+
+def _read(path: Path) -> LockHolder | None:
+    try:
+        data = json.loads(path.read_text())
+        return LockHolder(
+            pid=int(data["pid"]),
+            hostname=str(data["hostname"]),
+            started_at=str(data["started_at"]),
+            repo=str(data["repo"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # not written yet, or not ours

@@ -1,0 +1,762 @@
+"""The plan file: a sprint of tasks in YAML, validated into pydantic models.
+
+``load_plan`` reports every problem of a plan at once (``PlanError``), each
+naming the file, the task and the key, in words a user can act on. Adding a key
+is one line in ``Plan`` or ``Task``; a task key that overrides a plan key of the
+same name is read through ``Plan.effective``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    WithJsonSchema,
+)
+
+from agentfleet.agent_config import AgentConfig, AgentOverride, agent_problem, merge
+from agentfleet.durations import HINT, parse_duration
+from agentfleet.errors import PlanError, Problem
+from agentfleet.naming import (
+    ATTEMPTS_NAMESPACE,
+    ID_PATTERN,
+    ID_RE,
+    ID_RULE,
+    branch_name_problem,
+    default_target,
+)
+from agentfleet.patterns import validate_pattern
+
+STAGES = ("foundation", "feature", "tests", "docs")
+Stage = Literal["foundation", "feature", "tests", "docs"]
+
+
+class _DurationMarker:
+    """Marks a field as a duration for the generated reference."""
+
+
+DURATION = _DurationMarker()
+
+
+def _duration_input(value: Any) -> Any:
+    # YAML reads `timeout: 90` as a number; keep the user's spelling as text.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"bad duration {value!r} ({HINT})")
+    return value
+
+
+def _check_duration(value: str) -> str:
+    if parse_duration(value) <= 0:
+        raise ValueError(f"bad duration '{value}': it must be more than 0 ({HINT})")
+    return value
+
+
+Duration = Annotated[
+    str,
+    BeforeValidator(_duration_input),
+    AfterValidator(_check_duration),
+    WithJsonSchema(
+        {"type": ["string", "number"], "examples": ["90s", "20m", "1h30m"]}, mode="validation"
+    ),
+    DURATION,
+]
+
+
+def _check_prompt(value: str) -> str:
+    if not value.strip():
+        raise ValueError("empty prompt: say what the agent should do")
+    return value
+
+
+def _check_path(value: str) -> str:
+    problem = validate_pattern(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+Prompt = Annotated[str, AfterValidator(_check_prompt)]
+PathPattern = Annotated[str, AfterValidator(_check_path)]
+StrictCount = Annotated[int, Field(strict=True)]
+
+
+class Limits(BaseModel):
+    """How much of the machine a sprint may use at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: StrictCount = Field(4, ge=1, description="How many agents may run at once.")
+
+
+class Task(BaseModel):
+    """One piece of work for one agent in its own worktree."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Id = Field(description=f"The task's name: {ID_RULE}; unique in the plan.")
+    prompt: Prompt = Field(description="What the agent should do, in words.")
+    paths: Annotated[list[PathPattern], Field(min_length=1)] | None = Field(
+        None,
+        description="Gitignore-style patterns of the files the task may change, relative to "
+        "the repository root (`*` stays within one folder, `**` crosses folders). Tasks whose "
+        "paths may overlap run one after the other; unset means any file, so the task "
+        "runs after (or before) every other task.",
+    )
+    depends_on: list[Id] = Field(
+        default_factory=list,
+        description="Ids of tasks that must succeed first; this task starts from their results.",
+    )
+    stage: Stage = Field(
+        "feature",
+        description="`foundation`, `feature`, `tests` or `docs`: among tasks free to go, "
+        "earlier stages are applied to the target first.",
+    )
+    agent: AgentOverride | None = Field(
+        None, description="Changes to the plan's `agent` for this task (dicts merge)."
+    )
+    setup: str | None = Field(None, description="Overrides the plan's `setup` for this task.")
+    verify: str | None = Field(None, description="Overrides the plan's `verify` for this task.")
+    timeout: Duration | None = Field(
+        None, description="Overrides the plan's `timeout` for this task."
+    )
+    retries: Annotated[StrictCount, Field(ge=0)] | None = Field(
+        None, description="Overrides the plan's `retries` for this task."
+    )
+
+
+# Task keys that fall back to the plan key of the same name when unset.
+INHERITED_KEYS = ("setup", "verify", "timeout", "retries")
+
+
+class Plan(BaseModel):
+    """A sprint: tasks to run in parallel worktrees and land on one target branch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Id = Field(description=f"The sprint's name: {ID_RULE}. Names branches and refs.")
+    repo: str | None = Field(
+        None,
+        description="The git repository, relative to the plan file's folder; default: the "
+        "plan file's folder.",
+    )
+    base: str | None = Field(
+        None,
+        description="The branch agents start from; default: the repository's current branch.",
+    )
+    target: str | None = Field(
+        None,
+        description="The branch the verified results land on; default: `agentfleet/<name>`. "
+        f"May not lie in `{ATTEMPTS_NAMESPACE}`.",
+    )
+    agent: AgentConfig = Field(
+        default_factory=AgentConfig, description="The agent every task uses (see `agent` keys)."
+    )
+    setup: str | None = Field(
+        None,
+        description="Shell command run in each new worktree before the agent "
+        "(e.g. install dependencies).",
+    )
+    verify: str | None = Field(
+        None,
+        description="Shell command run in the task's worktree after the agent; exit status 0 "
+        "passes. Default: none (every attempt passes).",
+    )
+    final_verify: str | None = Field(
+        None,
+        description="Shell command run on the built target once all results are applied.",
+    )
+    timeout: Duration = Field(
+        "30m",
+        description="How long one attempt may run, e.g. `90s`, `20m`, `1h30m` "
+        "(a bare number is seconds).",
+    )
+    retries: StrictCount = Field(
+        2, ge=0, description="How many more times a failed attempt is tried."
+    )
+    limits: Limits = Field(
+        default_factory=Limits, description="Resource limits (see `limits` keys)."
+    )
+    tasks: Annotated[list[Task], Field(min_length=1)] = Field(
+        description="The tasks of the sprint (see task keys)."
+    )
+
+    _path: Path | None = PrivateAttr(None)
+
+    @property
+    def path(self) -> Path | None:
+        """The plan file this plan was read from, if any."""
+        return self._path
+
+    @property
+    def repo_path(self) -> Path:
+        """The repository folder: ``repo`` resolved against the plan file's folder."""
+        folder = self._path.parent if self._path is not None else Path.cwd()
+        return (folder / (self.repo or ".")).resolve()
+
+    @property
+    def target_branch(self) -> str:
+        """The branch results land on, default applied."""
+        return self.target or default_target(self.name)
+
+    @property
+    def timeout_seconds(self) -> float:
+        """The plan-level timeout in seconds."""
+        return parse_duration(self.timeout)
+
+    @property
+    def timeout_s(self) -> float:
+        """The plan-level timeout in seconds (same as ``timeout_seconds``)."""
+        return self.timeout_seconds
+
+    @property
+    def task_ids(self) -> list[str]:
+        """Task ids in plan order."""
+        return [t.id for t in self.tasks]
+
+    def task(self, task_id: str) -> Task:
+        """The task with this id (KeyError if there is none)."""
+        for t in self.tasks:
+            if t.id == task_id:
+                return t
+        raise KeyError(task_id)
+
+    def _task(self, task: Task | str) -> Task:
+        return self.task(task) if isinstance(task, str) else task
+
+    def effective(self, task: Task | str, key: str) -> Any:
+        """A task's value of an inherited key: its own when set, else the plan's."""
+        if key not in INHERITED_KEYS:
+            raise KeyError(f"{key!r} is not a key tasks inherit from the plan")
+        own = getattr(self._task(task), key)
+        return getattr(self, key) if own is None else own
+
+    def task_timeout(self, task: Task | str) -> float:
+        """Seconds one attempt of the task may run."""
+        return parse_duration(self.effective(task, "timeout"))
+
+    def task_agent(self, task: Task | str) -> AgentConfig:
+        """The task's agent: the plan's with the task's override merged in."""
+        return merge(self.agent, self._task(task).agent)
+
+    def task_setup(self, task: Task | str) -> str | None:
+        """The setup command of the task's worktree, or None."""
+        return self.effective(task, "setup")
+
+    def task_verify(self, task: Task | str) -> str | None:
+        """The verify command of the task, or None (every attempt passes)."""
+        return self.effective(task, "verify")
+
+    def task_retries(self, task: Task | str) -> int:
+        """How many more times a failed attempt of the task is tried."""
+        return self.effective(task, "retries")
+
+
+def plan_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the plan file, for ``agentfleet schema`` and editors."""
+    schema = Plan.model_json_schema(mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "agentfleet plan",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass
+class PlanReading:
+    """What could be read of a plan file: the plan if valid, and every problem found.
+
+    ``repo_path``, ``base`` and ``target`` are known whenever the file parsed far
+    enough, so that repository problems can be reported with plan problems.
+    """
+
+    source: str
+    plan: Plan | None = None
+    problems: list[Problem] = field(default_factory=list)
+    repo_path: Path | None = None
+    base: str | None = None
+    target: str | None = None
+
+
+def load_plan(path: Path) -> Plan:
+    """Read and validate a plan file; raises ``PlanError`` listing every problem."""
+    reading = read_plan(path)
+    if reading.problems or reading.plan is None:
+        raise PlanError(reading.problems)
+    return reading.plan
+
+
+def read_plan(path: Path) -> PlanReading:
+    """Read a plan file, collecting every problem instead of stopping at the first."""
+    path = Path(path)
+    source = str(path)
+    reading = PlanReading(source=source)
+
+    def problem(where: str, message: str) -> None:
+        reading.problems.append(Problem(f"{source}: {where}" if where else source, message))
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problem("", "no such plan file")
+        return reading
+    except IsADirectoryError:
+        problem("", "is a folder, not a plan file")
+        return reading
+    except (OSError, UnicodeDecodeError) as exc:
+        problem("", f"cannot read the plan file: {exc}")
+        return reading
+
+    raw, yaml_problems = _parse_yaml(text, source)
+    reading.problems.extend(yaml_problems)
+    if yaml_problems and raw is None:
+        return reading
+    if raw is None:
+        problem("", "the plan file is empty (it needs at least name: and tasks:)")
+        return reading
+    if not isinstance(raw, dict):
+        problem(
+            "",
+            f"the plan must be a mapping of keys (name:, tasks:, ...), got {_describe(raw)}",
+        )
+        return reading
+
+    try:
+        plan = Plan.model_validate(raw)
+    except ValidationError as exc:
+        plan = None
+        for where, message in _translate(exc, raw):
+            problem(where, message)
+    for where, message in _semantic_problems(raw):
+        problem(where, message)
+
+    if plan is not None and not reading.problems:
+        plan._path = path.resolve()
+        reading.plan = plan
+
+    # What the repository check needs, read leniently from the raw mapping.
+    repo = raw.get("repo", None)
+    if repo is None or isinstance(repo, str):
+        reading.repo_path = (path.resolve().parent / (repo or ".")).resolve()
+    base = raw.get("base")
+    reading.base = base if isinstance(base, str) and not branch_name_problem(base) else None
+    target = raw.get("target")
+    name = raw.get("name")
+    if isinstance(target, str):
+        reading.target = target
+    elif target is None and isinstance(name, str) and ID_RE.match(name):
+        reading.target = default_target(name)
+    return reading
+
+
+class _Loader(yaml.SafeLoader):
+    """A safe loader that notes duplicate keys, which plain YAML silently overwrites."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[int, Any]] = []
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            if key in seen:
+                loader.duplicates.append((key_node.start_mark.line + 1, key))
+            seen.add(key)
+        except TypeError:  # an unhashable key; construct_mapping reports it
+            pass
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, list[Problem]]:
+    loader = _Loader(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        what = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        context_mark = getattr(exc, "context_mark", None)
+        if context and context_mark is not None and context_mark is not mark:
+            context = f"{context} at line {context_mark.line + 1}"
+        detail = f"{what} ({context})" if context else what
+        return None, [Problem(where, f"YAML does not parse: {detail}")]
+    finally:
+        loader.dispose()
+    problems = [
+        Problem(f"{source}:{line}", f"duplicate key '{key}' (the later value would silently win)")
+        for line, key in loader.duplicates
+    ]
+    return data, problems
+
+
+# ---------------------------------------------------------------- messages
+
+
+def _describe(value: Any) -> str:
+    """A value as a user would recognize it from their YAML."""
+    if value is None:
+        return "nothing (an empty value)"
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        short = value if len(value) <= 40 else value[:37] + "..."
+        return f"the text '{short}'"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+_EXPECTED = {
+    "string_type": "text",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "dict_type": "a mapping (key: value)",
+    "model_type": "a mapping (key: value)",
+    "model_attributes_type": "a mapping (key: value)",
+}
+
+
+def _model_at(loc: Iterable[Any]) -> type[BaseModel] | None:
+    """The model whose keys are valid at a location (for 'did you mean')."""
+    model: type[BaseModel] | None = Plan
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        if model is None or key not in model.model_fields:
+            return None
+        model = _inner_model(model.model_fields[key].annotation)
+    return model
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _task_label(raw_task: Any, index: int, ids: list[Any]) -> str:
+    tid = raw_task.get("id") if isinstance(raw_task, dict) else None
+    if isinstance(tid, str) and tid and ids.count(tid) == 1:
+        return tid
+    return str(index)
+
+
+def _where(loc: tuple[Any, ...], raw: Any) -> tuple[str, list[Any], Any, bool]:
+    """Render a pydantic location against the raw data.
+
+    Returns the text, the location actually inside the data (union tags
+    dropped), the value there, and whether the location exists in the data.
+    """
+    text = ""
+    node: Any = raw
+    kept: list[Any] = []
+    exists = True
+    ids = (
+        [t.get("id") if isinstance(t, dict) else None for t in raw.get("tasks") or []]
+        if (isinstance(raw, dict) and isinstance(raw.get("tasks"), list))
+        else []
+    )
+    for key in loc:
+        if isinstance(node, list) and isinstance(key, int):
+            label = str(key)
+            if kept == ["tasks"] and 0 <= key < len(node):
+                label = _task_label(node[key], key, ids)
+            text += f"[{label}]"
+            node = node[key] if 0 <= key < len(node) else None
+        elif isinstance(node, dict):
+            text += f".{key}" if text else str(key)
+            exists = key in node
+            node = node.get(key)
+        else:
+            break  # below a scalar only pydantic's union member tags remain
+        kept.append(key)
+    return text, kept, node, exists
+
+
+def _translate(exc: ValidationError, raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """pydantic's errors as (where, message) lines a user can act on, merged per location."""
+    out: dict[str, list[str]] = {}
+    expected: dict[str, list[str]] = {}
+    got: dict[str, str] = {}
+    for err in exc.errors(include_url=False):
+        kind = err["type"]
+        where, kept, value, exists = _where(tuple(err["loc"]), raw)
+        key = kept[-1] if kept else None
+        if kind == "extra_forbidden":
+            # Reported at the mapping that holds the unknown key.
+            parent = _where(tuple(kept[:-1]), raw)[0]
+            model = _model_at(kept[:-1])
+            message = f"unknown key '{key}'"
+            if model is not None:
+                close = difflib.get_close_matches(str(key), list(model.model_fields), n=1)
+                if close:
+                    message += f"; did you mean '{close[0]}'?"
+                else:
+                    message += f" (valid keys: {', '.join(model.model_fields)})"
+            out.setdefault(parent, []).append(message)
+            continue
+        if kind == "missing":
+            out.setdefault(where, []).append("required key is missing")
+            continue
+        if kind in _EXPECTED:
+            expected.setdefault(where, []).append(_EXPECTED[kind])
+            hint = ""
+            if kind == "list_type" and isinstance(value, str):
+                hint = f" (write [{value}], or one '- {value}' line per item)"
+            elif kind == "string_type" and isinstance(value, int | float | bool):
+                hint = " (put it in quotes to make it text)"
+            got[where] = f"{_describe(value)}{hint}"
+            out.setdefault(where, [])
+            continue
+        ctx = err.get("ctx") or {}
+        if kind in ("value_error", "assertion_error"):
+            message = str(ctx.get("error", err["msg"]))
+        elif (
+            kind == "string_pattern_mismatch"
+            and key in ("id", "name")
+            or (
+                kind == "string_pattern_mismatch"
+                and where.startswith("tasks")
+                and ".depends_on" in where
+            )
+        ):
+            what = "name" if key == "name" else "id"
+            message = f"'{value}' is not a valid {what}: use {ID_RULE}"
+        elif kind == "literal_error":
+            message = f"{_describe(value)} is not one of {ctx.get('expected')}"
+        elif kind in ("greater_than_equal", "greater_than"):
+            bound = ctx.get("ge", ctx.get("gt"))
+            message = f"must be at least {bound}, got {value}"
+        elif kind == "too_short" and key == "tasks":
+            message = "the plan has no tasks: add at least one under tasks:"
+        elif kind == "too_short" and key == "paths":
+            message = (
+                "empty list: list the files the task may change, or leave paths out to allow "
+                "every file"
+            )
+        elif kind == "too_short":
+            message = "must not be empty"
+        else:
+            message = err["msg"]
+        out.setdefault(where, []).append(message)
+    lines = []
+    for where, messages in out.items():
+        if where in expected:
+            kinds = list(dict.fromkeys(expected[where]))
+            wanted = kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " or " + kinds[-1]
+            messages = [f"expected {wanted}, got {got[where]}", *messages]
+        for message in dict.fromkeys(messages):
+            lines.append((where, message))
+    return lines
+
+
+# ---------------------------------------------------------------- cross-key checks
+
+
+def _semantic_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """Problems no single key shows: ids, dependencies, branch names, agents."""
+    problems: list[tuple[str, str]] = []
+    target = raw.get("target")
+    if isinstance(target, str):
+        bare = target.removeprefix("refs/heads/")
+        if bare.startswith(ATTEMPTS_NAMESPACE) or bare + "/" == ATTEMPTS_NAMESPACE:
+            problems.append(
+                (
+                    "target",
+                    f"'{target}' is inside {ATTEMPTS_NAMESPACE}, which agentfleet reserves for "
+                    "attempt branches; choose another target",
+                )
+            )
+        elif (why := branch_name_problem(target)) is not None:
+            problems.append(("target", why))
+    base = raw.get("base")
+    if isinstance(base, str) and (why := branch_name_problem(base)) is not None:
+        problems.append(("base", why))
+
+    tasks = raw.get("tasks")
+    if not isinstance(tasks, list):
+        return problems
+    ids = [t.get("id") if isinstance(t, dict) else None for t in tasks]
+    valid = [tid for tid in ids if isinstance(tid, str) and ID_RE.match(tid)]
+    first_index: dict[str, int] = {}
+    for index, tid in enumerate(ids):
+        if not isinstance(tid, str):
+            continue
+        if tid in first_index:
+            problems.append(
+                (
+                    f"tasks[{index}].id",
+                    f"duplicate id '{tid}' (tasks[{first_index[tid]}] has it too); ids must be "
+                    "unique",
+                )
+            )
+        else:
+            first_index[tid] = index
+
+    graph: dict[str, list[str]] = {}
+    for index, task in enumerate(tasks):
+        if not isinstance(task, dict):
+            continue
+        label = _task_label(task, index, ids)
+        tid = task.get("id")
+        deps = task.get("depends_on")
+        if not isinstance(deps, list):
+            continue
+        for dep in deps:
+            if not isinstance(dep, str) or not ID_RE.match(dep):
+                continue  # the key's own validation reports it
+            if dep == tid:
+                problems.append((f"tasks[{label}].depends_on", f"task '{tid}' depends on itself"))
+            elif dep not in first_index:
+                close = difflib.get_close_matches(dep, valid, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                problems.append((f"tasks[{label}].depends_on", f"unknown task '{dep}'{hint}"))
+        if isinstance(tid, str) and first_index.get(tid) == index:
+            graph[tid] = [d for d in deps if isinstance(d, str) and d in first_index and d != tid]
+    for cycle in _cycles(graph, list(first_index)):
+        problems.append(
+            (
+                f"tasks[{cycle[0]}].depends_on",
+                "dependency cycle: "
+                + " -> ".join([*cycle, cycle[0]])
+                + " (each depends on the next); remove one of these dependencies",
+            )
+        )
+    problems.extend(_agent_problems(raw, tasks, ids))
+    return problems
+
+
+def _cycles(graph: dict[str, list[str]], order: list[str]) -> list[list[str]]:
+    """One cycle per strongly connected component with more than one task (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, []):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                components.append(component)
+
+    for v in order:
+        if v not in index:
+            visit(v)
+    cycles = []
+    for component in components:
+        start = min(component, key=order.index)
+        cycles.append(_cycle_from(start, graph, component))
+    return sorted(cycles, key=lambda c: order.index(c[0]))
+
+
+def _cycle_from(start: str, graph: dict[str, list[str]], component: set[str]) -> list[str]:
+    # Breadth-first inside the component finds the shortest way back to start.
+    parent: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for w in graph.get(v, []):
+                if w == start:
+                    path = [v]
+                    while path[-1] != start:
+                        path.append(parent[path[-1]])
+                    return list(reversed(path))
+                if w in component and w not in parent:
+                    parent[w] = v
+                    nxt.append(w)
+        frontier = nxt
+    return [start]  # pragma: no cover - a component always has a cycle
+
+
+def _agent_problems(raw: dict[str, Any], tasks: list[Any], ids: list[Any]) -> list[tuple[str, str]]:
+    """``kind: command`` needs ``run``, judged on each task's merged agent."""
+    plan_agent = raw.get("agent")
+    try:
+        base = AgentConfig.model_validate(plan_agent if plan_agent is not None else {})
+    except ValidationError:
+        return []  # the key's own validation reports it
+    out: list[tuple[str, str]] = []
+    missing_at_plan = []
+    for index, task in enumerate(tasks):
+        if not isinstance(task, dict):
+            continue
+        over_raw = task.get("agent")
+        try:
+            over = AgentOverride.model_validate(over_raw) if over_raw is not None else None
+        except ValidationError:
+            continue
+        found = agent_problem(merge(base, over))
+        if found is None:
+            continue
+        key, message = found
+        if over is not None and over.kind is not None:
+            out.append((f"tasks[{_task_label(task, index, ids)}].agent.{key}", message))
+        else:
+            missing_at_plan.append((index, task))
+    if missing_at_plan and len(missing_at_plan) == sum(isinstance(t, dict) for t in tasks):
+        out.append(("agent.run", agent_problem(base)[1]))  # type: ignore[index]
+    else:
+        for index, task in missing_at_plan:
+            out.append(
+                (
+                    f"tasks[{_task_label(task, index, ids)}].agent.run",
+                    "required because the plan's agent kind is 'command'",
+                )
+            )
+    return out

@@ -1,0 +1,175 @@
+"""Checking the repository a plan runs on, without changing anything in it.
+
+Every git command here is a read: no branch, ref, worktree or file is created,
+and ``git status`` runs with ``--no-optional-locks`` so it does not even
+refresh the index (which would take ``.git/index.lock``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import git
+from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentfleet.errors import GitError, NotARepository, Problem
+
+_MAX_BRANCHES_SHOWN = 5
+
+
+class RepoFacts(BaseModel):
+    """What a plan needs to know about its repository, and what is wrong with it."""
+
+    model_config = ConfigDict(frozen=False)
+
+    path: Path = Field(description="The folder the plan names.")
+    root: Path | None = Field(None, description="The top of the working tree.")
+    current_branch: str | None = Field(
+        None, description="The checked-out branch; None if detached."
+    )
+    base: str | None = Field(None, description="The branch agents start from, resolved.")
+    base_sha: str | None = Field(None, description="The commit agents start from.")
+    target: str | None = Field(None, description="The branch results land on.")
+    target_exists: bool = Field(False, description="Whether the target branch exists already.")
+    target_sha: str | None = Field(None, description="The target's commit, if it exists.")
+    dirty: bool = Field(False, description="Whether the working tree has uncommitted changes.")
+    problems: list[Problem] = Field(default_factory=list, description="Why a sprint cannot run.")
+    warnings: list[str] = Field(default_factory=list, description="What the user should know.")
+
+    @property
+    def ok(self) -> bool:
+        """Whether a sprint can run on this repository."""
+        return not self.problems
+
+
+def open_repository(path: Path) -> git.Repo:
+    """The git repository at or above ``path``; raises ``NotARepository`` naming the path."""
+    try:
+        repo = git.Repo(path, search_parent_directories=True)
+    except (InvalidGitRepositoryError, NoSuchPathError) as exc:
+        raise NotARepository(f"{path} is not a git repository") from exc
+    if repo.bare:
+        repo.close()
+        raise NotARepository(f"{path} is a bare repository; agentfleet needs a working tree")
+    return repo
+
+
+def _branches(repo: git.Repo) -> dict[str, str]:
+    """Every local branch and its commit, from one read-only ``for-each-ref``."""
+    out = repo.git.for_each_ref("refs/heads", format="%(refname) %(objectname)")
+    branches = {}
+    for line in out.splitlines():
+        ref, _, sha = line.rpartition(" ")
+        branches[ref.removeprefix("refs/heads/")] = sha
+    return branches
+
+
+def is_dirty(repo: git.Repo) -> bool:
+    """Whether the working tree has uncommitted changes or untracked files (read-only)."""
+    out = repo.git.execute(
+        ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=normal"]
+    )
+    return bool(str(out).strip())
+
+
+def inspect_repository(
+    repo_path: Path, base: str | None, target: str | None, *, source: str | None = None
+) -> RepoFacts:
+    """Read the facts a plan needs from its repository, collecting problems instead of raising.
+
+    ``source`` (the plan file's name) prefixes each problem's location.
+    """
+    facts = RepoFacts(path=Path(repo_path), target=target)
+
+    def problem(key: str, message: str) -> None:
+        facts.problems.append(Problem(f"{source}: {key}" if source else key, message))
+
+    path = Path(repo_path)
+    if not path.exists():
+        problem("repo", f"{path} does not exist")
+        return facts
+    if not path.is_dir():
+        problem("repo", f"{path} is not a folder")
+        return facts
+    try:
+        repo = open_repository(path)
+    except NotARepository as exc:
+        problem("repo", f"{exc} (set repo: to the repository's folder, or run git init there)")
+        return facts
+    with repo:
+        try:
+            _inspect(repo, facts, base, problem)
+        except GitCommandError as exc:
+            raise GitError(f"reading {path} failed: {exc.stderr.strip() or exc}") from exc
+    return facts
+
+
+def _inspect(
+    repo: git.Repo, facts: RepoFacts, base: str | None, problem: Callable[[str, str], None]
+) -> None:
+    root = Path(repo.working_tree_dir or repo.git_dir).resolve()
+    facts.root = root
+    detached = repo.head.is_detached
+    if not detached:
+        facts.current_branch = repo.head.reference.name
+    if not repo.head.is_valid():
+        problem(
+            "repo",
+            f"{root} has no commits yet; commit something first (agents start from a commit)",
+        )
+        return
+    branches = _branches(repo)
+
+    if base is None:
+        if detached:
+            problem(
+                "base",
+                f"HEAD is detached in {root} and the plan gives no base; set base: to the "
+                "branch agents should start from",
+            )
+        else:
+            base = facts.current_branch
+    elif base not in branches:
+        names = sorted(branches)
+        shown = ", ".join(names[:_MAX_BRANCHES_SHOWN])
+        more = (
+            f" and {len(names) - _MAX_BRANCHES_SHOWN} more"
+            if len(names) > _MAX_BRANCHES_SHOWN
+            else ""
+        )
+        problem(
+            "base",
+            f"branch '{base}' does not exist in {root}"
+            + (f"; existing branches: {shown}{more}" if names else ""),
+        )
+        base = None
+    if base is not None:
+        facts.base = base
+        facts.base_sha = branches.get(base)
+
+    target = facts.target
+    if target is not None:
+        facts.target_sha = branches.get(target)
+        facts.target_exists = facts.target_sha is not None
+        # git keeps refs as files: 'a' and 'a/b' cannot both be branches.
+        for name in sorted(branches):
+            if name.startswith(target + "/") or target.startswith(name + "/"):
+                problem(
+                    "target",
+                    f"branch '{target}' cannot be created next to the existing branch "
+                    f"'{name}'; choose another target",
+                )
+                break
+        if base is not None and target == base:
+            facts.warnings.append(
+                f"target '{target}' is the base branch: results land directly on it"
+            )
+
+    facts.dirty = is_dirty(repo)
+    if facts.dirty and facts.base is not None:
+        facts.warnings.append(
+            f"uncommitted changes in {root} are not part of base '{facts.base}'; "
+            "agents start from its last commit"
+        )

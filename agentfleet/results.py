@@ -1,0 +1,159 @@
+"""What a sprint produced: per attempt, per task, per sprint. Pure pydantic models.
+
+These travel between Prefect tasks (they are the persisted results) and end up in
+the CLI's summary table and ``--report`` JSON.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from agentfleet.outcome import AttemptOutcome
+from agentfleet.process import ShellResult
+
+
+class CheckResult(BaseModel):
+    """One run of a shell check (``setup``, ``verify``, ``final_verify``)."""
+
+    command: str
+    passed: bool
+    exit_status: int | None
+    output_tail: str = ""
+    duration_s: float = 0.0
+    timed_out: bool = False
+
+    @classmethod
+    def from_shell(cls, result: ShellResult) -> CheckResult:
+        """The record of a finished shell command."""
+        return cls(
+            command=result.command,
+            passed=result.passed,
+            exit_status=result.exit_status,
+            output_tail=result.output_tail,
+            duration_s=result.duration_s,
+            timed_out=result.timed_out,
+        )
+
+
+class AttemptResult(BaseModel):
+    """One agent attempt at one task, from worktree to committed branch."""
+
+    task_id: str
+    attempt: int
+    branch: str
+    start_sha: str
+    head_sha: str | None = Field(None, description="the attempt's commit; None when it made none")
+    succeeded: bool
+    reason: str = Field("", description="why it failed, in words, when it did")
+    prompt: str = ""
+    outcome: AttemptOutcome | None = None
+    setup: CheckResult | None = None
+    verify: CheckResult | None = None
+    files: list[str] = []
+    diffstat: str = ""
+    duration_s: float = 0.0
+    tries: int = 1
+
+    @property
+    def tokens(self) -> int:
+        return self.outcome.usage.total if self.outcome else 0
+
+
+class TaskOutcome(StrEnum):
+    APPLIED = "applied"
+    ALREADY_APPLIED = "already applied"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    CONFLICT = "conflict"
+    NOT_APPLIED = "not applied"
+    NOT_RUN = "not run"  # interrupted before it started
+
+
+class TaskReport(BaseModel):
+    """One row of the summary."""
+
+    task: str
+    outcome: TaskOutcome
+    detail: str = ""
+    attempt_branch: str | None = None
+    files: list[str] = []
+    tokens: int = 0
+    duration_s: float = 0.0
+    applied_commit: str | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.outcome in (TaskOutcome.APPLIED, TaskOutcome.ALREADY_APPLIED)
+
+
+class SprintReport(BaseModel):
+    """The whole sprint: what ``agentfleet run`` prints and ``--report`` writes."""
+
+    sprint: str
+    repo: str
+    base: str
+    target: str
+    tasks: list[TaskReport]
+    final_verify: CheckResult | None = None
+    target_moved: bool = False
+    target_sha: str | None = None
+    target_note: str = ""
+    interrupted: bool = False
+    duration_s: float = 0.0
+
+    @property
+    def exit_status(self) -> int:
+        """0: all applied, verified and on target; 130: interrupted; 1: anything else."""
+        if self.interrupted:
+            return 130
+        all_applied = all(t.applied for t in self.tasks)
+        verified = self.final_verify is None or self.final_verify.passed
+        return 0 if all_applied and verified and self.target_sha is not None else 1
+
+    @property
+    def tokens(self) -> int:
+        return sum(t.tokens for t in self.tasks)
+
+    def table(self) -> str:
+        """The summary as a plain-text table."""
+        header = ("task", "outcome", "attempt branch", "files", "tokens", "duration", "applied")
+        rows = [
+            (
+                t.task,
+                t.outcome.value + (f" ({t.detail})" if t.detail else ""),
+                t.attempt_branch or "-",
+                str(len(t.files)),
+                f"{t.tokens:,}",
+                f"{t.duration_s:.1f}s",
+                (t.applied_commit or "")[:10] if t.applied else "no",
+            )
+            for t in self.tasks
+        ]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                 for r in [header, *rows]]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def summary_line(self) -> str:
+        """One closing sentence: where the target is and whether it was verified."""
+        applied = sum(t.applied for t in self.tasks)
+        fv = (
+            "no final_verify"
+            if self.final_verify is None
+            else ("final_verify passed" if self.final_verify.passed else "final_verify FAILED")
+        )
+        where = (
+            f"{self.target} -> {self.target_sha[:10]}"
+            if self.target_sha and self.target_moved
+            else f"{self.target} at {self.target_sha[:10]} (unchanged)"
+            if self.target_sha
+            else f"{self.target} not moved"
+        )
+        note = f"; {self.target_note}" if self.target_note else ""
+        return (
+            f"sprint {self.sprint}: {applied}/{len(self.tasks)} tasks applied, {fv}, "
+            f"{where}, {self.tokens:,} tokens, {self.duration_s:.1f}s{note}"
+        )

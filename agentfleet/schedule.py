@@ -1,0 +1,96 @@
+"""The sprint's graph scheduler: pure bookkeeping, no threads, no Prefect.
+
+A task starts as soon as everything it waits for has finished and a slot is
+free. Waiting comes in two kinds: ``depends_on`` (a failure blocks the waiter)
+and overlapping paths (the waiter still runs, from whatever did succeed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    DONE_BEFORE = "done_before"  # applied on target by an earlier run
+
+    @property
+    def finished(self) -> bool:
+        return self not in (TaskState.PENDING, TaskState.RUNNING)
+
+
+class Scheduler:
+    """Hands out ready tasks in apply order, never more than ``concurrency`` at once."""
+
+    def __init__(
+        self,
+        order: list[str],
+        waits_on: Mapping[str, Iterable[str]],
+        depends_on: Mapping[str, Iterable[str]],
+        concurrency: int,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.order = list(order)
+        self.waits_on = {t: set(waits_on.get(t, ())) for t in order}
+        self.depends_on = {t: set(depends_on.get(t, ())) for t in order}
+        self.concurrency = concurrency
+        self.state: dict[str, TaskState] = {t: TaskState.PENDING for t in order}
+        self.blocked_by: dict[str, str] = {}
+        self._stopped = False
+
+    @property
+    def running(self) -> list[str]:
+        return [t for t in self.order if self.state[t] is TaskState.RUNNING]
+
+    def mark_done_before(self, task: str) -> None:
+        """A task an earlier run already applied: it counts as succeeded, runs no agent."""
+        self.state[task] = TaskState.DONE_BEFORE
+
+    def take_ready(self) -> list[str]:
+        """Mark as running and return the tasks that may start now."""
+        if self._stopped:
+            return []
+        ready: list[str] = []
+        free = self.concurrency - len(self.running)
+        for task in self.order:
+            if free <= 0:
+                break
+            if self.state[task] is TaskState.PENDING and all(
+                self.state[w].finished for w in self.waits_on[task]
+            ):
+                self.state[task] = TaskState.RUNNING
+                ready.append(task)
+                free -= 1
+        return ready
+
+    def finish(self, task: str, succeeded: bool) -> list[str]:
+        """Record a finished task; return the tasks its failure blocks (transitively)."""
+        self.state[task] = TaskState.SUCCEEDED if succeeded else TaskState.FAILED
+        return [] if succeeded else self._block_dependents_of(task, root=task)
+
+    def _block_dependents_of(self, failed: str, root: str) -> list[str]:
+        newly: list[str] = []
+        for task in self.order:
+            if self.state[task] is TaskState.PENDING and failed in self.depends_on[task]:
+                self.state[task] = TaskState.BLOCKED
+                self.blocked_by[task] = root
+                newly.append(task)
+                newly += self._block_dependents_of(task, root)
+        return newly
+
+    def stop(self) -> None:
+        """Hand out nothing more (an interrupt): pending tasks stay pending."""
+        self._stopped = True
+
+    @property
+    def done(self) -> bool:
+        """Nothing runs and nothing more can start."""
+        if self.running:
+            return False
+        return self._stopped or all(s.finished for s in self.state.values())

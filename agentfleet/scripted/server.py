@@ -1,0 +1,549 @@
+"""A scripted OpenAI Responses-API server on 127.0.0.1 for the real Codex CLI.
+
+``POST /v1/responses`` (``stream: true``) is answered from a ``Script``: the
+user's prompt picks a rule, the thread's position in the conversation picks the
+response, and the rule's faults fail its first requests. Anything else is a 404.
+
+One thread per connection (``ThreadingHTTPServer``); every wait is cut short
+by ``stop()``, which also breaks open connections, so it never hangs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import select
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+from agentfleet.scripted import sse
+from agentfleet.scripted.script import Fault, Rule, Script
+
+# User messages Codex adds around the prompt; they are context, not the prompt.
+_CONTEXT_PREFIXES = (
+    "<environment_context>",
+    "# AGENTS.md instructions",
+    "<user_instructions>",
+    "<user_shell_command>",
+    "<turn_aborted>",
+    "<skill>",
+)
+_STOP_JOIN_S = 2.0
+_POLL_S = 0.05
+
+
+class RecordedRequest(BaseModel):
+    """One request the server answered, as tests inspect it."""
+
+    index: int = Field(description="Arrival order, from 0.")
+    method: str = "POST"
+    path: str = "/v1/responses"
+    rule: str | None = Field(default=None, description="The rule that answered, if any.")
+    thread_id: str | None = Field(default=None, description="Codex's thread id (prompt_cache_key).")
+    prompt: str = Field(default="", description="The user's prompt text (last user message).")
+    started_at: float
+    finished_at: float | None = None
+    status: int = 0
+    fault: str | None = Field(default=None, description="The fault kind that answered, if any.")
+    position: int | None = Field(
+        default=None, description="The response index served in the thread's conversation."
+    )
+    completed: bool = Field(
+        default=False, description="The whole response (response.completed) was sent."
+    )
+    authorization: str | None = None
+    body: dict[str, Any] = Field(default_factory=dict)
+
+
+def prompt_of(body: dict[str, Any]) -> str:
+    """The user's prompt: the text of the last user message that is not injected context."""
+    items = body.get("input")
+    if isinstance(items, str):
+        return items
+    for item in reversed(items if isinstance(items, list) else []):
+        if not isinstance(item, dict) or item.get("role") != "user":
+            continue
+        if item.get("type", "message") != "message":
+            continue
+        content = item.get("content")
+        if isinstance(content, str):
+            text = content
+        else:
+            text = "".join(
+                part.get("text", "")
+                for part in content or []
+                if isinstance(part, dict) and part.get("type") in ("input_text", "text")
+            )
+        if text.lstrip().startswith(_CONTEXT_PREFIXES):
+            continue
+        return text
+    return ""
+
+
+class _ClientGone(Exception):
+    """The client closed the connection, or the server is stopping."""
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    # Many Codex processes may connect at once; the default backlog of 5 refuses some.
+    request_queue_size = 128
+
+    def __init__(self, owner: ScriptedModelServer, address: tuple[str, int]) -> None:
+        self.owner = owner
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    protocol_version = "HTTP/1.1"  # keep-alive and chunked SSE, like the real API
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.owner._track(self.connection, add=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the request log is the record; stderr noise would drown test output
+
+    def do_POST(self) -> None:
+        self.server.owner._serve(self)
+
+    def do_GET(self) -> None:
+        self.server.owner._not_found(self)
+
+    do_PUT = do_DELETE = do_PATCH = do_GET
+
+    # -- wire helpers -------------------------------------------------------
+
+    def read_body(self) -> bytes:
+        """The request body, whether sized by content-length or chunked."""
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            data = b"".join(parts)
+        else:
+            data = self.rfile.read(int(self.headers.get("content-length") or 0))
+        if (self.headers.get("content-encoding") or "").lower() == "gzip":
+            data = gzip.decompress(data)
+        return data
+
+    def send_json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+                  ) -> None:
+        """A complete JSON response."""
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.send_header("x-request-id", sse.new_id("req"))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def start_sse(self) -> None:
+        """Headers of a 200 event stream with chunked body."""
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream; charset=utf-8")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("x-request-id", sse.new_id("req"))
+        self.end_headers()
+        self.wfile.flush()
+
+    def send_chunk(self, data: bytes) -> None:
+        """One chunk of the body; a broken pipe means the client went away."""
+        try:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        except OSError as exc:
+            raise _ClientGone() from exc
+
+    def end_chunks(self, last: bytes = b"") -> None:
+        """The final data (if any) and the terminating chunk in one write."""
+        tail = (b"%x\r\n%s\r\n" % (len(last), last) if last else b"") + b"0\r\n\r\n"
+        try:
+            self.wfile.write(tail)
+            self.wfile.flush()
+        except OSError as exc:
+            raise _ClientGone() from exc
+
+    def break_connection(self) -> None:
+        """Close without finishing the body: the client sees a broken stream."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def client_gone(self) -> bool:
+        """Whether the peer has closed its end (readable with nothing to read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+
+class ScriptedModelServer:
+    """The scripted Responses-API server; start it, point Codex at it, read ``requests``."""
+
+    env_key: ClassVar[str] = "AGENTFLEET_SCRIPTED_KEY"
+    api_key: ClassVar[str] = "scripted-not-a-real-key"
+
+    def __init__(
+        self,
+        script: Script,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        log_path: Path | None = None,
+        log_bodies: bool = False,
+    ) -> None:
+        self._script = script
+        self._host = host
+        self._port = port
+        self._log_path = log_path
+        self._log_bodies = log_bodies
+        self._lock = threading.Lock()
+        self._records: list[RecordedRequest] = []
+        self._attempts: dict[str, int] = {}  # rule name -> requests so far (for faults)
+        self._positions: dict[tuple[str | None, str], int] = {}  # (thread, rule) -> served
+        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> ScriptedModelServer:
+        """Bind and serve in a background thread; returns self."""
+        if self._httpd is not None:
+            raise RuntimeError("the scripted model server is already started")
+        self._stopping.clear()
+        self._httpd = _HTTPServer(self, (self._host, self._port))
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": _POLL_S},
+            name=f"scripted-model:{self.port}", daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, break open streams, and wait (boundedly) for handlers to end."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        self._stopping.set()
+        httpd.shutdown()
+        httpd.server_close()
+        with self._lock:
+            open_connections = dict(self._connections)
+        for conn in open_connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)  # unblocks handlers waiting on keep-alive reads
+            except OSError:
+                pass
+        deadline = time.monotonic() + _STOP_JOIN_S
+        for thread in [self._thread, *open_connections.values()]:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> ScriptedModelServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- public state -----------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (the one asked for before start)."""
+        return self._httpd.server_address[1] if self._httpd else self._port
+
+    @property
+    def base_url(self) -> str:
+        """The provider ``base_url`` Codex needs, ending in ``/v1``."""
+        if self._httpd is None:
+            raise RuntimeError("start the scripted model server first")
+        return f"http://{self._host}:{self.port}/v1"
+
+    @property
+    def script(self) -> Script:
+        """The script in force."""
+        return self._script
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request so far, in arrival order (in-flight ones included)."""
+        with self._lock:
+            return [r.model_copy() for r in self._records]
+
+    def requests_for(self, rule_name: str) -> list[RecordedRequest]:
+        """The requests answered by one rule."""
+        return [r for r in self.requests if r.rule == rule_name]
+
+    def set_script(self, script: Script) -> None:
+        """Replace the script; fault counts and conversation positions start again."""
+        with self._lock:
+            self._script = script
+            self._attempts.clear()
+            self._positions.clear()
+
+    def add_rule(self, rule: Rule) -> None:
+        """Append a rule to the script in force (counts are kept)."""
+        with self._lock:
+            # Built anew so the script's checks (unique names) run before it is in force.
+            self._script = Script(rules=[*self._script.rules, rule], default=self._script.default)
+
+    def write_codex_home(
+        self,
+        path: Path,
+        *,
+        model: str = "gpt-5.5",
+        request_max_retries: int | None = None,
+        stream_max_retries: int | None = None,
+        stream_idle_timeout_ms: int | None = None,
+    ) -> Path:
+        """Write ``path/config.toml`` pointing Codex at this server; returns ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        lines = [
+            f"model = {json.dumps(model)}",
+            'model_provider = "scripted"',
+            "",
+            "[model_providers.scripted]",
+            'name = "scripted"',
+            f"base_url = {json.dumps(self.base_url)}",
+            'wire_api = "responses"',
+            f"env_key = {json.dumps(self.env_key)}",
+        ]
+        for key, value in (
+            ("request_max_retries", request_max_retries),
+            ("stream_max_retries", stream_max_retries),
+            ("stream_idle_timeout_ms", stream_idle_timeout_ms),
+        ):
+            if value is not None:
+                lines.append(f"{key} = {int(value)}")
+        (path / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+    def agent_env(self, codex_home: Path) -> dict[str, str]:
+        """The environment variables a Codex process needs to use this server."""
+        return {"CODEX_HOME": str(codex_home), self.env_key: self.api_key}
+
+    # -- connection bookkeeping ---------------------------------------------------
+
+    def _track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections[conn] = threading.current_thread()
+            else:
+                self._connections.pop(conn, None)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep, but leave at once when the server stops."""
+        if self._stopping.wait(seconds):
+            raise _ClientGone()
+
+    # -- request handling -----------------------------------------------------------
+
+    def _record(self, handler: _Handler, **fields: Any) -> RecordedRequest:
+        with self._lock:
+            record = RecordedRequest(
+                index=len(self._records),
+                method=handler.command,
+                path=handler.path,
+                started_at=time.time(),
+                authorization=handler.headers.get("authorization"),
+                **fields,
+            )
+            self._records.append(record)
+            return record
+
+    def _update(self, record: RecordedRequest, **fields: Any) -> None:
+        # Under the lock, so a `requests` snapshot never sees a half-updated record.
+        with self._lock:
+            for name, value in fields.items():
+                setattr(record, name, value)
+
+    def _finish(self, record: RecordedRequest, status: int, **fields: Any) -> None:
+        # Called before the last bytes go out: a client (or a test reading `requests` as soon
+        # as Codex exits) must never see an answered request still unfinished in the record.
+        self._update(record, status=status, finished_at=time.time(), **fields)
+
+    def _log(self, record: RecordedRequest) -> None:
+        if self._log_path is None:
+            return
+        with self._lock:
+            line = record.model_dump_json(exclude=None if self._log_bodies else {"body"})
+            with self._log_path.open("a", encoding="utf-8") as log:
+                log.write(line + "\n")
+
+    def _not_found(self, handler: _Handler) -> None:
+        if handler.command == "POST":
+            try:
+                handler.read_body()  # keep the connection usable
+            except (OSError, ValueError):
+                handler.close_connection = True
+        record = self._record(handler)
+        body = sse.error_body(404, f"scripted model: no route {handler.command} {handler.path}")
+        body["error"]["code"] = "not_found"  # type: ignore[index]
+        self._finish(record, 404)
+        try:
+            handler.send_json(404, body)
+        finally:
+            self._log(record)
+
+    def _serve(self, handler: _Handler) -> None:
+        if handler.path.split("?")[0].rstrip("/") != "/v1/responses":
+            self._not_found(handler)
+            return
+        try:
+            body = json.loads(handler.read_body() or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("the request body is not a JSON object")
+        except (ValueError, OSError) as exc:
+            record = self._record(handler)
+            self._finish(record, 400)
+            message = f"scripted model: bad request body: {exc}"
+            try:
+                handler.send_json(400, sse.error_body(400, message))
+            finally:
+                self._log(record)
+            return
+        prompt = prompt_of(body)
+        thread_id = body.get("prompt_cache_key")
+        with self._lock:
+            rule = self._script.rule_for(prompt)
+        record = self._record(handler, rule=rule.name if rule else None, thread_id=thread_id,
+                              prompt=prompt, body=body)
+        try:
+            if rule is None:
+                message = f"scripted model: no rule matches the prompt {prompt[:80]!r}"
+                self._finish(record, 400)
+                handler.send_json(400, sse.error_body(400, message))
+                return
+            with self._lock:
+                attempt = self._attempts.get(rule.name, 0)
+                self._attempts[rule.name] = attempt + 1
+            fault = rule.fault_for(attempt)
+            model = str(body.get("model") or "scripted")
+            if fault is not None:
+                self._answer_fault(handler, record, fault, model)
+            else:
+                self._answer(handler, record, rule, model)
+        except _ClientGone:
+            handler.close_connection = True
+            if record.finished_at is None:
+                self._finish(record, record.status or 200)
+        except OSError:
+            # The client vanished while we wrote an error body: nothing left to tell it.
+            handler.close_connection = True
+            if record.finished_at is None:
+                self._finish(record, record.status or 0)
+        except Exception:
+            # A bug here must still leave a finished record; socketserver prints the trace.
+            handler.close_connection = True
+            if record.finished_at is None:
+                self._finish(record, 500)
+            raise
+        finally:
+            self._log(record)
+
+    def _answer_fault(self, handler: _Handler, record: RecordedRequest, fault: Fault, model: str
+                      ) -> None:
+        self._update(record, fault=fault.kind)
+        if fault.kind == "http":
+            headers = {}
+            if fault.retry_after is not None:
+                headers["retry-after"] = str(fault.retry_after)
+            self._finish(record, fault.status)
+            handler.send_json(fault.status, fault.body or sse.error_body(fault.status), headers)
+            return
+        stream = sse.EventStream(model)
+        self._update(record, status=200)
+        handler.start_sse()
+        if fault.kind == "cut":
+            events = [*stream.created(), stream.event(
+                "response.output_item.added", output_index=0,
+                item={"type": "message", "id": sse.new_id("msg"), "role": "assistant",
+                      "status": "in_progress", "content": []})]
+            for event in events[: fault.events_before_cut]:
+                handler.send_chunk(sse.frame(event))
+            self._finish(record, 200)
+            handler.break_connection()
+        elif fault.kind == "silent":
+            deadline = None if fault.hold_s is None else time.monotonic() + fault.hold_s
+            try:
+                while not handler.client_gone():
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+                    self._wait(_POLL_S)
+            finally:
+                self._finish(record, 200)
+                handler.break_connection()
+        else:  # context_window / failed: a 200 stream whose response fails
+            if fault.kind == "context_window":
+                code, message = "context_length_exceeded", sse.CONTEXT_WINDOW_MESSAGE
+            else:
+                code = fault.code or "server_error"
+                message = fault.message or "The model failed to produce a response."
+            for event in stream.created():
+                handler.send_chunk(sse.frame(event))
+            self._finish(record, 200)
+            handler.end_chunks(sse.frame(stream.failed(code, message)))
+
+    def _answer(self, handler: _Handler, record: RecordedRequest, rule: Rule, model: str) -> None:
+        key = (record.thread_id, rule.name)
+        with self._lock:
+            position = self._positions.get(key, 0)
+        response = rule.response_for(position)
+        self._update(record, position=position, status=200)
+        stream = sse.EventStream(model)
+        handler.start_sse()
+        for event in stream.created():
+            handler.send_chunk(sse.frame(event))
+        if response.delay_s:
+            self._wait(response.delay_s)
+        output = []
+        for item, events in stream.items(response):
+            output.append(item)
+            handler.send_chunk(b"".join(sse.frame(e) for e in events))
+        final = sse.frame(stream.completed(output, rule.usage_for(response)))
+        # Count the response as served before the client can see it complete: Codex may
+        # send the thread's next request the moment the stream ends. Undone if it fails.
+        with self._lock:
+            self._positions[key] = position + 1
+        self._finish(record, 200, completed=True)
+        try:
+            handler.end_chunks(final)
+        except _ClientGone:
+            with self._lock:
+                if self._positions.get(key) == position + 1:
+                    self._positions[key] = position
+            self._update(record, completed=False, finished_at=time.time())
+            raise
+

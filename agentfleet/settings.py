@@ -1,0 +1,45 @@
+"""Per-machine settings, read once at the edge (CLI, flows) and passed down.
+
+Everything here differs between machines (where Codex is, where worktrees go);
+what is shared or secret belongs in a Block (``blocks/``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_work_dir() -> Path:
+    return Path.home() / ".cache" / "agentfleet"
+
+
+class AgentfleetSettings(BaseSettings):
+    """``AGENTFLEET_*`` environment variables (or a ``.env`` file)."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTFLEET_", env_file=".env", extra="ignore")
+
+    codex_path: Path | None = Field(
+        default=None,
+        description="The Codex CLI to run; default: node_modules/.bin/codex of this project, "
+        "then `codex` on PATH.",
+    )
+    work_dir: Path = Field(
+        default_factory=_default_work_dir,
+        description="Where agentfleet keeps worktrees, locks and leases (outside every repository).",
+    )
+    stop_grace_s: float = Field(
+        default=5.0, description="Seconds between SIGTERM and SIGKILL when an agent is stopped."
+    )
+
+    def worktree_root(self, repo_key: str, sprint: str) -> Path:
+        """The folder holding one sprint's worktrees on one repository."""
+        return self.work_dir / "worktrees" / repo_key / sprint
+
+    @property
+    def lock_dir(self) -> Path:
+        return self.work_dir / "locks"

@@ -1,0 +1,237 @@
+"""The ``sprint`` flow: plan -> decompose -> fan-out -> sequential apply -> verified target.
+
+Attempts are scheduled as a graph, not in waves: a task starts as soon as what it
+waits for has finished and one of ``limits.concurrency`` slots is free. Each
+attempt is a task run named ``<task>#<k>``; landing is one ``sequential-apply``
+task run. The flow run ends Failed whenever ``agentfleet run`` would exit 1.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture, as_completed
+from prefect.states import Completed, Failed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from agentfleet import apply as gitapply
+from agentfleet.agents import find_codex
+from agentfleet.attempt import AttemptSpec
+from agentfleet.cli import CheckedPlan, load_and_check
+from agentfleet.errors import AgentfleetError
+from agentfleet.locks import SprintLock, repo_key
+from agentfleet.naming import attempt_branch
+from agentfleet.prompts import Predecessor, compose_prompt
+from agentfleet.results import AttemptResult, SprintReport, TaskOutcome
+from agentfleet.schedule import Scheduler, TaskState
+from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
+from tasks.apply import sequential_apply
+from tasks.attempt import attempt
+from tasks.runtime import CANCEL, stop_everything
+
+# The scheduler caps agents at the plan's limits.concurrency; the pool only needs to
+# be at least that large (Prefect's default pool is unbounded).
+MAX_POOL = 64
+
+
+@flow(name="sprint", task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL))
+def sprint(plan: str, report: str | None = None, no_cache: bool = False) -> SprintReport:
+    """Run a sprint plan (a path to its YAML file) and land the results on its target."""
+    logger = get_run_logger()
+    checked = load_and_check(Path(plan))
+    for warning in checked.warnings:
+        logger.warning(warning)
+    settings = AgentfleetSettings()
+    CANCEL.clear()
+    codex = codex_for(checked, settings)
+    with SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
+        sprint_report = SprintRun(checked, settings, codex).run()
+    if report:
+        Path(report).write_text(sprint_report.model_dump_json(indent=2) + "\n")
+    logger.info("\n" + sprint_report.table())
+    logger.info(sprint_report.summary_line())
+    if sprint_report.exit_status != 0:
+        return Failed(message=sprint_report.summary_line(), data=sprint_report)
+    return Completed(message=sprint_report.summary_line(), data=sprint_report)
+
+
+class SprintRun:
+    """One run of one sprint: schedules attempts, then lands them."""
+
+    def __init__(
+        self, checked: CheckedPlan, settings: AgentfleetSettings, codex: Path | None
+    ) -> None:
+        self.codex = codex
+        self.plan = checked.plan
+        self.repo = checked.repo
+        self.dec = checked.decomposition
+        self.settings = settings
+        self.root = self.repo.root
+        self.worktree_root = settings.worktree_root(repo_key(self.root), self.plan.name)
+        self.target = self.plan.target_branch
+        self.results: dict[str, AttemptResult] = {}
+        self.logger = get_run_logger()
+        self.started = time.monotonic()
+
+    def run(self) -> SprintReport:
+        """Fan out, then land; on an interrupt stop every agent and report what finished."""
+        done_before = self._already_applied()
+        depends = {t.id: list(t.depends_on) for t in self.plan.tasks}
+        sched = Scheduler(self.dec.order, self.dec.waits_on, depends, self.plan.limits.concurrency)
+        for task_id in done_before:
+            sched.mark_done_before(task_id)
+            self.logger.info(f"{task_id}: already applied on {self.target}, not run again")
+        futures: dict[PrefectFuture, str] = {}
+        try:
+            while not sched.done:
+                for task_id in sched.take_ready():
+                    futures[self._submit(task_id, sched, done_before)] = task_id
+                if not futures:
+                    break
+                future = next(as_completed(list(futures)))
+                task_id = futures.pop(future)
+                result = self._result_of(future, task_id)
+                self.results[task_id] = result
+                for blocked in sched.finish(task_id, result.succeeded):
+                    self.logger.warning(f"{blocked}: not run, blocked by failed {task_id}")
+        except BaseException:
+            # Ctrl-C, or a cancelled flow run (SIGTERM): stop every agent, let the attempt
+            # tasks remove their worktrees, keep what finished.
+            self.logger.warning("interrupted: stopping every agent of this sprint")
+            sched.stop()
+            stop_everything()
+            for future in list(futures):
+                try:
+                    future.wait(timeout=self.settings.stop_grace_s + 30)
+                except BaseException:  # noqa: BLE001 - already on the way out
+                    pass
+            raise
+        landing = sequential_apply(
+            repo=self.root,
+            sprint=self.plan.name,
+            base_sha=self.repo.base_sha,
+            target=self.target,
+            order=self.dec.order,
+            results=self.results,
+            blocked_by=sched.blocked_by,
+            final_verify=self.plan.final_verify,
+            verify_timeout_s=self.plan.timeout_s,
+            worktree_root=self.worktree_root,
+        )
+        for report in landing.tasks:
+            if sched.state[report.task] is TaskState.DONE_BEFORE:
+                report.outcome = TaskOutcome.ALREADY_APPLIED
+        return SprintReport(
+            sprint=self.plan.name,
+            repo=str(self.root),
+            base=self.repo.base,
+            target=self.target,
+            tasks=landing.tasks,
+            final_verify=landing.final_verify,
+            target_moved=landing.target_moved,
+            target_sha=landing.target_sha,
+            target_note=landing.note,
+            duration_s=time.monotonic() - self.started,
+        )
+
+    def _already_applied(self) -> dict[str, gitapply.AppliedCommit]:
+        if not self.repo.target_exists:
+            return {}
+        return gitapply.applied_tasks(self.root, f"refs/heads/{self.target}", self.plan.name)
+
+    def _submit(
+        self, task_id: str, sched: Scheduler, done_before: dict[str, gitapply.AppliedCommit]
+    ) -> PrefectFuture:
+        task = self.plan.task(task_id)
+        heads: list[str] = []
+        predecessors: list[Predecessor] = []
+        for prior in self.dec.waits_on.get(task_id, []):
+            relation = "depends_on" if prior in task.depends_on else "paths overlap"
+            if prior in done_before:
+                sha = done_before[prior].sha
+                heads.append(sha)
+                predecessors.append(
+                    Predecessor(prior, relation, gitapply.message_body(self.root, sha),
+                                gitapply.diffstat_of(self.root, sha))
+                )
+            elif (r := self.results.get(prior)) and r.succeeded and r.head_sha:
+                heads.append(r.head_sha)
+                final = r.outcome.final_message if r.outcome else None
+                predecessors.append(Predecessor(prior, relation, final, r.diffstat))
+        start = self.repo.base_sha
+        if heads:
+            start = gitapply.combine(
+                self.root, self.repo.base_sha, heads, f"agentfleet: start of {task_id}"
+            )
+        spec = AttemptSpec(
+            sprint=self.plan.name,
+            task_id=task_id,
+            attempt=1,
+            branch=attempt_branch(self.plan.name, task_id, 1),
+            repo=self.root,
+            worktree_root=self.worktree_root,
+            start_sha=start,
+            prompt=compose_prompt(task.prompt, predecessors, task.paths),
+            paths=task.paths,
+            agent=self.plan.task_agent(task),
+            setup=self.plan.task_setup(task),
+            verify=self.plan.task_verify(task),
+            timeout_s=self.plan.task_timeout(task),
+            retries=self.plan.task_retries(task),
+            codex_path=self.codex,
+            grace_s=self.settings.stop_grace_s,
+        )
+        waits = ", ".join(self.dec.waits_on.get(task_id, [])) or "nothing"
+        self.logger.info(f"{task_id}#1 starts from {start[:10]} (waited for: {waits})")
+        return attempt.with_options(refresh_cache=None).submit(spec)
+
+    def _result_of(self, future: PrefectFuture, task_id: str) -> AttemptResult:
+        try:
+            return future.result()
+        except Exception as exc:  # an agentfleet bug or a git failure, not the agent's
+            self.logger.error(f"{task_id}#1 crashed: {exc}")
+            return AttemptResult(
+                task_id=task_id,
+                attempt=1,
+                branch=attempt_branch(self.plan.name, task_id, 1),
+                start_sha=self.repo.base_sha,
+                succeeded=False,
+                reason=f"crashed: {exc}",
+            )
+
+
+def codex_for(checked: CheckedPlan, settings: AgentfleetSettings) -> Path | None:
+    """The Codex CLI the plan's codex agents will run; ``AgentNotFound`` (exit 2) if none."""
+    plan = checked.plan
+    if all(plan.task_agent(t).kind != "codex" for t in plan.tasks):
+        return None
+    return find_codex(settings.codex_path, PROJECT_ROOT, os.environ.get("PATH"))
+
+
+def run_and_report(plan: Path, *, report: str | None, no_cache: bool) -> SprintReport:
+    """Run the flow in this process (``agentfleet run``) and return its report.
+
+    Errors that stop the flow before it reports (a bad plan, a held lock, no Codex)
+    come back as the ``AgentfleetError`` they are, so the CLI exits with their status.
+    """
+    checked = load_and_check(plan)
+    settings = AgentfleetSettings()
+    codex_for(checked, settings)
+    with SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
+        pass  # refuse a second run at once, before Prefect's start-up; the flow locks again
+    with tempfile.TemporaryDirectory(prefix="agentfleet-report-") as tmp:
+        path = Path(report) if report else Path(tmp) / "report.json"
+        path.unlink(missing_ok=True)
+        state = sprint(plan=str(plan), report=str(path), no_cache=no_cache, return_state=True)
+        if path.exists():
+            return SprintReport.model_validate_json(path.read_text())
+        error = state.result(raise_on_failure=False)
+        if isinstance(error, BaseException):
+            raise error
+        raise AgentfleetError(
+            f"the sprint flow ended {state.name} without a report: {state.message}"
+        )

@@ -1,0 +1,44 @@
+"""The Prefect task that lands the winners on the target (``agentfleet.landing``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from agentfleet.landing import Landing, land
+from agentfleet.results import AttemptResult
+from tasks.runtime import CANCEL, agent_env
+
+
+@task(name="sequential-apply")
+def sequential_apply(
+    *,
+    repo: Path,
+    sprint: str,
+    base_sha: str,
+    target: str,
+    order: list[str],
+    results: dict[str, AttemptResult],
+    blocked_by: dict[str, str],
+    final_verify: str | None,
+    verify_timeout_s: float,
+    worktree_root: Path,
+) -> Landing:
+    """Apply results in apply order onto a scratch ref, verify, move the target."""
+    logger = get_run_logger()
+    return land(
+        repo=repo,
+        sprint=sprint,
+        base_sha=base_sha,
+        target=target,
+        order=order,
+        results=results,
+        blocked_by=blocked_by,
+        final_verify=final_verify,
+        verify_timeout_s=verify_timeout_s,
+        worktree_root=worktree_root,
+        env=agent_env({}),
+        log=logger.info,
+        cancel=CANCEL,
+    )

@@ -1,0 +1,102 @@
+"""Fixtures every test level shares: real git repositories and a clean environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+# Git must not read the developer's own configuration (signing, hooks, templates).
+GIT_ENV = {
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_TERMINAL_PROMPT": "0",
+}
+
+
+def run_git(repo: Path, *args: str) -> str:
+    """Run git in ``repo`` and return its stdout; fails the test on a non-zero exit."""
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_ENV},
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {done.stderr}")
+    return done.stdout
+
+
+MakeRepo = Callable[..., Path]
+
+
+@pytest.fixture(autouse=True)
+def _clean_agentfleet_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from the environment; a developer's AGENTFLEET_* must not leak in."""
+    for name in list(os.environ):
+        if name.startswith("AGENTFLEET_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path) -> MakeRepo:
+    """A factory of real git repositories with one commit and a local user.
+
+    ``make_repo(name="repo", files={"README.md": "hi\\n"}, branch="main")``.
+    """
+
+    def make(
+        name: str = "repo",
+        files: dict[str, str] | None = None,
+        branch: str = "main",
+        commit: bool = True,
+    ) -> Path:
+        path = tmp_path / name
+        path.mkdir(parents=True, exist_ok=True)
+        run_git(path, "init", "-q", "-b", branch)
+        run_git(path, "config", "user.name", "Agentfleet Test")
+        run_git(path, "config", "user.email", "test@agentfleet.invalid")
+        run_git(path, "config", "commit.gpgsign", "false")
+        for rel, text in (files if files is not None else {"README.md": "hello\n"}).items():
+            target = path / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        if commit:
+            run_git(path, "add", "-A")
+            run_git(path, "commit", "-q", "-m", "initial commit")
+        return path
+
+    return make
+
+
+@pytest.fixture
+def git() -> Callable[..., str]:
+    """``git(repo, *args)``: run git in a repository, return stdout, fail the test on error."""
+    return run_git
+
+
+@pytest.fixture
+def repo(make_repo: MakeRepo) -> Path:
+    """One real git repository on branch ``main`` with one commit."""
+    return make_repo()
+
+
+def repo_state(repo: Path) -> dict[str, object]:
+    """Everything a read-only command must leave as it was: refs, worktrees, status, .git files."""
+    git_dir = repo / ".git"
+    return {
+        "refs": run_git(repo, "for-each-ref"),
+        "worktrees": run_git(repo, "worktree", "list", "--porcelain"),
+        "status": run_git(repo, "--no-optional-locks", "status", "--porcelain"),
+        "git_files": sorted(str(p.relative_to(git_dir)) for p in git_dir.rglob("*")),
+        "files": sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if ".git" not in p.parts),
+    }
+
+
+@pytest.fixture
+def snapshot() -> Callable[[Path], dict[str, object]]:
+    """``snapshot(repo)``: the repository's state, to compare before and after a command."""
+    return repo_state

@@ -1,0 +1,93 @@
+"""A real ``prefect server`` on loopback, backed by PostgreSQL as in production."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_DSN = "postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc", sql],
+        check=True,
+        capture_output=True,
+    )
+
+
+@dataclass
+class PrefectServer:
+    api_url: str
+    home: Path
+    database: str
+    process: subprocess.Popen
+
+    def env(self) -> dict[str, str]:
+        """Environment for a client process of this server."""
+        return {
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(self.home / "storage"),
+        }
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        _psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+
+def start_prefect_server(home: Path, timeout_s: float = 90) -> PrefectServer:
+    """Start a server on a fresh PostgreSQL database; wait until it answers."""
+    database = f"agentfleet_test_{uuid.uuid4().hex[:8]}"
+    _psql(f'CREATE DATABASE "{database}"')
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_API_DATABASE_CONNECTION_URL=PG_DSN.format(db=database),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+    )
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+         "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api_url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return PrefectServer(api_url, home, database, process)
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError("prefect server did not become healthy in time")

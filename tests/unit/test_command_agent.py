@@ -1,0 +1,149 @@
+"""The `command` agent: any shell command as an agent, in a real git worktree."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from agentfleet.agent_config import AgentConfig
+from agentfleet.agents import AgentRequest, codex_argv, find_codex, run_agent, toml_value
+from agentfleet.codex_events import OutputLine
+from agentfleet.errors import AgentError, AgentNotFound
+from agentfleet.outcome import Ending
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _request(worktree: Path, run: str, **kw: object) -> AgentRequest:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(worktree.parent),
+           "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+    return AgentRequest(
+        worktree=worktree, prompt=kw.pop("prompt", "add a greeting"),  # type: ignore[arg-type]
+        agent=AgentConfig(kind="command", run=run, env=kw.pop("agent_env", {})),  # type: ignore[arg-type]
+        timeout_s=kw.pop("timeout_s", 20), env=env, **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_completed_with_final_message_and_changed_file(repo: Path) -> None:
+    events: list[object] = []
+    outcome = run_agent(
+        _request(repo, "echo working; echo 'print(1)' > hello.py; echo hi >> README.md; "
+                       "echo note >&2; echo 'Added hello.py.'; echo"),
+        on_event=events.append,
+    )
+    assert outcome.ending is Ending.COMPLETED and outcome.ok
+    assert outcome.final_message == "Added hello.py."
+    assert sorted(outcome.files_changed) == ["README.md", "hello.py"]
+    assert outcome.usage.total == 0 and outcome.exit_status == 0 and outcome.error is None
+    assert OutputLine(stream="stdout", text="working") in events
+    assert OutputLine(stream="stderr", text="note") in events
+
+
+def test_failing_command_is_fatal_with_its_output_tail(repo: Path) -> None:
+    outcome = run_agent(_request(repo, "echo trying; echo 'no idea how' >&2; exit 7"))
+    assert outcome.ending is Ending.FAILED_FATAL and not outcome.retryable
+    assert outcome.exit_status == 7
+    assert outcome.error is not None and "no idea how" in outcome.error
+    assert outcome.files_changed == []
+
+
+def test_prompt_arrives_on_stdin_and_in_env(repo: Path) -> None:
+    prompt = "Line one with 'quotes' and $dollars\nline two ünïcode"
+    outcome = run_agent(_request(
+        repo, 'cat > from_stdin.txt; printf "%s" "$AGENTFLEET_PROMPT" > from_env.txt; '
+              'echo "$EXTRA"', prompt=prompt, agent_env={"EXTRA": "from agent.env"}))
+    assert outcome.ok
+    assert (repo / "from_stdin.txt").read_text() == prompt
+    assert (repo / "from_env.txt").read_text() == prompt
+    assert outcome.final_message == "from agent.env"
+
+
+def test_timeout_and_cancel_leave_nothing(repo: Path) -> None:
+    seen: list[object] = []
+    outcome = run_agent(_request(repo, "setsid sleep 1000 & echo started; sleep 1000",
+                                 timeout_s=0.5, grace_s=1), on_event=seen.append)
+    assert outcome.ending is Ending.TIMED_OUT and not outcome.retryable
+    assert OutputLine(stream="stdout", text="started") in seen
+    assert not _sleepers()
+
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    outcome = run_agent(_request(repo, "sleep 1000", grace_s=1), cancel=cancel)
+    assert outcome.ending is Ending.KILLED
+    assert not _sleepers()
+
+
+def test_idle_timeout_marks_it_stuck(repo: Path) -> None:
+    outcome = run_agent(_request(repo, "echo start; sleep 1000", idle_timeout_s=0.5, grace_s=1))
+    assert outcome.ending is Ending.STUCK
+
+
+def test_command_agent_without_run_is_an_error(repo: Path) -> None:
+    with pytest.raises(AgentError):
+        run_agent(_request(repo, "  "))
+
+
+def _sleepers() -> list[int]:
+    """Live ``sleep 1000`` processes started by a command agent (they carry its prompt var)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or not _alive(int(entry.name)):
+            continue
+        try:
+            if (entry / "cmdline").read_bytes() == b"sleep\x001000\x00":
+                if b"AGENTFLEET_PROMPT=" in (entry / "environ").read_bytes():
+                    out.append(int(entry.name))
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+# -- finding and calling codex (pure) ----------------------------------------------------
+
+
+def test_find_codex(tmp_path: Path) -> None:
+    exe = tmp_path / "bin" / "codex"
+    exe.parent.mkdir()
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    local = tmp_path / "proj" / "node_modules" / ".bin" / "codex"
+    local.parent.mkdir(parents=True)
+    local.write_text("#!/bin/sh\n")
+    local.chmod(0o755)
+    assert find_codex(exe, tmp_path / "proj", None) == exe
+    assert find_codex(None, tmp_path / "proj", str(exe.parent)) == local
+    assert find_codex(None, tmp_path / "elsewhere", f"/nonexistent:{exe.parent}") == exe
+    with pytest.raises(AgentNotFound, match="npm ci.*AGENTFLEET_CODEX_PATH") as info:
+        find_codex(None, tmp_path / "elsewhere", "/nonexistent")
+    assert info.value.exit_code == 2
+    with pytest.raises(AgentNotFound, match="no executable"):
+        find_codex(tmp_path / "missing", tmp_path / "proj", str(exe.parent))
+
+
+def test_codex_argv() -> None:
+    codex = Path("/x/codex")
+    assert codex_argv(codex, AgentConfig()) == [
+        "/x/codex", "exec", "--json", "-s", "workspace-write", "-"
+    ]
+    agent = AgentConfig(
+        model="gpt-5.5", sandbox="read-only", profile="fast",
+        config={"model_reasoning_effort": "high", "n": 3, "f": 0.5, "b": True,
+                "q": 'say "hi"'},
+    )
+    assert codex_argv(codex, agent, ["--output-schema", "s.json"]) == [
+        "/x/codex", "exec", "--json", "-s", "read-only", "-m", "gpt-5.5", "-p", "fast",
+        "-c", 'model_reasoning_effort="high"', "-c", "n=3", "-c", "f=0.5", "-c", "b=true",
+        "-c", 'q="say \\"hi\\""', "--output-schema", "s.json", "-",
+    ]
+    assert toml_value(False) == "false" and toml_value(float("inf")) == "inf"
