@@ -231,8 +231,8 @@ def test_429_with_retry_after_is_retried_and_completes(server, repo, tmp_path):
     assert run.items("agent_message")[0]["text"] == "All good."
     first, retry = server.requests_for("rl")
     assert (first.status, first.fault, retry.status, retry.completed) == (429, "http", 200, True)
-    assert 1.0 <= retry.started_at - first.finished_at < 1.5  # retry-after honoured
-    assert run.seconds < 5
+    assert 1.0 <= retry.started_at - first.finished_at < 2.5  # retry-after honoured
+    assert run.seconds < 8
 
 
 def test_429_without_retry_after_fails_at_once(server, repo, tmp_path):
@@ -245,7 +245,7 @@ def test_429_without_retry_after_fails_at_once(server, repo, tmp_path):
     assert run.returncode == 1
     assert failure(run).startswith("exceeded retry limit, last status: 429 Too Many Requests")
     assert len(server.requests_for("rl")) == 1  # not retried, whatever the retry settings
-    assert run.seconds < 5
+    assert run.seconds < 8
 
 
 def test_401_fails_after_the_stream_retries(server, repo, tmp_path):
@@ -284,7 +284,7 @@ def test_500s_fail_the_turn_only_past_both_retry_budgets(server, repo, tmp_path,
         assert run.returncode == 1 and statuses == [500, 500, 500, 500]
         assert failure(run) == high_demand
     assert run.of_type("error")[0]["message"] == f"Reconnecting... 1/1 ({high_demand})"
-    assert run.seconds < 5
+    assert run.seconds < 8
 
 
 def test_a_cut_stream_is_reported_as_disconnected(server, repo, tmp_path):
@@ -352,7 +352,7 @@ def test_context_window_exhaustion_gets_codex_own_message(server, repo, tmp_path
         "Codex ran out of room in the model's context window. Start a new thread or clear "
         "earlier history before retrying.")
     assert len(server.requests_for("ctx")) == 1  # not retried
-    assert run.seconds < 5
+    assert run.seconds < 8
 
 
 def test_insufficient_quota_is_not_retried(server, repo, tmp_path):
