@@ -30,7 +30,8 @@ class AgentfleetSettings(BaseSettings):
     )
     work_dir: Path = Field(
         default_factory=_default_work_dir,
-        description="Where agentfleet keeps worktrees, locks and leases (outside every repository).",
+        description="Where agentfleet keeps worktrees, locks and leases "
+        "(outside every repository).",
     )
     stop_grace_s: float = Field(
         default=5.0, description="Seconds between SIGTERM and SIGKILL when an agent is stopped."

@@ -24,7 +24,8 @@ def prefect(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess
         [*PREFECT, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
-    assert done.returncode == 0, f"prefect {' '.join(args)}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+    output = done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.returncode == 0, f"prefect {' '.join(args)}: {output}"
     return done
 
 

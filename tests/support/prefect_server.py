@@ -82,7 +82,8 @@ def start_prefect_server(home: Path, timeout_s: float = 90) -> PrefectServer:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-3000:]}")
+            log_tail = (home / "server.log").read_text()[-3000:]
+            raise RuntimeError(f"prefect server exited: {log_tail}")
         try:
             with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
                 if r.status == 200:
