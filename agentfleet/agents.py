@@ -46,6 +46,9 @@ class AgentRequest:
     idle_timeout_s: float | None = None
     grace_s: float = 5.0
     extra_codex_args: tuple[str, ...] = ()
+    # The agent's own temporary folder, outside its worktree: its TMPDIR, writable in
+    # Codex's sandbox (see ``isolation_overrides``). None: no TMPDIR is writable.
+    private_tmp: Path | None = None
 
 
 # -- finding and calling codex -----------------------------------------------------------
@@ -99,17 +102,86 @@ def toml_value(value: str | int | float | bool) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def codex_argv(codex: Path, agent: AgentConfig, extra: Sequence[str] = ()) -> list[str]:
-    """``codex exec --json`` with only the flags the agent config asks for; prompt from stdin."""
+EXCLUDE_SLASH_TMP = "sandbox_workspace_write.exclude_slash_tmp"
+EXCLUDE_TMPDIR = "sandbox_workspace_write.exclude_tmpdir_env_var"
+
+
+def isolation_overrides(agent: AgentConfig, private_tmp: bool) -> dict[str, bool]:
+    """The ``-c`` settings agentfleet adds to keep a ``workspace-write`` agent to its worktree.
+
+    Codex's ``workspace-write`` also lets commands write ``/tmp`` and ``$TMPDIR``, where
+    sibling worktrees or the user's repository may live. ``exclude_slash_tmp`` closes
+    ``/tmp``; ``$TMPDIR`` stays writable only when it is the agent's private folder
+    (Codex 0.169 then adds it to the writable roots itself: no ``writable_roots``, which
+    as a ``-c`` flag would replace the user's own list). A key the plan's ``agent.config``
+    sets is left to it: the user's explicit choice wins.
+    """
+    if agent.kind != "codex" or agent.sandbox != "workspace-write":
+        return {}
+    wanted = {EXCLUDE_SLASH_TMP: True}
+    if not private_tmp:
+        wanted[EXCLUDE_TMPDIR] = True
+    return {key: value for key, value in wanted.items() if key not in agent.config}
+
+
+def codex_argv(
+    codex: Path, agent: AgentConfig, extra: Sequence[str] = (), *, private_tmp: bool = False
+) -> list[str]:
+    """``codex exec --json`` with the flags the agent config asks for; prompt from stdin.
+
+    Plus ``isolation_overrides``: ``private_tmp`` says whether ``$TMPDIR`` is the agent's own.
+    """
     argv = [str(codex), "exec", "--json", "-s", agent.sandbox]
     if agent.model:
         argv += ["-m", agent.model]
     if agent.profile:
         argv += ["-p", agent.profile]
-    for key, value in agent.config.items():
+    for key, value in {**agent.config, **isolation_overrides(agent, private_tmp)}.items():
         argv += ["-c", f"{key}={toml_value(value)}"]
     # "-" reads the prompt from stdin: argv is capped at 128 KiB per string.
     return [*argv, *extra, "-"]
+
+
+def codex_home(env: Mapping[str, str]) -> Path | None:
+    """Codex's home folder for an agent with environment ``env``."""
+    if env.get("CODEX_HOME"):
+        return Path(env["CODEX_HOME"])
+    return Path(env["HOME"]) / ".codex" if env.get("HOME") else None
+
+
+def rollout_usage(home: Path | None, thread_id: str | None) -> Usage | None:
+    """The tokens a Codex thread spent, from its session file; None when not found.
+
+    ``--json`` reports usage only with ``turn.completed``: a failed turn's tokens (a
+    429 after some requests, a full context window) appear only in Codex's own session
+    file ``$CODEX_HOME/sessions/YYYY/MM/DD/rollout-*-<thread>.jsonl``, as ``token_count``
+    events whose ``total_token_usage`` is cumulative. Best effort: its format is Codex's.
+    """
+    if home is None or not thread_id:
+        return None
+    found = None
+    for path in sorted((home / "sessions").glob(f"*/*/*/rollout-*-{thread_id}.jsonl")):
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if '"token_count"' not in line:
+                continue
+            try:
+                info = json.loads(line).get("payload", {}).get("info") or {}
+                total = info.get("total_token_usage")
+                if isinstance(total, dict):
+                    usage = Usage.model_validate(
+                        {k: v for k, v in total.items() if k in Usage.model_fields}
+                    )
+                    # The largest, not the last: after a full context window Codex writes
+                    # one more with zeros (and total_tokens set to the window's size).
+                    if found is None or usage.total > found.total:
+                        found = usage
+            except (ValueError, AttributeError):
+                continue
+    return found
 
 
 # -- running ------------------------------------------------------------------------------
@@ -174,14 +246,25 @@ def run_codex_agent(
         transcript.add(event)
         _emit(on_event, event)
 
-    env = {**req.env, **req.agent.env}
-    proc = _start(codex_argv(codex, req.agent, req.extra_codex_args), req, env, on_line)
+    # The private TMPDIR goes under agent.env: a TMPDIR the plan sets is the user's choice.
+    tmp = {"TMPDIR": str(req.private_tmp)} if req.private_tmp is not None else {}
+    env = {**req.env, **tmp, **req.agent.env}
+    private = req.private_tmp is not None and env.get("TMPDIR") == str(req.private_tmp)
+    argv = codex_argv(codex, req.agent, req.extra_codex_args, private_tmp=private)
+    proc = _start(argv, req, env, on_line)
     waited = proc.wait(req.timeout_s, cancel, req.idle_timeout_s, transcript.is_busy)
     stderr = "\n".join(stderr_tail)
     ending, error = classify(
         waited.exit_status, transcript, timed_out=waited.timed_out, stuck=waited.stuck,
         killed=waited.killed, stderr_tail=stderr,
     )
+    if waited.timed_out or waited.stuck:
+        # Say what stopped it; Codex's last warning (e.g. "Reconnecting...") says why.
+        what = (
+            f"timed out after {req.timeout_s:g}s" if waited.timed_out
+            else f"no event for {req.idle_timeout_s:g}s while no command was running"
+        )
+        error = f"{what} ({error})" if error else what
     files = _relative(transcript.files_changed, req.worktree)
     files += [f for f in git_changed_files(req.worktree, env) if f not in files]
     return AttemptOutcome(

@@ -1,7 +1,8 @@
 """One attempt at one task, from a fresh worktree to a committed, verified branch.
 
     worktree add (own branch, from the start commit)
-    -> setup -> agent (transient failures retried) -> paths check
+    -> setup -> agent (transient failures retried, a full context window continued)
+    -> paths check
     -> commit (agentfleet's identity) -> verify -> worktree released, branch kept
 
 Prefect-free: ``tasks/attempt.py`` wraps it as a task run named ``<task>#<k>``.
@@ -9,6 +10,8 @@ Prefect-free: ``tasks/attempt.py`` wraps it as a task run named ``<task>#<k>``.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -20,22 +23,35 @@ from tenacity import (
     Retrying,
     retry_if_result,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from agentfleet.agent_config import AgentConfig
-from agentfleet.agents import AgentRequest, run_agent
-from agentfleet.outcome import AttemptOutcome, Ending
+from agentfleet.agents import (
+    EXCLUDE_SLASH_TMP,
+    EXCLUDE_TMPDIR,
+    AgentRequest,
+    codex_home,
+    isolation_overrides,
+    rollout_usage,
+    run_agent,
+    toml_value,
+)
+from agentfleet.leases import AttemptLease
+from agentfleet.outcome import AttemptOutcome, Ending, Usage
 from agentfleet.patterns import matches
-from agentfleet.process import run_shell
+from agentfleet.process import observe_spawns, run_shell
+from agentfleet.prompts import continuation_prompt
 from agentfleet.results import AttemptResult, CheckResult
 from agentfleet.worktrees import (
     WorktreeManager,
     changed_files,
     commit_all,
     diffstat,
-    reset_worktree,
     resolve_commit,
+    restore_worktree,
+    snapshot_worktree,
 )
 
 Log = Callable[[str], None]
@@ -63,6 +79,8 @@ class AttemptSpec(BaseModel):
     grace_s: float = 5.0
     backoff_initial_s: float = 2.0
     backoff_max_s: float = 60.0
+    keep_failed_worktree: bool = False
+    lease_dir: Path | None = None  # where the attempt's lease goes; None: no lease
 
 
 def outside_paths(files: list[str], paths: list[str] | None) -> list[str]:
@@ -84,7 +102,15 @@ def run_attempt(
     started = time.monotonic()
     manager = WorktreeManager(spec.repo, spec.worktree_root)
     name = f"{spec.task_id}-{spec.attempt}"
-    worktree = manager.add(spec.branch, spec.start_sha, name, reset=True)
+    # The lease comes first: a run killed during `worktree add` leaves a worktree that
+    # the next run can still find and remove.
+    lease = _take_lease(spec, manager.root / name)
+    try:
+        worktree = manager.add(spec.branch, spec.start_sha, name, reset=True)
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
     result = AttemptResult(
         task_id=spec.task_id,
         attempt=spec.attempt,
@@ -95,15 +121,41 @@ def run_attempt(
     )
     committed = False
     try:
-        _run_in(worktree, spec, result, env=env, on_event=on_event, log=log, cancel=cancel)
+        # Every process the attempt starts (setup, agent, verify) goes into its lease.
+        with observe_spawns(lease.add_process) if lease else contextlib.nullcontext():
+            _run_in(worktree, spec, result, env=env, on_event=on_event, log=log, cancel=cancel)
         committed = result.head_sha is not None
     finally:
-        manager.remove(worktree)
-        if not committed and cancel is not None and cancel.is_set():
+        interrupted = cancel is not None and cancel.is_set()
+        if spec.keep_failed_worktree and not result.succeeded and not interrupted:
+            if lease is not None:
+                lease.keep()
+            log(f"worktree kept for inspection: {worktree}")
+            result.reason = f"{result.reason or 'failed'} (worktree kept at {worktree})"
+        else:
+            manager.remove(worktree)
+            if lease is not None:
+                lease.release()
+        if not committed and interrupted:
             # An interrupted attempt leaves nothing: its branch would only point at the start.
             manager.delete_branch(spec.branch)
         result.duration_s = time.monotonic() - started
     return result
+
+
+def _take_lease(spec: AttemptSpec, worktree: Path) -> AttemptLease | None:
+    if spec.lease_dir is None:
+        return None
+    return AttemptLease.take(
+        spec.lease_dir / f"{spec.task_id}-{spec.attempt}.json",
+        sprint=spec.sprint,
+        task_id=spec.task_id,
+        attempt=spec.attempt,
+        repo=spec.repo.resolve(),
+        worktree=worktree,
+        branch=spec.branch,
+        start_sha=spec.start_sha,
+    )
 
 
 def _run_in(
@@ -163,6 +215,10 @@ def _run_in(
     result.succeeded = True
 
 
+# Fresh sessions after "ran out of room in the model's context window", per attempt.
+MAX_CONTINUATIONS = 2
+
+
 def _run_agent_with_retries(
     worktree: Path,
     spec: AttemptSpec,
@@ -172,17 +228,73 @@ def _run_agent_with_retries(
     log: Log,
     cancel: threading.Event | None,
 ) -> AttemptOutcome:
-    """Retry whole agent runs on transient failures only; the one retry layer."""
-    request = AgentRequest(
-        worktree=worktree,
-        prompt=spec.prompt,
-        agent=spec.agent,
-        timeout_s=spec.timeout_s,
-        env=env,
-        codex_path=spec.codex_path,
-        idle_timeout_s=spec.idle_timeout_s,
-        grace_s=spec.grace_s,
-    )
+    """Run the agent: transient failures retried (the one retry layer), an exhausted
+    context window continued in a fresh session on the same worktree."""
+    private_tmp = _private_tmp(worktree, spec.agent)
+    _log_isolation(spec.agent, private_tmp, log)
+    tries: list[AttemptOutcome] = []
+    sessions: list[AttemptOutcome] = []  # ended with the context window full, work kept
+    try:
+        while True:
+            prompt = continuation_prompt(spec.prompt, sessions) if sessions else spec.prompt
+            request = AgentRequest(
+                worktree=worktree,
+                prompt=prompt,
+                agent=spec.agent,
+                timeout_s=spec.timeout_s,
+                env=env,
+                codex_path=spec.codex_path,
+                idle_timeout_s=spec.idle_timeout_s,
+                grace_s=spec.grace_s,
+                private_tmp=private_tmp,
+            )
+            outcome = _retry_transient(request, spec, tries, on_event, log, cancel)
+            stopped = cancel is not None and cancel.is_set()
+            if outcome.ending is not Ending.CONTEXT_WINDOW or stopped:
+                break
+            if len(sessions) >= MAX_CONTINUATIONS:
+                log(f"context window exhausted again; no continuation left "
+                    f"({MAX_CONTINUATIONS} used)")
+                break
+            sessions.append(outcome)
+            log(
+                f"context window exhausted in session {len(sessions)}; continuing in a fresh "
+                f"session on the same worktree ({len(sessions)}/{MAX_CONTINUATIONS}), "
+                f"files so far: {', '.join(outcome.files_changed) or 'none'}"
+            )
+    finally:
+        if private_tmp is not None:
+            shutil.rmtree(private_tmp, ignore_errors=True)
+    result.tries = len(tries)
+    result.continuations = len(sessions)
+    if outcome.ending is Ending.KILLED:
+        log("stopped")
+    return _summed(tries)
+
+
+def _retry_transient(
+    request: AgentRequest,
+    spec: AttemptSpec,
+    tries: list[AttemptOutcome],
+    on_event: Callable[[object], None] | None,
+    log: Log,
+    cancel: threading.Event | None,
+) -> AttemptOutcome:
+    """One session: the agent run again, from the same files, while it fails transiently."""
+    # Each try starts from the files the session started from: after setup, or after the
+    # sessions before it. Ignored files (setup's products) are kept.
+    snapshot = snapshot_worktree(request.worktree)
+
+    def one_try() -> AttemptOutcome:
+        outcome = run_agent(request, on_event=on_event, cancel=cancel)
+        if request.agent.kind == "codex" and not outcome.ok and outcome.usage.total == 0:
+            # A failed turn's tokens are not in --json, but they were spent.
+            spent = rollout_usage(codex_home({**request.env, **request.agent.env}),
+                                  outcome.thread_id)
+            if spent is not None:
+                outcome = outcome.model_copy(update={"usage": spent})
+        tries.append(outcome)
+        return outcome
 
     def before_sleep(state: RetryCallState) -> None:
         previous: AttemptOutcome = state.outcome.result()  # type: ignore[union-attr]
@@ -191,21 +303,68 @@ def _run_agent_with_retries(
             f"transient failure ({previous.error or previous.ending.value}); "
             f"retry {state.attempt_number}/{spec.retries} in {wait:.1f}s"
         )
-        reset_worktree(worktree, spec.start_sha)
+        restore_worktree(request.worktree, snapshot)
+        if request.private_tmp is not None:
+            shutil.rmtree(request.private_tmp, ignore_errors=True)
+            request.private_tmp.mkdir(parents=True)
 
     def cancelled(_: object) -> bool:
         return cancel is not None and cancel.is_set()
 
     retrying = Retrying(
         stop=stop_after_attempt(spec.retries + 1),
-        wait=wait_exponential_jitter(initial=spec.backoff_initial_s, max=spec.backoff_max_s),
+        # Doubling from the first wait, plus jitter as large as it, so that agents failing
+        # together retry apart.
+        wait=wait_exponential(multiplier=spec.backoff_initial_s, max=spec.backoff_max_s)
+        + wait_random(0, spec.backoff_initial_s),
         retry=retry_if_result(lambda o: o.retryable and not cancelled(o)),
         before_sleep=before_sleep,
         sleep=lambda s: cancel.wait(s) if cancel is not None else time.sleep(s),
         retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
     )
-    outcome: AttemptOutcome = retrying(run_agent, request, on_event=on_event, cancel=cancel)
-    result.tries = retrying.statistics.get("attempt_number", 1)
-    if outcome.ending is Ending.KILLED:
-        log("stopped")
+    outcome: AttemptOutcome = retrying(one_try)
+    if outcome.retryable and not cancelled(outcome):
+        log(f"transient failure ({outcome.error}); no retry left ({spec.retries} used)")
     return outcome
+
+
+def _private_tmp(worktree: Path, agent: AgentConfig) -> Path | None:
+    """A fresh TMPDIR for a sandboxed Codex agent, next to its worktree (never committed)."""
+    if agent.kind != "codex" or agent.sandbox != "workspace-write":
+        return None
+    path = worktree.with_name(worktree.name + ".tmp")
+    shutil.rmtree(path, ignore_errors=True)  # a killed run's leftover
+    path.mkdir(parents=True)
+    return path
+
+
+def _log_isolation(agent: AgentConfig, private_tmp: Path | None, log: Log) -> None:
+    """Say which sandbox settings agentfleet adds, and which the plan chose itself."""
+    if private_tmp is None:
+        return
+    own_tmp = "TMPDIR" not in agent.env
+    added = isolation_overrides(agent, private_tmp=own_tmp)
+    flags = " ".join(f"-c {k}={toml_value(v)}" for k, v in added.items())
+    chosen = [k for k in (EXCLUDE_SLASH_TMP, EXCLUDE_TMPDIR) if k in agent.config]
+    log(
+        "sandbox: keeping the agent to its worktree"
+        + (f"; agentfleet adds {flags}" if flags else "")
+        + (f"; TMPDIR is its own {private_tmp}" if own_tmp else "; TMPDIR set by agent.env")
+        + (f"; left to agent.config: {', '.join(chosen)}" if chosen else "")
+    )
+
+
+def _summed(tries: list[AttemptOutcome]) -> AttemptOutcome:
+    """The last try's ending, with the tokens, commands and time of every try."""
+    last = tries[-1]
+    usage = Usage()
+    for outcome in tries:
+        usage = usage + outcome.usage
+    return last.model_copy(
+        update={
+            "usage": usage,
+            "commands": [c for o in tries for c in o.commands],
+            "warnings": [w for o in tries for w in o.warnings],
+            "duration_s": sum(o.duration_s for o in tries),
+        }
+    )

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from agentfleet.decompose import Decomposition, decompose
 from agentfleet.durations import format_duration
-from agentfleet.errors import AgentfleetError, PlanError
+from agentfleet.errors import AgentfleetError, ConfigError, PlanError, Problem
 from agentfleet.plan import Plan, plan_json_schema, read_plan
-from agentfleet.repository import RepoFacts, inspect_repository
+from agentfleet.repository import RepoFacts, folder_patterns, inspect_repository
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -48,6 +48,8 @@ def load_and_check(plan_path: Path) -> CheckedPlan:
             reading.repo_path, reading.base, reading.target, source=reading.source
         )
         problems.extend(facts.problems)
+    if reading.plan is not None and facts is not None and facts.base_sha:
+        problems.extend(_folder_pattern_problems(reading.plan, facts, reading.source))
     if problems or reading.plan is None or facts is None:
         raise PlanError(problems)
     decomposition = decompose(reading.plan)
@@ -57,6 +59,20 @@ def load_and_check(plan_path: Path) -> CheckedPlan:
         decomposition=decomposition,
         warnings=[*facts.warnings, *decomposition.warnings],
     )
+
+
+def _folder_pattern_problems(plan: Plan, facts: RepoFacts, source: str) -> list[Problem]:
+    """A `paths` pattern naming a folder must say so, or the agent's work there is refused."""
+    problems = []
+    for task in plan.tasks:
+        named = folder_patterns(facts.root, facts.base_sha, task.paths or [])
+        for pattern, folder in named.items():
+            problems.append(Problem(
+                f"{source}: tasks[{task.id}].paths",
+                f"'{pattern}' names the folder '{folder}' but matches only files of that name; "
+                f"write '{pattern}/' (or '{pattern}/**') for what is inside it",
+            ))
+    return problems
 
 
 def _short(sha: str | None) -> str:
@@ -108,6 +124,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     """``agentfleet schema``: print the plan file's JSON Schema."""
     print(json.dumps(plan_json_schema(), indent=2))
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    """``agentfleet clean``: list (or with ``--yes`` remove) what dead runs left behind."""
+    from agentfleet.clean import clean
+    from agentfleet.settings import AgentfleetSettings
+
+    settings = AgentfleetSettings()
+    work_dir = Path(args.work_dir).expanduser() if args.work_dir else settings.work_dir
+    if work_dir.exists() and not work_dir.is_dir():
+        raise ConfigError(f"the work dir {work_dir} is not a folder")
+    for line in clean(work_dir, yes=args.yes, force=args.force, grace_s=settings.stop_grace_s):
+        print(line)
     return 0
 
 
@@ -176,6 +206,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="print the plan file's JSON Schema")
     schema.set_defaults(func=cmd_schema)
+
+    clean = sub.add_parser(
+        "clean",
+        help="list (--yes: remove) worktrees and agents that dead runs left behind",
+        description="List what runs that are no longer alive left under the work dir, in "
+        "every sprint and repository: their agents' processes, their worktrees, and "
+        "worktrees kept for inspection (keep_failed_worktrees). With --yes, stop and remove "
+        "them. Never touches a live run; a worktree with uncommitted changes only with "
+        "--force.",
+    )
+    clean.add_argument("--yes", action="store_true", help="remove them (default: only list)")
+    clean.add_argument(
+        "--force", action="store_true", help="also remove worktrees with uncommitted changes"
+    )
+    clean.add_argument(
+        "--work-dir", metavar="DIR", help="the work dir to clean (default: AGENTFLEET_WORK_DIR)"
+    )
+    clean.set_defaults(func=cmd_clean)
     return parser
 
 

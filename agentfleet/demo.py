@@ -33,6 +33,9 @@ def main(root: Path = PROJECT_ROOT / ".demo") -> int:
     with ScriptedModelServer(sample_script(delay_s=0.3)) as server:
         os.environ.update(server.agent_env(server.write_codex_home(root / "codex-home")))
         os.environ.setdefault("AGENTFLEET_WORK_DIR", str(root / "work"))
+        # A fresh result cache each time: a second demo would otherwise replay the first
+        # from Prefect's cache and run no agent at all.
+        os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(root / "results")
         if "PREFECT_API_URL" not in os.environ:
             # A demo of its own on the embedded server: nothing mixes with your Prefect home.
             os.environ["PREFECT_HOME"] = str(root / "prefect-home")

@@ -1,6 +1,16 @@
-"""Agent events as one readable log line each (for the task run's live log)."""
+"""Agent events as one readable log line each (for the task run's live log).
+
+Codex reports commands wrapped in ``/bin/bash -lc '...'`` and files by absolute
+path; a person watching a run wants ``$ cat app/db.py -> exit 0`` and
+``add migrations/002.sql``. ``LineWriter`` keeps the worktree folder so paths
+come out relative, and drops stderr lines that are Codex's start-up noise.
+"""
 
 from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path, PurePath
 
 from agentfleet.codex_events import (
     AgentMessageItem,
@@ -23,24 +33,75 @@ from agentfleet.codex_events import (
 
 _MAX = 300
 
+# Codex prints these on stderr at every start in a sandbox without a writable PATH
+# folder; they say nothing about the attempt.
+_STDERR_NOISE = re.compile(r"^\s*WARNING: proceeding, even though we could not create PATH aliases")
+_SHELL_WRAPPER = re.compile(r"^(?:/usr)?/bin/(?:ba|z)?sh -l?c (?P<script>.+)$", re.DOTALL)
+
 
 def _cut(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _MAX else text[: _MAX - 1] + "…"
 
 
-def describe(event: object) -> str | None:
-    """A log line for an event, or None for events not worth a line."""
+def shown_command(command: str) -> str:
+    """The command as the agent meant it: ``/bin/bash -lc 'cat x'`` becomes ``cat x``."""
+    wrapped = _SHELL_WRAPPER.match(command.strip())
+    if not wrapped:
+        return command
+    try:
+        parts = shlex.split(wrapped.group("script"))
+    except ValueError:
+        return command
+    return parts[0] if len(parts) == 1 else command
+
+
+def relative_path(path: str, root: str | PurePath | None) -> str:
+    """``path`` relative to its worktree when it lies in a worktree under ``root``.
+
+    ``root`` is the folder holding the attempts' worktrees (one folder each), so
+    ``<root>/<worktree>/app/db.py`` becomes ``app/db.py``; other paths stay as they are.
+    """
+    if root is None:
+        return path
+    candidates = {PurePath(root)}
+    try:
+        candidates.add(Path(root).resolve())
+    except OSError:
+        pass
+    for base in candidates:
+        try:
+            parts = PurePath(path).relative_to(base).parts
+        except ValueError:
+            continue
+        if len(parts) > 1:
+            return str(PurePath(*parts[1:]))
+    return path
+
+
+def is_noise(line: str) -> bool:
+    """Whether a stderr line is Codex's start-up noise, not worth a log line."""
+    return bool(_STDERR_NOISE.match(line))
+
+
+def describe(event: object, root: str | PurePath | None = None) -> str | None:
+    """A log line for an event, or None for events not worth a line.
+
+    ``root`` is the folder holding the worktrees; file paths under it are shown
+    relative to their worktree.
+    """
     match event:
         case ThreadStarted(thread_id=thread_id):
             return f"codex thread {thread_id}"
         case ItemStarted(item=CommandExecutionItem(command=command)):
-            return f"$ {_cut(command)}"
-        case ItemCompleted(item=CommandExecutionItem(command=command, exit_code=code)):
-            return f"$ {_cut(command)}  -> exit {code}"
+            return f"$ {_cut(shown_command(command))}"
+        case ItemCompleted(item=CommandExecutionItem(command=command, exit_code=code, status=s)):
+            ending = f"exit {code}" if code is not None else s
+            return f"$ {_cut(shown_command(command))}  -> {ending}"
         case ItemCompleted(item=FileChangeItem(changes=changes, status=status)):
-            files = ", ".join(f"{c.kind} {c.path}" for c in changes)
-            return f"files {status}: {_cut(files)}"
+            files = ", ".join(f"{c.kind} {relative_path(c.path, root)}" for c in changes)
+            verb = "changed" if status == "completed" else status
+            return f"files {verb}: {_cut(files)}"
         case ItemCompleted(item=AgentMessageItem(text=text)):
             return f"agent: {_cut(text)}"
         case ItemCompleted(item=ReasoningItem(text=text)):
@@ -61,6 +122,8 @@ def describe(event: object) -> str | None:
             return f"turn failed: {_cut(error.message)}"
         case ErrorEvent(message=message):
             return f"codex error: {_cut(message)}"
+        case OutputLine(stream="stderr", text=text) if is_noise(text):
+            return None
         case OutputLine(text=text) | NonJsonLine(text=text) if text.strip():
             return _cut(text)
         case UnknownEvent(type=kind):

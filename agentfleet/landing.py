@@ -30,6 +30,7 @@ class Landing(BaseModel):
     tasks: list[TaskReport]
     final_verify: CheckResult | None = None
     target_moved: bool = False
+    target_up_to_date: bool = False
     target_sha: str | None = None
     note: str = ""
 
@@ -96,6 +97,7 @@ def land(
         # Nothing new: the target already is what this sprint would build.
         gitapply.discard(repo, sprint)
         landing.target_sha = old_target
+        landing.target_up_to_date = True
         return landing
 
     if final_verify:
@@ -119,7 +121,7 @@ def land(
         )
         return landing
     gitapply.finish(repo, sprint, target, expected_old=old_target)
-    landing.target_moved = True
+    landing.target_moved = landing.target_up_to_date = True
     landing.target_sha = head
     return landing
 

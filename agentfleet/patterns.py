@@ -4,12 +4,18 @@ Patterns are gitignore-style and relative to the repository root:
 
 - a pattern with no ``/`` other than a trailing one matches at any depth
   (``*.py`` matches ``a/b/c.py``); any other ``/`` anchors it at the root;
-- a trailing ``/`` means a directory and everything under it;
+- a trailing ``/`` means a directory and everything under it, as does a
+  trailing ``/**``;
 - ``*``, ``?`` and ``[...]`` never cross ``/``; a whole ``**`` segment crosses
   any number of folders;
-- like gitignore, a pattern that matches a directory matches everything in it.
+- unlike gitignore, a pattern without a trailing ``/`` names files, not the
+  contents of a folder of that name. Otherwise ``alpha.txt`` and ``beta.txt``
+  could both match ``alpha.txt/beta.txt`` and no two tasks would ever run in
+  parallel; a pattern naming a folder of the repository is refused when the
+  plan is checked, so the mistake costs no tokens.
 
-``matches`` asks pathspec (git's wildmatch rules). ``may_overlap`` decides from
+``matches`` and ``may_overlap`` share one compiled form, so they always agree.
+``may_overlap`` decides from
 the two patterns alone whether any file path can match both: each pattern is
 compiled to a sequence of segment tokens (a glob for one segment, or ``**`` for
 any number of segments), and the two sequences are intersected by a product
@@ -23,12 +29,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from functools import lru_cache
-
-try:  # pathspec >= 1.0 renamed gitwildmatch; the old name still works but warns.
-    from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern as _GitPattern
-except ImportError:  # pragma: no cover - pathspec 0.12
-    from pathspec.patterns.gitwildmatch import GitWildMatchPattern as _GitPattern
+from functools import cache, lru_cache
 
 __all__ = ["matches", "validate_pattern", "may_overlap", "overlap_witness", "first_overlap"]
 
@@ -75,20 +76,52 @@ def validate_pattern(p: str) -> str | None:
 # ---------------------------------------------------------------- matching
 
 
-@lru_cache(maxsize=4096)
-def _git_pattern(pattern: str) -> _GitPattern:
-    problem = validate_pattern(pattern)
-    if problem:
-        raise ValueError(problem)
-    return _GitPattern(pattern)
-
-
 def matches(pattern: str, path: str) -> bool:
-    """Whether the repository-relative file ``path`` matches ``pattern`` (gitignore rules)."""
+    """Whether the repository-relative file ``path`` matches ``pattern``."""
     path = path.replace("\\", "/") if "\\" in path and "/" not in path else path
     while path.startswith("./"):
         path = path[2:]
-    return _git_pattern(pattern).match_file(path) is not None
+    return _tokens_match(_compile(pattern), tuple(path.split("/")))
+
+
+def _glob_match(glob: Glob, text: str) -> bool:
+    """Whether one segment's glob matches ``text`` (no '/' in it)."""
+    states = {0}
+    for ch in text:
+        code = ord(ch)
+        nxt: set[int] = set()
+        for i in _closure(glob, states):
+            if i < len(glob):
+                item = glob[i]
+                if item == _STAR:
+                    nxt.add(i)
+                elif any(lo <= code <= hi for lo, hi in item):  # type: ignore[union-attr]
+                    nxt.add(i + 1)
+        states = nxt
+        if not states:
+            return False
+    return len(glob) in _closure(glob, states)
+
+
+def _closure(glob: Glob, states: set[int]) -> set[int]:
+    out = set(states)
+    for i in sorted(states):
+        while i < len(glob) and glob[i] == _STAR:
+            i += 1
+            out.add(i)
+    return out
+
+
+def _tokens_match(tokens: tuple[Token, ...], segments: tuple[str, ...]) -> bool:
+    @cache
+    def match(i: int, j: int) -> bool:
+        if i == len(tokens):
+            return j == len(segments)
+        if tokens[i] == _STAR2:
+            return match(i + 1, j) or (j < len(segments) and match(i, j + 1))
+        return j < len(segments) and _glob_match(tokens[i], segments[j]) and match(i + 1, j + 1)
+
+    return match(0, 0)
 
 
 # ---------------------------------------------------------------- character sets
@@ -314,8 +347,6 @@ def _compile(pattern: str) -> tuple[Token, ...]:
         tokens[-1:] = [_ANY_SEGMENT, _STAR2]
     if dir_only:  # a directory: some file under it
         tokens += [_ANY_SEGMENT, _STAR2]
-    else:  # the path itself, or (if it is a directory) anything under it
-        tokens.append(_STAR2)
     return tuple(tokens)
 
 

@@ -138,10 +138,13 @@ class Task(BaseModel):
     retries: Annotated[StrictCount, Field(ge=0)] | None = Field(
         None, description="Overrides the plan's `retries` for this task."
     )
+    idle_timeout: Duration | None = Field(
+        None, description="Overrides the plan's `idle_timeout` for this task."
+    )
 
 
 # Task keys that fall back to the plan key of the same name when unset.
-INHERITED_KEYS = ("setup", "verify", "timeout", "retries")
+INHERITED_KEYS = ("setup", "verify", "timeout", "retries", "idle_timeout")
 
 
 class Plan(BaseModel):
@@ -187,7 +190,20 @@ class Plan(BaseModel):
         "(a bare number is seconds).",
     )
     retries: StrictCount = Field(
-        2, ge=0, description="How many more times a failed attempt is tried."
+        2,
+        ge=0,
+        description="How many more times an agent run that failed transiently (429, 5xx, "
+        "a dropped stream) is tried; other failures and a failed verify are not retried.",
+    )
+    idle_timeout: Duration | None = Field(
+        None,
+        description="Stop an attempt as stuck after this long with no agent event while no "
+        "command of the agent is running (a long test run is not idleness). Default: none.",
+    )
+    keep_failed_worktrees: bool = Field(
+        False,
+        description="Keep the worktree of a failed attempt for inspection (the report says "
+        "where) instead of removing it; `agentfleet clean` removes it later.",
     )
     limits: Limits = Field(
         default_factory=Limits, description="Resource limits (see `limits` keys)."
@@ -265,6 +281,11 @@ class Plan(BaseModel):
     def task_retries(self, task: Task | str) -> int:
         """How many more times a failed attempt of the task is tried."""
         return self.effective(task, "retries")
+
+    def task_idle_timeout(self, task: Task | str) -> float | None:
+        """Seconds without an event (and no command running) before an attempt is stuck."""
+        value = self.effective(task, "idle_timeout")
+        return None if value is None else parse_duration(value)
 
 
 def plan_json_schema() -> dict[str, Any]:

@@ -12,11 +12,14 @@ the group and cleared its environment (``setsid env -i ...``).
 
 All live processes are in a registry: ``stop_all()`` stops every one of them at
 once (an interrupt of the sprint), ``live_processes()`` lists them for a lease file.
+``observe_spawns(callback)`` tells a caller (an attempt writing its lease) about every
+process started in its context, however deep the call that starts it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import signal
 import subprocess
@@ -24,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -184,6 +187,30 @@ def stop_all(grace_s: float | None = None, *, wait: bool = True) -> int:
     return len(procs)
 
 
+# -- spawn observers -------------------------------------------------------------------
+
+OnSpawn = Callable[["ProcessInfo"], None]
+# A context variable, not a global: each attempt runs in its own thread (or context) and
+# must hear only about its own processes.
+_spawn_observers: contextvars.ContextVar[tuple[OnSpawn, ...]] = contextvars.ContextVar(
+    "agentfleet_spawn_observers", default=()
+)
+
+
+@contextlib.contextmanager
+def observe_spawns(callback: OnSpawn) -> Iterator[None]:
+    """Call ``callback(info)`` for every process spawned in this context until the block ends.
+
+    Twice per process: just before it starts with ``pid == pgid == 0`` and its marker (a
+    caller killed right after the start still has the marker on record), then with its ids.
+    """
+    token = _spawn_observers.set((*_spawn_observers.get(), callback))
+    try:
+        yield
+    finally:
+        _spawn_observers.reset(token)
+
+
 # -- one process -------------------------------------------------------------------------
 
 
@@ -212,6 +239,8 @@ class ManagedProcess:
         self._stopped = threading.Event()
         self._last_line = time.monotonic()
         self.started = time.monotonic()
+        for observer in _spawn_observers.get():
+            observer(ProcessInfo(0, 0, self.marker, self.argv[0]))
         self._popen = subprocess.Popen(
             self.argv,
             cwd=cwd,
@@ -226,6 +255,13 @@ class ManagedProcess:
         self.pgid = self.pid  # a session leader leads its group
         with _registry_lock:
             _live[self.pid] = self
+        try:
+            for observer in _spawn_observers.get():
+                observer(self.info)
+        except BaseException:
+            # A process nobody could record (its lease not written) must not run on.
+            self.stop(grace_s=0)
+            raise
         self._threads = [
             threading.Thread(target=self._read, args=(pipe, name), daemon=True)
             for pipe, name in ((self._popen.stdout, "stdout"), (self._popen.stderr, "stderr"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agentfleet.outcome import AttemptOutcome
+
 
 @dataclass(frozen=True)
 class Predecessor:
@@ -41,3 +43,42 @@ def compose_prompt(prompt: str, predecessors: list[Predecessor], paths: list[str
                 lines.append("Files changed:\n" + p.diffstat.rstrip())
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
+
+
+# A continuation prompt must not fill the fresh context window it is meant to free.
+_MAX_COMMANDS = 40
+_MAX_TEXT = 2000
+
+
+def _clip(text: str, limit: int = _MAX_TEXT) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def continuation_prompt(prompt: str, sessions: list[AttemptOutcome]) -> str:
+    """A fresh session's prompt: what ``sessions`` did until the context filled, then ``prompt``.
+
+    The seed's "start a new one and reference the previous thread's output": the
+    worktree keeps their changes, the prompt says what they were.
+    """
+    lines = [
+        "Context from agentfleet: earlier Codex sessions on this task ran out of room in the "
+        "model's context window. Their changes are in this worktree, not committed: continue "
+        "from there, do not redo them. What they did:"
+    ]
+    for number, session in enumerate(sessions, start=1):
+        lines.append(f"\n## Session {number}")
+        commands = session.commands[-_MAX_COMMANDS:]
+        if len(session.commands) > len(commands):
+            lines.append(f"({len(session.commands) - len(commands)} earlier commands left out)")
+        if commands:
+            lines.append("Commands (exit code):")
+            for command in commands:
+                code = "still running" if command.exit_code is None else str(command.exit_code)
+                lines.append(f"- `{_clip(command.command, 300)}` -> {code}")
+        else:
+            lines.append("Commands: none")
+        files = ", ".join(session.files_changed) if session.files_changed else "none"
+        lines.append(f"Files changed: {_clip(files)}")
+        lines.append(f"Last message: {_clip(session.final_message or '(none)')}")
+    return "\n".join(lines) + "\n\n# The task\n\n" + prompt.strip() + "\n"

@@ -15,6 +15,7 @@ from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentfleet.errors import GitError, NotARepository, Problem
+from agentfleet.patterns import matches
 
 _MAX_BRANCHES_SHOWN = 5
 
@@ -173,3 +174,22 @@ def _inspect(
             f"uncommitted changes in {root} are not part of base '{facts.base}'; "
             "agents start from its last commit"
         )
+
+
+def folder_patterns(root: Path, base_sha: str, patterns: list[str]) -> dict[str, str]:
+    """Patterns that name a folder of ``base`` without a trailing ``/``, with that folder.
+
+    Such a pattern matches only files of that name (see ``patterns``), which is
+    never what was meant: the agent's changes inside the folder would be refused.
+    """
+    candidates = [p for p in patterns if not p.endswith("/") and not p.endswith("**")]
+    if not candidates:
+        return {}
+    listing = git.Repo(root).git.ls_tree("-r", "-d", "--name-only", base_sha)
+    folders = listing.splitlines()
+    found: dict[str, str] = {}
+    for pattern in candidates:
+        hit = next((f for f in folders if matches(pattern, f)), None)
+        if hit is not None:
+            found[pattern] = hit
+    return found

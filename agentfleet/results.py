@@ -6,7 +6,9 @@ the CLI's summary table and ``--report`` JSON.
 
 from __future__ import annotations
 
+import base64
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -37,6 +39,32 @@ class CheckResult(BaseModel):
         )
 
 
+class CommitPatch(BaseModel):
+    """An attempt's commit as data (``git diff --binary start..head`` and its message).
+
+    Persisted with the result, so a cache hit can recreate the attempt branch on any
+    clone whose start tree matches, with no worktree (``agentfleet.restore``).
+    """
+
+    diff: str = Field(description="the binary patch; base64 of its bytes when not UTF-8")
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+    message: str = ""
+
+    @classmethod
+    def of(cls, data: bytes, message: str) -> CommitPatch:
+        """A patch from git's bytes, kept readable when they are UTF-8."""
+        try:
+            return cls(diff=data.decode("utf-8"), message=message)
+        except UnicodeDecodeError:
+            return cls(diff=base64.b64encode(data).decode(), encoding="base64", message=message)
+
+    def data(self) -> bytes:
+        """The patch's bytes, as git wrote them."""
+        if self.encoding == "base64":
+            return base64.b64decode(self.diff)
+        return self.diff.encode("utf-8")
+
+
 class AttemptResult(BaseModel):
     """One agent attempt at one task, from worktree to committed branch."""
 
@@ -54,7 +82,11 @@ class AttemptResult(BaseModel):
     files: list[str] = []
     diffstat: str = ""
     duration_s: float = 0.0
-    tries: int = 1
+    tries: int = Field(1, description="agent runs: transient retries and continuations included")
+    continuations: int = Field(0, description="fresh sessions after a full context window")
+    patch: CommitPatch | None = Field(
+        None, description="the commit as a binary patch, to restore the branch from the cache"
+    )
 
     @property
     def tokens(self) -> int:
@@ -98,6 +130,9 @@ class SprintReport(BaseModel):
     tasks: list[TaskReport]
     final_verify: CheckResult | None = None
     target_moved: bool = False
+    target_up_to_date: bool = Field(
+        False, description="the target holds every applied result (moved now, or before)"
+    )
     target_sha: str | None = None
     target_note: str = ""
     interrupted: bool = False
@@ -110,7 +145,7 @@ class SprintReport(BaseModel):
             return 130
         all_applied = all(t.applied for t in self.tasks)
         verified = self.final_verify is None or self.final_verify.passed
-        return 0 if all_applied and verified and self.target_sha is not None else 1
+        return 0 if all_applied and verified and self.target_up_to_date else 1
 
     @property
     def tokens(self) -> int:

@@ -36,6 +36,11 @@ class AgentfleetSettings(BaseSettings):
     stop_grace_s: float = Field(
         default=5.0, description="Seconds between SIGTERM and SIGKILL when an agent is stopped."
     )
+    retry_backoff_s: float = Field(
+        default=2.0, ge=0,
+        description="The first wait before an agent run that failed transiently is retried; "
+        "it doubles each retry (with jitter, at most 60 s).",
+    )
 
     def worktree_root(self, repo_key: str, sprint: str) -> Path:
         """The folder holding one sprint's worktrees on one repository."""

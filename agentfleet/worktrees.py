@@ -286,6 +286,47 @@ def reset_worktree(worktree: Path, sha: str) -> None:
     git(worktree, "clean", "-ffdxq")
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A worktree's state between agent runs: its HEAD and a tree of its files."""
+
+    head: str
+    tree: str
+
+
+def snapshot_worktree(worktree: Path) -> Snapshot:
+    """Record ``worktree``'s files (ignored ones aside) as a tree object; nothing is committed."""
+    _refuse_main_worktree(worktree)
+    head = resolve_commit(worktree, "HEAD")
+    # The index of an attempt's worktree holds nothing of value (the agent cannot write
+    # .git; agentfleet stages everything when it commits), so it may carry the snapshot.
+    git(worktree, "add", "-A")
+    tree = git(worktree, "write-tree").strip()
+    git(worktree, "reset", "--quiet")
+    return Snapshot(head=head, tree=tree)
+
+
+def restore_worktree(worktree: Path, snapshot: Snapshot) -> None:
+    """Put ``worktree`` back to ``snapshot`` (a try's leftovers go; ignored files stay).
+
+    Ignored files stay because ``setup`` typically puts its products there
+    (``node_modules``, ``.venv``) and runs only once per attempt.
+    """
+    _refuse_main_worktree(worktree)
+    git(worktree, "reset", "--quiet", "--hard", snapshot.head)
+    git(worktree, "clean", "-ffdq")
+    # Index and files become the snapshot's; then the index goes back to HEAD, so the
+    # snapshot's changes are uncommitted again, as they were.
+    git(worktree, "read-tree", "--reset", "-u", snapshot.tree)
+    git(worktree, "reset", "--quiet")
+
+
+def _refuse_main_worktree(worktree: Path) -> None:
+    git_dir = Path(git(worktree, "rev-parse", "--path-format=absolute", "--git-dir").strip())
+    if git_dir.resolve() == git_common_dir(worktree):
+        raise GitError(f"{worktree} is a repository's main worktree; agentfleet will not reset it")
+
+
 def is_dirty(worktree: Path) -> bool:
     """Whether ``worktree`` has staged, unstaged or untracked changes."""
     try:

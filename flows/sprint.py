@@ -21,8 +21,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from agentfleet import apply as gitapply
 from agentfleet.agents import find_codex
 from agentfleet.attempt import AttemptSpec
+from agentfleet.clean import reap_orphans
 from agentfleet.cli import CheckedPlan, load_and_check
 from agentfleet.errors import AgentfleetError
+from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.naming import attempt_branch
 from agentfleet.prompts import Predecessor, compose_prompt
@@ -31,6 +33,8 @@ from agentfleet.schedule import Scheduler, TaskState
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
+from tasks.cache import agent_version, settle
+from tasks.observe import SprintProgress, sprint_finished
 from tasks.runtime import CANCEL, stop_everything
 
 # The scheduler caps agents at the plan's limits.concurrency; the pool only needs to
@@ -49,7 +53,11 @@ def sprint(plan: str, report: str | None = None, no_cache: bool = False) -> Spri
     CANCEL.clear()
     codex = codex_for(checked, settings)
     with SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
-        sprint_report = SprintRun(checked, settings, codex).run()
+        # Agents of a killed run of this sprint may still run (and spend tokens): stop
+        # them and free their worktrees before starting new ones.
+        reap_orphans(settings.work_dir, checked.repo.root, checked.plan.name,
+                     grace_s=settings.stop_grace_s, log=logger.warning)
+        sprint_report = SprintRun(checked, settings, codex, no_cache=no_cache).run()
     if report:
         Path(report).write_text(sprint_report.model_dump_json(indent=2) + "\n")
     logger.info("\n" + sprint_report.table())
@@ -63,9 +71,18 @@ class SprintRun:
     """One run of one sprint: schedules attempts, then lands them."""
 
     def __init__(
-        self, checked: CheckedPlan, settings: AgentfleetSettings, codex: Path | None
+        self,
+        checked: CheckedPlan,
+        settings: AgentfleetSettings,
+        codex: Path | None,
+        *,
+        no_cache: bool = False,
     ) -> None:
         self.codex = codex
+        # Part of every Codex attempt's cache key; asked once per run.
+        self.agent_version = agent_version(codex)
+        self.no_cache = no_cache  # True: run every attempt afresh (and overwrite its cache)
+        self.specs: dict[str, AttemptSpec] = {}
         self.plan = checked.plan
         self.repo = checked.repo
         self.dec = checked.decomposition
@@ -85,6 +102,7 @@ class SprintRun:
         for task_id in done_before:
             sched.mark_done_before(task_id)
             self.logger.info(f"{task_id}: already applied on {self.target}, not run again")
+        progress = SprintProgress(self.plan.name, sched.state)
         futures: dict[PrefectFuture, str] = {}
         try:
             while not sched.done:
@@ -98,6 +116,7 @@ class SprintRun:
                 self.results[task_id] = result
                 for blocked in sched.finish(task_id, result.succeeded):
                     self.logger.warning(f"{blocked}: not run, blocked by failed {task_id}")
+                progress.update(sched.state)
         except BaseException:
             # Ctrl-C, or a cancelled flow run (SIGTERM): stop every agent, let the attempt
             # tasks remove their worktrees, keep what finished.
@@ -125,7 +144,7 @@ class SprintRun:
         for report in landing.tasks:
             if sched.state[report.task] is TaskState.DONE_BEFORE:
                 report.outcome = TaskOutcome.ALREADY_APPLIED
-        return SprintReport(
+        sprint_report = SprintReport(
             sprint=self.plan.name,
             repo=str(self.root),
             base=self.repo.base,
@@ -133,10 +152,13 @@ class SprintRun:
             tasks=landing.tasks,
             final_verify=landing.final_verify,
             target_moved=landing.target_moved,
+            target_up_to_date=landing.target_up_to_date,
             target_sha=landing.target_sha,
             target_note=landing.note,
             duration_s=time.monotonic() - self.started,
         )
+        sprint_finished(sprint_report, self.results)
+        return sprint_report
 
     def _already_applied(self) -> dict[str, gitapply.AppliedCommit]:
         if not self.repo.target_exists:
@@ -184,14 +206,22 @@ class SprintRun:
             retries=self.plan.task_retries(task),
             codex_path=self.codex,
             grace_s=self.settings.stop_grace_s,
+            backoff_initial_s=self.settings.retry_backoff_s,
+            idle_timeout_s=self.plan.task_idle_timeout(task),
+            keep_failed_worktree=self.plan.keep_failed_worktrees,
+            lease_dir=lease_dir(self.settings.work_dir, repo_key(self.root), self.plan.name),
         )
         waits = ", ".join(self.dec.waits_on.get(task_id, [])) or "nothing"
         self.logger.info(f"{task_id}#1 starts from {start[:10]} (waited for: {waits})")
-        return attempt.with_options(refresh_cache=None).submit(spec)
+        self.specs[task_id] = spec
+        return attempt.with_options(refresh_cache=self.no_cache or None).submit(
+            spec, agent_version=self.agent_version
+        )
 
     def _result_of(self, future: PrefectFuture, task_id: str) -> AttemptResult:
         try:
-            return future.result()
+            # A cached result comes back with its branch restored onto this run's start.
+            return settle(future, self.specs[task_id], self.logger.info)
         except Exception as exc:  # an agentfleet bug or a git failure, not the agent's
             self.logger.error(f"{task_id}#1 crashed: {exc}")
             return AttemptResult(

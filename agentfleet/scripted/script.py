@@ -97,11 +97,22 @@ Step = Annotated[ExecStep | PatchStep | MessageStep | ReasoningStep, Field(discr
 class Response(_Model):
     """One model response: its output items in order, how long it takes, what it costs."""
 
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(default_factory=list)
     delay_s: float = Field(
         default=0, ge=0, description="Seconds between response.created and the first item."
     )
     usage: Usage | None = Field(default=None, description="Default: the rule's, else Usage().")
+    fault: Fault | None = Field(
+        default=None,
+        description="Answer this position of a conversation with a fault instead of steps "
+        "(every time it is reached), e.g. a context window exhausted after some work.",
+    )
+
+    @model_validator(mode="after")
+    def _steps_or_fault(self) -> Response:
+        if bool(self.steps) == (self.fault is not None):
+            raise ValueError("a response has either steps or a fault")
+        return self
 
 
 FaultKind = Literal["http", "cut", "silent", "context_window", "failed"]
@@ -133,6 +144,9 @@ class Fault(_Model):
     )
     code: str | None = Field(default=None, description="For failed: the error code.")
     message: str | None = Field(default=None, description="For failed: the error message.")
+
+
+Response.model_rebuild()  # its `fault` refers to Fault, defined after it
 
 
 class Rule(_Model):

@@ -521,6 +521,11 @@ class ScriptedModelServer:
         with self._lock:
             position = self._positions.get(key, 0)
         response = rule.response_for(position)
+        if response.fault is not None:
+            # Mid-conversation: the thread stays at this position, like a failed request.
+            self._update(record, position=position)
+            self._answer_fault(handler, record, response.fault, model)
+            return
         self._update(record, position=position, status=200)
         stream = sse.EventStream(model)
         handler.start_sse()

@@ -45,6 +45,9 @@ def sprint_env(
     env.update(model.agent_env(model.write_codex_home(tmp_path / "codex-home")))
     env.update(
         AGENTFLEET_WORK_DIR=str(tmp_path / "work"),
+        # Attempt results are cached across runs: each test gets its own result storage,
+        # or one test's sample sprint would be served from another's cache.
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(tmp_path / "results"),
         GIT_CONFIG_GLOBAL=os.devnull,
         GIT_CONFIG_NOSYSTEM="1",
         PREFECT_LOGGING_LEVEL="INFO",

@@ -313,3 +313,25 @@ def test_console_script(tmp_path: Path, repo: Path, snapshot) -> None:
         == "error: plan.yaml: tasks[a].timeout: bad duration 'soon' (use 90s, 20m, 1h)\n"
     )
     assert snapshot(repo) == before
+
+
+def test_a_pattern_naming_a_folder_without_a_slash_is_refused(
+    workdir: Path, repo: Path, capsys, snapshot, git
+) -> None:
+    (repo / "src" / "app").mkdir(parents=True)
+    (repo / "src" / "app" / "main.py").write_text("x = 1\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "src")
+    write_plan(workdir, """\
+        name: s
+        repo: repo
+        tasks:
+          - id: api
+            prompt: p
+            paths: [src/app, "*.md", src/app/]
+        """)
+    status, _, err = run_plan(capsys, snapshot, repo)
+    assert status == 2
+    assert "tasks[api].paths: 'src/app' names the folder 'src/app'" in err
+    assert "write 'src/app/'" in err
+    assert err.count("error:") == 1  # '*.md' and 'src/app/' are fine

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from agentfleet.agent_config import AgentConfig
-from agentfleet.agents import AgentRequest, codex_argv, find_codex, run_agent, toml_value
+from agentfleet.agents import (
+    AgentRequest,
+    codex_argv,
+    find_codex,
+    isolation_overrides,
+    run_agent,
+    toml_value,
+)
 from agentfleet.codex_events import OutputLine
 from agentfleet.errors import AgentError, AgentNotFound
 from agentfleet.outcome import Ending
@@ -133,8 +140,15 @@ def test_find_codex(tmp_path: Path) -> None:
 
 def test_codex_argv() -> None:
     codex = Path("/x/codex")
+    # workspace-write: /tmp and $TMPDIR closed (isolation_overrides), unless TMPDIR is private.
     assert codex_argv(codex, AgentConfig()) == [
-        "/x/codex", "exec", "--json", "-s", "workspace-write", "-"
+        "/x/codex", "exec", "--json", "-s", "workspace-write",
+        "-c", "sandbox_workspace_write.exclude_slash_tmp=true",
+        "-c", "sandbox_workspace_write.exclude_tmpdir_env_var=true", "-",
+    ]
+    assert codex_argv(codex, AgentConfig(), private_tmp=True) == [
+        "/x/codex", "exec", "--json", "-s", "workspace-write",
+        "-c", "sandbox_workspace_write.exclude_slash_tmp=true", "-",
     ]
     agent = AgentConfig(
         model="gpt-5.5", sandbox="read-only", profile="fast",
@@ -147,3 +161,14 @@ def test_codex_argv() -> None:
         "-c", 'q="say \\"hi\\""', "--output-schema", "s.json", "-",
     ]
     assert toml_value(False) == "false" and toml_value(float("inf")) == "inf"
+
+
+def test_isolation_leaves_keys_the_plan_sets_and_other_sandboxes_alone() -> None:
+    own = AgentConfig(config={"sandbox_workspace_write.exclude_slash_tmp": False})
+    assert isolation_overrides(own, private_tmp=False) == {
+        "sandbox_workspace_write.exclude_tmpdir_env_var": True
+    }
+    assert "exclude_slash_tmp=false" in " ".join(codex_argv(Path("codex"), own))
+    for agent in (AgentConfig(sandbox="read-only"), AgentConfig(sandbox="danger-full-access"),
+                  AgentConfig(kind="command", run="true")):
+        assert isolation_overrides(agent, private_tmp=False) == {}

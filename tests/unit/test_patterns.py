@@ -17,7 +17,6 @@ OVERLAP = [
     ("*.py", "docs/**"),
     ("src/*/models.py", "src/api/*"),
     ("**/test_*.py", "src/**"),
-    ("a/b", "a/b/"),
     ("tests/", "tests/unit/test_x.py"),
     ("src/db/**", "src/**/*.py"),
     ("[abc].py", "[!a].py"),
@@ -36,14 +35,9 @@ OVERLAP = [
     ("a*b", "ab"),
     ("a\\*", "a*"),
     ("x[!-]y", "xay"),
-    # A pattern that matches a directory matches what is inside it (gitignore), and
-    # a pattern without an inner '/' matches at any depth: 'a.md/b.py' matches both.
-    ("*.md", "*.py"),
-    ("build", "build/out/x.o"),
-    ("[abc].py", "[def].py"),
-    ("a\\*", "ab"),
-    ("test_*.py/", "src/api.py"),
-    ("x/*.py", "x/*/*.py"),
+    # A pattern without an inner '/' matches at any depth.
+    ("*.md", "docs/**"),
+    ("test_*.py/", "src/test_a.py/x.py"),
 ]
 
 DISJOINT = [
@@ -61,6 +55,16 @@ DISJOINT = [
     ("web/**", "src/web/a.py"),
     ("x/*.py", "x/*.md"),
     ("src/*.py", "src/a/b.py"),
+    # Unlike gitignore, a pattern without a trailing '/' names files, not a folder's
+    # contents: otherwise 'a.md/b.py' would match both of these and nothing would
+    # ever run in parallel.
+    ("a/b", "a/b/"),
+    ("*.md", "*.py"),
+    ("build", "build/out/x.o"),
+    ("[abc].py", "[def].py"),
+    ("a\\*", "ab"),
+    ("test_*.py/", "src/api.py"),
+    ("x/*.py", "x/*/*.py"),
 ]
 
 
@@ -99,7 +103,8 @@ def test_readable_witnesses() -> None:
         ("tests/", "tests/unit/x.py", True),
         ("tests/", "tests", False),
         ("tests/", "a/tests/x.py", True),
-        ("a/b", "a/b/c", True),
+        ("a/b", "a/b/c", False),  # a folder needs a/b/ or a/b/**
+        ("a/b/", "a/b/c", True),
         ("a/b", "x/a/b", False),
         ("?.py", "ab.py", False),
         ("[a-c].py", "b.py", True),

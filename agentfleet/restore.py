@@ -1,0 +1,96 @@
+"""Recreate an attempt branch from its persisted patch: no worktree, no checkout.
+
+A cached attempt result carries its commit as a binary patch (:class:`CommitPatch`).
+When the result is reused, its branch may be gone (deleted, a fresh clone, another
+machine) or may point at something else. :func:`restore_branch` makes the branch
+hold the result again: the patch is applied to the start tree in a temporary index
+(``git apply --cached``), the tree written, a commit made with ``commit-tree``, and
+the branch moved with ``update-ref``. The user's working tree and index are never
+touched. Prefect-free; the caller passes the environment git runs in.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from agentfleet.apply import checked_out_in, commit_tree, rev_parse, tree_of
+from agentfleet.errors import GitError
+from agentfleet.gitcmd import git, run_git
+from agentfleet.results import CommitPatch
+
+# The patch must not depend on the user's diff settings (no prefixes, an external
+# diff tool, textconv, colour, a relative root): it is applied elsewhere later.
+_DIFF_ARGS = (
+    "-c", "diff.noprefix=false", "-c", "diff.mnemonicPrefix=false", "-c", "color.ui=never",
+    "diff", "--binary", "--full-index", "--no-ext-diff", "--no-textconv", "--no-color",
+    "--no-relative", "--src-prefix=a/", "--dst-prefix=b/",
+)  # fmt: skip
+
+
+class Restored(BaseModel):
+    """Where an attempt branch points after :func:`restore_branch`."""
+
+    head_sha: str
+    start_sha: str  # the head's parent: the start commit, or one with the same tree
+    restored: bool  # False: the branch already held the result and was kept
+
+
+def capture(repo: Path, start: str, head: str) -> CommitPatch:
+    """The commit ``head`` (over ``start``) as a persistable patch with its message."""
+    diff = git(repo, *_DIFF_ARGS, start, head, "--")
+    message = git(repo, "log", "-1", "--format=%B", head)
+    # git() decodes with surrogateescape: encoding back gives git's exact bytes.
+    return CommitPatch.of(diff.encode("utf-8", "surrogateescape"), message.rstrip() + "\n")
+
+
+def patched_tree(repo: Path, start: str, patch: CommitPatch, *, env: Mapping[str, str]) -> str:
+    """The tree of ``start`` with ``patch`` applied, built in a temporary index."""
+    data = patch.data()
+    base = tree_of(repo, start)
+    if not data.strip():
+        return base
+    with tempfile.TemporaryDirectory(prefix="agentfleet-restore-") as tmp:
+        index_env = {**env, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        git(repo, "read-tree", base, env=index_env)
+        done = run_git(
+            repo, "apply", "--cached", "--binary", "--whitespace=nowarn", "-",
+            input=data.decode("utf-8", "surrogateescape"), env=index_env,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise GitError(
+                f"the cached patch does not apply to {start[:10]} in {repo}: "
+                f"{done.stderr.strip() or '(no message)'}"
+            )
+        return git(repo, "write-tree", env=index_env).strip()
+
+
+def restore_branch(
+    repo: Path, branch: str, start: str, patch: CommitPatch, *, env: Mapping[str, str]
+) -> Restored:
+    """Make ``branch`` hold ``start`` plus ``patch``; keep it when it already does.
+
+    Kept when the branch's commit has the patched tree and its parent has ``start``'s
+    tree (a start commit rebuilt by another run has new dates but the same tree).
+    Otherwise a new commit on ``start`` replaces it. A branch checked out in some
+    worktree is never moved (``GitError``).
+    """
+    tree = patched_tree(repo, start, patch, env=env)
+    ref = f"refs/heads/{branch}"
+    current = rev_parse(repo, ref)
+    if current is not None and tree_of(repo, current) == tree:
+        parent = rev_parse(repo, f"{current}^1")
+        if parent is not None and tree_of(repo, parent) == tree_of(repo, start):
+            return Restored(head_sha=current, start_sha=parent, restored=False)
+    holders = checked_out_in(repo, branch)
+    if holders:
+        raise GitError(
+            f"cannot restore {branch} from the cache: it is checked out at {holders[0]}"
+        )
+    head = commit_tree(repo, tree, [start], patch.message or f"agentfleet: {branch}\n")
+    # Guarded by the value seen above ("" = must not exist), like every ref agentfleet moves.
+    git(repo, "update-ref", "-m", "agentfleet: restored from the cache", ref, head, current or "")
+    return Restored(head_sha=head, start_sha=start, restored=True)

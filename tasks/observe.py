@@ -1,0 +1,104 @@
+"""The Prefect side of watching a sprint: artifacts, progress and events.
+
+The content comes from ``agentfleet.artifacts`` (pure); this module only hands it
+to Prefect. Publishing is best effort: an artifact or event the API refuses is
+logged as a warning and never fails an attempt or a sprint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+from uuid import UUID
+
+from prefect import get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.events import emit_event
+from prefect.exceptions import MissingContextError
+
+from agentfleet import artifacts
+from agentfleet.attempt import AttemptSpec
+from agentfleet.results import AttemptResult, SprintReport
+
+T = TypeVar("T")
+
+
+def _best_effort(what: str, publish: Callable[[], T]) -> T | None:
+    try:
+        return publish()
+    except Exception as exc:  # noqa: BLE001 - observability must not fail the work
+        try:
+            logger: logging.Logger | logging.LoggerAdapter = get_run_logger()
+        except MissingContextError:  # called outside a run (e.g. a test of the task's fn)
+            logger = logging.getLogger("agentfleet")
+        logger.warning(f"could not publish {what}: {exc}")
+        return None
+
+
+def emit(spec: artifacts.EventSpec) -> None:
+    """Emit one event; Prefect relates it to the current flow and task run."""
+    _best_effort(
+        f"event {spec.event}",
+        lambda: emit_event(
+            event=spec.event, resource=spec.resource, related=spec.related, payload=spec.payload
+        ),
+    )
+
+
+def attempt_finished(spec: AttemptSpec, result: AttemptResult) -> None:
+    """Publish an attempt's markdown artifact and its event (call inside its task run)."""
+    _best_effort(
+        "the attempt's artifact",
+        lambda: create_markdown_artifact(
+            markdown=artifacts.attempt_markdown(result, sprint=spec.sprint),
+            key=artifacts.attempt_key(spec.sprint, spec.task_id, spec.attempt),
+            description=artifacts.attempt_description(result),
+        ),
+    )
+    emit(artifacts.attempt_event(result, sprint=spec.sprint))
+
+
+class SprintProgress:
+    """The sprint's progress artifact, one per run under the sprint's stable key."""
+
+    def __init__(self, sprint: str, states: Mapping[str, str]) -> None:
+        self.sprint = sprint
+        percent, line = artifacts.progress(states)
+        self.artifact_id: UUID | None = _best_effort(
+            "the progress artifact",
+            lambda: create_progress_artifact(
+                progress=percent, key=artifacts.progress_key(sprint), description=line
+            ),
+        )
+
+    def update(self, states: Mapping[str, str]) -> None:
+        """Show the scheduler's current states (call as attempts finish)."""
+        if self.artifact_id is None:
+            return
+        artifact_id = self.artifact_id
+        percent, line = artifacts.progress(states)
+        _best_effort(
+            "progress",
+            lambda: update_progress_artifact(
+                artifact_id=artifact_id, progress=percent, description=line
+            ),
+        )
+
+
+def sprint_finished(report: SprintReport, results: Mapping[str, AttemptResult]) -> None:
+    """Publish the sprint's table artifact and its applied/failed event."""
+    _best_effort(
+        "the summary artifact",
+        lambda: create_table_artifact(
+            table=artifacts.summary_rows(report, results),
+            key=artifacts.summary_key(report.sprint),
+            description=artifacts.summary_description(report),
+        ),
+    )
+    emit(artifacts.sprint_event(report))

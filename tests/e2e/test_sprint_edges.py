@@ -1,0 +1,93 @@
+"""The sprint's edges with `command` agents (no model needed): verification, a checked-out
+target, and bad input to `agentfleet run`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import run_git
+from tests.e2e.conftest import run_agentfleet
+
+
+def command_plan(tmp_path: Path, repo: Path, **overrides: object) -> Path:
+    """Two independent tasks, each writing one file through a `command` agent."""
+    plan = {
+        "name": "edges",
+        "repo": str(repo),
+        "agent": {"kind": "command"},
+        "tasks": [
+            {"id": "alpha", "prompt": "write alpha", "paths": ["alpha.txt"],
+             "agent": {"run": "echo alpha > alpha.txt && echo wrote alpha"}},
+            {"id": "beta", "prompt": "write beta", "paths": ["beta.txt"],
+             "agent": {"run": "echo beta > beta.txt && echo wrote beta"}},
+        ],
+        **overrides,
+    }
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan, sort_keys=False))
+    return path
+
+
+def test_final_verify_failure_leaves_the_target_where_it_was(make_repo, sprint_env, tmp_path):
+    repo = make_repo()
+    plan = command_plan(tmp_path, repo, final_verify="test -f alpha.txt && exit 3")
+    report = tmp_path / "report.json"
+
+    run = run_agentfleet("run", str(plan), "--report", str(report), env=sprint_env)
+
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert data["final_verify"]["passed"] is False and data["final_verify"]["exit_status"] == 3
+    assert not data["target_moved"]
+    assert run_git(repo, "branch", "--list", "agentfleet/edges") == ""  # target never created
+    assert run_git(repo, "for-each-ref", "refs/agentfleet/") == ""  # no scratch ref left
+    assert "final_verify: FAILED" in run.stdout
+
+
+def test_a_checked_out_target_is_left_alone_with_the_result_on_the_scratch_ref(
+    make_repo, sprint_env, tmp_path
+):
+    repo = make_repo()
+    plan = command_plan(tmp_path, repo, target="main", base="main")
+    (repo / "README.md").write_text("edited by the user\n")
+    head = run_git(repo, "rev-parse", "HEAD")
+
+    run = run_agentfleet("run", str(plan), env=sprint_env)
+
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "is checked out at" in run.stdout
+    assert run_git(repo, "rev-parse", "HEAD") == head  # main did not move under the user
+    assert (repo / "README.md").read_text() == "edited by the user\n"
+    assert run_git(repo, "status", "--porcelain").strip() == "M README.md"
+    scratch = "refs/agentfleet/scratch/edges"
+    assert run_git(repo, "show", f"{scratch}:alpha.txt") == "alpha\n"
+    assert run_git(repo, "show", f"{scratch}:beta.txt") == "beta\n"
+
+
+def test_run_refuses_bad_input_with_exit_2_and_creates_nothing(
+    make_repo, sprint_env, tmp_path, snapshot
+):
+    repo = make_repo()
+    plan = command_plan(tmp_path, repo, timeout="soon")
+    before = snapshot(repo)
+    run = run_agentfleet("run", str(plan), env=sprint_env, timeout=60)
+    assert run.returncode == 2
+    assert "timeout" in run.stderr and "Traceback" not in run.stderr
+    assert snapshot(repo) == before
+
+
+def test_run_without_codex_is_a_configuration_error(make_repo, sprint_env, tmp_path, snapshot):
+    repo = make_repo()
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(
+        {"name": "nocodex", "repo": str(repo), "tasks": [{"id": "a", "prompt": "do a"}]}
+    ))
+    before = snapshot(repo)
+    env = {**sprint_env, "AGENTFLEET_CODEX_PATH": str(tmp_path / "no" / "codex")}
+    run = run_agentfleet("run", str(plan), env=env, timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert "codex" in run.stderr.lower() and "Traceback" not in run.stderr
+    assert snapshot(repo) == before

@@ -1,0 +1,95 @@
+"""``agentfleet clean``: lists, then removes with --yes; never a live run, never unasked work."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from agentfleet.clean import clean
+from agentfleet.cli import main
+from agentfleet.leases import Owner, list_leases
+from agentfleet.locks import SprintLock, repo_key
+from agentfleet.process import find_processes
+from agentfleet.worktrees import WorktreeManager, list_worktrees, resolve_commit
+from tests.support.leftovers import dead_owner, leftover, orphan
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_clean_lists_then_removes_only_what_dead_runs_left(
+    make_repo, git, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "work"
+    repo_a, repo_b = make_repo("a"), make_repo("b")
+    agent = orphan()
+    live_agent = orphan("sleep 1000", count=1)
+    try:
+        orphaned = leftover(work, repo_a, "slow", owner=dead_owner(), processes=[agent])
+        kept = leftover(work, repo_a, "failed", owner=dead_owner(), state="kept")
+        dirty = leftover(work, repo_b, "half", owner=dead_owner(), state="kept", dirty=True)
+        alive = leftover(work, repo_b, "running", owner=Owner.current(), sprint="s2",
+                         processes=[live_agent])
+        # A verification worktree of a killed run: no lease, its sprint's lock is free.
+        root_a = work / "worktrees" / repo_key(repo_a) / "s1"
+        stale = WorktreeManager(repo_a, root_a).add_detached(resolve_commit(repo_a, "HEAD"),
+                                                             "verify-0123456789")
+        trees = {lease.worktree for lease in (orphaned, kept, dirty, alive)} | {stale}
+
+        assert main(["clean", "--work-dir", str(work)]) == 0
+        listed = capsys.readouterr().out
+        for tree in (orphaned.worktree, kept.worktree, stale):
+            assert f"would remove {tree}: " in listed
+        assert "run that is no longer alive (s1/slow#1" in listed
+        assert "kept for inspection" in listed
+        assert listed.count("would stop process") == 3  # bash and its two sleeps
+        assert f"skipped {dirty.worktree}: uncommitted changes (half-done.txt); --force" in listed
+        assert f"skipped {alive.worktree}: its run is alive (pid {os.getpid()})" in listed
+        assert all(t.exists() for t in trees)  # listing removes nothing
+        assert len(find_processes(marker=agent.marker)) == 3
+
+        lines = clean(work, yes=True, force=False, grace_s=1)
+
+        assert find_processes(marker=agent.marker) == []
+        assert any("stopped 3 process(es) of s1/slow#1" in line for line in lines), lines
+        for tree in (orphaned.worktree, kept.worktree, stale):
+            assert not tree.exists()
+        assert [w.path for w in list_worktrees(repo_a)] == [repo_a]
+        assert git(repo_a, "branch", "--list", "agentfleet-attempts/*") == ""  # nothing on them
+        assert dirty.worktree.exists() and alive.worktree.exists()
+        assert len(find_processes(marker=live_agent.marker)) == 1
+        assert sorted(p.name for p, _ in list_leases(work)) == ["half-1.json", "running-1.json"]
+
+        lines = clean(work, yes=True, force=True, grace_s=1)
+        assert not dirty.worktree.exists()
+        assert [w.path for w in list_worktrees(repo_b)] == [repo_b, alive.worktree]
+        assert any(line.startswith(f"skipped {alive.worktree}") for line in lines)
+        assert len(find_processes(marker=live_agent.marker)) == 1
+    finally:
+        for proc in (agent, live_agent):
+            for pid in find_processes(marker=proc.marker):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_running_sprints_worktree_folder_is_not_stale(repo: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    root = work / "worktrees" / repo_key(repo) / "s1"
+    tree = WorktreeManager(repo, root).add_detached(resolve_commit(repo, "HEAD"), "verify-1")
+    with SprintLock(work / "locks", repo, "s1"):
+        lines = clean(work, yes=True, force=True)
+    assert lines == ["nothing to remove under " + str(work),
+                     f"skipped {tree}: sprint 's1' is running"]
+    assert tree.exists()
+    assert clean(work, yes=True, force=False)[-1] == f"  removed worktree {tree}"
+    assert not tree.exists()
+
+
+def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["clean", "--yes", "--bogus"]) == 2
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    assert main(["clean", "--work-dir", str(not_a_folder)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert main(["clean", "--work-dir", str(tmp_path / "none")]) == 0
