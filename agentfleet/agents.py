@@ -21,6 +21,7 @@ from pathlib import Path
 
 from agentfleet.agent_config import AgentConfig
 from agentfleet.codex_events import OutputLine, Transcript, parse_event
+from agentfleet.durations import format_duration
 from agentfleet.errors import AgentError, AgentNotFound
 from agentfleet.outcome import AttemptOutcome, Ending, Usage, classify
 from agentfleet.process import ManagedProcess, Stream, spawn
@@ -261,7 +262,7 @@ def run_codex_agent(
     if waited.timed_out or waited.stuck:
         # Say what stopped it; Codex's last warning (e.g. "Reconnecting...") says why.
         what = (
-            f"timed out after {req.timeout_s:g}s" if waited.timed_out
+            f"timed out after {format_duration(round(req.timeout_s))}" if waited.timed_out
             else f"no event for {req.idle_timeout_s:g}s while no command was running"
         )
         error = f"{what} ({error})" if error else what
@@ -312,7 +313,7 @@ def run_command_agent(
     if waited.killed:
         ending, error = Ending.KILLED, "stopped"
     elif waited.timed_out:
-        ending, error = Ending.TIMED_OUT, f"timed out after {req.timeout_s:g}s"
+        ending, error = Ending.TIMED_OUT, f"timed out after {format_duration(round(req.timeout_s))}"
     elif waited.stuck:
         ending, error = Ending.STUCK, f"no output for {req.idle_timeout_s:g}s"
     elif waited.exit_status == 0:

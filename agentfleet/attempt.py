@@ -15,6 +15,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -168,16 +169,21 @@ def _run_in(
     log: Log,
     cancel: threading.Event | None,
 ) -> None:
+    # `timeout` bounds the whole attempt: setup, every agent run (retries, continuations)
+    # and verify share one deadline.
+    deadline = time.monotonic() + spec.timeout_s
     if spec.setup:
         log(f"setup: {spec.setup}")
         result.setup = CheckResult.from_shell(
-            run_shell(spec.setup, worktree, env, timeout_s=spec.timeout_s, cancel=cancel)
+            run_shell(spec.setup, worktree, env, timeout_s=_left(deadline), cancel=cancel)
         )
         if not result.setup.passed:
             result.reason = f"setup failed (exit {result.setup.exit_status})"
             return
 
-    outcome = _run_agent_with_retries(worktree, spec, result, env, on_event, log, cancel)
+    outcome = _run_agent_with_retries(
+        worktree, spec, result, env, on_event, log, cancel, deadline
+    )
     result.outcome = outcome
     if not outcome.ok:
         detail = f": {outcome.error}" if outcome.error else ""
@@ -207,12 +213,17 @@ def _run_in(
     if spec.verify:
         log(f"verify: {spec.verify}")
         result.verify = CheckResult.from_shell(
-            run_shell(spec.verify, worktree, env, timeout_s=spec.timeout_s, cancel=cancel)
+            run_shell(spec.verify, worktree, env, timeout_s=_left(deadline), cancel=cancel)
         )
         if not result.verify.passed:
             result.reason = f"verify failed (exit {result.verify.exit_status})"
             return
     result.succeeded = True
+
+
+def _left(deadline: float) -> float:
+    """Seconds left before the attempt's deadline (never quite zero: a bound, not a skip)."""
+    return max(deadline - time.monotonic(), 0.01)
 
 
 # Fresh sessions after "ran out of room in the model's context window", per attempt.
@@ -227,6 +238,7 @@ def _run_agent_with_retries(
     on_event: Callable[[object], None] | None,
     log: Log,
     cancel: threading.Event | None,
+    deadline: float,
 ) -> AttemptOutcome:
     """Run the agent: transient failures retried (the one retry layer), an exhausted
     context window continued in a fresh session on the same worktree."""
@@ -241,14 +253,14 @@ def _run_agent_with_retries(
                 worktree=worktree,
                 prompt=prompt,
                 agent=spec.agent,
-                timeout_s=spec.timeout_s,
+                timeout_s=_left(deadline),
                 env=env,
                 codex_path=spec.codex_path,
                 idle_timeout_s=spec.idle_timeout_s,
                 grace_s=spec.grace_s,
                 private_tmp=private_tmp,
             )
-            outcome = _retry_transient(request, spec, tries, on_event, log, cancel)
+            outcome = _retry_transient(request, spec, tries, on_event, log, cancel, deadline)
             stopped = cancel is not None and cancel.is_set()
             if outcome.ending is not Ending.CONTEXT_WINDOW or stopped:
                 break
@@ -279,6 +291,7 @@ def _retry_transient(
     on_event: Callable[[object], None] | None,
     log: Log,
     cancel: threading.Event | None,
+    deadline: float,
 ) -> AttemptOutcome:
     """One session: the agent run again, from the same files, while it fails transiently."""
     # Each try starts from the files the session started from: after setup, or after the
@@ -286,7 +299,9 @@ def _retry_transient(
     snapshot = snapshot_worktree(request.worktree)
 
     def one_try() -> AttemptOutcome:
-        outcome = run_agent(request, on_event=on_event, cancel=cancel)
+        outcome = run_agent(
+            replace(request, timeout_s=_left(deadline)), on_event=on_event, cancel=cancel
+        )
         if request.agent.kind == "codex" and not outcome.ok and outcome.usage.total == 0:
             # A failed turn's tokens are not in --json, but they were spent.
             spent = rollout_usage(codex_home({**request.env, **request.agent.env}),
@@ -312,7 +327,9 @@ def _retry_transient(
         return cancel is not None and cancel.is_set()
 
     retrying = Retrying(
-        stop=stop_after_attempt(spec.retries + 1),
+        # No retry that the attempt's deadline would cut short before it starts.
+        stop=stop_after_attempt(spec.retries + 1)
+        | (lambda state: _left(deadline) <= (state.upcoming_sleep or 0) + 1),
         # Doubling from the first wait, plus jitter as large as it, so that agents failing
         # together retry apart.
         wait=wait_exponential(multiplier=spec.backoff_initial_s, max=spec.backoff_max_s)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agentfleet.decompose import Decomposition, decompose
 from agentfleet.durations import format_duration
-from agentfleet.errors import AgentfleetError, ConfigError, PlanError, Problem
+from agentfleet.errors import AgentfleetError, ConfigError, PlanError, Problem, SprintInterrupted
 from agentfleet.plan import Plan, plan_json_schema, read_plan
 from agentfleet.repository import RepoFacts, folder_patterns, inspect_repository
 
@@ -150,7 +150,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Prefect costs seconds to import and start: only now that the plan is good.
     from flows.sprint import run_and_report
 
-    report = run_and_report(plan_path, report=args.report, no_cache=args.no_cache)
+    try:
+        report = run_and_report(plan_path, report=args.report, no_cache=args.no_cache)
+    except SprintInterrupted as interrupt:
+        print()
+        print(interrupt.report.table())
+        print(
+            "interrupted: every agent stopped, unfinished worktrees removed; finished results "
+            "stay on their branches and in the cache: run again to finish"
+        )
+        return 130
     print()
     print(report.table())
     if report.final_verify is not None:

@@ -14,6 +14,8 @@ help (a 429 can, a bad plan cannot).
     │   └── AgentNotFound
     └── VerificationError      setup / verify / final_verify could not be run
 
+    SprintInterrupted (a KeyboardInterrupt) carries the report of a stopped sprint  (exit 130)
+
 Foreign exceptions (``GitCommandError``, ``TimeoutExpired``, ``OSError``) are
 translated at the boundary with ``raise ... from``.
 """
@@ -86,6 +88,17 @@ class AgentNotFound(AgentError, ConfigError):
     """The agent's executable (e.g. the Codex CLI) is not installed where we look."""
 
     exit_code = 2
+
+
+class SprintInterrupted(KeyboardInterrupt):
+    """Ctrl-C or a cancelled flow run stopped the sprint; ``report`` says what finished.
+
+    A KeyboardInterrupt, not an AgentfleetError: it must pass every ``except Exception``.
+    """
+
+    def __init__(self, report: object) -> None:
+        super().__init__("interrupted")
+        self.report = report
 
 
 class VerificationError(AgentfleetError):

@@ -59,7 +59,7 @@ def land(
     new_commits = 0
     for task_id in order:
         result = results.get(task_id)
-        report = _report_for(task_id, result, blocked_by)
+        report = report_for(task_id, result, blocked_by)
         if task_id in done_before:
             report.outcome = TaskOutcome.ALREADY_APPLIED
             report.applied_commit = done_before[task_id].sha
@@ -132,9 +132,10 @@ def _first_line(result: AttemptResult) -> str:
     return line[:72]
 
 
-def _report_for(
+def report_for(
     task_id: str, result: AttemptResult | None, blocked_by: Mapping[str, str]
 ) -> TaskReport:
+    """A task's row before landing: failed, blocked, not run, or waiting to be applied."""
     if result is None:
         if task_id in blocked_by:
             return TaskReport(

@@ -186,8 +186,8 @@ class Plan(BaseModel):
     )
     timeout: Duration = Field(
         "30m",
-        description="How long one attempt may run, e.g. `90s`, `20m`, `1h30m` "
-        "(a bare number is seconds).",
+        description="How long one attempt may run, all of it: `setup`, the agent (with its "
+        "retries) and `verify`; e.g. `90s`, `20m`, `1h30m` (a bare number is seconds).",
     )
     retries: StrictCount = Field(
         2,

@@ -23,12 +23,13 @@ from agentfleet.agents import find_codex
 from agentfleet.attempt import AttemptSpec
 from agentfleet.clean import reap_orphans
 from agentfleet.cli import CheckedPlan, load_and_check
-from agentfleet.errors import AgentfleetError
+from agentfleet.errors import AgentfleetError, SprintInterrupted
+from agentfleet.landing import report_for
 from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.naming import attempt_branch
 from agentfleet.prompts import Predecessor, compose_prompt
-from agentfleet.results import AttemptResult, SprintReport, TaskOutcome
+from agentfleet.results import AttemptResult, SprintReport, TaskOutcome, TaskReport
 from agentfleet.schedule import Scheduler, TaskState
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
 from tasks.apply import sequential_apply
@@ -57,7 +58,13 @@ def sprint(plan: str, report: str | None = None, no_cache: bool = False) -> Spri
         # them and free their worktrees before starting new ones.
         reap_orphans(settings.work_dir, checked.repo.root, checked.plan.name,
                      grace_s=settings.stop_grace_s, log=logger.warning)
-        sprint_report = SprintRun(checked, settings, codex, no_cache=no_cache).run()
+        run = SprintRun(checked, settings, codex, no_cache=no_cache)
+        try:
+            sprint_report = run.run()
+        except BaseException:
+            if report and run.interrupted is not None:
+                Path(report).write_text(run.interrupted.model_dump_json(indent=2) + "\n")
+            raise
     if report:
         Path(report).write_text(sprint_report.model_dump_json(indent=2) + "\n")
     logger.info("\n" + sprint_report.table())
@@ -91,6 +98,7 @@ class SprintRun:
         self.worktree_root = settings.worktree_root(repo_key(self.root), self.plan.name)
         self.target = self.plan.target_branch
         self.results: dict[str, AttemptResult] = {}
+        self.interrupted: SprintReport | None = None  # what finished, when stopped midway
         self.logger = get_run_logger()
         self.started = time.monotonic()
 
@@ -107,7 +115,7 @@ class SprintRun:
         try:
             while not sched.done:
                 for task_id in sched.take_ready():
-                    futures[self._submit(task_id, sched, done_before)] = task_id
+                    futures[self._submit(task_id, done_before)] = task_id
                 if not futures:
                     break
                 future = next(as_completed(list(futures)))
@@ -123,11 +131,17 @@ class SprintRun:
             self.logger.warning("interrupted: stopping every agent of this sprint")
             sched.stop()
             stop_everything()
-            for future in list(futures):
+            for future, task_id in list(futures.items()):
                 try:
                     future.wait(timeout=self.settings.stop_grace_s + 30)
+                    self.results[task_id] = self._result_of(future, task_id)
                 except BaseException:  # noqa: BLE001 - already on the way out
                     pass
+            self.interrupted = self._report(
+                [report_for(t, self.results.get(t), sched.blocked_by) for t in self.dec.order],
+                interrupted=True,
+            )
+            sprint_finished(self.interrupted, self.results)
             raise
         landing = sequential_apply(
             repo=self.root,
@@ -144,21 +158,27 @@ class SprintRun:
         for report in landing.tasks:
             if sched.state[report.task] is TaskState.DONE_BEFORE:
                 report.outcome = TaskOutcome.ALREADY_APPLIED
-        sprint_report = SprintReport(
-            sprint=self.plan.name,
-            repo=str(self.root),
-            base=self.repo.base,
-            target=self.target,
-            tasks=landing.tasks,
+        sprint_report = self._report(
+            landing.tasks,
             final_verify=landing.final_verify,
             target_moved=landing.target_moved,
             target_up_to_date=landing.target_up_to_date,
             target_sha=landing.target_sha,
             target_note=landing.note,
-            duration_s=time.monotonic() - self.started,
         )
         sprint_finished(sprint_report, self.results)
         return sprint_report
+
+    def _report(self, tasks: list[TaskReport], **fields: object) -> SprintReport:
+        return SprintReport(
+            sprint=self.plan.name,
+            repo=str(self.root),
+            base=self.repo.base,
+            target=self.target,
+            tasks=tasks,
+            duration_s=time.monotonic() - self.started,
+            **fields,
+        )
 
     def _already_applied(self) -> dict[str, gitapply.AppliedCommit]:
         if not self.repo.target_exists:
@@ -166,7 +186,7 @@ class SprintRun:
         return gitapply.applied_tasks(self.root, f"refs/heads/{self.target}", self.plan.name)
 
     def _submit(
-        self, task_id: str, sched: Scheduler, done_before: dict[str, gitapply.AppliedCommit]
+        self, task_id: str, done_before: dict[str, gitapply.AppliedCommit]
     ) -> PrefectFuture:
         task = self.plan.task(task_id)
         heads: list[str] = []
@@ -256,7 +276,13 @@ def run_and_report(plan: Path, *, report: str | None, no_cache: bool) -> SprintR
     with tempfile.TemporaryDirectory(prefix="agentfleet-report-") as tmp:
         path = Path(report) if report else Path(tmp) / "report.json"
         path.unlink(missing_ok=True)
-        state = sprint(plan=str(plan), report=str(path), no_cache=no_cache, return_state=True)
+        try:
+            state = sprint(plan=str(plan), report=str(path), no_cache=no_cache, return_state=True)
+        except KeyboardInterrupt as interrupt:
+            if path.exists():
+                report_ = SprintReport.model_validate_json(path.read_text())
+                raise SprintInterrupted(report_) from interrupt
+            raise
         if path.exists():
             return SprintReport.model_validate_json(path.read_text())
         error = state.result(raise_on_failure=False)

@@ -63,6 +63,13 @@ def test_eight_ticket_sprint_lands_each_task_once_on_a_verified_target(
     sample, sprint_env, model: ScriptedModelServer, tmp_path: Path
 ) -> None:
     repo, plan = sample()
+    # The three first tickets' first answers take a while, so that agents started together
+    # are seen together by the model even on a loaded machine.
+    script = model.script.model_copy(deep=True)
+    for rule in script.rules:
+        if rule.name in ("db-indexes", "validation", "auth-strict"):
+            rule.responses[0].delay_s = 2.5
+    model.set_script(script)
     (repo / "README.md").write_text("work in progress, not committed\n")  # the user's own edit
     before = user_state(repo)
     report_file = tmp_path / "report.json"
@@ -194,8 +201,10 @@ def test_interrupt_stops_every_agent_and_a_second_run_is_refused_meanwhile(
     slow.responses[0].delay_s = 600  # the model never answers this ticket in time
     model.set_script(script)
     work = Path(sprint_env["AGENTFLEET_WORK_DIR"])
+    report_file = tmp_path / "report.json"
     first = subprocess.Popen(
-        [AGENTFLEET, "run", str(plan)], env=sprint_env, cwd=ROOT, stdin=subprocess.DEVNULL,
+        [AGENTFLEET, "run", str(plan), "--report", str(report_file)],
+        env=sprint_env, cwd=ROOT, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -219,6 +228,13 @@ def test_interrupt_stops_every_agent_and_a_second_run_is_refused_meanwhile(
         if first.poll() is None:
             first.kill()
     assert first.returncode == 130, output[-3000:]
+    assert "interrupted: every agent stopped" in output
+    report = json.loads(report_file.read_text())
+    assert report["interrupted"] is True
+    outcomes = {t["task"]: t["outcome"] for t in report["tasks"]}
+    assert outcomes["auth-strict"] == "not applied"  # finished, kept for the next run
+    assert outcomes["validation"] == "failed"  # stopped
+    assert outcomes["docs"] == "not run"
     wait_for(lambda: not agent_processes(work), 10, "no agent process left")
     assert run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert not [p for p in (work / "worktrees").rglob("*") if p.is_dir() and (p / ".git").exists()]

@@ -91,3 +91,29 @@ def test_run_without_codex_is_a_configuration_error(make_repo, sprint_env, tmp_p
     assert run.returncode == 2, run.stderr
     assert "codex" in run.stderr.lower() and "Traceback" not in run.stderr
     assert snapshot(repo) == before
+
+
+def test_a_conflict_stops_that_task_only_and_keeps_its_branch(make_repo, sprint_env, tmp_path):
+    repo = make_repo()
+    # The target already exists with a commit agentfleet did not make, touching alpha.txt.
+    run_git(repo, "branch", "agentfleet/edges", "main")
+    run_git(repo, "worktree", "add", "-q", str(tmp_path / "t"), "agentfleet/edges")
+    (tmp_path / "t" / "alpha.txt").write_text("the user's alpha\n")
+    run_git(tmp_path / "t", "add", "alpha.txt")
+    run_git(tmp_path / "t", "commit", "-qm", "user's own commit")
+    run_git(repo, "worktree", "remove", str(tmp_path / "t"))
+    report = tmp_path / "report.json"
+
+    run = run_agentfleet("run", str(command_plan(tmp_path, repo)), "--report", str(report),
+                         env=sprint_env)
+
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    tasks = {t["task"]: t for t in json.loads(report.read_text())["tasks"]}
+    assert tasks["alpha"]["outcome"] == "conflict"
+    assert tasks["alpha"]["detail"] == "conflict in alpha.txt"
+    assert tasks["beta"]["outcome"] == "applied"  # later tasks still apply
+    assert run_git(repo, "show", "agentfleet-attempts/edges/alpha/1:alpha.txt") == "alpha\n"
+    assert run_git(repo, "show", "agentfleet/edges:alpha.txt") == "the user's alpha\n"
+    assert run_git(repo, "show", "agentfleet/edges:beta.txt") == "beta\n"
+    log = run_git(repo, "log", "--format=%s", "agentfleet/edges")
+    assert "user's own commit" in log  # commits agentfleet did not make are kept

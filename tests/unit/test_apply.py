@@ -12,6 +12,7 @@ from agentfleet.errors import ConflictError, GitError
 from agentfleet.gitcmd import AGENTFLEET_IDENTITY
 from agentfleet.naming import scratch_ref
 from agentfleet.worktrees import WorktreeManager, commit_all
+from tests.support.git_env import fixture_commit, sh, without_git_identity
 
 SPRINT = "s1"
 
@@ -19,45 +20,7 @@ SPRINT = "s1"
 @pytest.fixture(autouse=True)
 def no_git_identity(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """A CI-like environment: no global/system config, no identity, no guessing one."""
-    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
-    monkeypatch.setenv("GIT_CONFIG_SYSTEM", "/dev/null")
-    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
-    monkeypatch.setenv("GIT_CONFIG_KEY_0", "user.useConfigOnly")
-    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "true")
-    for name in (
-        "GIT_AUTHOR_NAME",
-        "GIT_AUTHOR_EMAIL",
-        "GIT_COMMITTER_NAME",
-        "GIT_COMMITTER_EMAIL",
-        "EMAIL",
-        "GIT_DIR",
-        "GIT_WORK_TREE",
-        "GIT_INDEX_FILE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
-def sh(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
-    ).stdout
-
-
-def fixture_commit(repo: Path, message: str) -> str:
-    sh(repo, "add", "-A")
-    sh(
-        repo,
-        "-c",
-        "user.name=User",
-        "-c",
-        "user.email=user@example.com",
-        "commit",
-        "-q",
-        "-m",
-        message,
-    )
-    return sh(repo, "rev-parse", "HEAD").strip()
+    without_git_identity(tmp_path_factory.mktemp("home"), monkeypatch)
 
 
 LINES = "".join(f"line {i}\n" for i in range(1, 21))

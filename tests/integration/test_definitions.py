@@ -1,0 +1,20 @@
+"""Every deployment in prefect.yaml points at a flow that loads, with the parameters CI passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from prefect.flows import load_flow_from_entrypoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_prefect_yaml_entrypoint_loads() -> None:
+    deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    assert {d["name"] for d in deployments} == {"sprint"}
+    for deployment in deployments:
+        flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
+        assert flow.name == deployment["name"]
+        assert {"plan", "no_cache", "report"} <= set(flow.parameters.properties)
+        assert flow.parameters.required == ["plan"]
