@@ -47,8 +47,15 @@ def test_an_agent_cannot_write_into_a_sibling_worktree_or_the_users_repository(
     into_repo = f"echo pwned > {repo}/pwned.txt"
     own_tmp = ('mkdir -p intruder && echo "$TMPDIR" > intruder/tmpdir.txt'
                ' && echo scratch > "$TMPDIR/s.txt" && cat "$TMPDIR/s.txt" >> intruder/tmpdir.txt')
-    victim_work = (wait_for.format("../intruder-1/intruder/tmpdir.txt")
-                   + "mkdir -p victim && echo mine > victim/v.txt")
+    # The victim's own work comes first; then it stays until the intruder has been through
+    # its writes (its last file exists, or its worktree came and went), keeping its own
+    # worktree there as the sibling to write into.
+    victim_work = (
+        "mkdir -p victim && echo mine > victim/v.txt; "
+        + wait_for.format("../intruder-1")
+        + "for i in $(seq 300); do { [ -e ../intruder-1/intruder/tmpdir.txt ] "
+        "|| [ ! -e ../intruder-1 ]; } && break; sleep 0.1; done"
+    )
     model.set_script(Script(rules=[
         Rule(name="intruder", match="[intruder]", responses=[
             Response(steps=[{"do": "exec", "cmd": into_sibling}]),
@@ -57,7 +64,8 @@ def test_an_agent_cannot_write_into_a_sibling_worktree_or_the_users_repository(
             Response(steps=[{"do": "message", "text": "Tried."}]),
         ]),
         Rule(name="victim", match="[victim]", responses=[
-            Response(steps=[{"do": "exec", "cmd": victim_work}]),
+            # Codex waits for the command to end (not its default 10 s yield time).
+            Response(steps=[{"do": "exec", "cmd": victim_work, "yield_time_ms": 60000}]),
             Response(steps=[{"do": "message", "text": "Mine."}]),
         ]),
     ]))
