@@ -17,8 +17,6 @@ Two callers:
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +33,7 @@ from agentfleet.leases import (
     remove_lease,
     stop_processes,
 )
-from agentfleet.locks import repo_key
+from agentfleet.locks import is_held, lock_file, repo_key
 from agentfleet.worktrees import WorktreeManager, uncommitted_files
 
 Log = Callable[[str], None]
@@ -112,22 +110,6 @@ def _check_work(item: Leftover, force: bool) -> None:
     item.keep_worktree = True
 
 
-def _lock_held(work_dir: Path, repo_key: str, sprint: str) -> bool:
-    """Whether a run of that sprint holds its lock (see ``locks.SprintLock``) right now."""
-    path = Path(work_dir) / "locks" / repo_key / f"{sprint}.lock"
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def _repo_of(worktree: Path) -> Path | None:
     """The repository a linked worktree belongs to, from its ``.git`` file."""
     try:
@@ -163,9 +145,9 @@ def survey(work_dir: Path, *, force: bool = False) -> Survey:
     for folder in sorted(root.glob("*/*/*")) if root.is_dir() else []:
         if not folder.is_dir() or folder.resolve() in leased:
             continue
-        repo_key, sprint = folder.parent.parent.name, folder.parent.name
+        key, sprint = folder.parent.parent.name, folder.parent.name
         item = Leftover("stale", folder, repo=_repo_of(folder))
-        if _lock_held(work_dir, repo_key, sprint):
+        if is_held(lock_file(work_dir / "locks", key, sprint)):
             item.skip = f"sprint '{sprint}' is running"
             out.skipped.append(item)
             continue

@@ -46,7 +46,27 @@ def repo_key(repo: Path) -> str:
 
 def lock_path(lock_dir: Path, repo: Path, sprint: str) -> Path:
     """The lock file of ``sprint`` on ``repo``."""
-    return Path(lock_dir) / repo_key(repo) / f"{sprint}.lock"
+    return lock_file(lock_dir, repo_key(repo), sprint)
+
+
+def lock_file(lock_dir: Path, key: str, sprint: str) -> Path:
+    """The lock file of ``sprint`` on the repository whose ``repo_key`` is ``key``."""
+    return Path(lock_dir) / key / f"{sprint}.lock"
+
+
+def is_held(path: Path) -> bool:
+    """Whether a live process holds the lock file ``path`` right now (never waits)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 class SprintLock:
@@ -121,17 +141,8 @@ class SprintLock:
 def read_holder(lock_dir: Path, repo: Path, sprint: str) -> LockHolder | None:
     """Who holds the lock of ``sprint`` on ``repo`` right now, or None if nobody does."""
     path = lock_path(lock_dir, repo, sprint)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return _read(path)  # held: the record is the live holder's
-    finally:
-        os.close(fd)
-    return None  # we could lock it, so nobody holds it; its content is stale
+    # Only a held lock's record is the live holder's; a free one's content is stale.
+    return _read(path) if is_held(path) else None
 
 
 def _read(path: Path) -> LockHolder | None:

@@ -7,9 +7,7 @@ Real Codex against the scripted model, a real Prefect server, real result storag
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from agentfleet.sample import sample_plan, sample_script, write_plan
 from agentfleet.scripted import ScriptedModelServer
 from tests.conftest import run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
+from tests.support.waiting import processes_under, wait_for
 
 pytestmark = pytest.mark.codex
 
@@ -57,25 +56,6 @@ def persisted_tasks(storage: Path) -> set[str]:
     return found
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def processes_under(folder: Path) -> list[int]:
-    """Processes whose working directory lies under ``folder``."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.readlink(f"/proc/{pid}/cwd").startswith(str(folder)):
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 def test_a_rerun_after_a_failed_final_verify_asks_the_model_nothing(

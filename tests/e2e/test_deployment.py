@@ -16,7 +16,8 @@ import pytest
 from agentfleet.sample import build_sample_repo, sample_plan, write_plan
 from tests.conftest import run_git
 from tests.e2e.conftest import ROOT
-from tests.e2e.test_sprint import APPLY_ORDER, agent_processes, wait_for
+from tests.e2e.test_sprint import APPLY_ORDER
+from tests.support.waiting import processes_under, wait_for
 
 pytestmark = [pytest.mark.codex, pytest.mark.server]
 
@@ -75,11 +76,11 @@ def test_sprint_deployment_runs_on_a_process_worker_and_cancels_cleanly(
         wait_for(lambda: len(model.requests_for("validation")) > seen, 120,
                  "the slow ticket to start")
         work = Path(env["AGENTFLEET_WORK_DIR"])
-        assert agent_processes(work)
+        assert processes_under(work)
         prefect("flow-run", "cancel", flow_run_id, env=env)
         wait_for(lambda: flow_run_state(prefect_server.api_url, flow_run_id) == "CANCELLED",
                  90, "the flow run to be cancelled")
-        wait_for(lambda: not agent_processes(work), 30, "no agent process left")
+        wait_for(lambda: not processes_under(work), 30, "no agent process left")
         assert run_git(second, "worktree", "list", "--porcelain").count("worktree ") == 1
         assert "validation/1" not in run_git(second, "branch", "--list", "agentfleet-attempts/*")
     finally:

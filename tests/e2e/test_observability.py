@@ -8,10 +8,9 @@ import re
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +23,7 @@ from agentfleet.sample import sample_plan
 from agentfleet.scripted import ScriptedModelServer
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
 from tests.support.prefect_server import PrefectServer
+from tests.support.waiting import wait_for
 
 README = ROOT / "README.md"
 
@@ -76,18 +76,6 @@ def agentfleet_events(server: PrefectServer, since: str) -> list[dict]:
     })
     return page["events"]
 
-
-def wait_for(
-    predicate: Callable[[], Any], timeout: float, what: str | Callable[[], str]
-) -> Any:
-    """Poll until ``predicate`` returns something true; return it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
 
 
 def related(event: dict, role: str) -> list[str]:

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from agentfleet.process import find_processes
 from agentfleet.scripted import Fault, Response, Rule, Script, ScriptedModelServer
 from tests.conftest import run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.codex, pytest.mark.timeout(180)]
 
@@ -46,13 +46,6 @@ def tagged(tag: str, cmdline: bytes | None = None) -> set[int]:
             pass
     return found
 
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def write_plan(path: Path, plan: dict) -> Path:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 from agentfleet.scripted import Fault, ScriptedModelServer
 from tests.conftest import run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
+from tests.support.waiting import processes_under, wait_for
 
 pytestmark = pytest.mark.codex
 
@@ -168,28 +167,6 @@ def test_a_failed_dependency_blocks_its_dependents_and_the_run_fails(
     assert "def validate_order" in run_git(repo, "show", f"{TARGET}:app/validation.py")
 
 
-def agent_processes(work_dir: Path) -> list[int]:
-    """Processes whose working directory lies under the sprint's work folder."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            continue
-        if cwd.startswith(str(work_dir)):
-            found.append(int(pid))
-    return found
-
-
-def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_interrupt_stops_every_agent_and_a_second_run_is_refused_meanwhile(
@@ -235,7 +212,7 @@ def test_interrupt_stops_every_agent_and_a_second_run_is_refused_meanwhile(
     assert outcomes["auth-strict"] == "not applied"  # finished, kept for the next run
     assert outcomes["validation"] == "failed"  # stopped
     assert outcomes["docs"] == "not run"
-    wait_for(lambda: not agent_processes(work), 10, "no agent process left")
+    wait_for(lambda: not processes_under(work), 10, "no agent process left")
     assert run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert not [p for p in (work / "worktrees").rglob("*") if p.is_dir() and (p / ".git").exists()]
     branches = run_git(repo, "branch", "--list", "agentfleet-attempts/*")
