@@ -29,8 +29,8 @@ from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.naming import attempt_branch
 from agentfleet.prompts import Predecessor, compose_prompt
-from agentfleet.results import AttemptResult, SprintReport, TaskOutcome, TaskReport
-from agentfleet.schedule import Scheduler, TaskState
+from agentfleet.results import AttemptResult, SprintReport, TaskReport
+from agentfleet.schedule import Scheduler
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
@@ -155,9 +155,6 @@ class SprintRun:
             verify_timeout_s=self.plan.timeout_s,
             worktree_root=self.worktree_root,
         )
-        for report in landing.tasks:
-            if sched.state[report.task] is TaskState.DONE_BEFORE:
-                report.outcome = TaskOutcome.ALREADY_APPLIED
         sprint_report = self._report(
             landing.tasks,
             final_verify=landing.final_verify,
