@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 # Rate-limit headers kept as the latest seen (lower-case names; prefixes end in "-").
 RATE_LIMIT_HEADERS = ("retry-after", "retry-after-ms")
@@ -78,7 +78,7 @@ def over_budget_text(spent: int, budget: int) -> str:
 class Refusal:
     """Why a request is not forwarded: its attempt's or the sprint's budget is spent."""
 
-    scope: str  # "attempt" | "sprint"
+    scope: Literal["attempt", "sprint"]
     spent: int
     budget: int
 
@@ -267,11 +267,12 @@ class Ledger:
         A hold already running that ends later is kept; one ending sooner is extended (and
         that is not a new hold: the log says "backing off" once per hold).
         """
-        until = self._clock() + max(0.0, seconds)
+        now = self._clock()
+        until = now + max(0.0, seconds)
         with self._lock:
-            current = self._holds.get(upstream)
-            running = current is not None and current > self._clock()
-            if not running or until > current:  # type: ignore[operator]
+            current = self._holds.get(upstream, now)
+            running = current > now
+            if until > current or not running:
                 self._holds[upstream] = until
             return not running
 

@@ -11,6 +11,7 @@ import json
 import os
 import statistics
 import subprocess
+import threading
 import time
 import tomllib
 from collections.abc import Iterator
@@ -180,6 +181,47 @@ def test_a_budget_stops_the_codex_run_with_a_readable_message(server, proxy, rep
     assert attempt.usage.total == 3300 and attempt.refused == 1
     assert proxy.ledger.over_budget("api-1") == "over budget: 3,300 of 2,500 tokens"
     assert run.seconds < 8
+
+
+def test_a_429_on_one_agent_holds_the_other_agent_too(server, proxy, make_repo, tmp_path):
+    server.set_script(Script(rules=[
+        Rule.model_validate({"name": "limited", "match": "alpha", "responses": [
+            {"steps": [{"do": "message", "text": "alpha done"}]}],
+            "faults": [{"kind": "http", "status": 429, "retry_after": 2}]}),
+        Rule.model_validate({"name": "busy", "match": "beta", "responses": [
+            {"steps": [{"do": "exec", "cmd": f"echo {i}"}], "delay_s": 0.2}
+            for i in range(6)]}),
+    ]))
+    backoffs = []
+    proxy.on_backoff = backoffs.append
+    home = server.write_codex_home(tmp_path / "home")
+    route = provider_route(tomllib.loads((home / "config.toml").read_text()))
+    runs: dict[str, CodexRun] = {}
+
+    def agent(name: str, prompt: str) -> None:
+        url = proxy.register(name, name, route.upstream)
+        runs[name] = run_codex(make_repo(name), server.agent_env(home),
+                               codex_args(route_overrides(route, url)), prompt)
+
+    beta = threading.Thread(target=agent, args=("beta", "Task beta."))
+    beta.start()
+    deadline = time.monotonic() + 10
+    while not server.requests_for("busy"):  # beta is at work before alpha meets the limit
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    agent("alpha", "Task alpha.")
+    beta.join(CODEX_TIMEOUT_S + 5)
+
+    assert runs["alpha"].returncode == 0 and runs["beta"].returncode == 0
+    limited = server.requests_for("limited")[0]
+    assert limited.status == 429
+    start, end = limited.finished_at, limited.finished_at + 2.0
+    # The hold starts when the 429 reaches the proxy, a moment after the server logged it.
+    later = [r for r in server.requests if r.started_at > start + 0.05]
+    assert later and all(r.started_at >= end - 0.05 for r in later), [
+        (r.rule, round(r.started_at - start, 2)) for r in later]
+    assert any(r.rule == "busy" for r in later)  # beta was held, not merely finished
+    assert len(backoffs) == 1 and backoffs[0].attempt_id == "alpha"
 
 
 @pytest.mark.parametrize("nagle", ["upstream-nodelay", "upstream-as-is"])

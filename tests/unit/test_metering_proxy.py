@@ -108,7 +108,7 @@ def test_usage_per_attempt_equals_what_the_server_reported(upstream, proxy, clie
         *steps(2), {"steps": [{"do": "message", "text": "done"}],
                     "usage": {"input_tokens": 7, "output_tokens": 3}}]})
     seen = []
-    proxy._on_usage = seen.append
+    proxy.on_usage = seen.append
     a1 = proxy.register("a1", "api", upstream.base_url)
     a2 = proxy.register("a2", "api", upstream.base_url)
     for _ in range(3):
@@ -132,7 +132,7 @@ def test_an_attempt_over_its_budget_is_refused_with_a_non_retryable_error(upstre
     use(upstream, {"name": "r", "match": "go", "responses": steps(5),
                    "usage": {"input_tokens": 1000, "output_tokens": 100}})
     refused = []
-    proxy._on_refusal = lambda attempt, refusal: refused.append((attempt, refusal.message))
+    proxy.on_refusal = lambda attempt, refusal: refused.append((attempt, refusal.message))
     base = proxy.register("a1", "api", upstream.base_url, max_tokens=2500)
 
     replies = [post(client, base, "go") for _ in range(5)]
@@ -169,7 +169,7 @@ def test_a_429_with_retry_after_holds_every_attempt(upstream, proxy, client):
          "faults": [{"kind": "http", "status": 429, "retry_after": 2}]},
         {"name": "other", "match": "second", "responses": steps(3)})
     backoffs = []
-    proxy._on_backoff = backoffs.append
+    proxy.on_backoff = backoffs.append
     a1 = proxy.register("a1", "api", upstream.base_url)
     b1 = proxy.register("b1", "docs", upstream.base_url)
 
@@ -284,10 +284,15 @@ class CannedUpstream:
         self.pieces = pieces
         self.headers = headers or {}
         self.gate = threading.Event()
+        self.connections = 0  # TCP connections accepted
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                owner.connections += 1
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -396,12 +401,14 @@ def test_retry_after_forms():
     assert retry_after_seconds({}) is None
 
 
-def test_keep_alive_connections_to_the_upstream_are_reused(upstream, proxy, client):
-    use(upstream, {"name": "r", "match": "go", "responses": steps(5)})
-    base = proxy.register("a1", "api", upstream.base_url)
-    started = time.monotonic()
-    for _ in range(5):
-        assert post(client, base, "go").status_code == 200
-    assert time.monotonic() - started < 10
-    idle = proxy._pool._idle  # one connection served all five requests
-    assert [len(conns) for conns in idle.values()] == [1]
+def test_keep_alive_connections_to_the_upstream_are_reused(proxy, client):
+    canned = CannedUpstream([STREAM])
+    canned.gate.set()
+    try:
+        base = proxy.register("a1", "api", canned.base_url)
+        for _ in range(5):
+            assert raw_body(client, f"{base}/responses")[1] == STREAM
+        assert canned.connections == 1  # one upstream connection served all five
+        assert proxy.snapshot().attempts["a1"].responses == 5
+    finally:
+        canned.close()
