@@ -28,6 +28,11 @@ class AgentfleetSettings(BaseSettings):
         description="The Codex CLI to run; default: node_modules/.bin/codex of this project, "
         "then `codex` on PATH.",
     )
+    model: str | None = Field(
+        default=None,
+        description="The model Codex uses when no task, plan or agent block names one; "
+        "unset: Codex's own configured model.",
+    )
     work_dir: Path = Field(
         default_factory=_default_work_dir,
         description="Where agentfleet keeps worktrees, locks and leases "
