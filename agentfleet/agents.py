@@ -50,6 +50,9 @@ class AgentRequest:
     # The agent's own temporary folder, outside its worktree: its TMPDIR, writable in
     # Codex's sandbox (see ``isolation_overrides``). None: no TMPDIR is writable.
     private_tmp: Path | None = None
+    # The worktree's own admin dir: agentfleet's git looks at the worktree through it, never
+    # through the folder's .git, which the agent may have changed. None: discovered.
+    git_dir: Path | None = None
 
 
 # -- finding and calling codex -----------------------------------------------------------
@@ -267,7 +270,7 @@ def run_codex_agent(
         )
         error = f"{what} ({error})" if error else what
     files = _relative(transcript.files_changed, req.worktree)
-    files += [f for f in git_changed_files(req.worktree, env) if f not in files]
+    files += [f for f in git_changed_files(req.worktree, env, req.git_dir) if f not in files]
     return AttemptOutcome(
         ending=ending,
         final_message=transcript.final_message,
@@ -326,7 +329,7 @@ def run_command_agent(
     return AttemptOutcome(
         ending=ending,
         final_message=final,
-        files_changed=git_changed_files(req.worktree, env),
+        files_changed=git_changed_files(req.worktree, env, req.git_dir),
         usage=Usage(),
         duration_s=time.monotonic() - started,
         exit_status=waited.exit_status,
@@ -355,12 +358,15 @@ def _relative(paths: Mapping[str, str], worktree: Path) -> list[str]:
     return out
 
 
-def git_changed_files(worktree: Path, env: Mapping[str, str]) -> list[str]:
+def git_changed_files(
+    worktree: Path, env: Mapping[str, str], git_dir: Path | None = None
+) -> list[str]:
     """Paths ``git status`` reports changed or untracked in the worktree ([] if not a repo)."""
+    pinned = [f"--git-dir={git_dir}", f"--work-tree={worktree}"] if git_dir is not None else []
     try:
         done = subprocess.run(
-            ["git", "--no-optional-locks", "-C", str(worktree), "status", "--porcelain", "-z",
-             "--untracked-files=all"],
+            ["git", "--no-optional-locks", "-C", str(worktree), *pinned, "status", "--porcelain",
+             "-z", "--untracked-files=all"],
             capture_output=True, env=dict(env), timeout=60, check=False,
         )
     except (OSError, subprocess.TimeoutExpired):

@@ -2,8 +2,11 @@
 
     worktree add (own branch, from the start commit)
     -> setup -> agent (transient failures retried, a full context window continued)
-    -> paths check
-    -> commit (agentfleet's identity) -> verify -> worktree released, branch kept
+    -> refs the agent created in the repository removed
+    -> commit: the worktree's files onto the start commit (agentfleet's identity), however
+       the agent moved HEAD; no nested repository, no .git pointer changed
+    -> scope check (paths, symlinks out) -> verify -> worktree released, branch kept
+       (a failed attempt that committed nothing keeps no branch)
 
 Prefect-free: ``tasks/attempt.py`` wraps it as a task run named ``<task>#<k>``.
 """
@@ -39,20 +42,29 @@ from agentfleet.agents import (
     run_agent,
     toml_value,
 )
+from agentfleet.commit_text import attempt_message
+from agentfleet.errors import WORKTREE_TAMPERED, WorktreeTampered
+from agentfleet.gitcmd import git, run_git
 from agentfleet.leases import AttemptLease
+from agentfleet.masking import Masker
+from agentfleet.naming import ATTEMPTS_NAMESPACE
 from agentfleet.outcome import AttemptOutcome, Ending, Usage
 from agentfleet.patterns import matches
 from agentfleet.process import observe_spawns, run_shell
 from agentfleet.prompts import continuation_prompt
 from agentfleet.results import AttemptResult, CheckResult
 from agentfleet.worktrees import (
+    Worktree,
     WorktreeManager,
-    changed_files,
-    commit_all,
+    commit_staged,
     diffstat,
-    resolve_commit,
+    gitlinks,
     restore_worktree,
     snapshot_worktree,
+    stage_files,
+    symlinks_out,
+    tree_changes,
+    written_submodule_folders,
 )
 
 Log = Callable[[str], None]
@@ -82,6 +94,7 @@ class AttemptSpec(BaseModel):
     backoff_max_s: float = 60.0
     keep_failed_worktree: bool = False
     lease_dir: Path | None = None  # where the attempt's lease goes; None: no lease
+    allow_external_symlinks: bool = False  # symlinks out of the repository pass the scope check
 
 
 def outside_paths(files: list[str], paths: list[str] | None) -> list[str]:
@@ -107,7 +120,8 @@ def run_attempt(
     # the next run can still find and remove.
     lease = _take_lease(spec, manager.root / name)
     try:
-        worktree = manager.add(spec.branch, spec.start_sha, name, reset=True)
+        path = manager.add(spec.branch, spec.start_sha, name, reset=True)
+        worktree = manager.pinned(path)
     except BaseException:
         if lease is not None:
             lease.release()
@@ -128,17 +142,19 @@ def run_attempt(
         committed = result.head_sha is not None
     finally:
         interrupted = cancel is not None and cancel.is_set()
-        if spec.keep_failed_worktree and not result.succeeded and not interrupted:
+        kept = spec.keep_failed_worktree and not result.succeeded and not interrupted
+        if kept:
             if lease is not None:
                 lease.keep()
-            log(f"worktree kept for inspection: {worktree}")
-            result.reason = f"{result.reason or 'failed'} (worktree kept at {worktree})"
+            log(f"worktree kept for inspection: {path}")
+            result.reason = f"{result.reason or 'failed'} (worktree kept at {path})"
         else:
-            manager.remove(worktree)
+            manager.remove(path)
             if lease is not None:
                 lease.release()
-        if not committed and interrupted:
-            # An interrupted attempt leaves nothing: its branch would only point at the start.
+        if not committed and not kept:
+            # Nothing of agentfleet's on it: the branch would only point at the start (or at
+            # what an agent committed by itself, which agentfleet does not take).
             manager.delete_branch(spec.branch)
         result.duration_s = time.monotonic() - started
     return result
@@ -160,7 +176,7 @@ def _take_lease(spec: AttemptSpec, worktree: Path) -> AttemptLease | None:
 
 
 def _run_in(
-    worktree: Path,
+    worktree: Worktree,
     spec: AttemptSpec,
     result: AttemptResult,
     *,
@@ -175,50 +191,137 @@ def _run_in(
     if spec.setup:
         log(f"setup: {spec.setup}")
         result.setup = CheckResult.from_shell(
-            run_shell(spec.setup, worktree, env, timeout_s=_left(deadline), cancel=cancel)
+            run_shell(spec.setup, worktree.path, env, timeout_s=_left(deadline), cancel=cancel)
         )
         if not result.setup.passed:
             result.reason = f"setup failed (exit {result.setup.exit_status})"
             return
 
-    outcome = _run_agent_with_retries(
-        worktree, spec, result, env, on_event, log, cancel, deadline
-    )
+    refs_before = _refs(spec.repo)
+    try:
+        outcome = _run_agent_with_retries(
+            worktree, spec, result, env, on_event, log, cancel, deadline
+        )
+    except WorktreeTampered as exc:  # found between two agent runs
+        _remove_new_refs(spec.repo, refs_before, result, log)
+        log(str(exc))
+        result.reason = WORKTREE_TAMPERED
+        return
     result.outcome = outcome
+    _remove_new_refs(spec.repo, refs_before, result, log)
     if not outcome.ok:
         detail = f": {outcome.error}" if outcome.error else ""
         result.reason = f"agent {outcome.ending.value}{detail}"
         return
-
-    head = commit_all(
-        worktree,
-        f"agentfleet: {spec.task_id} (attempt {spec.attempt})\n\n"
-        + (outcome.final_message or "").strip(),
-    )
-    if head is None:
-        # Nothing left to commit; the agent may have committed by itself (outside the sandbox).
-        current = resolve_commit(worktree, "HEAD")
-        if current == spec.start_sha:
-            result.reason = "the agent changed no file"
+    try:
+        if not _commit(worktree, spec, result, env, log):
             return
-        head = current
-    result.head_sha = head
-    result.files = changed_files(spec.repo, spec.start_sha, head)
-    result.diffstat = diffstat(spec.repo, spec.start_sha, head)
-    stray = outside_paths(result.files, spec.paths)
-    if stray:
-        result.reason = "changed files outside its paths: " + ", ".join(stray)
+    except WorktreeTampered as exc:
+        log(str(exc))
+        result.reason = WORKTREE_TAMPERED
         return
 
     if spec.verify:
         log(f"verify: {spec.verify}")
         result.verify = CheckResult.from_shell(
-            run_shell(spec.verify, worktree, env, timeout_s=_left(deadline), cancel=cancel)
+            run_shell(spec.verify, worktree.path, env, timeout_s=_left(deadline), cancel=cancel)
         )
         if not result.verify.passed:
             result.reason = f"verify failed (exit {result.verify.exit_status})"
             return
     result.succeeded = True
+
+
+def _commit(
+    worktree: Worktree, spec: AttemptSpec, result: AttemptResult, env: Mapping[str, str],
+    log: Log,
+) -> bool:
+    """Commit the worktree's files onto the start and check their scope; False: failed."""
+    worktree.check()
+    staged = stage_files(worktree, spec.start_sha)
+    if staged.nested:
+        # Refused rather than committed as files: a nested repository is usually a clone
+        # (a dependency, a second project) that nobody asked to vendor, and its history,
+        # remote and uncommitted state would be lost either way. A gitlink would point at
+        # a commit that exists nowhere. The user decides; the report names the folders.
+        folders = ", ".join(p.rstrip("/") for p in staged.nested)
+        result.reason = (
+            f"the agent created a nested git repository in {folders}: its files are not "
+            "committed (remove its .git to commit them as files)"
+        )
+        return False
+    unseen = written_submodule_folders(worktree, spec.start_sha)
+    notes = [f"files written into the uninitialised submodule folder {p} are not committed"
+             for p in unseen]
+    changes = tree_changes(spec.repo, spec.start_sha, staged.tree)
+    if not changes:
+        result.reason = "; ".join(notes) or "the agent changed no file"
+        return False
+    for note in notes:
+        log(note)
+        result.warnings.append(note)
+    links = gitlinks(spec.repo, changes)
+    if links:  # a submodule moved to a commit only a local checkout of it has
+        result.reason = "the agent changed the commit of the submodule " + ", ".join(links)
+        return False
+    stat = diffstat(spec.repo, spec.start_sha, staged.tree)
+    masker = Masker.from_env(env, spec.agent.env)
+    final = result.outcome.final_message if result.outcome else None
+    message = attempt_message(spec.task_id, spec.attempt, stat, final, masker)
+    result.head_sha = commit_staged(worktree, staged.tree, spec.start_sha, message)
+    result.files = sorted(c.path for c in changes)
+    result.diffstat = stat
+    problems = []
+    stray = outside_paths(result.files, spec.paths)
+    if stray:
+        problems.append("changed files outside its paths: " + ", ".join(stray))
+    if not spec.allow_external_symlinks:
+        problems += [f"symlink {p} points outside the repository"
+                     for p in symlinks_out(spec.repo, changes)]
+    if problems:
+        result.reason = "; ".join(problems)
+        return False
+    return True
+
+
+# agentfleet's own refs, which other attempts and sprints create while an agent runs.
+_OWN_REFS = (f"refs/heads/{ATTEMPTS_NAMESPACE}", "refs/agentfleet/")
+
+
+def _refs(repo: Path) -> dict[str, str]:
+    """Every ref of the repository and its object."""
+    out = git(repo, "for-each-ref", "--format=%(refname)%00%(objectname)")
+    return dict(line.split("\0", 1) for line in out.splitlines() if "\0" in line)
+
+
+def _remove_new_refs(
+    repo: Path, before: Mapping[str, str], result: AttemptResult, log: Log
+) -> None:
+    """Remove the refs that appeared in the repository while the agent ran, and say so.
+
+    A worktree shares its repository's refs, so an agent's `git branch`/`git tag` lands
+    in the user's repository. Refs in agentfleet's namespaces, or written by agentfleet
+    (its reflog messages start with "agentfleet:", e.g. another sprint's new target),
+    are other runs' and stay.
+    """
+    created = {
+        ref: sha for ref, sha in _refs(repo).items()
+        if ref not in before and not ref.startswith(_OWN_REFS) and not _by_agentfleet(repo, ref)
+    }  # fmt: skip
+    if not created:
+        return
+    for ref, sha in created.items():
+        run_git(repo, "update-ref", "-d", ref, sha)  # only if still what the agent left
+    note = (
+        "the agent created refs in the repository; removed: " + ", ".join(sorted(created))
+    )
+    log(note)
+    result.warnings.append(note)
+
+
+def _by_agentfleet(repo: Path, ref: str) -> bool:
+    done = run_git(repo, "log", "-g", "-1", "--format=%gs", "--end-of-options", ref, "--")
+    return done.returncode == 0 and done.stdout.startswith("agentfleet:")
 
 
 def _left(deadline: float) -> float:
@@ -231,7 +334,7 @@ MAX_CONTINUATIONS = 2
 
 
 def _run_agent_with_retries(
-    worktree: Path,
+    worktree: Worktree,
     spec: AttemptSpec,
     result: AttemptResult,
     env: Mapping[str, str],
@@ -242,7 +345,7 @@ def _run_agent_with_retries(
 ) -> AttemptOutcome:
     """Run the agent: transient failures retried (the one retry layer), an exhausted
     context window continued in a fresh session on the same worktree."""
-    private_tmp = _private_tmp(worktree, spec.agent)
+    private_tmp = _private_tmp(worktree.path, spec.agent)
     _log_isolation(spec.agent, private_tmp, log)
     tries: list[AttemptOutcome] = []
     sessions: list[AttemptOutcome] = []  # ended with the context window full, work kept
@@ -250,7 +353,7 @@ def _run_agent_with_retries(
         while True:
             prompt = continuation_prompt(spec.prompt, sessions) if sessions else spec.prompt
             request = AgentRequest(
-                worktree=worktree,
+                worktree=worktree.path,
                 prompt=prompt,
                 agent=spec.agent,
                 timeout_s=_left(deadline),
@@ -259,8 +362,11 @@ def _run_agent_with_retries(
                 idle_timeout_s=spec.idle_timeout_s,
                 grace_s=spec.grace_s,
                 private_tmp=private_tmp,
+                git_dir=worktree.git_dir,
             )
-            outcome = _retry_transient(request, spec, tries, on_event, log, cancel, deadline)
+            outcome = _retry_transient(
+                request, worktree, spec, tries, on_event, log, cancel, deadline
+            )
             stopped = cancel is not None and cancel.is_set()
             if outcome.ending is not Ending.CONTEXT_WINDOW or stopped:
                 break
@@ -286,6 +392,7 @@ def _run_agent_with_retries(
 
 def _retry_transient(
     request: AgentRequest,
+    worktree: Worktree,
     spec: AttemptSpec,
     tries: list[AttemptOutcome],
     on_event: Callable[[object], None] | None,
@@ -296,7 +403,7 @@ def _retry_transient(
     """One session: the agent run again, from the same files, while it fails transiently."""
     # Each try starts from the files the session started from: after setup, or after the
     # sessions before it. Ignored files (setup's products) are kept.
-    snapshot = snapshot_worktree(request.worktree)
+    snapshot = snapshot_worktree(worktree)
 
     def one_try() -> AttemptOutcome:
         outcome = run_agent(
@@ -318,7 +425,7 @@ def _retry_transient(
             f"transient failure ({previous.error or previous.ending.value}); "
             f"retry {state.attempt_number}/{spec.retries} in {wait:.1f}s"
         )
-        restore_worktree(request.worktree, snapshot)
+        restore_worktree(worktree, snapshot)
         if request.private_tmp is not None:
             shutil.rmtree(request.private_tmp, ignore_errors=True)
             request.private_tmp.mkdir(parents=True)

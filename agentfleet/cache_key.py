@@ -24,7 +24,9 @@ from agentfleet.attempt import AttemptSpec
 from agentfleet.results import AttemptResult
 
 # Bump when the meaning of a cached result changes, so that old ones are not reused.
-KEY_VERSION = 1
+# 2: commits hold the worktree's files on the start (not the agent's HEAD), agentfleet's
+# message, and the scope check refuses symlinks out of the repository.
+KEY_VERSION = 2
 
 
 class AttemptKey(BaseModel):
@@ -38,6 +40,7 @@ class AttemptKey(BaseModel):
     prompt: str
     start_tree: str
     paths: list[str] | None
+    allow_external_symlinks: bool
     setup: str | None
     verify: str | None
     agent_kind: str
@@ -62,6 +65,7 @@ def key_parts(spec: AttemptSpec, start_tree: str, agent_version: str | None) -> 
         prompt=spec.prompt,
         start_tree=start_tree,
         paths=spec.paths,
+        allow_external_symlinks=spec.allow_external_symlinks,
         setup=spec.setup,
         verify=spec.verify,
         agent_kind=agent.kind,

@@ -34,7 +34,7 @@ from agentfleet.leases import (
     stop_processes,
 )
 from agentfleet.locks import is_held, lock_file, repo_key
-from agentfleet.worktrees import WorktreeManager, uncommitted_files
+from agentfleet.worktrees import WorktreeManager, pin_worktree, uncommitted_files
 
 Log = Callable[[str], None]
 Kind = Literal["orphaned", "kept", "stale"]
@@ -82,12 +82,16 @@ class Survey:
 # -- looking --------------------------------------------------------------------------------
 
 
-def _uncommitted(worktree: Path) -> list[str] | None:
+def _uncommitted(repo: Path | None, worktree: Path) -> list[str] | None:
     """Changed files of a worktree; None when git cannot tell (no longer a worktree)."""
     if not worktree.exists():
         return []
+    if repo is None:
+        return None
     try:
-        return uncommitted_files(worktree)
+        # Pinned to the admin dir the repository registered for this folder: a .git file
+        # an agent rewrote must not lead `git status` into another repository.
+        return uncommitted_files(pin_worktree(repo, worktree))
     except GitError:
         return None
 
@@ -96,7 +100,7 @@ def _check_work(item: Leftover, force: bool) -> None:
     """Refuse to remove uncommitted work unless forced (its processes may still be stopped)."""
     if force or not (item.worktree / ".git").exists():
         return  # no checkout in it: scratch (e.g. an agent's private TMPDIR), nothing to commit
-    files = _uncommitted(item.worktree)
+    files = _uncommitted(item.repo, item.worktree)
     if files is None:
         if item.repo is not None and (item.repo / ".git").exists():
             return  # a folder git does not know: an unfinished `worktree add`, nothing in it
@@ -275,6 +279,39 @@ def clean(work_dir: Path, *, yes: bool, force: bool, grace_s: float = 5.0) -> li
                 lines += [f"  {d}" for d in remove(item, grace_s=grace_s)]
             else:
                 lines += [f"  would stop {p}" for p in item.process_lines()]
-    if found.removable and not yes:
+    empty = _empty_folders(work_dir)
+    for folder in empty:
+        if yes:
+            with contextlib.suppress(OSError):  # filled again meanwhile: a run started
+                folder.rmdir()
+                lines.append(f"removed empty folder {folder}")
+        else:
+            lines.append(f"would remove empty folder {folder}")
+    if (found.removable or empty) and not yes:
         lines.append("run `agentfleet clean --yes` to remove them")
+    if yes:
+        left = [item.worktree for item in found.skipped]
+        lines.append(
+            f"left under {work_dir}: " + (", ".join(str(p) for p in left) if left else "nothing")
+        )
     return lines
+
+
+def _empty_folders(work_dir: Path) -> list[Path]:
+    """Sprint and repository folders under ``worktrees/`` and ``leases/`` with nothing in
+    them (or only empty folders), deepest first; never those of a running sprint."""
+    found: list[Path] = []
+    for top in (Path(work_dir) / "worktrees", Path(work_dir) / "leases"):
+        if not top.is_dir():
+            continue
+        for key_dir in sorted(p for p in top.iterdir() if p.is_dir() and not p.is_symlink()):
+            sprints = [p for p in key_dir.iterdir()]
+            emptied = [
+                p for p in sprints
+                if p.is_dir() and not p.is_symlink() and not any(p.iterdir())
+                and not is_held(lock_file(Path(work_dir) / "locks", key_dir.name, p.name))
+            ]  # fmt: skip
+            found += emptied
+            if len(emptied) == len(sprints):
+                found.append(key_dir)
+    return found

@@ -9,7 +9,9 @@ help (a 429 can, a bad plan cannot).
     ├── PlanError              one or more problems in a plan file            (exit 2)
     ├── SprintLocked           the same sprint already runs on this repo      (exit 2)
     ├── GitError               a git operation failed
-    │   └── NotARepository
+    │   ├── NotARepository
+    │   ├── ConflictError      changes git cannot merge on its own
+    │   └── WorktreeTampered   an agent changed its worktree's .git pointer
     ├── AgentError             an agent process could not be run or was lost
     │   └── AgentNotFound
     └── VerificationError      setup / verify / final_verify could not be run
@@ -111,3 +113,15 @@ class ConflictError(GitError):
     def __init__(self, files: list[str], message: str | None = None) -> None:
         self.files = list(files)
         super().__init__(message or "conflict in " + ", ".join(self.files))
+
+
+class WorktreeTampered(GitError):
+    """An attempt's worktree no longer is what agentfleet created: its ``.git`` pointer (or
+    the admin dir it names) was changed, removed or replaced, or the folder itself was."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"{WORKTREE_TAMPERED} ({detail})")
+
+
+WORKTREE_TAMPERED = "the agent changed the worktree's .git"

@@ -16,6 +16,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from agentfleet import apply as gitapply
+from agentfleet.commit_text import agent_note, change_summary
+from agentfleet.masking import Masker
 from agentfleet.naming import scratch_ref
 from agentfleet.process import run_shell
 from agentfleet.results import AttemptResult, CheckResult, TaskOutcome, TaskReport
@@ -74,7 +76,8 @@ def land(
                 attempt_branch=result.branch,
                 start=result.start_sha,
                 subject=f"{task_id}: {_first_line(result)}",
-                body=(result.outcome.final_message or "") if result.outcome else "",
+                body=agent_note(result.outcome.final_message if result.outcome else None,
+                                Masker.from_env(env)),
             )
             if applied.applied and applied.commit:
                 head = applied.commit
@@ -127,9 +130,8 @@ def land(
 
 
 def _first_line(result: AttemptResult) -> str:
-    message = (result.outcome.final_message if result.outcome else None) or "agent result"
-    line = message.strip().splitlines()[0] if message.strip() else "agent result"
-    return line[:72]
+    # agentfleet's own summary: the agent's words are no subject (agent_note, in the body).
+    return change_summary(result.diffstat)
 
 
 def report_for(

@@ -205,6 +205,12 @@ class Plan(BaseModel):
         description="Keep the worktree of a failed attempt for inspection (the report says "
         "where) instead of removing it; `agentfleet clean` removes it later.",
     )
+    allow_external_symlinks: bool = Field(
+        False,
+        description="Let an attempt add symlinks whose target leaves the repository (an "
+        "absolute path, or `..` above its root); by default such a symlink fails the "
+        "attempt's scope check.",
+    )
     limits: Limits = Field(
         default_factory=Limits, description="Resource limits (see `limits` keys)."
     )

@@ -87,6 +87,11 @@ class AttemptResult(BaseModel):
     patch: CommitPatch | None = Field(
         None, description="the commit as a binary patch, to restore the branch from the cache"
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what agentfleet undid or left out (refs the agent created, files it "
+        "cannot commit)",
+    )
 
     @property
     def tokens(self) -> int:

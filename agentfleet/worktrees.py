@@ -5,14 +5,26 @@ folder outside the repository. ``git worktree add/remove`` from parallel threads
 processes race on ``.git/worktrees``, so both are serialized per repository by a
 thread lock and an ``fcntl`` lock in the git common dir. A failed add is undone
 completely: no registered worktree, no folder, no branch it created.
+
+An agent controls its worktree's folder, and without a sandbox also the ``.git`` file
+in it. So agentfleet never lets git discover a repository from that folder: when a
+worktree is created its admin dir (``<common dir>/worktrees/<name>``) is recorded in a
+:class:`Worktree`, and every git command in or about it names that admin dir and the
+folder explicitly (``--git-dir``/``--work-tree``), after checking that the ``.git``
+pointer is still the one git wrote (:class:`~agentfleet.errors.WorktreeTampered`).
+Commits are built from the worktree's files onto a given parent (``commit-tree``) and
+the branch moved with a compare-and-swap, whatever the agent did to HEAD or refs.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import fcntl
 import os
+import posixpath
 import shutil
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
@@ -20,11 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import git as gitpython
-
-from agentfleet.errors import ConfigError, GitError, NotARepository
+from agentfleet.errors import ConfigError, GitError, WorktreeTampered
 from agentfleet.gitcmd import (
-    AGENTFLEET_IDENTITY,
     compose_message,
     git,
     git_error,
@@ -76,6 +85,109 @@ def list_worktrees(repo: Path) -> list[WorktreeInfo]:
     return result
 
 
+# Read before each use, so that a config an agent wrote cannot run a program in our git.
+_SAFE_CONFIG = ("-c", "core.fsmonitor=false")
+
+
+@dataclass(frozen=True)
+class Worktree:
+    """A linked worktree as agentfleet created it: folder, admin dir and ``.git`` pointer.
+
+    Recorded when the worktree is added; every git command about it is pinned to these
+    paths (:meth:`git`), never discovered from the folder an agent may have changed.
+    """
+
+    path: Path  # the folder (resolved)
+    git_dir: Path  # its admin dir, <common dir>/worktrees/<name>
+    common_dir: Path  # the repository's shared .git
+    pointer: bytes  # the .git file's bytes, as git wrote them
+    branch: str | None = None  # the branch it was created on; None: detached
+    start: str | None = None  # the commit it was created at
+
+    def check(self) -> None:
+        """Raise ``WorktreeTampered`` unless folder, ``.git`` file and admin dir are as made."""
+        if self.path.is_symlink() or not self.path.is_dir():
+            raise WorktreeTampered(f"{self.path} is no longer a folder")
+        dot_git = self.path / ".git"
+        if dot_git.is_symlink() or not dot_git.is_file():
+            raise WorktreeTampered(f"{dot_git} is no longer a file")
+        if dot_git.read_bytes() != self.pointer:
+            raise WorktreeTampered(f"{dot_git} no longer points at {self.git_dir}")
+        try:
+            back = (self.git_dir / "gitdir").read_text().strip()
+            common = (self.git_dir / "commondir").read_text().strip()
+        except OSError as e:
+            raise WorktreeTampered(f"its admin dir {self.git_dir} is gone ({e})") from e
+        if Path(back).resolve() != dot_git.resolve():
+            raise WorktreeTampered(f"{self.git_dir / 'gitdir'} no longer names {dot_git}")
+        if (self.git_dir / common).resolve() != self.common_dir:
+            raise WorktreeTampered(f"{self.git_dir / 'commondir'} no longer names the repository")
+
+    def run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run git on this worktree, repository pinned; the finished process, any status."""
+        self.check()
+        return run_git(
+            self.path,
+            f"--git-dir={self.git_dir}",
+            f"--work-tree={self.path}",
+            *_SAFE_CONFIG,
+            *args,
+            input=input,
+        )
+
+    def git(self, *args: str, input: str | None = None) -> str:
+        """Run git on this worktree, repository pinned; stdout, ``GitError`` on failure."""
+        done = self.run(*args, input=input)
+        if done.returncode != 0:
+            raise git_error(self.path, args, done.returncode, done.stderr)
+        return done.stdout
+
+
+def pin_worktree(
+    repo: Path, path: Path, branch: str | None = None, start: str | None = None
+) -> Worktree:
+    """``repo``'s linked worktree at ``path``, found from the repository's own registry.
+
+    The admin dir is the one whose ``gitdir`` names ``path/.git``; the folder's ``.git``
+    must point back at it. The main worktree is refused: agentfleet never resets,
+    snapshots or commits in the user's own checkout.
+    """
+    path = Path(path).parent.resolve() / Path(path).name  # the last part not followed
+    common = git_common_dir(repo)
+    if path.resolve() == common.parent or (path / ".git").resolve() == common:
+        raise GitError(f"{path} is a repository's main worktree; agentfleet will not touch it")
+    admins = sorted((common / "worktrees").iterdir()) if (common / "worktrees").is_dir() else []
+    for admin in admins:
+        try:
+            named = Path((admin / "gitdir").read_text().strip())
+        except OSError:
+            continue
+        if named.parent.resolve() == path.resolve():
+            break
+    else:
+        raise GitError(f"{path} is not a registered worktree of {common.parent}")
+    worktree = Worktree(
+        path=path,
+        git_dir=admin.resolve(),
+        common_dir=common,
+        pointer=_read_pointer(path),
+        branch=branch,
+        start=start,
+    )
+    text = worktree.pointer.decode("utf-8", "surrogateescape").removeprefix("gitdir:").strip()
+    if Path(path, text).resolve() != worktree.git_dir:
+        raise WorktreeTampered(f"{path / '.git'} does not point at {worktree.git_dir}")
+    worktree.check()
+    return worktree
+
+
+def _read_pointer(path: Path) -> bytes:
+    dot_git = path / ".git"
+    if dot_git.is_symlink() or not dot_git.is_file():
+        raise WorktreeTampered(f"{dot_git} is not a file")
+    return dot_git.read_bytes()
+
+
 _guard = threading.Lock()
 _thread_locks: dict[Path, threading.Lock] = {}
 
@@ -111,6 +223,7 @@ class WorktreeManager:
             # Worktrees inside the repository would show up in the user's `git status`.
             if self.root == top or self.root.is_relative_to(top):
                 raise ConfigError(f"the worktree folder {self.root} is inside the repository {top}")
+        self._pinned: dict[Path, Worktree] = {}
 
     def add(self, branch: str, start: str, name: str, *, reset: bool = False) -> Path:
         """Create ``branch`` at ``start`` and a worktree for it at ``root/name``."""
@@ -130,6 +243,8 @@ class WorktreeManager:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
                 git(self.repo, "worktree", "add", str(path), branch)
+                # Recorded now, while the folder is only git's: later it is the agent's.
+                self._pinned[path] = pin_worktree(self.repo, path, branch, sha)
             except BaseException:
                 self._undo_add(path)
                 if old is None:
@@ -149,17 +264,40 @@ class WorktreeManager:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
                 git(self.repo, "worktree", "add", "--detach", str(path), sha)
+                self._pinned[path] = pin_worktree(self.repo, path, start=sha)
             except BaseException:
                 self._undo_add(path)
                 raise
         return path
 
+    def pinned(self, path: Path) -> Worktree:
+        """The worktree at ``path`` as recorded when this manager added it.
+
+        One it did not add is found from the repository's registry (``pin_worktree``).
+        """
+        path = Path(path).parent.resolve() / Path(path).name
+        found = self._pinned.get(path)
+        return found if found is not None else pin_worktree(self.repo, path)
+
     def remove(self, path: Path) -> None:
-        """Remove the worktree at ``path`` (even with changes, even if its folder is gone)."""
-        path = Path(path).resolve()
+        """Remove the worktree at ``path`` (even with changes, even if its folder is gone).
+
+        Its scratch folder ``<name>.tmp`` goes too, and so do the root and its parent once
+        they are empty: a finished sprint leaves no empty folders in the work dir.
+        """
+        # The last part is not followed: an agent may have replaced its folder by a link.
+        path = Path(path).parent.resolve() / Path(path).name
         self._check_under_root(path)
         with repo_lock(self.repo):
             self._remove_locked(path)
+            self._pinned.pop(path, None)
+            scratch = path.with_name(path.name + ".tmp")
+            if scratch.is_dir() and not scratch.is_symlink():
+                shutil.rmtree(scratch, ignore_errors=True)
+            # Under the lock: an add on this repository creates the root under it too.
+            for folder in (self.root, self.root.parent):
+                with contextlib.suppress(OSError):  # not empty: other worktrees still there
+                    folder.rmdir()
 
     def delete_branch(self, branch: str) -> None:
         """Delete ``branch`` if it exists (an attempt branch no longer wanted)."""
@@ -193,10 +331,13 @@ class WorktreeManager:
         raise GitError(f"{path} already exists ({what}); remove it or pass reset=True")
 
     def _remove_locked(self, path: Path) -> None:
-        if path.exists():
+        if path.is_symlink():
+            path.unlink()  # an agent's link in place of its folder: never followed
+        elif path.exists():
             done = run_git(self.repo, "worktree", "remove", "--force", "--force", str(path))
             if done.returncode != 0 and path.exists():
-                # Not (or no longer) a registered worktree: the folder is ours, under root.
+                # Not (or no longer) a registered worktree, or its .git changed so that git
+                # refuses: the folder is ours, under root.
                 shutil.rmtree(path)
         git(self.repo, "worktree", "prune")
 
@@ -220,34 +361,79 @@ def temporary_worktree(repo: Path, commit: str, root: Path) -> Iterator[Path]:
         manager.remove(path)
 
 
-def commit_all(
-    worktree: Path, message: str, *, trailers: Mapping[str, str] | None = None
-) -> str | None:
-    """Commit every change in ``worktree`` as agentfleet; the new sha, or None if none."""
-    git(worktree, "add", "-A")
-    staged = run_git(worktree, "diff", "--cached", "--quiet", "HEAD")
-    if staged.returncode == 0:
-        return None
-    if staged.returncode != 1:
-        git(worktree, "diff", "--cached", "--quiet", "HEAD")  # raises with git's message
-    name, email = AGENTFLEET_IDENTITY
-    git(
-        worktree,
-        *identity_args(),
-        # Many agents commit in parallel; a background gc now would only slow them down.
-        "-c", "gc.auto=0",
-        "commit",
-        "--quiet",
-        # The user's pre-commit hooks need their tools; the task's `verify` is our gate.
-        "--no-verify",
-        # The default cleanup would drop lines starting with '#' (markdown headings).
-        "--cleanup=whitespace",
-        # --author beats GIT_AUTHOR_* in the environment; the config above covers the rest.
-        f"--author={name} <{email}>",
-        "-F", "-",
+@dataclass(frozen=True)
+class Staged:
+    """A worktree's files as a tree object, and what of them could not be in it."""
+
+    tree: str
+    nested: list[str]  # folders holding a repository of their own ("vendor/lib/")
+
+
+def stage_files(worktree: Worktree, base: str) -> Staged:
+    """The worktree's files (ignored ones aside) as a tree over ``base``; nothing committed.
+
+    Whatever the agent did to the worktree's index (assume-unchanged bits, staged
+    content, a HEAD moved elsewhere) is dropped: the index is rebuilt from ``base``
+    and the files. Nested repositories are left out and listed; ``git add`` would
+    otherwise record a gitlink to a commit that exists only in them.
+    """
+    worktree.git("read-tree", base)
+    others = worktree.git("ls-files", "-z", "--others", "--exclude-standard")
+    # Git shows an untracked nested repository as its folder, never the files in it.
+    nested = sorted(p for p in others.split("\0") if p.endswith("/"))
+    excluded = [f":(exclude,literal){p}" for p in nested]
+    worktree.git("add", "-A", "--", ".", *excluded)
+    return Staged(tree=worktree.git("write-tree").strip(), nested=nested)
+
+
+def commit_staged(
+    worktree: Worktree, tree: str, parent: str, message: str,
+    *, trailers: Mapping[str, str] | None = None,
+) -> str:
+    """Commit ``tree`` on ``parent`` as agentfleet and move the worktree's branch to it.
+
+    The branch moves from wherever it is now (an agent may have committed or reset it)
+    with a compare-and-swap; HEAD is pointed back at it. A detached worktree's HEAD moves.
+    """
+    commit = worktree.git(
+        *identity_args(), "commit-tree", tree, "-p", parent, "-F", "-",
         input=compose_message(message, trailers),
-    )  # fmt: skip
-    return git(worktree, "rev-parse", "HEAD").strip()
+    ).strip()  # fmt: skip
+    if worktree.branch is None:
+        worktree.git("update-ref", "--no-deref", "HEAD", commit)
+        return commit
+    ref = f"refs/heads/{worktree.branch}"
+    seen = worktree.run("rev-parse", "--verify", "--quiet", "--end-of-options", ref)
+    old = seen.stdout.strip() if seen.returncode == 0 else None
+    # "" as the old value: the branch must not exist (the agent deleted it).
+    worktree.git("update-ref", "-m", "agentfleet: commit", ref, commit, old or "")
+    worktree.git("symbolic-ref", "HEAD", ref)
+    return commit
+
+
+def commit_all(
+    worktree: Worktree,
+    message: str,
+    *,
+    parent: str | None = None,
+    trailers: Mapping[str, str] | None = None,
+) -> str | None:
+    """Commit the worktree's files onto ``parent`` (default: where it was created) as
+    agentfleet; the new sha, or None when the files are ``parent``'s.
+
+    A nested repository is refused (``GitError``): its files would be lost behind a gitlink.
+    """
+    base = parent or worktree.start
+    if base is None:
+        raise GitError(f"no commit to commit {worktree.path} onto: pass parent")
+    staged = stage_files(worktree, base)
+    if staged.nested:
+        raise GitError(
+            "nested git repositories are not committed: " + ", ".join(staged.nested)
+        )
+    if staged.tree == worktree.git("rev-parse", f"{base}^{{tree}}").strip():
+        return None
+    return commit_staged(worktree, staged.tree, base, message, trailers=trailers)
 
 
 def changed_files(repo: Path, a: str, b: str) -> list[str]:
@@ -275,15 +461,18 @@ def numstat(repo: Path, a: str, b: str) -> list[tuple[int | None, int | None, st
     return rows
 
 
-def reset_worktree(worktree: Path, sha: str) -> None:
+def reset_worktree(worktree: Worktree, sha: str) -> None:
     """Put an attempt's worktree back to ``sha``: no changes, no untracked or ignored files."""
-    git_dir = Path(git(worktree, "rev-parse", "--path-format=absolute", "--git-dir").strip())
-    if git_dir.resolve() == git_common_dir(worktree):
-        # Only agentfleet's linked worktrees are ever reset, never the user's own.
-        raise GitError(f"{worktree} is a repository's main worktree; agentfleet will not reset it")
-    git(worktree, "reset", "--quiet", "--hard", sha)
+    _point_head_home(worktree)
+    worktree.git("reset", "--quiet", "--hard", sha)
     # -ff: also nested repositories an agent may have created with `git init`.
-    git(worktree, "clean", "-ffdxq")
+    worktree.git("clean", "-ffdxq")
+
+
+def _point_head_home(worktree: Worktree) -> None:
+    """HEAD back on the worktree's own branch, wherever an agent switched it."""
+    if worktree.branch is not None:
+        worktree.git("symbolic-ref", "HEAD", f"refs/heads/{worktree.branch}")
 
 
 @dataclass(frozen=True)
@@ -294,60 +483,116 @@ class Snapshot:
     tree: str
 
 
-def snapshot_worktree(worktree: Path) -> Snapshot:
+def snapshot_worktree(worktree: Worktree) -> Snapshot:
     """Record ``worktree``'s files (ignored ones aside) as a tree object; nothing is committed."""
-    _refuse_main_worktree(worktree)
-    head = resolve_commit(worktree, "HEAD")
-    # The index of an attempt's worktree holds nothing of value (the agent cannot write
-    # .git; agentfleet stages everything when it commits), so it may carry the snapshot.
-    git(worktree, "add", "-A")
-    tree = git(worktree, "write-tree").strip()
-    git(worktree, "reset", "--quiet")
+    _point_head_home(worktree)
+    head = worktree.git("rev-parse", "--verify", "HEAD^{commit}").strip()
+    # The index of an attempt's worktree holds nothing of value (agentfleet rebuilds it
+    # when it commits), so it may carry the snapshot; then it goes back to HEAD.
+    tree = stage_files(worktree, head).tree
+    worktree.git("read-tree", head)
     return Snapshot(head=head, tree=tree)
 
 
-def restore_worktree(worktree: Path, snapshot: Snapshot) -> None:
+def restore_worktree(worktree: Worktree, snapshot: Snapshot) -> None:
     """Put ``worktree`` back to ``snapshot`` (a try's leftovers go; ignored files stay).
 
     Ignored files stay because ``setup`` typically puts its products there
     (``node_modules``, ``.venv``) and runs only once per attempt.
     """
-    _refuse_main_worktree(worktree)
-    git(worktree, "reset", "--quiet", "--hard", snapshot.head)
-    git(worktree, "clean", "-ffdq")
+    _point_head_home(worktree)
+    worktree.git("reset", "--quiet", "--hard", snapshot.head)
+    worktree.git("clean", "-ffdq")
     # Index and files become the snapshot's; then the index goes back to HEAD, so the
     # snapshot's changes are uncommitted again, as they were.
-    git(worktree, "read-tree", "--reset", "-u", snapshot.tree)
-    git(worktree, "reset", "--quiet")
+    worktree.git("read-tree", "--reset", "-u", snapshot.tree)
+    worktree.git("reset", "--quiet")
 
 
-def _refuse_main_worktree(worktree: Path) -> None:
-    git_dir = Path(git(worktree, "rev-parse", "--path-format=absolute", "--git-dir").strip())
-    if git_dir.resolve() == git_common_dir(worktree):
-        raise GitError(f"{worktree} is a repository's main worktree; agentfleet will not reset it")
-
-
-def is_dirty(worktree: Path) -> bool:
+def is_dirty(worktree: Worktree) -> bool:
     """Whether ``worktree`` has staged, unstaged or untracked changes."""
-    try:
-        with gitpython.Repo(worktree) as repo:
-            return repo.is_dirty(index=True, working_tree=True, untracked_files=True)
-    except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError) as e:
-        raise NotARepository(f"{worktree} is not a git worktree") from e
-    except gitpython.GitCommandError as e:
-        raise GitError(f"`{e.command}` failed in {worktree}: {str(e.stderr).strip()}") from e
+    return bool(uncommitted_files(worktree))
 
 
-def uncommitted_files(worktree: Path) -> list[str]:
+def uncommitted_files(worktree: Worktree) -> list[str]:
     """Paths with staged, unstaged or untracked changes in ``worktree``."""
-    out = git(
-        worktree,
+    out = worktree.git(
         # Looking must not take index.lock from under someone working in this tree.
         "--no-optional-locks",
         "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
     )  # fmt: skip
     files = [entry[3:] for entry in out.split("\0") if len(entry) > 3]
     return sorted(set(files))
+
+
+@dataclass(frozen=True)
+class TreeChange:
+    """One path that differs between two trees, with its old and new mode and object."""
+
+    path: str
+    old_mode: str
+    new_mode: str
+    new_object: str
+
+
+def tree_changes(repo: Path, a: str, b: str) -> list[TreeChange]:
+    """Every path that differs between the trees (or commits) ``a`` and ``b``."""
+    out = git(repo, "diff-tree", "-r", "-z", "--no-renames", a, b, "--")
+    parts = out.split("\0")
+    changes = []
+    for meta, path in zip(parts[0::2], parts[1::2], strict=False):
+        if not meta.startswith(":"):
+            continue
+        old_mode, new_mode, _old, new, _status = meta[1:].split(" ")
+        changes.append(TreeChange(path, old_mode, new_mode, new))
+    return changes
+
+
+GITLINK = "160000"
+SYMLINK = "120000"
+
+
+def symlinks_out(repo: Path, changes: list[TreeChange]) -> list[str]:
+    """The symlinks among ``changes`` whose target leaves the repository.
+
+    Judged on the link's own text: an absolute target, or a relative one that climbs
+    above the repository's root from the link's folder.
+    """
+    found = []
+    for change in changes:
+        if change.new_mode != SYMLINK:
+            continue
+        target = git(repo, "cat-file", "blob", change.new_object)
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(change.path), target))
+        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+            found.append(change.path)
+    return found
+
+
+def gitlinks(repo: Path, changes: list[TreeChange]) -> list[str]:
+    """Paths among ``changes`` that became (or changed) a gitlink: a submodule commit."""
+    return [c.path for c in changes if c.new_mode == GITLINK]
+
+
+def written_submodule_folders(worktree: Worktree, base: str) -> list[str]:
+    """Submodules of ``base`` that are not checked out but whose folder has files now.
+
+    Git sees nothing in such a folder (its index entry is the gitlink), so those files
+    would be dropped without a word.
+    """
+    out = worktree.git("ls-tree", "-r", "-z", "--full-tree", base)
+    found = []
+    for entry in out.split("\0"):
+        meta, _, path = entry.partition("\t")
+        if not meta.startswith(GITLINK + " "):
+            continue
+        folder = worktree.path / path
+        if folder.is_symlink() or not folder.is_dir() or (folder / ".git").exists():
+            continue
+        with os.scandir(folder) as entries:
+            if any(True for _ in entries):
+                found.append(path)
+    return found
 
 
 def resolve_commit(repo: Path, rev: str) -> str:

@@ -226,6 +226,7 @@ class SprintRun:
             backoff_initial_s=self.settings.retry_backoff_s,
             idle_timeout_s=self.plan.task_idle_timeout(task),
             keep_failed_worktree=self.plan.keep_failed_worktrees,
+            allow_external_symlinks=self.plan.allow_external_symlinks,
             lease_dir=lease_dir(self.settings.work_dir, repo_key(self.root), self.plan.name),
         )
         waits = ", ".join(self.dec.waits_on.get(task_id, [])) or "nothing"
