@@ -58,6 +58,7 @@ from agentfleet.worktrees import (
     WorktreeManager,
     commit_staged,
     diffstat,
+    git_common_dir,
     gitlinks,
     restore_worktree,
     snapshot_worktree,
@@ -310,13 +311,29 @@ def _remove_new_refs(
     }  # fmt: skip
     if not created:
         return
+    common = git_common_dir(repo)
     for ref, sha in created.items():
         run_git(repo, "update-ref", "-d", ref, sha)  # only if still what the agent left
+        _remove_empty_parents(common, ref)
     note = (
         "the agent created refs in the repository; removed: " + ", ".join(sorted(created))
     )
     log(note)
     result.warnings.append(note)
+
+
+# Folders every repository has (git makes them at init); never removed.
+_STANDARD_REF_DIRS = {"refs", "refs/heads", "refs/tags", "logs", "logs/refs", "logs/refs/heads"}
+
+
+def _remove_empty_parents(common: Path, ref: str) -> None:
+    """The folders git left for a deleted ref (e.g. ``refs/hidden/``), once empty."""
+    for top in ("", "logs/"):
+        parts = (top + ref).split("/")[:-1]
+        while parts and "/".join(parts) not in _STANDARD_REF_DIRS:
+            with contextlib.suppress(OSError):  # not empty, or already gone
+                (common / "/".join(parts)).rmdir()
+            parts.pop()
 
 
 def _by_agentfleet(repo: Path, ref: str) -> bool:

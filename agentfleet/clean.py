@@ -289,11 +289,6 @@ def clean(work_dir: Path, *, yes: bool, force: bool, grace_s: float = 5.0) -> li
             lines.append(f"would remove empty folder {folder}")
     if (found.removable or empty) and not yes:
         lines.append("run `agentfleet clean --yes` to remove them")
-    if yes:
-        left = [item.worktree for item in found.skipped]
-        lines.append(
-            f"left under {work_dir}: " + (", ".join(str(p) for p in left) if left else "nothing")
-        )
     return lines
 
 

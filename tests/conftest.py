@@ -100,3 +100,44 @@ def repo_state(repo: Path) -> dict[str, object]:
 def snapshot() -> Callable[[Path], dict[str, object]]:
     """``snapshot(repo)``: the repository's state, to compare before and after a command."""
     return repo_state
+
+
+def repo_bytes(repo: Path, *, skip: tuple[str, ...] = ()) -> dict[str, object]:
+    """A repository's state to the byte, minus agentfleet's own attempt branches.
+
+    Refs (``for-each-ref``), HEAD, index, config, packed-refs, every reflog and ref file,
+    and every file of the working tree (bytes, mode, symlink targets). ``skip``: top-level
+    names of the working tree to leave out (a work dir kept inside it).
+    """
+    git_dir = repo / ".git"
+
+    def files(root: Path, exclude: tuple[str, ...]) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for p in sorted(root.rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if rel.split("/")[0] in exclude or "agentfleet-attempts" in rel.split("/"):
+                continue
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p))
+            elif p.is_file():
+                out[rel] = (oct(p.stat().st_mode), p.read_bytes())
+            else:
+                out[rel] = "dir"
+        return out
+
+    refs = [line for line in run_git(repo, "for-each-ref").splitlines()
+            if "refs/heads/agentfleet-attempts/" not in line]
+    state: dict[str, object] = {"refs": refs}
+    for name in ("HEAD", "index", "config", "packed-refs", "ORIG_HEAD", "FETCH_HEAD"):
+        path = git_dir / name
+        state[name] = path.read_bytes() if path.exists() else None
+    state["logs"] = files(git_dir / "logs", ()) if (git_dir / "logs").exists() else {}
+    state["ref_files"] = files(git_dir / "refs", ())
+    state["work_tree"] = files(repo, (".git", *skip))
+    return state
+
+
+@pytest.fixture
+def byte_snapshot() -> Callable[..., dict[str, object]]:
+    """``byte_snapshot(repo, skip=(...))``: the repository to the byte (``repo_bytes``)."""
+    return repo_bytes

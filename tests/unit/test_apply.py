@@ -50,7 +50,7 @@ class Fleet:
             for name, text in files.items():
                 (tree / name).parent.mkdir(parents=True, exist_ok=True)
                 (tree / name).write_text(text)
-            sha = commit_all(tree, f"agentfleet: {task} (attempt 1)")
+            sha = commit_all(self.manager.pinned(tree), f"agentfleet: {task} (attempt 1)")
         finally:
             self.manager.remove(tree)
         assert sha is not None

@@ -9,7 +9,13 @@ import pytest
 from agentfleet.errors import GitError
 from agentfleet.outcome import AttemptOutcome, CommandRun, Ending
 from agentfleet.prompts import continuation_prompt
-from agentfleet.worktrees import WorktreeManager, restore_worktree, snapshot_worktree
+from agentfleet.worktrees import (
+    Worktree,
+    WorktreeManager,
+    pin_worktree,
+    restore_worktree,
+    snapshot_worktree,
+)
 from tests.conftest import run_git
 
 
@@ -49,9 +55,15 @@ def test_the_continuation_prompt_stays_small() -> None:
 
 
 @pytest.fixture
-def worktree(make_repo, tmp_path: Path) -> Path:
+def pinned(make_repo, tmp_path: Path) -> Worktree:
     repo = make_repo(files={"keep.py": "1\n", "gone.py": "2\n", ".gitignore": "cache/\n"})
-    return WorktreeManager(repo, tmp_path / "wt").add("attempt", "HEAD", "t-1")
+    manager = WorktreeManager(repo, tmp_path / "wt")
+    return manager.pinned(manager.add("attempt", "HEAD", "t-1"))
+
+
+@pytest.fixture
+def worktree(pinned: Worktree) -> Path:
+    return pinned.path
 
 
 def files_of(worktree: Path) -> dict[str, str]:
@@ -62,7 +74,9 @@ def files_of(worktree: Path) -> dict[str, str]:
     }
 
 
-def test_restore_brings_back_the_snapshot_and_keeps_ignored_files(worktree: Path) -> None:
+def test_restore_brings_back_the_snapshot_and_keeps_ignored_files(
+    worktree: Path, pinned: Worktree
+) -> None:
     # A session's work: a change, a new file, a deletion; and setup's ignored products.
     (worktree / "keep.py").write_text("changed\n")
     (worktree / "new" / "n.py").parent.mkdir()
@@ -72,7 +86,7 @@ def test_restore_brings_back_the_snapshot_and_keeps_ignored_files(worktree: Path
     (worktree / "cache" / "setup.bin").write_text("from setup\n")
     before = files_of(worktree)
     status = run_git(worktree, "status", "--porcelain")
-    snap = snapshot_worktree(worktree)
+    snap = snapshot_worktree(pinned)
     assert run_git(worktree, "status", "--porcelain") == status  # nothing staged by it
 
     # A failed try's leftovers.
@@ -81,7 +95,7 @@ def test_restore_brings_back_the_snapshot_and_keeps_ignored_files(worktree: Path
     (worktree / "stray.txt").write_text("stray\n")
     (worktree / "gone.py").write_text("back\n")
 
-    restore_worktree(worktree, snap)
+    restore_worktree(pinned, snap)
 
     assert files_of(worktree) == before
     assert run_git(worktree, "status", "--porcelain") == status
@@ -89,5 +103,6 @@ def test_restore_brings_back_the_snapshot_and_keeps_ignored_files(worktree: Path
 
 
 def test_snapshots_refuse_the_users_own_worktree(repo: Path) -> None:
+    # The user's checkout can never be pinned, so nothing can snapshot or reset it.
     with pytest.raises(GitError, match="main worktree"):
-        snapshot_worktree(repo)
+        pin_worktree(repo, repo)

@@ -20,6 +20,7 @@ from agentfleet.worktrees import (
     diffstat,
     is_dirty,
     numstat,
+    pin_worktree,
     reset_worktree,
     temporary_worktree,
     uncommitted_files,
@@ -184,7 +185,8 @@ def test_worktree_root_inside_the_repository_is_refused(repo: Path):
 
 
 def test_commit_all_without_any_git_identity(repo: Path, root: Path):
-    tree = WorktreeManager(repo, root).add("c", "main", "c")
+    manager = WorktreeManager(repo, root)
+    tree = manager.add("c", "main", "c")
     (tree / "new.txt").write_text("hello\n")
     (tree / "f.txt").write_text("one\n")
     (tree / "debug.log").write_text("ignored\n")
@@ -196,7 +198,7 @@ def test_commit_all_without_any_git_identity(repo: Path, root: Path):
     assert refused.returncode != 0 and "identity" in refused.stderr.lower() + "email"
 
     sha = commit_all(
-        tree,
+        manager.pinned(tree),
         "api: add endpoint\n\n# Summary\nadded new.txt",
         trailers={"Agentfleet-Task": "api", "Agentfleet-Attempt": "b/1"},
     )
@@ -214,18 +216,20 @@ def test_commit_all_without_any_git_identity(repo: Path, root: Path):
 
 
 def test_commit_all_returns_none_when_nothing_changed(repo: Path, root: Path):
-    tree = WorktreeManager(repo, root).add("n", "main", "n")
+    manager = WorktreeManager(repo, root)
+    tree = manager.add("n", "main", "n")
     (tree / "only.log").write_text("ignored files do not count\n")
-    assert commit_all(tree, "nothing") is None
+    assert commit_all(manager.pinned(tree), "nothing") is None
     assert sh(repo, "rev-parse", "n").strip() == head(repo)
 
 
 def test_diff_helpers(repo: Path, root: Path):
-    tree = WorktreeManager(repo, root).add("d", "main", "d")
+    manager = WorktreeManager(repo, root)
+    tree = manager.add("d", "main", "d")
     (tree / "f.txt").write_text("one\nTWO\nthree\nfour\n")
     (tree / "blob.bin").write_bytes(b"\x00\x01\x02")
     sh(tree, "mv", ".gitignore", "ignore-rules")
-    sha = commit_all(tree, "diffs")
+    sha = commit_all(manager.pinned(tree), "diffs")
     assert sha is not None
     assert changed_files(repo, "main", sha) == [".gitignore", "blob.bin", "f.txt", "ignore-rules"]
     assert sorted(numstat(repo, "main", sha), key=lambda r: r[2]) == [
@@ -244,21 +248,23 @@ def test_diff_helpers(repo: Path, root: Path):
 
 def test_dirty_state_and_reset_worktree(repo: Path, root: Path):
     base = head(repo)
-    tree = WorktreeManager(repo, root).add("r", base, "r")
-    assert not is_dirty(tree) and uncommitted_files(tree) == []
+    manager = WorktreeManager(repo, root)
+    tree = manager.add("r", base, "r")
+    pinned = manager.pinned(tree)
+    assert not is_dirty(pinned) and uncommitted_files(pinned) == []
     (tree / "f.txt").write_text("edited\n")
     (tree / "sub").mkdir()
     (tree / "sub" / "new.txt").write_text("new\n")
     (tree / "x.log").write_text("ignored\n")
-    assert is_dirty(tree)
-    assert uncommitted_files(tree) == ["f.txt", "sub/new.txt"]
-    commit_all(tree, "first try")
+    assert is_dirty(pinned)
+    assert uncommitted_files(pinned) == ["f.txt", "sub/new.txt"]
+    commit_all(pinned, "first try")
     (tree / "junk.txt").write_text("junk\n")
-    reset_worktree(tree, base)
+    reset_worktree(pinned, base)
     assert sh(tree, "rev-parse", "HEAD").strip() == base
     assert sorted(p.name for p in tree.iterdir()) == [".git", ".gitignore", "f.txt"]
     with pytest.raises(GitError, match="main worktree"):
-        reset_worktree(repo, base)
+        pin_worktree(repo, repo)
 
 
 def test_temporary_worktree_is_detached_and_always_removed(repo: Path, root: Path):
