@@ -316,7 +316,8 @@ class WorktreeManager:
         return self.root / name
 
     def _check_under_root(self, path: Path) -> None:
-        if not _is_under(path, self.root):
+        # Its last part not followed: a link there is removed, not what it points at.
+        if not (path.parent.resolve() / path.name).is_relative_to(self.root):
             raise GitError(f"{path} is not under this sprint's worktree folder {self.root}")
 
     def _clear_path(self, path: Path, *, reset: bool) -> None:

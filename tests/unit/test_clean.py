@@ -93,3 +93,22 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["clean", "--work-dir", str(not_a_folder)]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert main(["clean", "--work-dir", str(tmp_path / "none")]) == 0
+
+
+def test_clean_removes_empty_folders_but_not_a_running_sprints(repo: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    key = repo_key(repo)
+    for sprint in ("done", "running"):
+        (work / "worktrees" / key / sprint).mkdir(parents=True)
+    (work / "leases" / key / "done").mkdir(parents=True)
+    with SprintLock(work / "locks", repo, "running"):
+        assert clean(work, yes=False, force=False) == [
+            f"nothing to remove under {work}",
+            f"would remove empty folder {work / 'worktrees' / key / 'done'}",
+            f"would remove empty folder {work / 'leases' / key / 'done'}",
+            f"would remove empty folder {work / 'leases' / key}",
+            "run `agentfleet clean --yes` to remove them",
+        ]
+        clean(work, yes=True, force=False)
+    assert sorted(p.name for p in (work / "worktrees" / key).iterdir()) == ["running"]
+    assert list((work / "leases").iterdir()) == []

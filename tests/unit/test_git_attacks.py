@@ -17,6 +17,7 @@ from agentfleet.agent_config import AgentConfig
 from agentfleet.attempt import AttemptSpec, run_attempt
 from agentfleet.commit_text import NOTE_LIMIT, agent_note, attempt_message
 from agentfleet.gitcmd import AGENTFLEET_IDENTITY
+from agentfleet.landing import land
 from agentfleet.masking import Masker
 from tests.conftest import run_git
 
@@ -309,3 +310,24 @@ def test_agent_note_masks_before_it_cuts() -> None:
     message = attempt_message("api", 2, " a | 1 +\n 1 file changed, 1 insertion(+)", None,
                               Masker())
     assert message == "agentfleet: api (attempt 2)\n\n1 file changed, 1 insertion(+)"
+
+
+def test_landing_writes_agentfleets_subject_and_the_masked_note(
+    repo: Path, tmp_path: Path
+) -> None:
+    secret = "sk-sentinel-0123456789"
+    env = {**os.environ, "MY_API_KEY": secret}
+    attempt = spec(repo, tmp_path / "work", 'echo a > a.txt && echo "used $MY_API_KEY"')
+    result = run_attempt(attempt, env=env)
+    assert result.succeeded
+
+    landing = land(
+        repo=repo, sprint="s1", base_sha=attempt.start_sha, target="agentfleet/s1",
+        order=["t"], results={"t": result}, blocked_by={}, final_verify=None,
+        verify_timeout_s=10, worktree_root=tmp_path / "work" / "verify", env=env,
+    )  # fmt: skip
+
+    assert landing.target_moved
+    subject, _, body = run_git(repo, "log", "-1", "--format=%B", "agentfleet/s1").partition("\n")
+    assert subject == "t: 1 file changed, 1 insertion(+)"
+    assert "used ****" in body and secret not in body

@@ -287,3 +287,27 @@ def test_git_errors_carry_git_s_own_words(repo: Path, tmp_path: Path):
         git(tmp_path / "plain", "status")
     with pytest.raises(NotARepository):
         WorktreeManager(tmp_path / "plain", tmp_path / "wt")
+
+
+def test_removing_the_last_worktree_leaves_no_empty_folder(repo: Path, tmp_path: Path):
+    root = tmp_path / "work" / "worktrees" / "repo-key" / "sprint"
+    manager = WorktreeManager(repo, root)
+    one, two = manager.add("one", "main", "one"), manager.add("two", "main", "two")
+    scratch = one.with_name("one.tmp")  # an agent's private TMPDIR
+    (scratch / "x").mkdir(parents=True)
+    manager.remove(one)
+    assert not scratch.exists() and root.is_dir()  # two is still there
+    manager.remove(two)
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["worktrees"]
+    assert list((tmp_path / "work" / "worktrees").iterdir()) == []
+
+
+def test_a_worktree_replaced_by_a_link_is_unlinked_never_followed(repo: Path, root: Path):
+    manager = WorktreeManager(repo, root)
+    tree = manager.add("l", "main", "l")
+    shutil.rmtree(tree)
+    tree.symlink_to(repo)  # an agent's parting shot: its folder is now the user's repository
+    manager.remove(tree)
+    assert not tree.exists() and not tree.is_symlink()
+    assert (repo / "f.txt").read_text() == "one\ntwo\nthree\n"
+    assert registered(repo) == [str(repo)]
