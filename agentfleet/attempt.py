@@ -43,7 +43,7 @@ from agentfleet.agents import (
     toml_value,
 )
 from agentfleet.commit_text import attempt_message
-from agentfleet.errors import WORKTREE_TAMPERED, WorktreeTampered
+from agentfleet.errors import WORKTREE_TAMPERED, GitError, WorktreeTampered
 from agentfleet.gitcmd import git, run_git
 from agentfleet.leases import AttemptLease
 from agentfleet.masking import Masker
@@ -156,7 +156,10 @@ def run_attempt(
         if not committed and not kept:
             # Nothing of agentfleet's on it: the branch would only point at the start (or at
             # what an agent committed by itself, which agentfleet does not take).
-            manager.delete_branch(spec.branch)
+            try:
+                manager.delete_branch(spec.branch)
+            except GitError as exc:  # e.g. a lock file the agent left; clean finds it later
+                log(f"could not delete {spec.branch}: {exc}")
         result.duration_s = time.monotonic() - started
     return result
 

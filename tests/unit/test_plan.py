@@ -365,3 +365,13 @@ def test_readme_reference_is_current() -> None:
         pytest.skip("README.md has no plan-reference block yet")
     text = README.read_text()
     assert update_readme(text) == text, "README's plan reference is stale: regenerate it"
+
+
+def test_allow_external_symlinks_is_a_plan_switch_off_by_default(tmp_path: Path) -> None:
+    tasks = "tasks:\n  - {id: a, prompt: do it}\n"
+    assert load_plan(write(tmp_path, "name: s1\n" + tasks)).allow_external_symlinks is False
+    plan = load_plan(write(tmp_path, "name: s1\nallow_external_symlinks: true\n" + tasks))
+    assert plan.allow_external_symlinks is True
+    assert problems(tmp_path, "name: s1\nallow_external_symlinks: maybe\n" + tasks) == [
+        "plan.yaml: allow_external_symlinks: expected true or false, got the text 'maybe'"
+    ]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agentfleet.errors import ConfigError, GitError, NotARepository
+from agentfleet.errors import ConfigError, GitError, NotARepository, WorktreeTampered
 from agentfleet.gitcmd import AGENTFLEET_IDENTITY, git
 from agentfleet.worktrees import (
     WorktreeManager,
@@ -22,6 +22,7 @@ from agentfleet.worktrees import (
     numstat,
     pin_worktree,
     reset_worktree,
+    snapshot_worktree,
     temporary_worktree,
     uncommitted_files,
 )
@@ -311,3 +312,42 @@ def test_a_worktree_replaced_by_a_link_is_unlinked_never_followed(repo: Path, ro
     assert not tree.exists() and not tree.is_symlink()
     assert (repo / "f.txt").read_text() == "one\ntwo\nthree\n"
     assert registered(repo) == [str(repo)]
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda tree, repo: (tree / ".git").write_text(f"gitdir: {repo / '.git'}\n"),
+        lambda tree, repo: (tree / ".git").unlink(),
+        lambda tree, repo: ((tree / ".git").unlink(), (tree / ".git").symlink_to(repo / ".git")),
+        lambda tree, repo: (repo / ".git" / "worktrees" / "p" / "commondir").write_text(
+            str(tmp_common(repo))),
+    ],
+    ids=["rewritten", "deleted", "linked-to-the-users-git", "commondir-elsewhere"],
+)
+def test_every_worktree_operation_refuses_a_changed_pointer(repo: Path, root: Path, tamper):
+    manager = WorktreeManager(repo, root)
+    tree = manager.add("p", "main", "p")
+    pinned = manager.pinned(tree)
+    (tree / "new.txt").write_text("new\n")
+    before = (repo / ".git" / "index").read_bytes(), sh(repo, "for-each-ref")
+    tamper(tree, repo)
+    for operation in (
+        lambda: commit_all(pinned, "x"),
+        lambda: snapshot_worktree(pinned),
+        lambda: reset_worktree(pinned, "main"),
+        lambda: uncommitted_files(pinned),
+        lambda: is_dirty(pinned),
+    ):
+        with pytest.raises(WorktreeTampered, match="the agent changed the worktree's .git"):
+            operation()
+    assert ((repo / ".git" / "index").read_bytes(), sh(repo, "for-each-ref")) == before
+    manager.remove(tree)
+    assert registered(repo) == [str(repo)]
+
+
+def tmp_common(repo: Path) -> Path:
+    """Another repository's .git, for a commondir pointing away."""
+    other = repo.parent / "other"
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    return other / ".git"
