@@ -118,7 +118,8 @@ class Worktree:
             common = (self.git_dir / "commondir").read_text().strip()
         except OSError as e:
             raise WorktreeTampered(f"its admin dir {self.git_dir} is gone ({e})") from e
-        if Path(back).resolve() != dot_git.resolve():
+        # Relative with worktree.useRelativePaths (git 2.48): relative to the admin dir.
+        if (self.git_dir / back).resolve() != dot_git.resolve():
             raise WorktreeTampered(f"{self.git_dir / 'gitdir'} no longer names {dot_git}")
         if (self.git_dir / common).resolve() != self.common_dir:
             raise WorktreeTampered(f"{self.git_dir / 'commondir'} no longer names the repository")
@@ -159,7 +160,7 @@ def pin_worktree(
     admins = sorted((common / "worktrees").iterdir()) if (common / "worktrees").is_dir() else []
     for admin in admins:
         try:
-            named = Path((admin / "gitdir").read_text().strip())
+            named = admin / (admin / "gitdir").read_text().strip()
         except OSError:
             continue
         if named.parent.resolve() == path.resolve():
