@@ -379,13 +379,30 @@ def stage_files(worktree: Worktree, base: str) -> Staged:
     and the files. Nested repositories are left out and listed; ``git add`` would
     otherwise record a gitlink to a commit that exists only in them.
     """
-    worktree.git("read-tree", base)
+    _reset_index(worktree, base)
     others = worktree.git("ls-files", "-z", "--others", "--exclude-standard")
     # Git shows an untracked nested repository as its folder, never the files in it.
     nested = sorted(p for p in others.split("\0") if p.endswith("/"))
     excluded = [f":(exclude,literal){p}" for p in nested]
     worktree.git("add", "-A", "--", ".", *excluded)
     return Staged(tree=worktree.git("write-tree").strip(), nested=nested)
+
+
+def _reset_index(worktree: Worktree, base: str) -> None:
+    """Make the worktree's index ``base``'s tree, with nothing of what an agent did to it.
+
+    ``read-tree -m`` keeps git's cached file stats (``add -A`` then hashes only what
+    changed: seconds saved on a large tree) but also an entry's assume-unchanged and
+    skip-worktree bits, with which a change can hide from ``add``. When any is set, or
+    the index is unreadable or mid-merge, it is rebuilt from nothing: it is agentfleet's.
+    """
+    if worktree.run("read-tree", "-m", base).returncode == 0:
+        tags = worktree.git("ls-files", "-v", "-z").split("\0")
+        # ls-files -v: a lower-case tag is assume-unchanged, "S" is skip-worktree.
+        if not any(t[:1].islower() or t[:1] == "S" for t in tags if t):
+            return
+    (worktree.git_dir / "index").unlink(missing_ok=True)
+    worktree.git("read-tree", base)
 
 
 def commit_staged(
@@ -492,7 +509,7 @@ def snapshot_worktree(worktree: Worktree) -> Snapshot:
     # The index of an attempt's worktree holds nothing of value (agentfleet rebuilds it
     # when it commits), so it may carry the snapshot; then it goes back to HEAD.
     tree = stage_files(worktree, head).tree
-    worktree.git("read-tree", head)
+    _reset_index(worktree, head)
     return Snapshot(head=head, tree=tree)
 
 

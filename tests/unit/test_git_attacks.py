@@ -331,3 +331,21 @@ def test_landing_writes_agentfleets_subject_and_the_masked_note(
     subject, _, body = run_git(repo, "log", "-1", "--format=%B", "agentfleet/s1").partition("\n")
     assert subject == "t: 1 file changed, 1 insertion(+)"
     assert "used ****" in body and secret not in body
+
+
+@pytest.mark.parametrize("flag", ["--assume-unchanged", "--skip-worktree"])
+def test_a_change_hidden_by_index_flags_is_still_committed(
+    repo: Path, tmp_path: Path, flag: str
+) -> None:
+    result = attack(
+        repo, tmp_path / "work", f"echo hidden > src/app.py && git update-index {flag} src/app.py"
+    )
+    assert result.succeeded and result.files == ["src/app.py"]
+    assert run_git(repo, "show", f"{BRANCH}:src/app.py") == "hidden\n"
+
+
+def test_a_garbled_index_does_not_stop_the_commit(repo: Path, tmp_path: Path) -> None:
+    # The worktree's index lives in its admin dir: $(git rev-parse --git-dir)/index.
+    result = attack(repo, tmp_path / "work",
+                    'echo a > a.txt && echo garbage > "$(git rev-parse --git-dir)/index"')
+    assert result.succeeded and result.files == ["a.txt"]
