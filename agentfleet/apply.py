@@ -201,13 +201,15 @@ def applied_tasks(repo: Path, ref: str, sprint: str) -> dict[str, AppliedCommit]
 def start(repo: Path, sprint: str, target: str, base: str) -> str:
     """Point the sprint's scratch ref at ``target`` (if that branch exists) or ``base``."""
     head = rev_parse(repo, _branch_ref(target)) or resolve_commit(repo, base)
-    git(repo, "update-ref", "-m", f"agentfleet: start {sprint}", scratch_ref(sprint), head)
+    # --no-deref on the scratch ref: it is agentfleet's, whatever an agent made of it.
+    git(repo, "update-ref", "--no-deref", "-m", f"agentfleet: start {sprint}", scratch_ref(sprint),
+        head)
     return head
 
 
 def set_scratch(repo: Path, sprint: str, sha: str, expected_old: str | None = None) -> None:
     """Advance the scratch ref to ``sha`` (guarded by ``expected_old`` when given)."""
-    args = ["update-ref", scratch_ref(sprint), sha]
+    args = ["update-ref", "--no-deref", scratch_ref(sprint), sha]
     if expected_old is not None:
         args.append(expected_old)
     git(repo, *args)
@@ -245,12 +247,12 @@ def finish(repo: Path, sprint: str, target: str, expected_old: str | None) -> No
             f"{now[:10] if now else 'absent'}); not moved. The result stays on "
             f"{scratch_ref(sprint)} ({head[:10]}). git said: {done.stderr.strip()}"
         )
-    git(repo, "update-ref", "-d", scratch_ref(sprint), head)
+    git(repo, "update-ref", "--no-deref", "-d", scratch_ref(sprint), head)
 
 
 def discard(repo: Path, sprint: str) -> None:
     """Delete the sprint's scratch ref, if there is one."""
-    git(repo, "update-ref", "-d", scratch_ref(sprint))
+    git(repo, "update-ref", "--no-deref", "-d", scratch_ref(sprint))
 
 
 def checked_out_in(repo: Path, branch: str) -> list[Path]:

@@ -316,7 +316,8 @@ def _remove_new_refs(
         return
     common = git_common_dir(repo)
     for ref, sha in created.items():
-        run_git(repo, "update-ref", "-d", ref, sha)  # only if still what the agent left
+        # Only if still what the agent left; a symbolic ref goes, never what it names.
+        run_git(repo, "update-ref", "--no-deref", "-d", ref, sha)
         _remove_empty_parents(common, ref)
     note = (
         "the agent created refs in the repository; removed: " + ", ".join(sorted(created))

@@ -92,5 +92,7 @@ def restore_branch(
         )
     head = commit_tree(repo, tree, [start], patch.message or f"agentfleet: {branch}\n")
     # Guarded by the value seen above ("" = must not exist), like every ref agentfleet moves.
-    git(repo, "update-ref", "-m", "agentfleet: restored from the cache", ref, head, current or "")
+    # --no-deref: a symbolic ref left in its place is replaced, never written through.
+    git(repo, "update-ref", "--no-deref", "-m", "agentfleet: restored from the cache", ref, head,
+        current or "")
     return Restored(head_sha=head, start_sha=start, restored=True)

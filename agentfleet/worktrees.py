@@ -240,7 +240,10 @@ class WorktreeManager:
                 )
             self._clear_path(path, reset=reset)
             if old != sha:
-                git(self.repo, "branch", "--no-track", "--force", branch, sha)
+                # --no-deref throughout: an agent may have left this branch a symbolic ref
+                # to the user's branch, and writing through it would move theirs.
+                git(self.repo, "update-ref", "--no-deref", "-m", f"agentfleet: attempt at {sha}",
+                    f"refs/heads/{branch}", sha)
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
                 git(self.repo, "worktree", "add", str(path), branch)
@@ -249,9 +252,11 @@ class WorktreeManager:
             except BaseException:
                 self._undo_add(path)
                 if old is None:
-                    git(self.repo, "update-ref", "-d", f"refs/heads/{branch}", check=False)
+                    git(self.repo, "update-ref", "--no-deref", "-d", f"refs/heads/{branch}",
+                        check=False)
                 elif old != sha:
-                    git(self.repo, "update-ref", f"refs/heads/{branch}", old, check=False)
+                    git(self.repo, "update-ref", "--no-deref", f"refs/heads/{branch}", old,
+                        check=False)
                 raise
         return path
 
@@ -305,7 +310,8 @@ class WorktreeManager:
         with repo_lock(self.repo):
             old = _ref(self.repo, f"refs/heads/{branch}")
             if old is not None:
-                git(self.repo, "update-ref", "-d", f"refs/heads/{branch}", old)
+                # --no-deref: a symbolic ref an agent made goes, never the branch it names.
+                git(self.repo, "update-ref", "--no-deref", "-d", f"refs/heads/{branch}", old)
 
     def list(self) -> builtins.list[WorktreeInfo]:
         """The registered worktrees under this manager's root."""
@@ -425,7 +431,8 @@ def commit_staged(
     seen = worktree.run("rev-parse", "--verify", "--quiet", "--end-of-options", ref)
     old = seen.stdout.strip() if seen.returncode == 0 else None
     # "" as the old value: the branch must not exist (the agent deleted it).
-    worktree.git("update-ref", "-m", "agentfleet: commit", ref, commit, old or "")
+    # --no-deref: an agent may have made the branch a symbolic ref to another one.
+    worktree.git("update-ref", "--no-deref", "-m", "agentfleet: commit", ref, commit, old or "")
     worktree.git("symbolic-ref", "HEAD", ref)
     return commit
 
@@ -489,9 +496,14 @@ def reset_worktree(worktree: Worktree, sha: str) -> None:
 
 
 def _point_head_home(worktree: Worktree) -> None:
-    """HEAD back on the worktree's own branch, wherever an agent switched it."""
-    if worktree.branch is not None:
-        worktree.git("symbolic-ref", "HEAD", f"refs/heads/{worktree.branch}")
+    """HEAD back on the worktree's own branch, wherever an agent switched it, and that
+    branch a plain ref (so that ``reset --hard`` moves it and nothing it might name)."""
+    if worktree.branch is None:
+        return
+    ref = f"refs/heads/{worktree.branch}"
+    if worktree.run("symbolic-ref", "--quiet", ref).returncode == 0:
+        worktree.git("update-ref", "--no-deref", ref, worktree.start or "HEAD")
+    worktree.git("symbolic-ref", "HEAD", ref)
 
 
 @dataclass(frozen=True)

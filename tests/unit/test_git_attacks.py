@@ -125,6 +125,9 @@ def test_deleting_git_inside_an_enclosing_repository_commits_nothing_there(
         f"git switch -q -c other && echo a > a.txt && git add -A && git {ID} commit -qm x",
         "echo a > a.txt && git checkout -q --detach && git reset -q --soft HEAD~1",
         "echo a > a.txt && git update-ref -d HEAD",  # the attempt branch deleted
+        "echo a > a.txt && git symbolic-ref HEAD refs/heads/main",  # HEAD on the user's branch
+        # The attempt branch made a symbolic ref: writing through it would move main.
+        f"echo a > a.txt && git symbolic-ref refs/heads/{BRANCH} refs/heads/main",
     ],
 )
 def test_the_files_are_committed_onto_the_start_whatever_head_says(
@@ -144,6 +147,30 @@ def test_the_files_are_committed_onto_the_start_whatever_head_says(
     assert run_git(repo, "branch", "--list", "other") == ""
     assert byte_snapshot(repo) == before
     assert_nothing_left(tmp_path / "work")
+
+
+def test_a_failed_attempt_deletes_its_branch_never_what_it_was_made_to_name(
+    repo: Path, tmp_path: Path, byte_snapshot: Snap
+) -> None:
+    before = byte_snapshot(repo)
+    result = attack(repo, tmp_path / "work",
+                    f"git symbolic-ref refs/heads/{BRANCH} refs/heads/main && exit 1")
+    assert result.reason.startswith("agent failed_fatal")
+    assert branch(repo) is None
+    assert byte_snapshot(repo) == before
+
+
+def test_a_symbolic_ref_the_agent_creates_is_removed_not_its_target(
+    repo: Path, tmp_path: Path, byte_snapshot: Snap
+) -> None:
+    before = byte_snapshot(repo)
+    result = attack(repo, tmp_path / "work",
+                    "git symbolic-ref refs/heads/alias refs/heads/main && echo a > a.txt")
+    assert result.succeeded
+    assert result.warnings == [
+        "the agent created refs in the repository; removed: refs/heads/alias"
+    ]
+    assert byte_snapshot(repo) == before
 
 
 def test_branches_and_tags_the_agent_creates_are_reported_and_removed(
