@@ -85,8 +85,10 @@ def list_worktrees(repo: Path) -> list[WorktreeInfo]:
     return result
 
 
-# Read before each use, so that a config an agent wrote cannot run a program in our git.
-_SAFE_CONFIG = ("-c", "core.fsmonitor=false")
+# Without a sandbox an agent can write the repository's config and hooks; nothing it
+# planted there runs in agentfleet's own git commands (ref updates run the
+# reference-transaction hook, `add` an fsmonitor).
+_SAFE_CONFIG = ("-c", "core.fsmonitor=false", "-c", f"core.hooksPath={os.devnull}")
 
 
 @dataclass(frozen=True)

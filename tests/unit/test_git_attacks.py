@@ -376,3 +376,15 @@ def test_a_garbled_index_does_not_stop_the_commit(repo: Path, tmp_path: Path) ->
     result = attack(repo, tmp_path / "work",
                     'echo a > a.txt && echo garbage > "$(git rev-parse --git-dir)/index"')
     assert result.succeeded and result.files == ["a.txt"]
+
+
+def test_a_hook_the_agent_plants_does_not_run_in_agentfleets_git(
+    repo: Path, tmp_path: Path
+) -> None:
+    proof = tmp_path / "hook-ran"
+    hook = (f"mkdir -p {repo}/.git/hooks && printf '#!/bin/sh\\ntouch {proof}\\n' "
+            f"> {repo}/.git/hooks/reference-transaction && "
+            f"chmod +x {repo}/.git/hooks/reference-transaction")
+    result = attack(repo, tmp_path / "work", f"{hook} && echo a > a.txt")
+    assert result.succeeded
+    assert not proof.exists()
