@@ -300,7 +300,7 @@ def _empty_folders(work_dir: Path) -> list[Path]:
         if not top.is_dir():
             continue
         for key_dir in sorted(p for p in top.iterdir() if p.is_dir() and not p.is_symlink()):
-            sprints = [p for p in key_dir.iterdir()]
+            sprints = list(key_dir.iterdir())
             emptied = [
                 p for p in sprints
                 if p.is_dir() and not p.is_symlink() and not any(p.iterdir())
