@@ -319,8 +319,9 @@ def _remove_new_refs(
         # Only if still what the agent left; a symbolic ref goes, never what it names.
         run_git(repo, "update-ref", "--no-deref", "-d", ref, sha)
         _remove_empty_parents(common, ref)
-    note = (
-        "the agent created refs in the repository; removed: " + ", ".join(sorted(created))
+    # "While the agent ran": a concurrent attempt's agent may have made one of them.
+    note = "refs created in the repository while the agent ran, removed: " + ", ".join(
+        sorted(created)
     )
     log(note)
     result.warnings.append(note)

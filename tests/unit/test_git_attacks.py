@@ -168,7 +168,7 @@ def test_a_symbolic_ref_the_agent_creates_is_removed_not_its_target(
                     "git symbolic-ref refs/heads/alias refs/heads/main && echo a > a.txt")
     assert result.succeeded
     assert result.warnings == [
-        "the agent created refs in the repository; removed: refs/heads/alias"
+        "refs created in the repository while the agent ran, removed: refs/heads/alias"
     ]
     assert byte_snapshot(repo) == before
 
@@ -185,7 +185,7 @@ def test_branches_and_tags_the_agent_creates_are_reported_and_removed(
     assert result.succeeded, result.reason
     [warning] = result.warnings
     assert warning == (
-        "the agent created refs in the repository; removed: "
+        "refs created in the repository while the agent ran, removed: "
         "refs/heads/evil, refs/hidden/x, refs/tags/v10, refs/tags/v9"
     )
     assert byte_snapshot(repo) == before  # reflog of evil included
