@@ -205,7 +205,10 @@ def test_refs_of_other_attempts_and_sprints_are_left_alone(repo: Path, tmp_path:
             "refs/heads/release"} <= set(refs)
 
 
-def test_an_agents_own_commit_is_replaced_by_agentfleets(repo: Path, tmp_path: Path) -> None:
+def test_an_agents_own_commit_is_replaced_by_agentfleets(
+    repo: Path, tmp_path: Path, byte_snapshot: Snap
+) -> None:
+    before = byte_snapshot(repo)
     start = run_git(repo, "rev-parse", "HEAD").strip()
     result = attack(
         repo, tmp_path / "work",
@@ -218,6 +221,7 @@ def test_an_agents_own_commit_is_replaced_by_agentfleets(repo: Path, tmp_path: P
     message = run_git(repo, "log", "-1", "--format=%B", BRANCH)
     assert message.startswith("agentfleet: t (attempt 1)\n\n2 files changed, 2 insertions(+)")
     assert "Mallory" not in run_git(repo, "log", "-1", "--format=%an%ae%cn%ce", BRANCH)
+    assert byte_snapshot(repo) == before
 
 
 # -- nested repositories and submodules ------------------------------------------------------
@@ -275,13 +279,16 @@ def test_files_in_an_uninitialised_submodule_folder_are_reported(
      ("ln -s .. parent", "parent")],
 )
 def test_a_symlink_out_of_the_repository_fails_the_scope_check(
-    repo: Path, tmp_path: Path, run: str, link: str
+    repo: Path, tmp_path: Path, byte_snapshot: Snap, run: str, link: str
 ) -> None:
+    before = byte_snapshot(repo)
     result = attack(repo, tmp_path / "work", f"{run} && ln -s ../README.md src/readme.md")
     assert not result.succeeded
     assert result.reason == f"symlink {link} points outside the repository"
+    assert result.head_sha is not None  # committed, as for files outside paths: kept to see
     allowed = attack(repo, tmp_path / "work2", run, allow_external_symlinks=True)
     assert allowed.succeeded and allowed.files == [link]
+    assert byte_snapshot(repo) == before
 
 
 def test_symlinks_inside_the_repository_pass(repo: Path, tmp_path: Path) -> None:
