@@ -588,8 +588,9 @@ SYMLINK = "120000"
 def symlinks_out(repo: Path, changes: list[TreeChange]) -> list[str]:
     """The symlinks among ``changes`` whose target leaves the repository.
 
-    Judged on the link's own text: an absolute target, or a relative one that climbs
-    above the repository's root from the link's folder.
+    Judged on the link's own text: an absolute target, a relative one that climbs above
+    the repository's root from the link's folder, or one into ``.git`` (which is no part
+    of the repository's files; a write through it would change a checkout's git config).
     """
     found = []
     for change in changes:
@@ -597,7 +598,8 @@ def symlinks_out(repo: Path, changes: list[TreeChange]) -> list[str]:
             continue
         target = git(repo, "cat-file", "blob", change.new_object)
         resolved = posixpath.normpath(posixpath.join(posixpath.dirname(change.path), target))
-        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+        if (target.startswith("/") or resolved == ".." or resolved.startswith("../")
+                or ".git" in resolved.split("/")):
             found.append(change.path)
     return found
 

@@ -276,7 +276,7 @@ def test_files_in_an_uninitialised_submodule_folder_are_reported(
 @pytest.mark.parametrize(
     ("run", "link"),
     [("ln -s /etc/passwd pw.txt", "pw.txt"), ("ln -s ../../x src/up.txt", "src/up.txt"),
-     ("ln -s .. parent", "parent")],
+     ("ln -s .. parent", "parent"), ("ln -s ../.git/config src/cfg", "src/cfg")],
 )
 def test_a_symlink_out_of_the_repository_fails_the_scope_check(
     repo: Path, tmp_path: Path, byte_snapshot: Snap, run: str, link: str
