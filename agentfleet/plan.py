@@ -208,8 +208,8 @@ class Plan(BaseModel):
     allow_external_symlinks: bool = Field(
         False,
         description="Let an attempt add symlinks whose target leaves the repository (an "
-        "absolute path, or `..` above its root); by default such a symlink fails the "
-        "attempt's scope check.",
+        "absolute path, `..` above its root, or into `.git`); by default such a symlink "
+        "fails the attempt's scope check.",
     )
     limits: Limits = Field(
         default_factory=Limits, description="Resource limits (see `limits` keys)."
