@@ -17,7 +17,7 @@ from pathlib import Path
 from agentfleet.decompose import Decomposition, decompose
 from agentfleet.durations import format_duration
 from agentfleet.errors import AgentfleetError, ConfigError, PlanError, Problem, SprintInterrupted
-from agentfleet.plan import Plan, plan_json_schema, read_plan
+from agentfleet.plan import Plan, PlanReading, plan_json_schema, read_plan
 from agentfleet.repository import RepoFacts, folder_patterns, inspect_repository
 
 Command = Callable[[argparse.Namespace], int]
@@ -48,8 +48,8 @@ def load_and_check(plan_path: Path) -> CheckedPlan:
             reading.repo_path, reading.base, reading.target, source=reading.source
         )
         problems.extend(facts.problems)
-    if reading.plan is not None and facts is not None and facts.base_sha:
-        problems.extend(_folder_pattern_problems(reading.plan, facts, reading.source))
+    if facts is not None and facts.root is not None and facts.base_sha:
+        problems.extend(_folder_pattern_problems(reading, facts.root, facts.base_sha))
     if problems or reading.plan is None or facts is None:
         raise PlanError(problems)
     decomposition = decompose(reading.plan)
@@ -61,18 +61,21 @@ def load_and_check(plan_path: Path) -> CheckedPlan:
     )
 
 
-def _folder_pattern_problems(plan: Plan, facts: RepoFacts, source: str) -> list[Problem]:
+def _folder_pattern_problems(reading: PlanReading, root: Path, base_sha: str) -> list[Problem]:
     """A `paths` pattern naming a folder must say so, or the agent's work there is refused."""
-    problems = []
-    for task in plan.tasks:
-        named = folder_patterns(facts.root, facts.base_sha, task.paths or [])
-        for pattern, folder in named.items():
-            problems.append(Problem(
-                f"{source}: tasks[{task.id}].paths",
-                f"'{pattern}' names the folder '{folder}' but matches only files of that name; "
-                f"write '{pattern}/' (or '{pattern}/**') for what is inside it",
-            ))
-    return problems
+    named = folder_patterns(
+        root, base_sha, (p for paths in reading.task_paths.values() for p in paths)
+    )
+    return [
+        Problem(
+            f"{reading.source}: {label}.paths",
+            f"'{pattern}' names the folder '{named[pattern]}' but matches only files of that "
+            f"name; write '{pattern}/' (or '{pattern}/**') for what is inside it",
+        )
+        for label, paths in reading.task_paths.items()
+        for pattern in dict.fromkeys(paths)
+        if pattern in named
+    ]
 
 
 def _short(sha: str | None) -> str:
@@ -93,11 +96,12 @@ def render_plan(checked: CheckedPlan) -> str:
         "",
     ]
     width = max(len(t) for t in dec.order)
+    tasks = {t.id: t for t in plan.tasks}
     for number, wave in enumerate(dec.waves, start=1):
         together = " (may run together)" if len(wave) > 1 else ""
         lines.append(f"wave {number}{together}:")
         for tid in wave:
-            task = plan.task(tid)
+            task = tasks[tid]
             paths = ", ".join(task.paths) if task.paths is not None else "(any file)"
             waits = f"  waits for {', '.join(dec.waits_on[tid])}" if dec.waits_on[tid] else ""
             lines.append(f"  {tid:<{width}}  {task.stage:<10}  {paths}{waits}")

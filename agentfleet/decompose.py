@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from agentfleet.patterns import first_overlap, may_overlap
+from agentfleet.patterns import first_overlap, may_overlap, overlapping_pairs
 from agentfleet.plan import STAGES, Plan
 
 ReasonKind = Literal["depends_on", "indirect_dependency", "paths_overlap", "no_paths"]
@@ -161,15 +161,20 @@ def decompose(plan: Plan) -> Decomposition:
     depends_on = {
         t.id: sorted(set(t.depends_on) - {t.id}, key=rank.__getitem__) for t in plan.tasks
     }
-    ancestors: dict[str, set[str]] = {}
+    # Ancestors as bit sets (bit n: the task of rank n): a chain of thousands of tasks
+    # costs kilobytes, not a set per task of every task before it.
+    ancestors: dict[str, int] = {}
     for t in order:
-        ancestors[t] = set(depends_on[t]).union(*(ancestors[d] for d in depends_on[t]))
+        bits = 0
+        for d in depends_on[t]:
+            bits |= ancestors[d] | (1 << rank[d])
+        ancestors[t] = bits
 
     waits_on: dict[str, list[str]] = {t: [] for t in order}
     serializations: list[Serialization] = []
-    for later_rank, second in enumerate(order):
-        for first in order[:later_rank]:
-            found = _serialization(plan, tasks, depends_on, ancestors, first, second)
+    for second, firsts in _candidates(plan, order, rank, depends_on).items():
+        for first in firsts:
+            found = _serialization(plan, tasks, depends_on, ancestors, rank, first, second)
             if found is not None:
                 waits_on[second].append(first)
                 serializations.append(found)
@@ -200,11 +205,52 @@ def decompose(plan: Plan) -> Decomposition:
     )
 
 
+def _candidates(
+    plan: Plan, order: list[str], rank: dict[str, int], depends_on: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """For each task, in apply order, the earlier tasks it may have to wait for.
+
+    A superset of the serializations: dependencies, tasks without paths, and tasks whose
+    paths may overlap, found by ``overlapping_pairs`` instead of trying every pair.
+    """
+    patterns: dict[str, list[str]] = {}  # pattern -> the tasks declaring it
+    no_paths: list[str] = []
+    for task in plan.tasks:
+        if task.paths is None:
+            no_paths.append(task.id)
+        for pattern in dict.fromkeys(task.paths or []):
+            patterns.setdefault(pattern, []).append(task.id)
+    distinct = list(patterns)
+    related: dict[str, set[str]] = {t: set(depends_on[t]) for t in order}
+
+    def relate(a: str, b: str) -> None:
+        if a != b:
+            related[a].add(b)
+            related[b].add(a)
+
+    for owners in patterns.values():
+        for a in owners:
+            for b in owners:
+                relate(a, b)
+    for i, j in overlapping_pairs(distinct):
+        for a in patterns[distinct[i]]:
+            for b in patterns[distinct[j]]:
+                relate(a, b)
+    for lone in no_paths:
+        for other in order:
+            relate(lone, other)
+    return {
+        t: sorted((u for u in related[t] if rank[u] < rank[t]), key=rank.__getitem__)
+        for t in order
+    }
+
+
 def _serialization(
     plan: Plan,
     tasks: dict,  # type: ignore[type-arg]
     depends_on: dict[str, list[str]],
-    ancestors: dict[str, set[str]],
+    ancestors: dict[str, int],
+    rank: dict[str, int],
     first: str,
     second: str,
 ) -> Serialization | None:
@@ -220,7 +266,7 @@ def _serialization(
     overlap = first_overlap(paths_a, paths_b)
     if overlap is None:
         return None
-    if first in ancestors[second]:
+    if ancestors[second] >> rank[first] & 1:
         chain = " -> ".join(_dependency_path(depends_on, second, first))
         return Serialization(
             first=first,

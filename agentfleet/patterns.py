@@ -27,11 +27,19 @@ syntax we accept, and leans to "they overlap" wherever it is unsure.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
-__all__ = ["matches", "validate_pattern", "may_overlap", "overlap_witness", "first_overlap"]
+__all__ = [
+    "matches",
+    "validate_pattern",
+    "may_overlap",
+    "overlap_witness",
+    "first_overlap",
+    "overlapping_pairs",
+]
 
 # ---------------------------------------------------------------- validation
 
@@ -40,6 +48,7 @@ _DRIVE_RE = re.compile(r"^[A-Za-z]:[\\/]")
 _ESCAPABLE = set("*?[]\\!# -^")
 
 
+@lru_cache(maxsize=65536)
 def validate_pattern(p: str) -> str | None:
     """Why ``p`` is not an acceptable path pattern, in words a user can act on, or None."""
     if not isinstance(p, str) or not p.strip():
@@ -238,7 +247,7 @@ def _parse_class(seg: str, i: int) -> tuple[Intervals, int]:
     return (_complement(cs) if negate else cs), j
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)
 def _parse_glob(seg: str) -> Glob:
     """Compile one path segment's glob (never '**' alone) into items."""
     items: list[Item] = []
@@ -332,7 +341,7 @@ class _Compiled:
     tokens: tuple[Token, ...]
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)
 def _compile(pattern: str) -> tuple[Token, ...]:
     """The pattern as segment tokens matching exactly the file paths it matches."""
     problem = validate_pattern(pattern)
@@ -395,11 +404,186 @@ def overlap_witness(a: str, b: str) -> str | None:
 
 
 def may_overlap(a: str, b: str) -> bool:
-    """Whether some file path could match both patterns (True when unsure, never False wrongly)."""
+    """Whether some file path could match both patterns (True when unsure, never False wrongly).
+
+    The same product construction as ``overlap_witness``, deciding only yes or no: no
+    example is built, so a plan's thousands of pairs stay cheap.
+    """
     try:
-        return overlap_witness(a, b) is not None
+        return _tokens_meet(_compile(a), _compile(b))
     except ValueError:
         return True  # a pattern we cannot read may match anything
+
+
+def _sets_meet(a: Intervals, b: Intervals) -> bool:
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if max(a[i][0], b[j][0]) <= min(a[i][1], b[j][1]):
+            return True
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return False
+
+
+@lru_cache(maxsize=65536)
+def _globs_meet(a: Glob, b: Glob) -> bool:
+    """Whether some non-empty segment matches both globs (``_glob_witness_exact`` is not None)."""
+    seen = {(0, 0, False)}
+    stack = [(0, 0, False)]
+    while stack:
+        i, j, nonempty = stack.pop()
+        if i == len(a) and j == len(b) and nonempty:
+            return True
+        moves = []
+        if i < len(a) and a[i] == _STAR:
+            moves.append((i + 1, j, nonempty))
+        if j < len(b) and b[j] == _STAR:
+            moves.append((i, j + 1, nonempty))
+        if i < len(a) and j < len(b):
+            ca = ANY if a[i] == _STAR else a[i]
+            cb = ANY if b[j] == _STAR else b[j]
+            if _sets_meet(ca, cb):  # type: ignore[arg-type]
+                moves.append((i if a[i] == _STAR else i + 1, j if b[j] == _STAR else j + 1, True))
+        for nxt in moves:
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return False
+
+
+def _tokens_meet(ta: tuple[Token, ...], tb: tuple[Token, ...]) -> bool:
+    """Whether some file path matches both token sequences (``overlap_witness`` is not None)."""
+    seen = {(0, 0, False)}
+    stack = [(0, 0, False)]
+    while stack:
+        i, j, nonempty = stack.pop()
+        if i == len(ta) and j == len(tb) and nonempty:
+            return True
+        moves = []
+        if i < len(ta) and ta[i] == _STAR2:
+            moves.append((i + 1, j, nonempty))
+        if j < len(tb) and tb[j] == _STAR2:
+            moves.append((i, j + 1, nonempty))
+        if i < len(ta) and j < len(tb):
+            ga = _ANY_SEGMENT if ta[i] == _STAR2 else ta[i]
+            gb = _ANY_SEGMENT if tb[j] == _STAR2 else tb[j]
+            if _globs_meet(ga, gb):  # type: ignore[arg-type]
+                ni = i if ta[i] == _STAR2 else i + 1
+                nj = j if tb[j] == _STAR2 else j + 1
+                moves.append((ni, nj, True))
+        for nxt in moves:
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return False
+
+
+# ---------------------------------------------------------------- many patterns at once
+# A plan of a thousand tasks has half a million pairs; most share no literal prefix
+# ('src/mod1/' and 'src/mod2/') or no literal end ('*_1.py' and '*_2.py') and can be
+# ruled out without the product construction.
+
+
+def _literal_run(glob: Glob, reverse: bool = False) -> tuple[str, bool]:
+    """The literal characters a glob starts (or ends) with, and whether that is all of it."""
+    out = []
+    for item in reversed(glob) if reverse else glob:
+        if item == _STAR or len(item) != 1 or item[0][0] != item[0][1]:  # type: ignore[index]
+            return "".join(reversed(out) if reverse else out), False
+        out.append(chr(item[0][0]))  # type: ignore[index]
+    return "".join(reversed(out) if reverse else out), True
+
+
+def _prefix_key(tokens: tuple[Token, ...]) -> str:
+    """A string every matching path (plus a NUL) starts with: two patterns can meet only
+    when one's key starts with the other's."""
+    out: list[str] = []
+    for token in tokens:
+        if token == _STAR2:
+            return "".join(out)
+        text, whole = _literal_run(token)  # type: ignore[arg-type]
+        out.append(text)
+        if not whole:
+            return "".join(out)
+        out.append("/")
+    out[-1] = "\0"  # a whole literal path: nothing may follow it
+    return "".join(out)
+
+
+def _suffix_key(tokens: tuple[Token, ...]) -> str:
+    """The literal end of the last segment, reversed: every matching path ends with it."""
+    return _literal_run(tokens[-1], reverse=True)[0][::-1]  # type: ignore[arg-type]
+
+
+def _related(
+    keys: list[str], key: str, positions: dict[str, list[int]], *, with_empty: bool
+) -> list[int]:
+    """Indexes of the sorted ``keys`` that start with ``key`` or that ``key`` starts with
+    (the empty key only ``with_empty``)."""
+    found = []
+    i = bisect_left(keys, key)
+    while i < len(keys) and keys[i].startswith(key):
+        found.append(i)
+        i += 1
+    for n in range(0 if with_empty else 1, len(key)):
+        found += positions.get(key[:n], [])
+    return found
+
+
+def overlapping_pairs(patterns: list[str]) -> set[tuple[int, int]]:
+    """Every pair ``(i, j)``, ``i < j``, of ``patterns`` that may match a common file.
+
+    Exactly ``may_overlap`` on each pair, without trying each pair: candidates come from
+    sorted literal prefixes (and, for patterns with none, literal ends).
+    """
+    compiled: list[tuple[Token, ...] | None] = []
+    for p in patterns:
+        try:
+            compiled.append(_compile(p))
+        except ValueError:
+            compiled.append(None)  # unreadable: may meet anything
+    prefix = ["" if t is None else _prefix_key(t) for t in compiled]
+    suffix = ["" if t is None else _suffix_key(t) for t in compiled]
+    # The last segment's literal start: 'x1-*.md' and 'x2-*.md' share their end only.
+    last = ["" if t is None else _literal_run(t[-1])[0] for t in compiled]  # type: ignore[arg-type]
+    by_prefix = sorted(range(len(patterns)), key=prefix.__getitem__)
+    prefix_keys = [prefix[i] for i in by_prefix]
+    prefix_at: dict[str, list[int]] = {}
+    for n, k in enumerate(prefix_keys):
+        prefix_at.setdefault(k, []).append(n)
+    by_suffix = sorted(range(len(patterns)), key=suffix.__getitem__)
+    suffix_keys = [suffix[i] for i in by_suffix]
+    suffix_at: dict[str, list[int]] = {}
+    for n, k in enumerate(suffix_keys):
+        suffix_at.setdefault(k, []).append(n)
+
+    pairs: set[tuple[int, int]] = set()
+    for i in range(len(patterns)):
+        if prefix[i]:
+            # Patterns without a literal start find this one from their side, below.
+            found = _related(prefix_keys, prefix[i], prefix_at, with_empty=False)
+            candidates = [by_prefix[n] for n in found]
+        else:  # no literal start: every pattern whose literal end is compatible
+            found = _related(suffix_keys, suffix[i], suffix_at, with_empty=True)
+            candidates = [by_suffix[n] for n in found]
+        for j in candidates:
+            if j == i:
+                continue
+            pair = (i, j) if i < j else (j, i)
+            if pair in pairs:
+                continue
+            s, t = suffix[i], suffix[j]  # reversed: "starts with" is "ends with"
+            if not (s.startswith(t) or t.startswith(s)):
+                continue
+            s, t = last[i], last[j]
+            if not (s.startswith(t) or t.startswith(s)):
+                continue
+            a, b = compiled[i], compiled[j]
+            if a is None or b is None or _tokens_meet(a, b):
+                pairs.add(pair)
+    return pairs
 
 
 @dataclass(frozen=True)

@@ -321,6 +321,9 @@ class PlanReading:
     repo_path: Path | None = None
     base: str | None = None
     target: str | None = None
+    # Each task's readable path patterns, by its label ("tasks[api]"), even in a plan
+    # with problems: the repository checks on them are reported with the rest.
+    task_paths: dict[str, list[str]] = field(default_factory=dict)
 
 
 def load_plan(path: Path) -> Plan:
@@ -380,6 +383,14 @@ def read_plan(path: Path) -> PlanReading:
         reading.plan = plan
 
     # What the repository check needs, read leniently from the raw mapping.
+    tasks = raw.get("tasks")
+    if isinstance(tasks, list):
+        ids = _Ids(t.get("id") if isinstance(t, dict) else None for t in tasks)
+        for index, task in enumerate(tasks):
+            paths = task.get("paths") if isinstance(task, dict) else None
+            if isinstance(paths, list):
+                readable = [p for p in paths if isinstance(p, str) and validate_pattern(p) is None]
+                reading.task_paths[f"tasks[{_task_label(task, index, ids)}]"] = readable
     repo = raw.get("repo", None)
     if repo is None or isinstance(repo, str):
         reading.repo_path = (path.resolve().parent / (repo or ".")).resolve()
@@ -394,7 +405,11 @@ def read_plan(path: Path) -> PlanReading:
     return reading
 
 
-class _Loader(yaml.SafeLoader):
+# libyaml's parser when PyYAML has it: a plan of thousands of tasks parses ten times faster.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_SafeLoader):  # type: ignore[misc, valid-type]
     """A safe loader that notes duplicate keys, which plain YAML silently overwrites."""
 
     def __init__(self, stream: str) -> None:
@@ -500,9 +515,23 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+class _Ids(list):  # type: ignore[type-arg]
+    """Task ids in plan order, knowing which occur once (a plan may have thousands)."""
+
+    def __init__(self, ids: Iterable[Any]) -> None:
+        super().__init__(ids)
+        seen: set[Any] = set()
+        repeated: set[Any] = set()
+        for tid in self:
+            if isinstance(tid, str):
+                (repeated if tid in seen else seen).add(tid)
+        self.unique = seen - repeated
+
+
 def _task_label(raw_task: Any, index: int, ids: list[Any]) -> str:
     tid = raw_task.get("id") if isinstance(raw_task, dict) else None
-    if isinstance(tid, str) and tid and ids.count(tid) == 1:
+    once = tid in ids.unique if isinstance(ids, _Ids) else ids.count(tid) == 1
+    if isinstance(tid, str) and tid and once:
         return tid
     return str(index)
 
@@ -518,7 +547,7 @@ def _where(loc: tuple[Any, ...], raw: Any) -> tuple[str, list[Any], Any, bool]:
     kept: list[Any] = []
     exists = True
     ids = (
-        [t.get("id") if isinstance(t, dict) else None for t in raw.get("tasks") or []]
+        _Ids(t.get("id") if isinstance(t, dict) else None for t in raw.get("tasks") or [])
         if (isinstance(raw, dict) and isinstance(raw.get("tasks"), list))
         else []
     )
@@ -642,7 +671,7 @@ def _semantic_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
     tasks = raw.get("tasks")
     if not isinstance(tasks, list):
         return problems
-    ids = [t.get("id") if isinstance(t, dict) else None for t in tasks]
+    ids = _Ids(t.get("id") if isinstance(t, dict) else None for t in tasks)
     valid = [tid for tid in ids if isinstance(tid, str) and ID_RE.match(tid)]
     first_index: dict[str, int] = {}
     for index, tid in enumerate(ids):
@@ -700,30 +729,40 @@ def _cycles(graph: dict[str, list[str]], order: list[str]) -> list[list[str]]:
     on_stack: set[str] = set()
     components: list[set[str]] = []
 
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in graph.get(v, []):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = set()
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.add(w)
-                if w == v:
+    # Iterative: a chain of thousands of dependent tasks is deeper than Python's stack.
+    for root in order:
+        if root in index:
+            continue
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(graph.get(root, [])))]
+        while work:
+            v, successors = work[-1]
+            for w in successors:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(graph.get(w, []))))
                     break
-            if len(component) > 1:
-                components.append(component)
-
-    for v in order:
-        if v not in index:
-            visit(v)
+                if w in on_stack:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[v])
+                if low[v] == index[v]:
+                    component = set()
+                    while True:
+                        w = stack.pop()
+                        on_stack.discard(w)
+                        component.add(w)
+                        if w == v:
+                            break
+                    if len(component) > 1:
+                        components.append(component)
     cycles = []
     for component in components:
         start = min(component, key=order.index)

@@ -7,7 +7,9 @@ refresh the index (which would take ``.git/index.lock``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import git
@@ -15,7 +17,7 @@ from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentfleet.errors import GitError, NotARepository, Problem
-from agentfleet.patterns import matches
+from agentfleet.patterns import matches, validate_pattern
 
 _MAX_BRANCHES_SHOWN = 5
 
@@ -176,20 +178,38 @@ def _inspect(
         )
 
 
-def folder_patterns(root: Path, base_sha: str, patterns: list[str]) -> dict[str, str]:
+def folder_patterns(root: Path, base_sha: str, patterns: Iterable[str]) -> dict[str, str]:
     """Patterns that name a folder of ``base`` without a trailing ``/``, with that folder.
 
     Such a pattern matches only files of that name (see ``patterns``), which is
     never what was meant: the agent's changes inside the folder would be refused.
+    One ``git ls-tree`` for all patterns; each pattern is tried only on the folders
+    whose name its last segment can match.
     """
-    candidates = [p for p in patterns if not p.endswith("/") and not p.endswith("**")]
+    candidates = [
+        p for p in dict.fromkeys(patterns)
+        if not p.endswith("/") and not p.endswith("**") and validate_pattern(p) is None
+    ]
     if not candidates:
         return {}
-    listing = git.Repo(root).git.ls_tree("-r", "-d", "--name-only", base_sha)
-    folders = listing.splitlines()
+    listing = git.Repo(root).git.ls_tree("-r", "-d", "--name-only", "-z", base_sha)
+    by_name: dict[str, list[str]] = {}
+    for folder in listing.split("\0"):
+        if folder:
+            by_name.setdefault(folder.rpartition("/")[2], []).append(folder)
+    names = sorted(by_name)
     found: dict[str, str] = {}
     for pattern in candidates:
-        hit = next((f for f in folders if matches(pattern, f)), None)
+        last = pattern.rpartition("/")[2]
+        if not any(c in last for c in "*?[\\"):
+            near = [last] if last in by_name else []
+        else:
+            # Only names starting with the glob's literal start can match it.
+            start = re.split(r"[*?\[\\]", last, maxsplit=1)[0]
+            near = names[bisect_left(names, start):bisect_left(names, start + "\U0010ffff")]
+        hit = next(
+            (f for name in near for f in by_name[name] if matches(pattern, f)), None
+        )
         if hit is not None:
             found[pattern] = hit
     return found

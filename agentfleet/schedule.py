@@ -39,6 +39,11 @@ class Scheduler:
         self.order = list(order)
         self.waits_on = {t: set(waits_on.get(t, ())) for t in order}
         self.depends_on = {t: set(depends_on.get(t, ())) for t in order}
+        self._dependents: dict[str, list[str]] = {t: [] for t in order}
+        for t in order:  # in apply order, so blocking reports them in that order
+            for d in self.depends_on[t]:
+                if d in self._dependents:
+                    self._dependents[d].append(t)
         self.concurrency = concurrency
         self.state: dict[str, TaskState] = {t: TaskState.PENDING for t in order}
         self.blocked_by: dict[str, str] = {}
@@ -75,13 +80,19 @@ class Scheduler:
         return [] if succeeded else self._block_dependents_of(task, root=task)
 
     def _block_dependents_of(self, failed: str, root: str) -> list[str]:
+        # Depth first without recursion: a chain of thousands of tasks is deeper than the stack.
         newly: list[str] = []
-        for task in self.order:
-            if self.state[task] is TaskState.PENDING and failed in self.depends_on[task]:
-                self.state[task] = TaskState.BLOCKED
-                self.blocked_by[task] = root
-                newly.append(task)
-                newly += self._block_dependents_of(task, root)
+        work = [iter(self._dependents[failed])]
+        while work:
+            for task in work[-1]:
+                if self.state[task] is TaskState.PENDING:
+                    self.state[task] = TaskState.BLOCKED
+                    self.blocked_by[task] = root
+                    newly.append(task)
+                    work.append(iter(self._dependents[task]))
+                    break
+            else:
+                work.pop()
         return newly
 
     def stop(self) -> None:
