@@ -7,15 +7,18 @@ agent cannot be started at all (``AgentNotFound``, ``AgentError``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +32,10 @@ from agentfleet.process import ManagedProcess, Stream, spawn
 OnEvent = Callable[[object], None]
 
 PROMPT_VAR = "AGENTFLEET_PROMPT"
+PROMPT_FILE_VAR = "AGENTFLEET_PROMPT_FILE"
+# Linux refuses to exec with one environment string over 128 KiB ("Argument list too
+# long"): a larger prompt reaches a command agent on stdin and in its file only.
+PROMPT_VAR_MAX_BYTES = 64 * 1024
 _STDERR_TAIL = 100
 _OUTPUT_TAIL = 200
 _ERROR_LINES = 20
@@ -292,7 +299,8 @@ def run_command_agent(
     on_event: OnEvent | None = None,
     cancel: threading.Event | None = None,
 ) -> AttemptOutcome:
-    """``bash -c run`` in the worktree, the prompt on stdin and in ``AGENTFLEET_PROMPT``."""
+    """``bash -c run`` in the worktree; the prompt on stdin, in the file named by
+    ``AGENTFLEET_PROMPT_FILE`` and, while at most 64 KiB, in ``AGENTFLEET_PROMPT``."""
     started = time.monotonic()
     if not (req.agent.run and req.agent.run.strip()):
         raise AgentError("a command agent needs `run` (the shell command)")
@@ -309,9 +317,13 @@ def run_command_agent(
                 last_stdout[:] = [line.strip()]
         _emit(on_event, OutputLine(stream=stream, text=line))
 
-    env = {**req.env, **req.agent.env, PROMPT_VAR: req.prompt}
-    proc = _start(["bash", "-c", req.agent.run], req, env, on_line)
-    waited = proc.wait(req.timeout_s, cancel, req.idle_timeout_s)
+    with _prompt_file(req.prompt) as prompt_file:
+        env = {**req.env, **req.agent.env, PROMPT_FILE_VAR: str(prompt_file)}
+        env.pop(PROMPT_VAR, None)  # never an inherited value standing in for this prompt
+        if len(req.prompt.encode("utf-8", "surrogatepass")) <= PROMPT_VAR_MAX_BYTES:
+            env[PROMPT_VAR] = req.prompt
+        proc = _start(["bash", "-c", req.agent.run], req, env, on_line)
+        waited = proc.wait(req.timeout_s, cancel, req.idle_timeout_s)
     output = list(tail)
     if waited.killed:
         ending, error = Ending.KILLED, "stopped"
@@ -322,8 +334,8 @@ def run_command_agent(
     elif waited.exit_status == 0:
         ending, error = Ending.COMPLETED, None
     else:
-        ending = Ending.FAILED_FATAL
-        error = "\n".join(output[-_ERROR_LINES:]).strip() or f"exit status {waited.exit_status}"
+        # One line: the output itself is in the log, the artifact and stderr_tail.
+        ending, error = Ending.FAILED_FATAL, _exit_words(waited.exit_status)
     any_output = [ln.strip() for ln in output if ln.strip()]
     final = last_stdout[0] if last_stdout else (any_output[-1] if any_output else None)
     return AttemptOutcome(
@@ -336,6 +348,32 @@ def run_command_agent(
         error=error,
         stderr_tail="\n".join(output[-_ERROR_LINES:]),
     )
+
+
+def _exit_words(status: int | None) -> str:
+    """How a command ended: ``command exited 3``, or the signal that killed it."""
+    if status is None:
+        return "command ended without an exit status"
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"command killed by {name}"
+    return f"command exited {status}"
+
+
+@contextlib.contextmanager
+def _prompt_file(prompt: str) -> Iterator[Path]:
+    """The prompt in a private file outside every worktree (never committed), removed after."""
+    fd, name = tempfile.mkstemp(prefix="agentfleet-prompt-", suffix=".txt")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as out:
+            out.write(prompt)
+        yield Path(name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
 
 
 # -- files --------------------------------------------------------------------------------

@@ -9,28 +9,42 @@ commit per task, each carrying these trailers::
     Agentfleet-Sprint: <sprint>
     Agentfleet-Task: <task id>
     Agentfleet-Attempt: <attempt branch>
+    Agentfleet-Prompt: <digest of the task's prompt in the plan>
 
-which is how a rerun finds what is already applied (:func:`applied_tasks`).
+which is how a rerun finds what is already applied (:func:`applied_tasks`), and
+whether the plan's prompt changed since. :func:`drop_commits` takes tasks' commits
+out of a target again (``--redo``), replaying what came after them.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from agentfleet.errors import ConflictError, GitError
 from agentfleet.gitcmd import compose_message, git, git_error, identity_args, is_oid, run_git
 from agentfleet.naming import scratch_ref
+from agentfleet.text import JsonSafeModel
 from agentfleet.worktrees import diffstat, list_worktrees, resolve_commit
 
 SPRINT_TRAILER = "Agentfleet-Sprint"
 TASK_TRAILER = "Agentfleet-Task"
 ATTEMPT_TRAILER = "Agentfleet-Attempt"
-TRAILER_KEYS = (SPRINT_TRAILER, TASK_TRAILER, ATTEMPT_TRAILER)
+PROMPT_TRAILER = "Agentfleet-Prompt"
+TRAILER_KEYS = (SPRINT_TRAILER, TASK_TRAILER, ATTEMPT_TRAILER, PROMPT_TRAILER)
 
 
-class ApplyResult(BaseModel):
+def prompt_digest(prompt: str) -> str:
+    """A short digest of a plan's prompt; spacing and line breaks do not change it."""
+    return hashlib.sha256(" ".join(prompt.split()).encode("utf-8", "surrogatepass")).hexdigest()[
+        :16
+    ]
+
+
+class ApplyResult(JsonSafeModel):
     """What applying one attempt did: a new commit, a conflict, or nothing to apply."""
 
     model_config = ConfigDict(frozen=True)
@@ -41,13 +55,14 @@ class ApplyResult(BaseModel):
     empty: bool = False
 
 
-class AppliedCommit(BaseModel):
+class AppliedCommit(JsonSafeModel):
     """A task's commit found on a ref, and the attempt branch it came from."""
 
     model_config = ConfigDict(frozen=True)
 
     sha: str
     attempt_branch: str
+    prompt_digest: str | None = None  # None: applied before agentfleet recorded it
 
 
 # ---------------------------------------------------------------- small plumbing
@@ -139,6 +154,7 @@ def apply_one(
     subject: str,
     body: str = "",
     start: str | None = None,
+    prompt: str | None = None,
 ) -> ApplyResult:
     """Merge ``attempt_head`` into ``onto`` as one new commit on ``onto``; no ref moves.
 
@@ -169,6 +185,8 @@ def apply_one(
     title = " ".join(subject.split()) or f"agentfleet: {task_id}"
     text = title + ("\n\n" + body.strip() if body.strip() else "")
     trailers = {SPRINT_TRAILER: sprint, TASK_TRAILER: task_id, ATTEMPT_TRAILER: attempt_branch}
+    if prompt is not None:
+        trailers[PROMPT_TRAILER] = prompt_digest(prompt)
     commit = commit_tree(repo, tree, [onto_sha], compose_message(text, trailers))
     return ApplyResult(applied=True, commit=commit)
 
@@ -187,12 +205,80 @@ def applied_tasks(repo: Path, ref: str, sprint: str) -> dict[str, AppliedCommit]
     found: dict[str, AppliedCommit] = {}
     for record in out.split("\x1e"):
         parts = record.strip().split("\0")
-        if len(parts) != 4:
+        if len(parts) != 1 + len(TRAILER_KEYS):
             continue
-        sha, sprints, tasks, attempts = (p.split("\x1f")[0].strip() for p in parts)
+        sha, sprints, tasks, attempts, digest = (p.split("\x1f")[0].strip() for p in parts)
         if sprints == sprint and tasks and tasks not in found:
-            found[tasks] = AppliedCommit(sha=sha, attempt_branch=attempts)
+            found[tasks] = AppliedCommit(
+                sha=sha, attempt_branch=attempts, prompt_digest=digest or None
+            )
     return found
+
+
+def drop_commits(repo: Path, head: str, drop: Collection[str], *, env: Mapping[str, str]) -> str:
+    """``head`` without the commits ``drop``, everything after them replayed; no ref moves.
+
+    The dropped commits must lie on ``head``'s first-parent line. Commits after them
+    (agentfleet's and anyone else's) keep their message, author and date; the new
+    history starts from the parent of the oldest one dropped. A later commit that no
+    longer applies, or a merge among them, raises ``GitError`` naming it. ``env`` is
+    git's whole environment (the author of a replayed commit is added to it).
+    """
+    wanted = set(drop)
+    if not wanted:
+        return resolve_commit(repo, head)
+    later: list[tuple[str, list[str]]] = []
+    bottom: str | None = None
+    log = git(repo, "rev-list", "--first-parent", "--parents", "--end-of-options", head, "--")
+    for line in log.splitlines():
+        sha, *parents = line.split()
+        later.append((sha, parents))
+        wanted.discard(sha)
+        if not wanted:
+            if not parents:
+                raise GitError(f"cannot take out {sha[:10]}: it is the first commit of {head}")
+            bottom = parents[0]
+            break
+    if bottom is None:
+        shown = ", ".join(sorted(c[:10] for c in wanted))
+        raise GitError(f"commits {shown} are not on the history of {head}")
+    current = bottom
+    for sha, parents in reversed(later):
+        if sha in drop:
+            continue
+        if len(parents) > 1:
+            raise GitError(
+                f"cannot take tasks' commits out of {head}: {sha[:10]}, which comes after "
+                "them, is a merge; rebuild the target by hand or delete it and run again"
+            )
+        # The replayed commit's own change only (parent..sha), as apply_one does.
+        ours = commit_tree(
+            repo, tree_of(repo, current), [parents[0]], f"agentfleet: stand-in for {current}\n"
+        )
+        tree, conflicts = merge_trees(repo, ours, sha)
+        if conflicts:
+            raise ConflictError(
+                conflicts,
+                f"cannot take tasks' commits out of {head}: {sha[:10]}, which comes after "
+                f"them, then conflicts in {', '.join(conflicts)}",
+            )
+        current = _recommit(repo, sha, tree, current, env)
+    return current
+
+
+def _recommit(repo: Path, sha: str, tree: str, parent: str, env: Mapping[str, str]) -> str:
+    """``sha`` again with ``tree`` on ``parent``: its message, author and date kept."""
+    raw = git(repo, "cat-file", "commit", sha)
+    message = raw.partition("\n\n")[2]
+    name, email, date = git(
+        repo, "log", "-1", "--format=%an%x00%ae%x00%ad", "--date=raw", "--end-of-options", sha,
+        "--",
+    ).rstrip("\n").split("\0")
+    author = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
+    return git(
+        repo, *identity_args(), "commit-tree", tree, "-p", parent, "-F", "-",
+        input=message, env={**env, **author},
+    ).strip()  # fmt: skip
 
 
 # ---------------------------------------------------------------- the scratch ref

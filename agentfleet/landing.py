@@ -10,23 +10,23 @@ result stays on the scratch ref and the report says how to take it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-
-from pydantic import BaseModel
 
 from agentfleet import apply as gitapply
 from agentfleet.commit_text import agent_note, change_summary
+from agentfleet.errors import AgentfleetError, GitError
 from agentfleet.masking import Masker
 from agentfleet.naming import scratch_ref
 from agentfleet.process import run_shell
-from agentfleet.results import AttemptResult, CheckResult, TaskOutcome, TaskReport
+from agentfleet.results import AttemptResult, CheckResult, TaskOutcome, TaskReport, last_lines
+from agentfleet.text import JsonSafeModel
 from agentfleet.worktrees import temporary_worktree
 
 Log = Callable[[str], None]
 
 
-class Landing(BaseModel):
+class Landing(JsonSafeModel):
     """What sequential apply did."""
 
     tasks: list[TaskReport]
@@ -52,11 +52,31 @@ def land(
     env: Mapping[str, str],
     log: Log = lambda _: None,
     cancel: threading.Event | None = None,
+    redo: Collection[str] = (),
+    prompts: Mapping[str, str] | None = None,
 ) -> Landing:
-    """Apply every succeeded attempt in ``order``, verify, and move ``target``."""
+    """Apply every succeeded attempt in ``order``, verify, and move ``target``.
+
+    ``redo``: tasks whose commits on the target are replaced by their new results
+    (what came after them is replayed). ``prompts``: the plan's prompts, recorded with
+    each commit so that a later run sees which changed. A task whose result cannot be
+    applied (a conflict, a git failure) fails alone; the others still land.
+    """
     old_target = gitapply.rev_parse(repo, f"refs/heads/{target}")
     head = gitapply.start(repo, sprint, target, base_sha)
     done_before = gitapply.applied_tasks(repo, head, sprint)
+    try:
+        head, done_before, dropped = _take_out_redone(
+            repo, sprint, head, done_before, redo, results, env, log
+        )
+    except AgentfleetError as exc:
+        gitapply.discard(repo, sprint)
+        log(f"--redo: {exc}")
+        return Landing(
+            tasks=[report_for(t, results.get(t), blocked_by) for t in order],
+            target_sha=old_target,
+            note=f"--redo: {exc}; {target} not moved",
+        )
     reports: list[TaskReport] = []
     new_commits = 0
     for task_id in order:
@@ -66,19 +86,33 @@ def land(
             report.outcome = TaskOutcome.ALREADY_APPLIED
             report.applied_commit = done_before[task_id].sha
             report.attempt_branch = report.attempt_branch or done_before[task_id].attempt_branch
+            report.detail = _prompt_note(task_id, done_before[task_id], prompts, log)
+            if task_id in redo and result is not None and not result.succeeded:
+                report.outcome = TaskOutcome.FAILED
+                report.detail = f"redo failed: {result.reason}; {target} keeps its earlier commit"
         elif result is not None and result.succeeded and result.head_sha:
-            applied = gitapply.apply_one(
-                repo,
-                head,
-                result.head_sha,
-                sprint=sprint,
-                task_id=task_id,
-                attempt_branch=result.branch,
-                start=result.start_sha,
-                subject=f"{task_id}: {_first_line(result)}",
-                body=agent_note(result.outcome.final_message if result.outcome else None,
-                                Masker.from_env(env)),
-            )
+            try:
+                applied = gitapply.apply_one(
+                    repo,
+                    head,
+                    result.head_sha,
+                    sprint=sprint,
+                    task_id=task_id,
+                    attempt_branch=result.branch,
+                    start=result.start_sha,
+                    subject=f"{task_id}: {_first_line(result)}",
+                    body=agent_note(result.outcome.final_message if result.outcome else None,
+                                    Masker.from_env(env)),
+                    prompt=(prompts or {}).get(task_id),
+                )
+            except AgentfleetError as exc:
+                # This attempt's commits are unusable (e.g. its agent rewound HEAD past its
+                # start): it fails, the others land.
+                report.outcome = TaskOutcome.FAILED
+                report.detail = f"cannot apply: {exc}"
+                log(f"cannot apply {task_id} ({result.branch}): {exc}")
+                reports.append(report)
+                continue
             if applied.applied and applied.commit:
                 head = applied.commit
                 gitapply.set_scratch(repo, sprint, head)
@@ -96,11 +130,14 @@ def land(
         reports.append(report)
 
     landing = Landing(tasks=reports)
-    if old_target is not None and new_commits == 0:
-        # Nothing new: the target already is what this sprint would build.
+    if new_commits == 0 and not dropped:
+        # Nothing new: the target already is what this sprint would build, or (no target
+        # yet) there is nothing to make one of.
         gitapply.discard(repo, sprint)
         landing.target_sha = old_target
-        landing.target_up_to_date = True
+        landing.target_up_to_date = old_target is not None
+        if old_target is None:
+            landing.note = f"nothing applied; {target} not created"
         return landing
 
     if final_verify:
@@ -123,10 +160,57 @@ def land(
             f"`git merge --ff-only {scratch_ref(sprint)}` there to take it"
         )
         return landing
-    gitapply.finish(repo, sprint, target, expected_old=old_target)
+    try:
+        gitapply.finish(repo, sprint, target, expected_old=old_target)
+    except GitError as exc:
+        # Someone moved the target meanwhile: refusing is right; the report says so.
+        log(str(exc))
+        landing.target_sha = gitapply.rev_parse(repo, f"refs/heads/{target}")
+        landing.note = str(exc)
+        return landing
     landing.target_moved = landing.target_up_to_date = True
     landing.target_sha = head
     return landing
+
+
+def _take_out_redone(
+    repo: Path,
+    sprint: str,
+    head: str,
+    done_before: dict[str, gitapply.AppliedCommit],
+    redo: Collection[str],
+    results: Mapping[str, AttemptResult],
+    env: Mapping[str, str],
+    log: Log,
+) -> tuple[str, dict[str, gitapply.AppliedCommit], bool]:
+    """Take the commits of tasks run again (``--redo``) out of the scratch ref.
+
+    Only when at least one of them succeeded this time: a redo that failed everywhere
+    leaves the target as it was. Returns the new head, what is still applied, and
+    whether anything was taken out.
+    """
+    again = [t for t in redo if t in done_before]
+    if not any((r := results.get(t)) is not None and r.succeeded for t in again):
+        return head, done_before, False
+    head = gitapply.drop_commits(repo, head, [done_before[t].sha for t in again], env=env)
+    gitapply.set_scratch(repo, sprint, head)
+    log(f"took {', '.join(again)} out of the target to apply their new results")
+    return head, gitapply.applied_tasks(repo, head, sprint), True
+
+
+def _prompt_note(
+    task_id: str,
+    applied: gitapply.AppliedCommit,
+    prompts: Mapping[str, str] | None,
+    log: Log,
+) -> str:
+    """What to say of a task already applied whose prompt in the plan changed since."""
+    prompt = (prompts or {}).get(task_id)
+    if prompt is None or applied.prompt_digest in (None, gitapply.prompt_digest(prompt)):
+        return ""
+    note = f"its prompt changed since: `agentfleet run --redo {task_id}` runs it again"
+    log(f"{task_id}: already applied; {note}")
+    return note
 
 
 def _first_line(result: AttemptResult) -> str:
@@ -154,4 +238,9 @@ def report_for(
         files=result.files,
         tokens=result.tokens,
         duration_s=result.duration_s,
+        verify_tail=(
+            last_lines(result.verify.output_tail)
+            if result.verify is not None and not result.verify.passed
+            else ""
+        ),
     )

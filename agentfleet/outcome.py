@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
+from agentfleet.text import JsonSafeModel
+
 if TYPE_CHECKING:
     from agentfleet.codex_events import Transcript
 
@@ -76,7 +78,7 @@ class CommandRun(BaseModel):
     status: str = "in_progress"
 
 
-class AttemptOutcome(BaseModel):
+class AttemptOutcome(JsonSafeModel):
     """One agent attempt: how it ended, what it did, what it cost."""
 
     ending: Ending

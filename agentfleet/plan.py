@@ -25,6 +25,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     WithJsonSchema,
+    field_validator,
 )
 
 from agentfleet.agent_config import AgentConfig, AgentOverride, agent_problem, merge
@@ -77,9 +78,20 @@ Duration = Annotated[
 ]
 
 
+# A prompt reaches the agent on stdin and in a file (AGENTFLEET_PROMPT only when small):
+# beyond this it is material, not instructions, and belongs in the repository.
+MAX_PROMPT_BYTES = 128 * 1024
+
+
 def _check_prompt(value: str) -> str:
     if not value.strip():
         raise ValueError("empty prompt: say what the agent should do")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_PROMPT_BYTES:
+        raise ValueError(
+            f"the prompt is {size / 1024:,.0f} KiB, more than {MAX_PROMPT_BYTES // 1024} KiB: "
+            "put the material in a file of the repository and tell the agent to read it"
+        )
     return value
 
 
@@ -230,6 +242,13 @@ class Plan(BaseModel):
         """The repository folder: ``repo`` resolved against the plan file's folder."""
         folder = self._path.parent if self._path is not None else Path.cwd()
         return (folder / (self.repo or ".")).resolve()
+
+    @field_validator("base", "target")
+    @classmethod
+    def _bare_branch(cls, value: str | None) -> str | None:
+        # 'refs/heads/keep' is the branch 'keep'; anything else under refs/ is refused
+        # by _semantic_problems.
+        return branch_of(value) if value is not None else None
 
     @property
     def target_branch(self) -> str:
@@ -395,11 +414,13 @@ def read_plan(path: Path) -> PlanReading:
     if repo is None or isinstance(repo, str):
         reading.repo_path = (path.resolve().parent / (repo or ".")).resolve()
     base = raw.get("base")
-    reading.base = base if isinstance(base, str) and not branch_name_problem(base) else None
+    if isinstance(base, str) and not _ref_problem("base", base):
+        base = branch_of(base)
+        reading.base = None if branch_name_problem(base) else base
     target = raw.get("target")
     name = raw.get("name")
     if isinstance(target, str):
-        reading.target = target
+        reading.target = None if _ref_problem("target", target) else branch_of(target)
     elif target is None and isinstance(name, str) and ID_RE.match(name):
         reading.target = default_target(name)
     return reading
@@ -648,12 +669,30 @@ def _translate(exc: ValidationError, raw: dict[str, Any]) -> list[tuple[str, str
 # ---------------------------------------------------------------- cross-key checks
 
 
+def branch_of(name: str) -> str:
+    """A plan's branch name as git's short name: ``refs/heads/keep`` is ``keep``."""
+    return name.removeprefix("refs/heads/")
+
+
+def _ref_problem(key: str, name: str) -> str | None:
+    """Why ``name`` (a plan's target or base) is a ref that is not a branch, or None."""
+    if name.startswith("refs/") and not name.startswith("refs/heads/"):
+        kind = "a tag" if name.startswith("refs/tags/") else "not a branch"
+        return (
+            f"'{name}' is {kind}: {key} must be a branch name (e.g. 'release', or "
+            "'refs/heads/release')"
+        )
+    return None
+
+
 def _semantic_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
-    """Problems no single key shows: ids, dependencies, branch names, agents."""
-    problems: list[tuple[str, str]] = []
+    """Problems no single key shows: ids, dependencies, branch names, agents, NUL bytes."""
+    problems: list[tuple[str, str]] = _nul_problems(raw)
     target = raw.get("target")
-    if isinstance(target, str):
-        bare = target.removeprefix("refs/heads/")
+    if isinstance(target, str) and (why := _ref_problem("target", target)) is not None:
+        problems.append(("target", why))
+    elif isinstance(target, str):
+        bare = branch_of(target)
         if bare.startswith(ATTEMPTS_NAMESPACE) or bare + "/" == ATTEMPTS_NAMESPACE:
             problems.append(
                 (
@@ -662,10 +701,12 @@ def _semantic_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
                     "attempt branches; choose another target",
                 )
             )
-        elif (why := branch_name_problem(target)) is not None:
+        elif (why := branch_name_problem(bare)) is not None:
             problems.append(("target", why))
     base = raw.get("base")
-    if isinstance(base, str) and (why := branch_name_problem(base)) is not None:
+    if isinstance(base, str) and (why := _ref_problem("base", base)) is not None:
+        problems.append(("base", why))
+    elif isinstance(base, str) and (why := branch_name_problem(branch_of(base))) is not None:
         problems.append(("base", why))
 
     tasks = raw.get("tasks")
@@ -719,6 +760,31 @@ def _semantic_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
         )
     problems.extend(_agent_problems(raw, tasks, ids))
     return problems
+
+
+def _nul_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """Text holding a NUL byte: no process can be given it (argv, environment or stdin)."""
+    out: list[tuple[str, str]] = []
+    ids = (
+        _Ids(t.get("id") if isinstance(t, dict) else None for t in raw["tasks"])
+        if isinstance(raw.get("tasks"), list)
+        else _Ids([])
+    )
+    todo: list[tuple[str, Any]] = [("", raw)]
+    while todo:
+        where, node = todo.pop()
+        if isinstance(node, str):
+            if "\0" in node:
+                out.append((where, "contains a NUL byte (\\0), which no command or agent can "
+                                   "be given: remove it"))
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                todo.append((f"{where}.{key}" if where else str(key), value))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                label = _task_label(value, index, ids) if where == "tasks" else str(index)
+                todo.append((f"{where}[{label}]", value))
+    return sorted(out)
 
 
 def _cycles(graph: dict[str, list[str]], order: list[str]) -> list[list[str]]:

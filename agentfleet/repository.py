@@ -17,6 +17,7 @@ from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentfleet.errors import GitError, NotARepository, Problem
+from agentfleet.naming import is_attempt_branch
 from agentfleet.patterns import matches, validate_pattern
 
 _MAX_BRANCHES_SHOWN = 5
@@ -135,7 +136,8 @@ def _inspect(
         else:
             base = facts.current_branch
     elif base not in branches:
-        names = sorted(branches)
+        # The user's own branches first: attempt branches are many and rarely meant.
+        names = sorted(branches, key=lambda b: (is_attempt_branch(b), b))
         shown = ", ".join(names[:_MAX_BRANCHES_SHOWN])
         more = (
             f" and {len(names) - _MAX_BRANCHES_SHOWN} more"
@@ -165,6 +167,13 @@ def _inspect(
                     f"'{name}'; choose another target",
                 )
                 break
+        tags = repo.git.for_each_ref("refs/tags", format="%(refname:lstrip=2)").splitlines()
+        if target in tags:
+            problem(
+                "target",
+                f"'{target}' is already a tag in {root}; a branch of the same name would "
+                "make it ambiguous: choose another target",
+            )
         if base is not None and target == base:
             facts.warnings.append(
                 f"target '{target}' is the base branch: results land directly on it"

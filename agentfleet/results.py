@@ -10,13 +10,30 @@ import base64
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field, field_validator
 
 from agentfleet.outcome import AttemptOutcome
 from agentfleet.process import ShellResult
+from agentfleet.text import JsonSafeModel
+
+# A reason in the table and the report is one line: an agent's whole output is not one.
+DETAIL_MAX = 300
+TABLE_DETAIL_MAX = 100
+FAILED_OUTPUT_LINES = 20
 
 
-class CheckResult(BaseModel):
+def one_line(text: str, limit: int = DETAIL_MAX) -> str:
+    """``text`` on one line (whitespace runs as one space), cut to ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def last_lines(text: str, n: int = FAILED_OUTPUT_LINES) -> str:
+    """The last ``n`` lines of ``text``."""
+    return "\n".join(text.rstrip().splitlines()[-n:])
+
+
+class CheckResult(JsonSafeModel):
     """One run of a shell check (``setup``, ``verify``, ``final_verify``)."""
 
     command: str
@@ -39,7 +56,7 @@ class CheckResult(BaseModel):
         )
 
 
-class CommitPatch(BaseModel):
+class CommitPatch(JsonSafeModel):
     """An attempt's commit as data (``git diff --binary start..head`` and its message).
 
     Persisted with the result, so a cache hit can recreate the attempt branch on any
@@ -65,7 +82,7 @@ class CommitPatch(BaseModel):
         return self.diff.encode("utf-8")
 
 
-class AttemptResult(BaseModel):
+class AttemptResult(JsonSafeModel):
     """One agent attempt at one task, from worktree to committed branch."""
 
     task_id: str
@@ -108,7 +125,7 @@ class TaskOutcome(StrEnum):
     NOT_RUN = "not run"  # interrupted before it started
 
 
-class TaskReport(BaseModel):
+class TaskReport(JsonSafeModel):
     """One row of the summary."""
 
     task: str
@@ -119,13 +136,21 @@ class TaskReport(BaseModel):
     tokens: int = 0
     duration_s: float = 0.0
     applied_commit: str | None = None
+    verify_tail: str = Field(
+        "", description="a failed task's last lines of verify's output (the artifact has more)"
+    )
+
+    @field_validator("detail")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        return one_line(value)
 
     @property
     def applied(self) -> bool:
         return self.outcome in (TaskOutcome.APPLIED, TaskOutcome.ALREADY_APPLIED)
 
 
-class SprintReport(BaseModel):
+class SprintReport(JsonSafeModel):
     """The whole sprint: what ``agentfleet run`` prints and ``--report`` writes."""
 
     sprint: str
@@ -141,6 +166,11 @@ class SprintReport(BaseModel):
     target_sha: str | None = None
     target_note: str = ""
     interrupted: bool = False
+
+    @field_validator("target_note")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        return one_line(value, limit=1000)
     duration_s: float = 0.0
 
     @property
@@ -162,7 +192,8 @@ class SprintReport(BaseModel):
         rows = [
             (
                 t.task,
-                t.outcome.value + (f" ({t.detail})" if t.detail else ""),
+                t.outcome.value
+                + (f" ({one_line(t.detail, TABLE_DETAIL_MAX)})" if t.detail else ""),
                 t.attempt_branch or "-",
                 str(len(t.files)),
                 f"{t.tokens:,}",
@@ -176,6 +207,16 @@ class SprintReport(BaseModel):
                  for r in [header, *rows]]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
+
+    def failure_details(self) -> str:
+        """For each task whose verify failed, the last lines of its output ('' if none)."""
+        blocks = [
+            f"{t.task}: verify failed, last {FAILED_OUTPUT_LINES} lines of its output:\n"
+            + "\n".join(f"  {line}" for line in t.verify_tail.splitlines())
+            for t in self.tasks
+            if t.verify_tail and not t.applied
+        ]
+        return "\n\n".join(blocks)
 
     def summary_line(self) -> str:
         """One closing sentence: where the target is and whether it was verified."""

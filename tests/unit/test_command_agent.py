@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -49,12 +50,16 @@ def test_completed_with_final_message_and_changed_file(repo: Path) -> None:
     assert OutputLine(stream="stderr", text="note") in events
 
 
-def test_failing_command_is_fatal_with_its_output_tail(repo: Path) -> None:
+def test_failing_command_is_fatal_saying_its_exit_status(repo: Path) -> None:
     outcome = run_agent(_request(repo, "echo trying; echo 'no idea how' >&2; exit 7"))
     assert outcome.ending is Ending.FAILED_FATAL and not outcome.retryable
     assert outcome.exit_status == 7
-    assert outcome.error is not None and "no idea how" in outcome.error
+    # The reason is one line; the output stays in the tail (log, artifact).
+    assert outcome.error == "command exited 7"
+    assert "no idea how" in outcome.stderr_tail and "trying" in outcome.stderr_tail
     assert outcome.files_changed == []
+    killed = run_agent(_request(repo, "kill -TERM $$"))
+    assert killed.error == "command killed by SIGTERM"
 
 
 def test_prompt_arrives_on_stdin_and_in_env(repo: Path) -> None:
@@ -66,6 +71,35 @@ def test_prompt_arrives_on_stdin_and_in_env(repo: Path) -> None:
     assert (repo / "from_stdin.txt").read_text() == prompt
     assert (repo / "from_env.txt").read_text() == prompt
     assert outcome.final_message == "from agent.env"
+
+
+def test_a_long_prompt_reaches_stdin_and_the_prompt_file_but_not_the_environment(
+    repo: Path,
+) -> None:
+    # Over 128 KiB in one environment string, exec fails ("Argument list too long").
+    prompt = "".join(f"line {i}: do the thing carefully\n" for i in range(5000))
+    assert len(prompt.encode()) > 128 * 1024
+    request = _request(
+        repo,
+        'cat > from_stdin.txt; cp "$AGENTFLEET_PROMPT_FILE" from_file.txt; '
+        'echo "${AGENTFLEET_PROMPT-unset}" > from_env.txt; echo "$AGENTFLEET_PROMPT_FILE"',
+        prompt=prompt,
+    )
+    # An inherited value must not pose as this prompt.
+    request = replace(request, env={**request.env, "AGENTFLEET_PROMPT": "stale"})
+    outcome = run_agent(request)
+    assert outcome.ok, outcome.error
+    assert (repo / "from_stdin.txt").read_text() == prompt
+    assert (repo / "from_file.txt").read_text() == prompt
+    assert (repo / "from_env.txt").read_text() == "unset\n"
+    # The file lies outside the worktree and is gone once the agent ended.
+    prompt_file = Path(outcome.final_message or "")
+    assert prompt_file.is_absolute() and repo not in prompt_file.parents
+    assert not prompt_file.exists()
+
+    same = 'test "$(cat "$AGENTFLEET_PROMPT_FILE")" = "$AGENTFLEET_PROMPT"'
+    small = run_agent(_request(repo, same, prompt="short"))
+    assert small.ok
 
 
 def test_timeout_and_cancel_leave_nothing(repo: Path) -> None:
