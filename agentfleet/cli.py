@@ -147,15 +147,26 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``agentfleet run PLAN``: run the sprint flow; exit 0 only when all landed verified."""
+    from agentfleet.preflight import check_run
+    from agentfleet.settings import AgentfleetSettings
+
     plan_path = Path(args.plan).resolve()
     checked = load_and_check(plan_path)  # bad input: exit 2 before Prefect even starts
+    redo = list(args.redo or [])
+    check_run(
+        repo_root=checked.repo.root,  # type: ignore[arg-type]
+        task_ids=checked.plan.task_ids,
+        work_dir=AgentfleetSettings().work_dir,
+        report=args.report,
+        redo=redo,
+    )
     for warning in checked.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     # Prefect costs seconds to import and start: only now that the plan is good.
     from flows.sprint import run_and_report
 
     try:
-        report = run_and_report(plan_path, report=args.report, no_cache=args.no_cache)
+        report = run_and_report(plan_path, report=args.report, no_cache=args.no_cache, redo=redo)
     except SprintInterrupted as interrupt:
         print()
         print(interrupt.report.table())
@@ -166,6 +177,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     print()
     print(report.table())
+    details = report.failure_details()
+    if details:
+        print()
+        print(details)
     if report.final_verify is not None:
         fv = report.final_verify
         print(f"final_verify: {'passed' if fv.passed else 'FAILED'} ({fv.command})")
@@ -215,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-cache", action="store_true", help="run every agent afresh, ignoring cached results"
     )
+    run.add_argument(
+        "--redo",
+        action="append",
+        metavar="TASK",
+        help="run TASK again (and the tasks depending on it) and replace its commit on the "
+        "target; repeatable",
+    )
     run.set_defaults(func=cmd_run)
 
     schema = sub.add_parser("schema", help="print the plan file's JSON Schema")
@@ -246,7 +268,8 @@ def report_error(error: AgentfleetError) -> None:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)
     else:
-        print(f"error: {error}", file=sys.stderr)
+        for line in str(error).splitlines() or [type(error).__name__]:
+            print(f"error: {line}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -268,6 +291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, not a traceback
+        print(
+            f"error: agentfleet failed unexpectedly: {type(exc).__name__}: {exc} "
+            "(a bug in agentfleet; please report it with the command that caused it)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

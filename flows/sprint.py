@@ -24,10 +24,11 @@ from agentfleet.attempt import AttemptSpec
 from agentfleet.clean import reap_orphans
 from agentfleet.cli import CheckedPlan, load_and_check
 from agentfleet.errors import AgentfleetError, SprintInterrupted
-from agentfleet.landing import report_for
+from agentfleet.landing import Landing, report_for
 from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.naming import attempt_branch
+from agentfleet.preflight import check_run, redo_closure
 from agentfleet.prompts import Predecessor, compose_prompt
 from agentfleet.results import AttemptResult, SprintReport, TaskReport
 from agentfleet.schedule import Scheduler
@@ -44,13 +45,21 @@ MAX_POOL = 64
 
 
 @flow(name="sprint", task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL))
-def sprint(plan: str, report: str | None = None, no_cache: bool = False) -> SprintReport:
-    """Run a sprint plan (a path to its YAML file) and land the results on its target."""
+def sprint(
+    plan: str, report: str | None = None, no_cache: bool = False, redo: list[str] | None = None
+) -> SprintReport:
+    """Run a sprint plan (a path to its YAML file) and land the results on its target.
+
+    ``redo``: tasks to run again, with the tasks depending on them; their commits on
+    the target are replaced by the new results.
+    """
     logger = get_run_logger()
     checked = load_and_check(Path(plan))
+    settings = AgentfleetSettings()
+    check_run(repo_root=checked.repo.root, task_ids=checked.plan.task_ids,
+              work_dir=settings.work_dir, report=report, redo=redo or [])
     for warning in checked.warnings:
         logger.warning(warning)
-    settings = AgentfleetSettings()
     CANCEL.clear()
     codex = codex_for(checked, settings)
     with SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
@@ -58,7 +67,7 @@ def sprint(plan: str, report: str | None = None, no_cache: bool = False) -> Spri
         # them and free their worktrees before starting new ones.
         reap_orphans(settings.work_dir, checked.repo.root, checked.plan.name,
                      grace_s=settings.stop_grace_s, log=logger.warning)
-        run = SprintRun(checked, settings, codex, no_cache=no_cache)
+        run = SprintRun(checked, settings, codex, no_cache=no_cache, redo=redo or [])
         try:
             sprint_report = run.run()
         except BaseException:
@@ -84,6 +93,7 @@ class SprintRun:
         codex: Path | None,
         *,
         no_cache: bool = False,
+        redo: list[str] | None = None,
     ) -> None:
         self.codex = codex
         # Part of every Codex attempt's cache key; asked once per run.
@@ -93,6 +103,8 @@ class SprintRun:
         self.plan = checked.plan
         self.repo = checked.repo
         self.dec = checked.decomposition
+        # Run again, whatever is on the target or in the cache: named tasks and dependents.
+        self.redo = redo_closure(self.dec, redo or [])
         self.settings = settings
         self.root = self.repo.root
         self.worktree_root = settings.worktree_root(repo_key(self.root), self.plan.name)
@@ -143,18 +155,29 @@ class SprintRun:
             )
             sprint_finished(self.interrupted, self.results)
             raise
-        landing = sequential_apply(
-            repo=self.root,
-            sprint=self.plan.name,
-            base_sha=self.repo.base_sha,
-            target=self.target,
-            order=self.dec.order,
-            results=self.results,
-            blocked_by=sched.blocked_by,
-            final_verify=self.plan.final_verify,
-            verify_timeout_s=self.plan.timeout_s,
-            worktree_root=self.worktree_root,
-        )
+        try:
+            landing = sequential_apply(
+                repo=self.root,
+                sprint=self.plan.name,
+                base_sha=self.repo.base_sha,
+                target=self.target,
+                order=self.dec.order,
+                results=self.results,
+                blocked_by=sched.blocked_by,
+                final_verify=self.plan.final_verify,
+                verify_timeout_s=self.plan.timeout_s,
+                worktree_root=self.worktree_root,
+                redo=self.redo,
+                prompts={t.id: t.prompt for t in self.plan.tasks},
+            )
+        except Exception as exc:  # noqa: BLE001 - every ending gets its summary and report
+            self.logger.error(f"landing failed: {exc}")
+            landing = Landing(
+                tasks=[report_for(t, self.results.get(t), sched.blocked_by)
+                       for t in self.dec.order],
+                target_sha=gitapply.rev_parse(self.root, f"refs/heads/{self.target}"),
+                note=f"landing failed: {exc}; {self.target} not moved",
+            )
         sprint_report = self._report(
             landing.tasks,
             final_verify=landing.final_verify,
@@ -180,7 +203,11 @@ class SprintRun:
     def _already_applied(self) -> dict[str, gitapply.AppliedCommit]:
         if not self.repo.target_exists:
             return {}
-        return gitapply.applied_tasks(self.root, f"refs/heads/{self.target}", self.plan.name)
+        found = gitapply.applied_tasks(self.root, f"refs/heads/{self.target}", self.plan.name)
+        for task_id in self.redo:
+            if found.pop(task_id, None) is not None:
+                self.logger.info(f"{task_id}: on {self.target}, run again (--redo)")
+        return found
 
     def _submit(
         self, task_id: str, done_before: dict[str, gitapply.AppliedCommit]
@@ -232,7 +259,8 @@ class SprintRun:
         waits = ", ".join(self.dec.waits_on.get(task_id, [])) or "nothing"
         self.logger.info(f"{task_id}#1 starts from {start[:10]} (waited for: {waits})")
         self.specs[task_id] = spec
-        return attempt.with_options(refresh_cache=self.no_cache or None).submit(
+        fresh = self.no_cache or task_id in self.redo
+        return attempt.with_options(refresh_cache=fresh or None).submit(
             spec, agent_version=self.agent_version
         )
 
@@ -260,7 +288,9 @@ def codex_for(checked: CheckedPlan, settings: AgentfleetSettings) -> Path | None
     return find_codex(settings.codex_path, PROJECT_ROOT, os.environ.get("PATH"))
 
 
-def run_and_report(plan: Path, *, report: str | None, no_cache: bool) -> SprintReport:
+def run_and_report(
+    plan: Path, *, report: str | None, no_cache: bool, redo: list[str] | None = None
+) -> SprintReport:
     """Run the flow in this process (``agentfleet run``) and return its report.
 
     Errors that stop the flow before it reports (a bad plan, a held lock, no Codex)
@@ -268,6 +298,8 @@ def run_and_report(plan: Path, *, report: str | None, no_cache: bool) -> SprintR
     """
     checked = load_and_check(plan)
     settings = AgentfleetSettings()
+    check_run(repo_root=checked.repo.root, task_ids=checked.plan.task_ids,
+              work_dir=settings.work_dir, report=report, redo=redo or [])
     codex_for(checked, settings)
     with SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
         pass  # refuse a second run at once, before Prefect's start-up; the flow locks again
@@ -275,7 +307,8 @@ def run_and_report(plan: Path, *, report: str | None, no_cache: bool) -> SprintR
         path = Path(report) if report else Path(tmp) / "report.json"
         path.unlink(missing_ok=True)
         try:
-            state = sprint(plan=str(plan), report=str(path), no_cache=no_cache, return_state=True)
+            state = sprint(plan=str(plan), report=str(path), no_cache=no_cache, redo=redo or [],
+                           return_state=True)
         except KeyboardInterrupt as interrupt:
             if path.exists():
                 report_ = SprintReport.model_validate_json(path.read_text())

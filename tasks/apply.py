@@ -24,6 +24,8 @@ def sequential_apply(
     final_verify: str | None,
     verify_timeout_s: float,
     worktree_root: Path,
+    redo: list[str] | None = None,
+    prompts: dict[str, str] | None = None,
 ) -> Landing:
     """Apply results in apply order onto a scratch ref, verify, move the target."""
     logger = get_run_logger()
@@ -41,4 +43,6 @@ def sequential_apply(
         env=agent_env({}),
         log=logger.info,
         cancel=CANCEL,
+        redo=redo or [],
+        prompts=prompts,
     )
