@@ -122,7 +122,9 @@ class Task(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: Id = Field(description=f"The task's name: {ID_RULE}; unique in the plan.")
-    prompt: Prompt = Field(description="What the agent should do, in words.")
+    prompt: Prompt = Field(
+        description="What the agent should do, in words; at most 128 KiB, no NUL byte."
+    )
     paths: Annotated[list[PathPattern], Field(min_length=1)] | None = Field(
         None,
         description="Gitignore-style patterns of the files the task may change, relative to "
@@ -177,7 +179,8 @@ class Plan(BaseModel):
     target: str | None = Field(
         None,
         description="The branch the verified results land on; default: `agentfleet/<name>`. "
-        f"May not lie in `{ATTEMPTS_NAMESPACE}`.",
+        f"May not lie in `{ATTEMPTS_NAMESPACE}`; `refs/heads/x` means the branch `x`; a tag "
+        "(`refs/tags/x`, or a name that is already a tag) is refused.",
     )
     agent: AgentConfig = Field(
         default_factory=AgentConfig, description="The agent every task uses (see `agent` keys)."
