@@ -155,3 +155,15 @@ def test_redo_replaces_a_changed_task_and_its_dependents(make_repo, sprint_env, 
     assert first["alpha"] not in shas and first["beta"] not in shas
     assert any("user's own commit" in line for line in log)
     assert run_git(repo, "show", f"{TARGET}:user.txt") == "mine\n"
+
+
+def test_refs_heads_target_is_that_branch(make_repo, sprint_env, tmp_path):
+    repo = make_repo()
+    run_git(repo, "branch", "keep", "main")
+    plan = plan_file(tmp_path, repo, [command("alpha", "echo a > alpha.txt")],
+                     target="refs/heads/keep")
+    done, report = run(plan, tmp_path / "report.json", sprint_env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert report["target"] == "keep" and report["target_moved"] is True
+    assert run_git(repo, "show", "keep:alpha.txt") == "a\n"
+    assert run_git(repo, "for-each-ref", "refs/heads/refs/") == ""
