@@ -247,6 +247,12 @@ def _parse_class(seg: str, i: int) -> tuple[Intervals, int]:
     return (_complement(cs) if negate else cs), j
 
 
+@lru_cache(maxsize=4096)
+def _char(code: int) -> Intervals:
+    """The set of one literal character (thousands of patterns share their letters)."""
+    return _normalize([(code, code)])
+
+
 @lru_cache(maxsize=65536)
 def _parse_glob(seg: str) -> Glob:
     """Compile one path segment's glob (never '**' alone) into items."""
@@ -273,10 +279,10 @@ def _parse_glob(seg: str) -> Glob:
                     f"has '\\{nxt}': use '/' between folders (a backslash escapes the next "
                     "character)"
                 )
-            items.append(_normalize([(ord(nxt), ord(nxt))]))
+            items.append(_char(ord(nxt)))
             i += 2
         else:
-            items.append(_normalize([(ord(ch), ord(ch))]))
+            items.append(_char(ord(ch)))
             i += 1
     return tuple(items)
 
