@@ -158,6 +158,9 @@ def attempt_markdown(result: AttemptResult, *, sprint: str) -> str:
 
     if outcome is not None and outcome.error:
         parts += ["", "## Error", "", _fence(outcome.error)]
+        # The reason is one line ("command exited 3"); what the agent said is here.
+        if not outcome.ok and outcome.stderr_tail.strip():
+            parts += ["", "## Output (last lines)", "", _fence(outcome.stderr_tail)]
 
     parts += ["", "## Commands", ""]
     commands = outcome.commands if outcome is not None else []

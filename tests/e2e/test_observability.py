@@ -281,7 +281,9 @@ def check_sprint_with_a_failing_task(
     assert related(bad, "sprint") == ["agentfleet.sprint.watch-events"]
     assert related(bad, "branch") == ["agentfleet.branch.agentfleet-attempts/watch-events/bad/1"]
     assert related(bad, "task-run") and related(bad, "flow-run")  # Prefect adds its own
-    assert bad["payload"]["outcome"] == "failed" and "cannot do it" in bad["payload"]["reason"]
+    # The reason is one line with the exit status; the output is in the artifact.
+    assert bad["payload"]["outcome"] == "failed"
+    assert bad["payload"]["reason"] == "agent failed_fatal: command exited 7"
     assert good["payload"]["outcome"] == "succeeded" and good["payload"]["files"] == 1
     sprint = by_name["agentfleet.sprint.failed"]
     assert sprint["resource"]["prefect.resource.id"] == "agentfleet.sprint.watch-events"
@@ -311,7 +313,7 @@ def check_sprint_with_a_failing_task(
     )
     assert message["subject"] == "agentfleet: bad failed"
     assert "Sprint watch-events, task bad failed:" in message["body"]
-    assert "cannot do it" in message["body"]
+    assert "command exited 7" in message["body"]
     assert "agentfleet-attempts/watch-events/bad/1" in message["body"]
     assert not any("good" in b.get("subject", "") for b in webhook.bodies)
 

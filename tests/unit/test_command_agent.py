@@ -206,3 +206,16 @@ def test_isolation_leaves_keys_the_plan_sets_and_other_sandboxes_alone() -> None
     for agent in (AgentConfig(sandbox="read-only"), AgentConfig(sandbox="danger-full-access"),
                   AgentConfig(kind="command", run="true")):
         assert isolation_overrides(agent, private_tmp=False) == {}
+
+
+def test_a_failed_command_s_output_is_in_its_artifact_not_its_reason(repo: Path) -> None:
+    from agentfleet.artifacts import attempt_markdown
+    from agentfleet.results import AttemptResult
+
+    outcome = run_agent(_request(repo, "echo 'Traceback: it broke' >&2; exit 3"))
+    result = AttemptResult(task_id="t", attempt=1, branch="b", start_sha="a" * 40,
+                           succeeded=False, reason=f"agent failed_fatal: {outcome.error}",
+                           outcome=outcome)
+    md = attempt_markdown(result, sprint="s")
+    assert "## Error\n\n```text\ncommand exited 3\n```" in md
+    assert "## Output (last lines)\n\n```text\nTraceback: it broke\n```" in md
