@@ -189,7 +189,7 @@ def test_redo_replaces_a_task_and_keeps_commits_agentfleet_did_not_make(
         ("a", TaskOutcome.APPLIED), ("b", TaskOutcome.ALREADY_APPLIED)]
     assert redone.target_moved
     subjects = sh(repo, "log", "--format=%s", f"main..{TARGET}").splitlines()
-    assert subjects == ["a: agent result", "user: my change", "b: agent result"]
+    assert [s.split(":")[0] for s in subjects] == ["a", "user", "b"]
     assert sh(repo, "show", f"{TARGET}:a.txt") == "a2\n"
     assert sh(repo, "show", f"{TARGET}:user.txt") == "mine\n"
     assert sh(repo, "log", "-1", "--format=%an", f"{TARGET}~1").strip() == "agentfleet"
