@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The UI tests drive Debian's Chromium with Playwright (pip); nothing downloads a browser.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup test test-fast demo lint clean
+.PHONY: setup test test-fast demo bench lint clean
 
 setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
 
@@ -33,8 +33,13 @@ test-fast: setup
 demo: setup
 	$(PY) -m agentfleet.demo
 
+# agentfleet against plain baselines, measured in one run (issue 14): a table and
+# bench/results.json. BENCH_ARGS=--smoke for a quick check, BENCH_ARGS="--only fanout".
+bench: setup
+	$(PY) -m bench $(BENCH_ARGS)
+
 lint: setup
-	$(VENV)/bin/ruff check agentfleet flows tasks blocks tests
+	$(VENV)/bin/ruff check agentfleet flows tasks blocks tests bench
 
 clean:
 	rm -rf $(VENV) node_modules .demo

@@ -49,7 +49,7 @@ from bench.sprints import (
 )
 
 ROWS = ("fanout-cold", "fanout-warm", "idle-gap", "idle-gap-across-sprints",
-        "fixed-start-cold", "fixed-start-warm", "fixed-end-cold", "fixed-end-warm")
+        "fixed-start-cold", "fixed-end-cold", "fixed-start-warm", "fixed-end-warm")
 
 
 @dataclass(frozen=True)

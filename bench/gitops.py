@@ -48,7 +48,7 @@ class Size:
     reps: int
 
 
-FULL = Size(files=50_000, results=100, reps=4)
+FULL = Size(files=50_000, results=100, reps=3)
 SMOKE = Size(files=2_000, results=5, reps=2)
 PER_DIR = 1000
 

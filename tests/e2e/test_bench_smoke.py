@@ -1,0 +1,58 @@
+"""``make bench`` keeps working: every measure runs at a tiny size (``--smoke``).
+
+Real Codex, the scripted model, Prefect's embedded server and a running ``prefect
+server`` on PostgreSQL, as the full bench uses them. Only the shape of
+``results.json`` is checked, and that each measure produced a ratio: no timing is
+asserted, a loaded CI machine decides those.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import GROUPS
+
+pytestmark = [pytest.mark.codex, pytest.mark.server]
+
+ROOT = Path(__file__).resolve().parents[2]
+MACHINE_FACTS = {"date", "cores", "python", "git", "codex", "prefect", "load_average"}
+ROW_KEYS = {"name", "title", "baseline_label", "baseline_s", "agentfleet_s", "ratio",
+            "ratio_of", "goal", "met", "status", "notes", "details"}
+
+
+@pytest.mark.timeout(1800)
+def test_every_measure_runs_at_smoke_size_and_gives_a_ratio(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out),
+         "--work-dir", str(tmp_path / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=1700, stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    results = json.loads(out.read_text())
+
+    assert results["smoke"] is True and results["failed"] == {}
+    assert MACHINE_FACTS <= results["machine"].keys()
+    assert results["machine"]["codex"].startswith("codex-cli")
+    rows = {row["name"]: row for row in results["measures"]}
+    assert list(rows) == [name for group in GROUPS.values() for name in group.ROWS]
+    for name, row in rows.items():
+        assert row.keys() == ROW_KEYS, name
+        if row["status"] == "not measurable yet":
+            assert row["ratio"] is None and row["notes"], name
+            continue
+        assert row["status"] == "measured", name
+        assert isinstance(row["ratio"], float) and row["ratio"] > 0, name
+        assert isinstance(row["agentfleet_s"], float) and row["agentfleet_s"] > 0, name
+        if row["goal"] != "—":
+            assert isinstance(row["met"], bool), name
+    assert rows["idle-gap-across-sprints"]["status"] == "not measurable yet"
+    assert rows["cached-rerun"]["details"]["rerun_requests"] == 0
+    # The table went to stdout, one line per row.
+    for name in rows:
+        assert f"\n{name} " in done.stdout, name
