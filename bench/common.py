@@ -199,8 +199,11 @@ def table(rows: list[Row]) -> str:
         if r.baseline_s is not None:
             base = f"{base} {fmt_s(r.baseline_s)}"
         ratio = "—" if r.ratio is None else f"{r.ratio:.3f}"
+        ours = fmt_s(r.agentfleet_s)
+        if r.details.get("finished") is False:  # stopped at a cap: figures are lower bounds
+            ours, ratio = f"> {ours} (stopped)", f"> {ratio}"
         met = "—" if r.met is None else ("yes" if r.met else "no")
-        lines.append([r.name, base, fmt_s(r.agentfleet_s), ratio, r.goal, met])
+        lines.append([r.name, base, ours, ratio, r.goal, met])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=False)]
 
     def render(cells: list[str]) -> str:
