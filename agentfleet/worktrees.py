@@ -361,10 +361,15 @@ class WorktreeManager:
 
 
 @contextmanager
-def temporary_worktree(repo: Path, commit: str, root: Path) -> Iterator[Path]:
-    """A detached worktree at ``commit`` under ``root``, removed afterwards whatever happens."""
+def temporary_worktree(
+    repo: Path, commit: str, root: Path, *, prefix: str = "verify"
+) -> Iterator[Path]:
+    """A detached worktree at ``commit`` under ``root``, removed afterwards whatever happens.
+
+    Named ``<prefix>-<random>``: what it is for, when one is left behind.
+    """
     manager = WorktreeManager(repo, root)
-    path = manager.add_detached(commit, f"verify-{uuid.uuid4().hex[:10]}")
+    path = manager.add_detached(commit, f"{prefix}-{uuid.uuid4().hex[:10]}")
     try:
         yield path
     finally:
