@@ -77,12 +77,12 @@ def strict_schema(schema: dict[str, Any], defs: Mapping[str, Any] | None = None)
             name = node["$ref"].rsplit("/", 1)[-1]
             merged = {**defs[name], **{k: v for k, v in node.items() if k != "$ref"}}
             return walk(merged)
-        out = {k: walk(v) for k, v in node.items() if k in _KEPT_KEYWORDS}
+        out = {k: walk(v) for k, v in node.items() if k in _KEPT_KEYWORDS - {"properties"}}
         if "properties" in node:
             required = set(node.get("required", []))
             props = {}
-            for name, sub in out["properties"].items():
-                props[name] = sub if name in required else _nullable(sub)
+            for name, sub in node["properties"].items():
+                props[name] = walk(sub) if name in required else _nullable(walk(sub))
             out["properties"] = props
             out["required"] = list(props)
             out["additionalProperties"] = False
@@ -111,6 +111,13 @@ def answer_schema() -> dict[str, Any]:
 
     task = Task.model_json_schema(mode="validation")
     properties = {k: task["properties"][k] for k in PROPOSED_KEYS}
+    # A task's verify overrides the plan's; to the planner it is the task's own check.
+    properties["verify"] = {
+        **properties["verify"],
+        "description": "A shell command of this repository's own tests or linters, run in the "
+        "task's worktree after the agent, that exits 0 only when the task is done; null when "
+        "nothing fits.",
+    }
     properties[WHY_KEY] = {
         "type": "string",
         "description": "One sentence: why this task may run in parallel with the others, "

@@ -222,3 +222,24 @@ def folder_patterns(root: Path, base_sha: str, patterns: Iterable[str]) -> dict[
         if hit is not None:
             found[pattern] = hit
     return found
+
+
+def base_files(repo_path: Path, base: str | None) -> list[str] | None:
+    """The files of ``base`` (default: HEAD), as ``foreach: {files: ...}`` matches them.
+
+    ``git ls-tree -r`` of the commit, submodules left out (they are not files of this
+    repository). None when the repository or the base cannot be read: the repository
+    check reports why.
+    """
+    from agentfleet.gitcmd import run_git
+
+    rev = f"refs/heads/{base}" if base else "HEAD"
+    done = run_git(Path(repo_path), "ls-tree", "-r", "-z", "--full-tree", f"{rev}^{{commit}}")
+    if done.returncode != 0:
+        return None
+    files = []
+    for entry in done.stdout.split("\0"):
+        meta, tab, path = entry.partition("\t")
+        if tab and not meta.startswith("160000"):
+            files.append(path)
+    return files
