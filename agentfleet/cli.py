@@ -13,11 +13,13 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agentfleet.decompose import Decomposition, decompose
 from agentfleet.durations import format_duration
 from agentfleet.errors import AgentfleetError, ConfigError, PlanError, Problem, SprintInterrupted
-from agentfleet.plan import Plan, PlanReading, plan_json_schema, read_plan
+from agentfleet.foreach import Template
+from agentfleet.plan import Plan, PlanReading, plan_json_schema, read_plan, read_plan_data
 from agentfleet.repository import RepoFacts, folder_patterns, inspect_repository
 
 Command = Callable[[argparse.Namespace], int]
@@ -31,6 +33,7 @@ class CheckedPlan:
     repo: RepoFacts
     decomposition: Decomposition
     warnings: list[str] = field(default_factory=list)
+    templates: list[Template] = field(default_factory=list)  # foreach tasks, as expanded
 
 
 def load_and_check(plan_path: Path) -> CheckedPlan:
@@ -38,7 +41,19 @@ def load_and_check(plan_path: Path) -> CheckedPlan:
 
     Reads only: nothing is created in the repository.
     """
-    reading = read_plan(Path(plan_path))
+    return check_reading(read_plan(Path(plan_path)))
+
+
+def check_plan_data(raw: dict[str, Any], plan_path: Path, *, source: str) -> CheckedPlan:
+    """``load_and_check`` for plan data not read from a file (a planner's answer).
+
+    ``plan_path`` is where the plan would be written: ``repo`` is relative to its folder.
+    """
+    return check_reading(read_plan_data(raw, Path(plan_path), source=source))
+
+
+def check_reading(reading: PlanReading) -> CheckedPlan:
+    """Check a plan reading's repository and decompose it; ``PlanError`` lists every problem."""
     problems = list(reading.problems)
     facts: RepoFacts | None = None
     # Repository problems are worth reporting next to plan problems whenever the
@@ -58,6 +73,7 @@ def load_and_check(plan_path: Path) -> CheckedPlan:
         repo=facts,
         decomposition=decomposition,
         warnings=[*facts.warnings, *decomposition.warnings],
+        templates=reading.templates,
     )
 
 
@@ -95,6 +111,21 @@ def render_plan(checked: CheckedPlan) -> str:
         f"{format_duration(plan.timeout_seconds)}, retries {plan.retries}",
         "",
     ]
+    if plan.goal is not None:
+        agent = plan.planner_agent
+        lines += [
+            "goal (the planner proposes the tasks when the sprint runs; `agentfleet decompose` "
+            "shows them now):",
+            *[f"  {line}" for line in plan.goal.strip().splitlines()],
+            f"planner: {agent.kind}, sandbox {agent.sandbox}"
+            + (f", model {agent.model}" if agent.model else "")
+            + ("; the proposed plan waits for review" if plan.review_plan else ""),
+        ]
+        return "\n".join(lines) + "\n"
+    if checked.templates:
+        lines.append("templates (foreach):")
+        lines += [f"  {t.describe()}" for t in checked.templates]
+        lines.append("")
     width = max(len(t) for t in dec.order)
     tasks = {t.id: t for t in plan.tasks}
     for number, wave in enumerate(dec.waves, start=1):

@@ -7,6 +7,7 @@ help (a 429 can, a bad plan cannot).
     AgentfleetError
     ├── ConfigError            settings, environment, Codex not found         (exit 2)
     ├── PlanError              one or more problems in a plan file            (exit 2)
+    │   └── ProposalRejected   the planner's answer still fails the checks    (exit 1)
     ├── SprintLocked           the same sprint already runs on this repo      (exit 2)
     ├── GitError               a git operation failed
     │   ├── NotARepository
@@ -64,6 +65,16 @@ class PlanError(AgentfleetError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ProposalRejected(PlanError):
+    """The planner's last answer still had problems after every re-ask (they are listed)."""
+
+    exit_code = 1
+
+    def __init__(self, problems: list[Problem], asks: int) -> None:
+        self.asks = asks
+        super().__init__(problems)
 
 
 class SprintLocked(AgentfleetError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,6 +31,7 @@ from pydantic import (
 from agentfleet.agent_config import AgentConfig, AgentOverride, agent_problem, merge
 from agentfleet.durations import HINT, parse_duration
 from agentfleet.errors import PlanError, Problem
+from agentfleet.foreach import DEFAULT_MAX_ITEMS, Template, expand, has_templates, needs_files
 from agentfleet.naming import (
     ATTEMPTS_NAMESPACE,
     ID_PATTERN,
@@ -116,6 +117,26 @@ class Limits(BaseModel):
     concurrency: StrictCount = Field(4, ge=1, description="How many agents may run at once.")
 
 
+class Foreach(BaseModel):
+    """A task template's items: one task per file of the base, or per value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    files: PathPattern | None = Field(
+        None,
+        description="A gitignore-style pattern (like `paths`) matched against the base "
+        "commit's files: one task per file, with `{path}`, `{name}`, `{stem}` and `{dir}` "
+        "substituted in `id` (sanitised to the id charset), `prompt`, `paths` (default "
+        "`[\"{path}\"]`) and `verify`.",
+    )
+    values: list[str | int | float] | None = Field(
+        None, description="One task per value, `{value}` substituted as for `files`."
+    )
+    max_items: StrictCount = Field(
+        DEFAULT_MAX_ITEMS, ge=1, description="Refuse an expansion into more tasks than this."
+    )
+
+
 class Task(BaseModel):
     """One piece of work for one agent in its own worktree."""
 
@@ -154,6 +175,12 @@ class Task(BaseModel):
     )
     idle_timeout: Duration | None = Field(
         None, description="Overrides the plan's `idle_timeout` for this task."
+    )
+    foreach: Foreach | None = Field(
+        None,
+        description="Makes the task a template, expanded before the plan is checked: "
+        "`{files: GLOB}` or `{values: [...]}`, with `max_items` (see `foreach` keys). "
+        "`depends_on` may name a template's id to mean all of its tasks.",
     )
 
 
@@ -229,8 +256,24 @@ class Plan(BaseModel):
     limits: Limits = Field(
         default_factory=Limits, description="Resource limits (see `limits` keys)."
     )
-    tasks: Annotated[list[Task], Field(min_length=1)] = Field(
-        description="The tasks of the sprint (see task keys)."
+    tasks: list[Task] = Field(
+        default_factory=list,
+        description="The tasks of the sprint (see task keys); required unless `goal` is given.",
+    )
+    goal: str | None = Field(
+        None,
+        description="Instead of `tasks`: what the sprint should achieve, in words; the "
+        "planner agent proposes the tasks (checked like these) when the sprint runs.",
+    )
+    planner: AgentOverride | None = Field(
+        None,
+        description="The planner's agent (`agentfleet decompose`, `goal`): changes to the "
+        "plan's `agent`, whose sandbox defaults to `read-only` for it.",
+    )
+    review_plan: bool = Field(
+        False,
+        description="With `goal`: pause for a person to approve or reject the proposed plan "
+        "before any task runs.",
     )
 
     _path: Path | None = PrivateAttr(None)
@@ -294,6 +337,11 @@ class Plan(BaseModel):
         """Seconds one attempt of the task may run."""
         return parse_duration(self.effective(task, "timeout"))
 
+    @property
+    def planner_agent(self) -> AgentConfig:
+        """The planner's agent: the plan's, read-only unless ``planner`` says otherwise."""
+        return merge(self.agent.model_copy(update={"sandbox": "read-only"}), self.planner)
+
     def task_agent(self, task: Task | str) -> AgentConfig:
         """The task's agent: the plan's with the task's override merged in."""
         return merge(self.agent, self._task(task).agent)
@@ -323,6 +371,8 @@ def plan_json_schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "agentfleet plan",
         **{k: v for k, v in schema.items() if k != "title"},
+        # Either the tasks, or a goal the planner turns into tasks.
+        "oneOf": [{"required": ["tasks"]}, {"required": ["goal"]}],
     }
 
 
@@ -346,6 +396,11 @@ class PlanReading:
     # Each task's readable path patterns, by its label ("tasks[api]"), even in a plan
     # with problems: the repository checks on them are reported with the rest.
     task_paths: dict[str, list[str]] = field(default_factory=dict)
+    templates: list[Template] = field(default_factory=list)  # foreach tasks, expanded
+
+
+# Lists the files of a base branch (None: HEAD) of a repository; None when it cannot.
+ListFiles = Callable[[Path, str | None], list[str] | None]
 
 
 def load_plan(path: Path) -> Plan:
@@ -356,8 +411,12 @@ def load_plan(path: Path) -> Plan:
     return reading.plan
 
 
-def read_plan(path: Path) -> PlanReading:
-    """Read a plan file, collecting every problem instead of stopping at the first."""
+def read_plan(path: Path, list_files: ListFiles | None = None) -> PlanReading:
+    """Read a plan file, collecting every problem instead of stopping at the first.
+
+    ``foreach`` templates are expanded first, against the files ``list_files`` gives
+    (default: ``git ls-tree`` of the plan's base in its repository).
+    """
     path = Path(path)
     source = str(path)
     reading = PlanReading(source=source)
@@ -391,28 +450,29 @@ def read_plan(path: Path) -> PlanReading:
         )
         return reading
 
-    try:
-        plan = Plan.model_validate(raw)
-    except ValidationError as exc:
-        plan = None
-        for where, message in _translate(exc, raw):
-            problem(where, message)
-    for where, message in _semantic_problems(raw):
-        problem(where, message)
+    return read_plan_data(raw, path, reading=reading, list_files=list_files)
 
-    if plan is not None and not reading.problems:
-        plan._path = path.resolve()
-        reading.plan = plan
+
+def read_plan_data(
+    raw: dict[str, Any],
+    path: Path,
+    *,
+    source: str | None = None,
+    reading: PlanReading | None = None,
+    list_files: ListFiles | None = None,
+) -> PlanReading:
+    """Check a plan's data as if read from the file ``path`` (which need not exist).
+
+    The same checks as a plan file gets: a planner's answer goes through here too.
+    """
+    path = Path(path)
+    reading = reading if reading is not None else PlanReading(source=source or str(path))
+    source = reading.source
+
+    def problem(where: str, message: str) -> None:
+        reading.problems.append(Problem(f"{source}: {where}" if where else source, message))
 
     # What the repository check needs, read leniently from the raw mapping.
-    tasks = raw.get("tasks")
-    if isinstance(tasks, list):
-        ids = _Ids(t.get("id") if isinstance(t, dict) else None for t in tasks)
-        for index, task in enumerate(tasks):
-            paths = task.get("paths") if isinstance(task, dict) else None
-            if isinstance(paths, list):
-                readable = [p for p in paths if isinstance(p, str) and validate_pattern(p) is None]
-                reading.task_paths[f"tasks[{_task_label(task, index, ids)}]"] = readable
     repo = raw.get("repo", None)
     if repo is None or isinstance(repo, str):
         reading.repo_path = (path.resolve().parent / (repo or ".")).resolve()
@@ -426,7 +486,53 @@ def read_plan(path: Path) -> PlanReading:
         reading.target = None if _ref_problem("target", target) else branch_of(target)
     elif target is None and isinstance(name, str) and ID_RE.match(name):
         reading.target = default_target(name)
+
+    origin: dict[str, str] = {}
+    if has_templates(raw):
+        files = None
+        if needs_files(raw) and reading.repo_path is not None:
+            if list_files is None:
+                from agentfleet.repository import base_files as list_files
+            files = list_files(reading.repo_path, reading.base)
+        expansion = expand(raw, files)
+        for where, message in expansion.problems:
+            problem(where, message)
+        raw, origin = expansion.raw, expansion.origin
+        reading.templates = expansion.templates
+    # Each (expanded) task's readable paths, for the repository checks.
+    tasks = raw.get("tasks")
+    if isinstance(tasks, list):
+        ids = _Ids(t.get("id") if isinstance(t, dict) else None for t in tasks)
+        for index, task in enumerate(tasks):
+            paths = task.get("paths") if isinstance(task, dict) else None
+            if isinstance(paths, list):
+                readable = [p for p in paths if isinstance(p, str) and validate_pattern(p) is None]
+                reading.task_paths[f"tasks[{_task_label(task, index, ids)}]"] = readable
+
+    lines: list[tuple[str, str]] = []
+    try:
+        plan = Plan.model_validate(raw)
+    except ValidationError as exc:
+        plan = None
+        lines += _translate(exc, raw)
+    lines += _semantic_problems(raw)
+    # A problem of an expanded task is the template's: said once, at the template.
+    for where, message in dict.fromkeys(_at_template(w, origin) for w in lines):
+        problem(where, message)
+
+    if plan is not None and not reading.problems:
+        plan._path = path.resolve()
+        reading.plan = plan
     return reading
+
+
+def _at_template(line: tuple[str, str], origin: dict[str, str]) -> tuple[str, str]:
+    where, message = line
+    if origin and where.startswith("tasks[") and "]" in where:
+        label, rest = where[len("tasks["):].split("]", 1)
+        if label in origin:
+            return f"tasks[{origin[label]}]{rest}", message
+    return where, message
 
 
 # libyaml's parser when PyYAML has it: a plan of thousands of tasks parses ten times faster.
@@ -712,6 +818,19 @@ def _semantic_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
     elif isinstance(base, str) and (why := branch_name_problem(branch_of(base))) is not None:
         problems.append(("base", why))
 
+    goal = raw.get("goal")
+    if goal is not None and "tasks" in raw:
+        problems.append(("goal", "give either goal: (the planner proposes the tasks) or "
+                         "tasks:, not both"))
+    elif goal is None and "tasks" not in raw:
+        problems.append(("tasks", "required key is missing (or give a goal: for the planner "
+                         "to propose the tasks)"))
+    elif goal is None and raw.get("tasks") == []:
+        problems.append(("tasks", "the plan has no tasks: add at least one under tasks:"))
+    elif isinstance(goal, str) and not goal.strip():
+        problems.append(("goal", "empty goal: say what the sprint should achieve"))
+    problems.extend(_planner_problems(raw))
+
     tasks = raw.get("tasks")
     if not isinstance(tasks, list):
         return problems
@@ -788,6 +907,22 @@ def _nul_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
                 label = _task_label(value, index, ids) if where == "tasks" else str(index)
                 todo.append((f"{where}[{label}]", value))
     return sorted(out)
+
+
+def _planner_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """The planner reads the repository with Codex: a ``command`` agent cannot plan."""
+    if raw.get("goal") is None and raw.get("planner") is None:
+        return []
+    try:
+        agent = AgentConfig.model_validate(raw.get("agent") or {})
+        over = AgentOverride.model_validate(raw["planner"]) if raw.get("planner") else None
+    except ValidationError:
+        return []  # the keys' own validation reports it
+    if merge(agent, over).kind != "codex":
+        where = "planner.kind" if over is not None and over.kind else "planner"
+        return [(where, "the planner is a Codex agent: set planner: {kind: codex} (the "
+                 "tasks may still use command agents)")]
+    return []
 
 
 def _cycles(graph: dict[str, list[str]], order: list[str]) -> list[list[str]]:

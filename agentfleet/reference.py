@@ -15,7 +15,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from agentfleet.agent_config import AgentConfig
-from agentfleet.plan import DURATION, INHERITED_KEYS, Limits, Plan, Task
+from agentfleet.plan import DURATION, INHERITED_KEYS, Foreach, Limits, Plan, Task
 
 START = "<!-- plan-reference:start -->"
 END = "<!-- plan-reference:end -->"
@@ -33,6 +33,13 @@ _SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "Task keys",
         Task,
         "Each item of `tasks:`. Keys that repeat a plan key override it for the task.",
+    ),
+    (
+        "`foreach` keys",
+        Foreach,
+        "Under a task's `foreach:`, which makes it a template: give `files` or `values`. "
+        "The task becomes one task per item before the plan is checked; `agentfleet plan` "
+        "shows the template, how many tasks it became and the first few.",
     ),
 ]
 

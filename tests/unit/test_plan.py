@@ -311,7 +311,8 @@ def test_json_schema() -> None:
     schema = plan_json_schema()
     json.dumps(schema)
     assert schema["$schema"].startswith("https://json-schema.org/")
-    assert set(schema["required"]) == {"name", "tasks"}
+    assert set(schema["required"]) == {"name"}
+    assert schema["oneOf"] == [{"required": ["tasks"]}, {"required": ["goal"]}]
     assert schema["additionalProperties"] is False
     assert schema["properties"]["timeout"]["default"] == "30m"
     task = schema["$defs"]["Task"]["properties"]

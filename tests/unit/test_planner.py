@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from agentfleet.errors import Problem
+from agentfleet.plan import STAGES
 from agentfleet.planner import (
     DECISION_TREE,
     PROPOSED_KEYS,
@@ -14,7 +15,6 @@ from agentfleet.planner import (
     read_answer,
     strict_schema,
 )
-from agentfleet.plan import STAGES
 
 # What OpenAI's strict structured output refuses; Codex sends the schema as is.
 REFUSED = {"pattern", "minItems", "maxItems", "minLength", "maxLength", "default", "title",
