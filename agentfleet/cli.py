@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,14 @@ from typing import Any
 
 from agentfleet.decompose import Decomposition, decompose
 from agentfleet.durations import format_duration
-from agentfleet.errors import AgentfleetError, ConfigError, PlanError, Problem, SprintInterrupted
+from agentfleet.errors import (
+    AgentfleetError,
+    ConfigError,
+    PlanError,
+    Problem,
+    ProposalRejected,
+    SprintInterrupted,
+)
 from agentfleet.foreach import Template
 from agentfleet.plan import Plan, PlanReading, plan_json_schema, read_plan, read_plan_data
 from agentfleet.repository import RepoFacts, folder_patterns, inspect_repository
@@ -156,6 +164,59 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decompose(args: argparse.Namespace) -> int:
+    """``agentfleet decompose GOAL``: the planner proposes a checked plan; write it, show waves."""
+    from agentfleet.agents import find_codex
+    from agentfleet.foreach import sanitize_id_part
+    from agentfleet.locks import repo_key
+    from agentfleet.planner import PlannerRequest, plan_yaml, propose, usage_line
+    from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
+
+    settings = AgentfleetSettings()
+    out = Path(args.output).resolve() if args.output else None
+    plan_path = out if out is not None else Path.cwd() / "plan.yaml"
+    name = args.name or sanitize_id_part(args.goal)[:40].strip("-") or "sprint"
+    header: dict[str, Any] = {"name": name}
+    repo = os.path.relpath(Path(args.repo).resolve(), plan_path.parent)
+    if repo != ".":
+        header["repo"] = repo
+    if args.base:
+        header["base"] = args.base
+    # The goal plan first: a bad repository or base costs no tokens (exit 2).
+    start = check_plan_data({**header, "goal": args.goal}, plan_path, source="decompose")
+    assert start.repo.root is not None and start.repo.base_sha is not None
+    agent = start.plan.planner_agent
+    if args.model:
+        agent = agent.model_copy(update={"model": args.model})
+
+    def check(tasks: list[dict[str, Any]], ask: int) -> CheckedPlan:
+        return check_plan_data({**header, "tasks": tasks}, plan_path, source=f"answer {ask}")
+
+    proposal = propose(PlannerRequest(
+        goal=args.goal, repo=start.repo.root, base_sha=start.repo.base_sha, agent=agent,
+        check=check, env=dict(os.environ),
+        work_root=settings.work_dir / "planner" / repo_key(start.repo.root),
+        timeout_s=start.plan.timeout_seconds,
+        codex_path=find_codex(settings.codex_path, PROJECT_ROOT, os.environ.get("PATH")),
+        grace_s=settings.stop_grace_s, log=lambda line: print(line, file=sys.stderr),
+    ))
+    print(usage_line(proposal), file=sys.stderr)
+    if not proposal.accepted or proposal.checked is None:
+        print(f"the planner's answer still has problems after {proposal.asks} asks:",
+              file=sys.stderr)
+        raise ProposalRejected(proposal.problems, proposal.asks)
+    text = plan_yaml(header, proposal.checked, proposal.reasons, goal=args.goal)
+    summary = render_plan(proposal.checked)
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+        sys.stdout.write(summary)
+        print(f"\nwrote {out}: edit it as you like, then `agentfleet run {args.output}`")
+    else:
+        sys.stdout.write(text)
+        sys.stderr.write(summary)
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     """``agentfleet schema``: print the plan file's JSON Schema."""
     print(json.dumps(plan_json_schema(), indent=2))
@@ -269,6 +330,24 @@ def build_parser() -> argparse.ArgumentParser:
         "target; repeatable",
     )
     run.set_defaults(func=cmd_run)
+
+    dec = sub.add_parser(
+        "decompose",
+        help="let the planner agent propose a checked plan for a goal",
+        description="Run Codex read-only in a temporary worktree of the base to split GOAL "
+        "into tasks, following the seed's decision tree. The answer gets the same checks as "
+        "a plan file; the planner is asked again with the problems, at most twice. Exit 0: "
+        "the plan is written (with a comment per task on why it runs in parallel or waits) "
+        "and its waves shown; 1: still refused after three asks; 2: bad repository or base.",
+    )
+    dec.add_argument("goal", metavar="GOAL", help="what the sprint should achieve, in words")
+    dec.add_argument("--repo", default=".", help="the git repository (default: .)")
+    dec.add_argument("--base", help="the branch to plan from (default: the current branch)")
+    dec.add_argument("-o", "--output", metavar="FILE",
+                     help="write the plan to FILE (default: print it)")
+    dec.add_argument("--name", help="the sprint's name (default: from the goal)")
+    dec.add_argument("--model", help="the planner's model (default: Codex's configured one)")
+    dec.set_defaults(func=cmd_decompose)
 
     schema = sub.add_parser("schema", help="print the plan file's JSON Schema")
     schema.set_defaults(func=cmd_schema)

@@ -419,3 +419,43 @@ def proposal_markdown(proposal: Proposal, goal: str) -> str:
             lines.append(f"| `{tid}` | {task.stage} | {paths} | {why} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def plan_for_goal(
+    checked: CheckedPlan,
+    *,
+    env: Mapping[str, str],
+    work_root: Path,
+    codex_path: Path | None = None,
+    grace_s: float = 5.0,
+    log: Callable[[str], None] = lambda _: None,
+) -> Proposal:
+    """The sprint's decompose stage: the planner's tasks for a plan with ``goal``.
+
+    Each answer is checked as the plan file itself with ``tasks`` in place of ``goal``
+    (its agent, verify, limits ... apply); an accepted ``Proposal.checked`` is the plan
+    the sprint continues with. The planner is ``plan.planner_agent``, given the plan's
+    timeout. Raises ``AgentError`` when Codex fails; a refused answer comes back with
+    ``problems`` (raise ``ProposalRejected`` to stop the sprint).
+    """
+    from agentfleet.cli import check_plan_data  # the CLI's check is the one check
+
+    plan = checked.plan
+    if plan.goal is None:
+        raise ValueError("plan_for_goal needs a plan with goal:")
+    if checked.repo.root is None or checked.repo.base_sha is None:
+        raise ValueError("plan_for_goal needs a checked repository")
+    raw = plan.model_dump(mode="json", exclude_unset=True)
+    raw.pop("goal", None)
+    raw.pop("tasks", None)
+    plan_path = plan.path or checked.repo.root / "plan.yaml"
+
+    def check(tasks: list[dict[str, Any]], ask: int) -> CheckedPlan:
+        return check_plan_data({**raw, "tasks": tasks}, plan_path,
+                               source=f"{plan_path.name}: planner answer {ask}")
+
+    return propose(PlannerRequest(
+        goal=plan.goal, repo=checked.repo.root, base_sha=checked.repo.base_sha,
+        agent=plan.planner_agent, check=check, env=env, work_root=work_root,
+        timeout_s=plan.timeout_seconds, codex_path=codex_path, grace_s=grace_s, log=log,
+    ))
