@@ -165,8 +165,9 @@ def planner_prompt(goal: str, problems: list[Problem] | None = None,
         "name the files, functions and conventions involved.",
         "- paths: gitignore-style patterns, relative to the repository root, of every file the "
         "task may change (src/api/orders.py, src/api/*.py, tests/**). Write a folder with a "
-        "trailing '/' (src/api/): a bare folder name matches only files of that name. null "
-        "means any file, and such a task runs alone.",
+        "trailing '/' (src/api/): a bare folder name matches only files of that name. A "
+        "pattern without '/' (README.md) matches that name in every folder. null means any "
+        "file, and such a task runs alone.",
         "- depends_on: ids of tasks whose results this task needs; it starts from their "
         "results. No cycles.",
         "- stage: foundation, feature, tests or docs; results land in that order.",
