@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import yaml
 
@@ -12,7 +11,8 @@ from tests.e2e.conftest import run_agentfleet
 
 MODULES = [f"src/{pkg}/mod_{i:02d}.py" for pkg in ("billing", "orders", "users")
            for i in range(10)]
-# The agent edits the file its prompt's first line names and notes when it ran (outside the repository).
+# The agent edits the file named on its prompt's first line and notes when it ran
+# (in a file outside the repository).
 AGENT = (
     'f=$(printf "%s\\n" "$AGENTFLEET_PROMPT" | sed -n "1s/^Add a type note to //p"); '
     'echo "start $(date +%s.%N)" >> "$SPANS"; '
