@@ -192,3 +192,35 @@ def test_a_bad_base_costs_no_tokens(planner_model, project, tmp_path):
     assert run.returncode == 2
     assert "branch 'nope' does not exist" in run.stderr
     assert planner_model.requests == []
+
+
+def test_plan_for_goal_gives_the_sprint_a_checked_plan_with_the_plans_own_keys(
+    planner_model, project, tmp_path
+):
+    from agentfleet.cli import load_and_check
+    from agentfleet.planner import plan_for_goal, proposal_markdown
+
+    script(planner_model, VALID)
+    env = env_for(planner_model, tmp_path)
+    plan_file = tmp_path / "sprint.yaml"
+    plan_file.write_text(yaml.safe_dump({
+        "name": "orders", "repo": "orders", "goal": GOAL, "verify": "true",
+        "limits": {"concurrency": 2}, "planner": {"model": "gpt-5.5"},
+    }))
+    checked = load_and_check(plan_file)
+
+    proposal = plan_for_goal(checked, env=env, work_root=tmp_path / "work" / "planner",
+                             codex_path=ROOT / "node_modules" / ".bin" / "codex")
+
+    assert proposal.accepted and proposal.asks == 1
+    assert proposal.usage.input_tokens == 100 and proposal.usage.output_tokens == 20
+    sprint = proposal.checked
+    assert sprint.plan.goal is None and sprint.plan.limits.concurrency == 2
+    assert sprint.plan.task_ids == ["db-index", "orders-api", "docs"]
+    assert sprint.plan.task_verify("docs") == "true"  # the plan's keys apply to its tasks
+    assert sprint.decomposition.waves == [["db-index", "docs"], ["orders-api"]]
+    markdown = proposal_markdown(proposal, GOAL)
+    assert "## Wave 2" in markdown and "| `orders-api` | feature | src/api/ |" in markdown
+    (request,) = planner_model.requests_for("plan")
+    assert request.body["model"] == "gpt-5.5"
+    no_leftovers(project, tmp_path)
