@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from agentfleet.decompose import Decomposition, decompose
 from agentfleet.durations import format_duration
 from agentfleet.errors import (
@@ -175,16 +177,35 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     settings = AgentfleetSettings()
     out = Path(args.output).resolve() if args.output else None
     plan_path = out if out is not None else Path.cwd() / "plan.yaml"
-    name = args.name or sanitize_id_part(args.goal)[:40].strip("-") or "sprint"
-    header: dict[str, Any] = {"name": name}
-    repo = os.path.relpath(Path(args.repo).resolve(), plan_path.parent)
+    header: dict[str, Any] = {}
+    repo_dir = Path(args.repo or ".").resolve()
+    goal = args.goal
+    if args.plan:
+        # A plan file's keys (agent, planner, verify, limits ...) go into the written plan.
+        source = Path(args.plan).resolve()
+        given = load_and_check(source)
+        if given.plan.goal is None:
+            raise ConfigError(f"{args.plan} has tasks already; decompose needs a plan with goal:")
+        header = {k: v for k, v in (yaml.safe_load(source.read_text()) or {}).items()
+                  if k not in ("goal", "tasks")}
+        goal = goal or given.plan.goal
+        repo_dir = given.repo.path.resolve() if args.repo is None else repo_dir
+    if not goal or not goal.strip():
+        raise ConfigError("say what to decompose: agentfleet decompose GOAL (or --plan FILE "
+                          "with goal:)")
+    header.setdefault("name", args.name or sanitize_id_part(goal)[:40].strip("-") or "sprint")
+    if args.name:
+        header["name"] = args.name
+    repo = os.path.relpath(repo_dir, plan_path.parent)
+    header.pop("repo", None)
     if repo != ".":
-        header["repo"] = repo
+        header = {"name": header.pop("name"), "repo": repo, **header}
     if args.base:
         header["base"] = args.base
     # The goal plan first: a bad repository or base costs no tokens (exit 2).
-    start = check_plan_data({**header, "goal": args.goal}, plan_path, source="decompose")
-    assert start.repo.root is not None and start.repo.base_sha is not None
+    start = check_plan_data({**header, "goal": goal}, plan_path, source=args.plan or "decompose")
+    if start.repo.root is None or start.repo.base_sha is None:  # pragma: no cover - checked
+        raise ConfigError("the repository has no base commit")
     agent = start.plan.planner_agent
     if args.model:
         agent = agent.model_copy(update={"model": args.model})
@@ -193,7 +214,7 @@ def cmd_decompose(args: argparse.Namespace) -> int:
         return check_plan_data({**header, "tasks": tasks}, plan_path, source=f"answer {ask}")
 
     proposal = propose(PlannerRequest(
-        goal=args.goal, repo=start.repo.root, base_sha=start.repo.base_sha, agent=agent,
+        goal=goal, repo=start.repo.root, base_sha=start.repo.base_sha, agent=agent,
         check=check, env=dict(os.environ),
         work_root=settings.work_dir / "planner" / repo_key(start.repo.root),
         timeout_s=start.plan.timeout_seconds,
@@ -205,7 +226,7 @@ def cmd_decompose(args: argparse.Namespace) -> int:
         print(f"the planner's answer still has problems after {proposal.asks} asks:",
               file=sys.stderr)
         raise ProposalRejected(proposal.problems, proposal.asks)
-    text = plan_yaml(header, proposal.checked, proposal.reasons, goal=args.goal)
+    text = plan_yaml(header, proposal.checked, proposal.reasons, goal=goal)
     summary = render_plan(proposal.checked)
     if out is not None:
         out.write_text(text, encoding="utf-8")
@@ -340,8 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the plan is written (with a comment per task on why it runs in parallel or waits) "
         "and its waves shown; 1: still refused after three asks; 2: bad repository or base.",
     )
-    dec.add_argument("goal", metavar="GOAL", help="what the sprint should achieve, in words")
-    dec.add_argument("--repo", default=".", help="the git repository (default: .)")
+    dec.add_argument("goal", metavar="GOAL", nargs="?",
+                     help="what the sprint should achieve, in words (default: --plan's goal)")
+    dec.add_argument("--plan", metavar="FILE",
+                     help="a plan with goal: whose keys (agent, planner, verify, limits ...) "
+                     "the planner and the written plan use")
+    dec.add_argument("--repo", help="the git repository (default: --plan's, else .)")
     dec.add_argument("--base", help="the branch to plan from (default: the current branch)")
     dec.add_argument("-o", "--output", metavar="FILE",
                      help="write the plan to FILE (default: print it)")

@@ -224,3 +224,30 @@ def test_plan_for_goal_gives_the_sprint_a_checked_plan_with_the_plans_own_keys(
     (request,) = planner_model.requests_for("plan")
     assert request.body["model"] == "gpt-5.5"
     no_leftovers(project, tmp_path)
+
+
+def test_decompose_a_plan_with_goal_keeps_its_keys_and_uses_its_planner(
+    planner_model, project, tmp_path
+):
+    script(planner_model, VALID)
+    env = env_for(planner_model, tmp_path)
+    goal_plan = tmp_path / "goal.yaml"
+    goal_plan.write_text(yaml.safe_dump({
+        "name": "orders", "repo": "orders", "goal": GOAL, "verify": "true",
+        "planner": {"model": "gpt-5.6-terra"},
+    }, sort_keys=False))
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "plan.yaml"
+
+    run = agentfleet("decompose", "--plan", str(goal_plan), "-o", str(out), env=env,
+                     cwd=tmp_path)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    data = yaml.safe_load(out.read_text())
+    assert {k: data[k] for k in ("name", "repo", "verify", "planner")} == {
+        "name": "orders", "repo": "../orders", "verify": "true",
+        "planner": {"model": "gpt-5.6-terra"}}
+    assert "goal" not in data and len(data["tasks"]) == 3
+    (request,) = planner_model.requests_for("plan")
+    assert request.body["model"] == "gpt-5.6-terra"
+    assert agentfleet("plan", str(out), env=env, cwd=tmp_path).returncode == 0
