@@ -25,8 +25,10 @@ How a value is written into each key:
 
 - ``id``: sanitised to the id charset: lowercased, every run of characters other than
   ``a-z`` and ``0-9`` becomes one ``-``, and ``-`` is trimmed at both ends
-  (``src/Foo_bar.py`` -> ``src-foo-bar-py``, ``__init__`` -> ``init``). Two items whose
-  ids come out equal are refused, naming the items.
+  (``src/Foo_bar.py`` -> ``src-foo-bar-py``, ``__init__`` -> ``init``, ``.`` -> nothing);
+  then repeated ``-`` in the whole id become one and ``-`` is trimmed at its ends
+  (``t-{dir}-{stem}`` of ``setup.py`` is ``t-setup``). Two items whose ids come out
+  equal are refused, naming the items.
 - ``paths``: glob characters (``* ? [ ] \\``) are escaped, so a file named
   ``a[1].py`` stands for itself. (A file at the repository root has no ``/``, so its
   pattern also matches files of that name in folders; that can only serialize more.)
@@ -327,7 +329,8 @@ def _texts(value: Any) -> list[str]:
 def _instance(task: dict[str, Any], item: dict[str, str], kind: str) -> dict[str, Any]:
     """One expanded task: the template without ``foreach``, placeholders substituted."""
     new = {k: v for k, v in task.items() if k != "foreach"}
-    new["id"] = _substitute(task["id"], item, sanitize_id_part)
+    # An empty value ({dir} of a root file) must not leave '--' or a trailing '-'.
+    new["id"] = re.sub("-{2,}", "-", _substitute(task["id"], item, sanitize_id_part)).strip("-")
     if isinstance(task.get("prompt"), str):
         new["prompt"] = _substitute(task["prompt"], item, str)
     if isinstance(task.get("verify"), str):

@@ -175,6 +175,12 @@ def test_an_id_that_sanitises_to_nothing_valid_is_refused():
                              "letter or digit")]
 
 
+def test_an_empty_value_leaves_no_double_dash_in_the_id():
+    out = expand(plan({"id": "t-{dir}-{stem}", "prompt": "p", "foreach": {"files": "*.py"}}),
+                 ["setup.py", "src/app/util.py"])
+    assert [t["id"] for t in out.raw["tasks"]] == ["t-setup", "t-src-app-util"]
+
+
 def test_helpers():
     assert sanitize_id_part("src/Foo_bar.py") == "src-foo-bar-py"
     assert sanitize_id_part("__init__") == "init"
