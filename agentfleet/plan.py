@@ -397,9 +397,6 @@ class PlanReading:
     # with problems: the repository checks on them are reported with the rest.
     task_paths: dict[str, list[str]] = field(default_factory=dict)
     templates: list[Template] = field(default_factory=list)  # foreach tasks, expanded
-    # The model as validated, even when cross-key checks found problems: the repository
-    # checks of its paths are worth reporting with them.
-    parsed: Plan | None = None
 
 
 # Lists the files of a base branch (None: HEAD) of a repository; None when it cannot.
@@ -523,11 +520,9 @@ def read_plan_data(
     for where, message in dict.fromkeys(_at_template(w, origin) for w in lines):
         problem(where, message)
 
-    if plan is not None:
+    if plan is not None and not reading.problems:
         plan._path = path.resolve()
-        reading.parsed = plan
-        if not reading.problems:
-            reading.plan = plan
+        reading.plan = plan
     return reading
 
 
