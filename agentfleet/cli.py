@@ -265,6 +265,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     plan_path = Path(args.plan).resolve()
     checked = load_and_check(plan_path)  # bad input: exit 2 before Prefect even starts
+    if checked.plan.goal is not None:
+        # Until the sprint flow has its decompose stage (planner.plan_for_goal), a goal plan
+        # would run no task at all: say how to get its tasks instead.
+        raise ConfigError(
+            f"{args.plan} has a goal: and no tasks; the sprint flow does not run the planner "
+            f"yet: `agentfleet decompose --plan {args.plan} -o tasks.yaml`, then "
+            "`agentfleet run tasks.yaml`"
+        )
     redo = list(args.redo or [])
     check_run(
         repo_root=checked.repo.root,  # type: ignore[arg-type]
