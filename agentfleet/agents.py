@@ -27,7 +27,7 @@ from agentfleet.codex_events import OutputLine, Transcript, parse_event
 from agentfleet.durations import format_duration
 from agentfleet.errors import AgentError, AgentNotFound
 from agentfleet.outcome import AttemptOutcome, Ending, Usage, classify
-from agentfleet.process import ManagedProcess, Stream, spawn
+from agentfleet.process import ManagedProcess, Stream, spawn, tail_line
 
 OnEvent = Callable[[object], None]
 
@@ -39,6 +39,9 @@ PROMPT_VAR_MAX_BYTES = 64 * 1024
 _STDERR_TAIL = 100
 _OUTPUT_TAIL = 200
 _ERROR_LINES = 20
+# Codex's JSON events hold a command's whole output (aggregated_output): a line cut short
+# no longer parses, so allow more than for plain output, but still a bound.
+_CODEX_LINE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -203,9 +206,15 @@ def _emit(on_event: OnEvent | None, event: object) -> None:
         on_event(event)
 
 
-def _start(argv: list[str], req: AgentRequest, env: Mapping[str, str], on_line) -> ManagedProcess:  # noqa: ANN001
+def _start(
+    argv: list[str], req: AgentRequest, env: Mapping[str, str], on_line,  # noqa: ANN001
+    max_line_bytes: int | None = None,
+) -> ManagedProcess:
+    limit = {"max_line_bytes": max_line_bytes} if max_line_bytes else {}
     try:
-        return spawn(argv, req.worktree, env, req.prompt, on_line=on_line, grace_s=req.grace_s)
+        return spawn(
+            argv, req.worktree, env, req.prompt, on_line=on_line, grace_s=req.grace_s, **limit
+        )
     except FileNotFoundError as exc:
         if not Path(req.worktree).is_dir():
             raise AgentError(f"worktree {req.worktree} does not exist") from exc
@@ -248,7 +257,7 @@ def run_codex_agent(
 
     def on_line(stream: Stream, line: str) -> None:
         if stream == "stderr":
-            stderr_tail.append(line)
+            stderr_tail.append(tail_line(line))
             _emit(on_event, OutputLine(stream=stream, text=line))
             return
         if not line.strip():
@@ -262,7 +271,7 @@ def run_codex_agent(
     env = {**req.env, **tmp, **req.agent.env}
     private = req.private_tmp is not None and env.get("TMPDIR") == str(req.private_tmp)
     argv = codex_argv(codex, req.agent, req.extra_codex_args, private_tmp=private)
-    proc = _start(argv, req, env, on_line)
+    proc = _start(argv, req, env, on_line, _CODEX_LINE_BYTES)
     waited = proc.wait(req.timeout_s, cancel, req.idle_timeout_s, transcript.is_busy)
     stderr = "\n".join(stderr_tail)
     ending, error = classify(
@@ -312,9 +321,9 @@ def run_command_agent(
 
     def on_line(stream: Stream, line: str) -> None:
         with lock:
-            tail.append(line)
+            tail.append(tail_line(line))
             if stream == "stdout" and line.strip():
-                last_stdout[:] = [line.strip()]
+                last_stdout[:] = [tail_line(line.strip())]
         _emit(on_event, OutputLine(stream=stream, text=line))
 
     with _prompt_file(req.prompt) as prompt_file:

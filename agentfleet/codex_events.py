@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import deque
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -312,7 +313,8 @@ class Transcript:
         self.turns_completed = 0
         self.turn_usages: list[Usage] = []
         self.turn_failed: str | None = None
-        self.non_json: list[str] = []
+        # The last lines only: a Codex printing megabytes of non-JSON must not fill memory.
+        self.non_json: deque[str] = deque(maxlen=100)
         self.unknown: list[UnknownEvent | UnknownItem] = []
         self._open_tools: set[str] = set()  # MCP calls and web searches started, not completed
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import re
 import shlex
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path, PurePath
 
 from agentfleet.codex_events import (
@@ -129,3 +132,56 @@ def describe(event: object, root: str | PurePath | None = None) -> str | None:
         case UnknownEvent(type=kind):
             return f"(codex event {kind})"
     return None
+
+
+class LineCap:
+    """Rate-limits an attempt's agent lines: the first ``first`` pass, then a count now and then.
+
+    An agent printing 100 MB would otherwise make 100,000 log rows and slow its own run
+    (and the end of the process) to a crawl. Past the cap, one line per ``every_s`` says
+    how many lines were left out; ``close`` says how many remain unsaid. Thread-safe:
+    stdout and stderr are read by two threads.
+    """
+
+    def __init__(
+        self,
+        first: int = 1000,
+        every_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        where: str = "the attempt's artifact has the output's tail, its branch the files",
+    ) -> None:
+        self.first = first
+        self.every_s = every_s
+        self.clock = clock
+        self.where = where
+        self.seen = 0
+        self.left_out = 0  # past the cap, since the last count was said
+        self._next_count = 0.0
+        self._lock = threading.Lock()
+
+    def admit(self, line: str) -> list[str]:
+        """The lines to log for one more agent line: it, a count, or nothing."""
+        with self._lock:
+            self.seen += 1
+            if self.seen <= self.first:
+                return [line]
+            now = self.clock()
+            if self.seen == self.first + 1:
+                self.left_out = 1
+                self._next_count = now + self.every_s
+                return [f"… more than {self.first:,} lines of output: from now on only their "
+                        f"count, every {self.every_s:g}s ({self.where})"]
+            self.left_out += 1
+            if now < self._next_count:
+                return []
+            self._next_count = now + self.every_s
+            return [self._count()]
+
+    def close(self) -> list[str]:
+        """The last count, if lines were left out since the one before."""
+        with self._lock:
+            return [self._count()] if self.left_out else []
+
+    def _count(self) -> str:
+        n, self.left_out = self.left_out, 0
+        return f"… {n:,} more lines ({self.seen:,} in all)"

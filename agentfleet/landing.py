@@ -10,7 +10,7 @@ result stays on the scratch ref and the report says how to take it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 from agentfleet import apply as gitapply
@@ -45,7 +45,7 @@ def land(
     target: str,
     order: list[str],
     results: Mapping[str, AttemptResult],
-    blocked_by: Mapping[str, str],
+    blocked_by: Mapping[str, Sequence[str]],
     final_verify: str | None,
     verify_timeout_s: float,
     worktree_root: Path,
@@ -219,7 +219,7 @@ def _first_line(result: AttemptResult) -> str:
 
 
 def report_for(
-    task_id: str, result: AttemptResult | None, blocked_by: Mapping[str, str]
+    task_id: str, result: AttemptResult | None, blocked_by: Mapping[str, Sequence[str]]
 ) -> TaskReport:
     """A task's row before landing: failed, blocked, not run, or waiting to be applied."""
     if result is None:
@@ -227,7 +227,7 @@ def report_for(
             return TaskReport(
                 task=task_id,
                 outcome=TaskOutcome.BLOCKED,
-                detail=f"blocked by {blocked_by[task_id]}",
+                detail=blocked_detail(blocked_by[task_id]),
             )
         return TaskReport(task=task_id, outcome=TaskOutcome.NOT_RUN)
     return TaskReport(
@@ -244,3 +244,8 @@ def report_for(
             else ""
         ),
     )
+
+
+def blocked_detail(blockers: Sequence[str]) -> str:
+    """``blocked by a, b``: every task whose failure blocked a task, in apply order."""
+    return "blocked by " + ", ".join(blockers)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 MASK = "****"
 
@@ -59,3 +62,31 @@ class Masker:
 
 
 NO_MASK = Masker()
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _masked(value: Any, mask: Masker) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, list):
+        return [_masked(v, mask) for v in value]
+    if isinstance(value, dict):
+        return {k: _masked(v, mask) for k, v in value.items()}
+    return value
+
+
+def mask_model(model: M, mask: Masker, *, keep: Iterable[str] = ()) -> M:
+    """A copy of ``model`` with every string masked, except its top-level fields ``keep``.
+
+    For an attempt's result: what the agent printed or said is masked before the result
+    is logged, published, persisted or reported; its patch (the files, as committed on
+    the branch) is kept, or the result could not be restored from the cache.
+    """
+    if not mask:
+        return model
+    kept = set(keep)
+    data = model.model_dump(mode="python", exclude=kept)
+    masked = type(model).model_validate(_masked(data, mask))
+    return masked.model_copy(update={k: getattr(model, k) for k in kept})

@@ -37,6 +37,11 @@ Stream = Literal["stdout", "stderr"]
 OnLine = Callable[[Stream, str], None]
 
 _POLL_S = 0.05
+# A line longer than this reaches ``on_line`` cut to it: an agent printing 200 MB without
+# a newline must not hold 200 MB here (and again in every copy made downstream).
+MAX_LINE_BYTES = 64 * 1024
+# What a tail keeps of each line (output tails are bounded in lines *and* in bytes).
+TAIL_LINE_CHARS = 2000
 _SWEEP_ROUNDS = 50  # each round kills what it finds; forks during the sweep need more rounds
 _READER_JOIN_S = 2.0
 
@@ -228,8 +233,10 @@ class ManagedProcess:
         grace_s: float = 5.0,
         marker: str | None = None,
         merge_stderr: bool = False,
+        max_line_bytes: int = MAX_LINE_BYTES,
     ) -> None:
         self.argv = list(argv)
+        self.max_line_bytes = max_line_bytes
         self.marker = marker or uuid.uuid4().hex
         self.grace_s = grace_s
         self._on_line = on_line
@@ -294,13 +301,25 @@ class ManagedProcess:
             stdin.close()
 
     def _read(self, pipe, stream: Stream) -> None:  # noqa: ANN001 - a binary pipe
+        limit = self.max_line_bytes
+        cut = False  # inside a line already passed on cut: drop the rest of it
         with pipe:
-            for raw in iter(pipe.readline, b""):
+            # readline(limit) never holds more than one bounded chunk in memory.
+            for raw in iter(lambda: pipe.readline(limit), b""):
                 self._last_line = time.monotonic()
+                ended = raw.endswith(b"\n")
+                if cut:
+                    cut = not ended
+                    continue
+                if not ended and len(raw) >= limit:
+                    cut = True
                 if self._on_line is None:
                     continue
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if cut:
+                    line += f" … (line cut at {limit:,} bytes)"
                 try:
-                    self._on_line(stream, raw.decode("utf-8", "replace").rstrip("\r\n"))
+                    self._on_line(stream, line)
                 except Exception as exc:  # noqa: BLE001
                     # The pipe must keep draining, or the child blocks on a full pipe.
                     if self.callback_error is None:
@@ -382,15 +401,22 @@ def spawn(
     grace_s: float = 5.0,
     marker: str | None = None,
     merge_stderr: bool = False,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> ManagedProcess:
     """Start ``argv`` (never through a shell) in its own session; stdin gets the text then EOF.
 
     ``merge_stderr`` sends stderr into the stdout pipe, so lines keep their true order.
+    Lines longer than ``max_line_bytes`` are passed on cut to it.
     """
     return ManagedProcess(
         argv, cwd, env, stdin_text, on_line=on_line, grace_s=grace_s, marker=marker,
-        merge_stderr=merge_stderr,
+        merge_stderr=merge_stderr, max_line_bytes=max_line_bytes,
     )
+
+
+def tail_line(line: str) -> str:
+    """A line as an output tail keeps it: at most ``TAIL_LINE_CHARS`` characters."""
+    return line if len(line) <= TAIL_LINE_CHARS else line[:TAIL_LINE_CHARS] + " …"
 
 
 def run_shell(
@@ -408,7 +434,7 @@ def run_shell(
     tail: deque[str] = deque(maxlen=tail_lines)
 
     def collect(stream: Stream, line: str) -> None:
-        tail.append(line)
+        tail.append(tail_line(line))
         if on_line is not None:
             on_line(stream, line)
 

@@ -39,12 +39,51 @@ class Restored(BaseModel):
     restored: bool  # False: the branch already held the result and was kept
 
 
-def capture(repo: Path, start: str, head: str) -> CommitPatch:
-    """The commit ``head`` (over ``start``) as a persistable patch with its message."""
+# A larger patch is not kept in the result (which is persisted, read and copied whole):
+# the attempt branch alone holds such a commit.
+MAX_PATCH_BYTES = 8 * 1024 * 1024
+
+
+def changed_blob_bytes(repo: Path, start: str, head: str) -> int:
+    """The size of the blobs a diff ``start..head`` shows, both sides: a patch's size, about.
+
+    Asked of git's object store, so a 200 MB file is never read to learn it is too large.
+    """
+    raw = git(repo, "diff", "--raw", "-z", "--no-abbrev", "--no-renames", start, head, "--")
+    shas = {
+        sha
+        for entry in raw.split("\0")
+        if entry.startswith(":")
+        for sha in entry.split()[2:4]
+        if sha.strip("0")
+    }
+    if not shas:
+        return 0
+    sizes = git(repo, "cat-file", "--batch-check=%(objectsize)", input="\n".join(sorted(shas)))
+    return sum(int(n) for n in sizes.split() if n.isdigit())
+
+
+def capture(
+    repo: Path, start: str, head: str, *, max_bytes: int = MAX_PATCH_BYTES
+) -> CommitPatch:
+    """The commit ``head`` (over ``start``) as a persistable patch with its message.
+
+    A patch larger than ``max_bytes`` is left out (``omitted_bytes``): the branch holds it.
+    """
+    message = git(repo, "log", "-1", "--format=%B", head).rstrip() + "\n"
+    tree = tree_of(repo, head)
+    size = changed_blob_bytes(repo, start, head)
+    if size > max_bytes:
+        return CommitPatch(diff="", message=message, tree=tree, omitted_bytes=size)
     diff = git(repo, *_DIFF_ARGS, start, head, "--")
-    message = git(repo, "log", "-1", "--format=%B", head)
     # git() decodes with surrogateescape: encoding back gives git's exact bytes.
-    return CommitPatch.of(diff.encode("utf-8", "surrogateescape"), message.rstrip() + "\n")
+    patch = CommitPatch.of(diff.encode("utf-8", "surrogateescape"), message)
+    patch.tree = tree
+    return patch
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):,.1f} MB"
 
 
 def patched_tree(repo: Path, start: str, patch: CommitPatch, *, env: Mapping[str, str]) -> str:
@@ -78,9 +117,20 @@ def restore_branch(
     Otherwise a new commit on ``start`` replaces it. A branch checked out in some
     worktree is never moved (``GitError``).
     """
-    tree = patched_tree(repo, start, patch, env=env)
     ref = f"refs/heads/{branch}"
     current = rev_parse(repo, ref)
+    if patch.omitted_bytes is not None:
+        # Too large to keep: only a branch that still holds the commit can serve it.
+        if current is not None and tree_of(repo, current) == patch.tree:
+            parent = rev_parse(repo, f"{current}^1")
+            if parent is not None and tree_of(repo, parent) == tree_of(repo, start):
+                return Restored(head_sha=current, start_sha=parent, restored=False)
+        raise GitError(
+            f"its patch ({_megabytes(patch.omitted_bytes)}) was too large to keep in the result "
+            f"and the branch {branch} that held it is "
+            + ("gone" if current is None else "changed")
+        )
+    tree = patched_tree(repo, start, patch, env=env)
     if current is not None and tree_of(repo, current) == tree:
         parent = rev_parse(repo, f"{current}^1")
         if parent is not None and tree_of(repo, parent) == tree_of(repo, start):

@@ -66,6 +66,11 @@ class CommitPatch(JsonSafeModel):
     diff: str = Field(description="the binary patch; base64 of its bytes when not UTF-8")
     encoding: Literal["utf-8", "base64"] = "utf-8"
     message: str = ""
+    tree: str = Field("", description="the commit's tree: tells a branch that still holds it")
+    omitted_bytes: int | None = Field(
+        None, description="set when the patch was too large to keep (its size, about): "
+        "then ``diff`` is empty and only the attempt branch holds the commit",
+    )
 
     @classmethod
     def of(cls, data: bytes, message: str) -> CommitPatch:
@@ -234,7 +239,10 @@ class SprintReport(JsonSafeModel):
             else f"{self.target} not moved"
         )
         note = f"; {self.target_note}" if self.target_note else ""
+        missing = [f"{t.task} {t.outcome.value}" for t in self.tasks if not t.applied]
+        # The flow run's state message is this line: it names what did not land.
+        unapplied = f" (not applied: {', '.join(missing)})" if missing else ""
         return (
-            f"sprint {self.sprint}: {applied}/{len(self.tasks)} tasks applied, {fv}, "
+            f"sprint {self.sprint}: {applied}/{len(self.tasks)} tasks applied{unapplied}, {fv}, "
             f"{where}, {self.tokens:,} tokens, {self.duration_s:.1f}s{note}"
         )

@@ -40,13 +40,16 @@ class Scheduler:
         self.waits_on = {t: set(waits_on.get(t, ())) for t in order}
         self.depends_on = {t: set(depends_on.get(t, ())) for t in order}
         self._dependents: dict[str, list[str]] = {t: [] for t in order}
+        self._position = {t: i for i, t in enumerate(order)}
         for t in order:  # in apply order, so blocking reports them in that order
             for d in self.depends_on[t]:
                 if d in self._dependents:
                     self._dependents[d].append(t)
         self.concurrency = concurrency
         self.state: dict[str, TaskState] = {t: TaskState.PENDING for t in order}
-        self.blocked_by: dict[str, str] = {}
+        # Every failed task that blocks a task, in apply order: a task depending on two
+        # failures names both, whichever failed first.
+        self.blocked_by: dict[str, list[str]] = {}
         self._stopped = False
 
     @property
@@ -80,17 +83,26 @@ class Scheduler:
         return [] if succeeded else self._block_dependents_of(task, root=task)
 
     def _block_dependents_of(self, failed: str, root: str) -> list[str]:
+        """Block what depends on ``failed`` (transitively); tasks already blocked learn of
+        ``root`` too. Returns the newly blocked tasks."""
         # Depth first without recursion: a chain of thousands of tasks is deeper than the stack.
         newly: list[str] = []
         work = [iter(self._dependents[failed])]
         while work:
             for task in work[-1]:
-                if self.state[task] is TaskState.PENDING:
+                state = self.state[task]
+                if state is TaskState.PENDING:
                     self.state[task] = TaskState.BLOCKED
-                    self.blocked_by[task] = root
                     newly.append(task)
-                    work.append(iter(self._dependents[task]))
-                    break
+                elif state is not TaskState.BLOCKED:
+                    continue
+                roots = self.blocked_by.setdefault(task, [])
+                if root in roots:
+                    continue
+                roots.append(root)
+                roots.sort(key=self._position.__getitem__)
+                work.append(iter(self._dependents[task]))
+                break
             else:
                 work.pop()
         return newly

@@ -35,6 +35,7 @@ from agentfleet.schedule import Scheduler
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
+from tasks.blocked import blocked
 from tasks.cache import agent_version, settle
 from tasks.observe import SprintProgress, sprint_finished
 from tasks.runtime import CANCEL, stop_everything
@@ -79,7 +80,10 @@ def sprint(
     logger.info("\n" + sprint_report.table())
     logger.info(sprint_report.summary_line())
     if sprint_report.exit_status != 0:
-        return Failed(message=sprint_report.summary_line(), data=sprint_report)
+        # No data: Prefect turns a Failed state's data into the exception a deployment run
+        # raises, and a report is none ("Unexpected result for failed state"). The message
+        # becomes that exception; `agentfleet run` reads the report from its file.
+        return Failed(message=sprint_report.summary_line())
     return Completed(message=sprint_report.summary_line(), data=sprint_report)
 
 
@@ -134,9 +138,14 @@ class SprintRun:
                 task_id = futures.pop(future)
                 result = self._result_of(future, task_id)
                 self.results[task_id] = result
-                for blocked in sched.finish(task_id, result.succeeded):
-                    self.logger.warning(f"{blocked}: not run, blocked by failed {task_id}")
+                for waiter in sched.finish(task_id, result.succeeded):
+                    self.logger.warning(f"{waiter}: not run, blocked by failed {task_id}")
                 progress.update(sched.state)
+            # Every blocked task gets a task run of its own, naming all that blocked it
+            # (known only now: a second failed dependency may come later than the first).
+            for task_id in self.dec.order:
+                if task_id in sched.blocked_by and task_id not in self.results:
+                    blocked(task_id, sched.blocked_by[task_id], return_state=True)
         except BaseException:
             # Ctrl-C, or a cancelled flow run (SIGTERM): stop every agent, let the attempt
             # tasks remove their worktrees, keep what finished.
@@ -215,6 +224,7 @@ class SprintRun:
         task = self.plan.task(task_id)
         heads: list[str] = []
         predecessors: list[Predecessor] = []
+        left_out: list[str] = []  # waited for, but failed: its result is not in the start
         for prior in self.dec.waits_on.get(task_id, []):
             relation = "depends_on" if prior in task.depends_on else "paths overlap"
             if prior in done_before:
@@ -228,6 +238,8 @@ class SprintRun:
                 heads.append(r.head_sha)
                 final = r.outcome.final_message if r.outcome else None
                 predecessors.append(Predecessor(prior, relation, final, r.diffstat))
+            else:
+                left_out.append(prior)
         start = self.repo.base_sha
         if heads:
             start = gitapply.combine(
@@ -256,8 +268,8 @@ class SprintRun:
             allow_external_symlinks=self.plan.allow_external_symlinks,
             lease_dir=lease_dir(self.settings.work_dir, repo_key(self.root), self.plan.name),
         )
-        waits = ", ".join(self.dec.waits_on.get(task_id, [])) or "nothing"
-        self.logger.info(f"{task_id}#1 starts from {start[:10]} (waited for: {waits})")
+        used = [p.task_id for p in predecessors]
+        self.logger.info(f"{task_id}#1: {start_line(start, used, left_out)}")
         self.specs[task_id] = spec
         fresh = self.no_cache or task_id in self.redo
         return attempt.with_options(refresh_cache=fresh or None).submit(
@@ -269,7 +281,7 @@ class SprintRun:
             # A cached result comes back with its branch restored onto this run's start.
             return settle(future, self.specs[task_id], self.logger.info)
         except Exception as exc:  # an agentfleet bug or a git failure, not the agent's
-            self.logger.error(f"{task_id}#1 crashed: {exc}")
+            self.logger.error(f"{task_id}#1: crashed: {exc}")
             return AttemptResult(
                 task_id=task_id,
                 attempt=1,
@@ -278,6 +290,16 @@ class SprintRun:
                 succeeded=False,
                 reason=f"crashed: {exc}",
             )
+
+
+def start_line(start: str, used: list[str], failed: list[str]) -> str:
+    """What an attempt starts from, in words: base or the results it builds on, and which
+    results it waited for in vain."""
+    where = (f"starts from {start[:10]} with the results of {', '.join(used)}" if used
+             else f"starts from base {start[:10]}")
+    if failed:
+        where += f"; waited for {', '.join(failed)}, which failed: not in its start"
+    return where
 
 
 def codex_for(checked: CheckedPlan, settings: AgentfleetSettings) -> Path | None:

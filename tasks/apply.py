@@ -20,7 +20,7 @@ def sequential_apply(
     target: str,
     order: list[str],
     results: dict[str, AttemptResult],
-    blocked_by: dict[str, str],
+    blocked_by: dict[str, list[str]],
     final_verify: str | None,
     verify_timeout_s: float,
     worktree_root: Path,

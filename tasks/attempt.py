@@ -2,23 +2,61 @@
 
 from __future__ import annotations
 
+import logging
+
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from agentfleet.attempt import AttemptSpec, run_attempt
-from agentfleet.event_lines import describe
-from tasks.cache import ATTEMPT_CACHE, finished
+from agentfleet.event_lines import LineCap, describe
+from agentfleet.masking import Masker, mask_model
+from tasks.cache import cache_key, cached_state, finished, lookup
 from tasks.observe import attempt_finished
 from tasks.runtime import CANCEL, agent_env
+
+
+class AttemptLog:
+    """An attempt's log: every line starts ``<task>#<k>:`` and is masked; agent lines capped.
+
+    ``prefect flow-run logs`` shows no task run names, so the prefix says whose line it is.
+    """
+
+    def __init__(
+        self, logger: logging.Logger | logging.LoggerAdapter, spec: AttemptSpec, mask: Masker
+    ) -> None:
+        self.logger = logger
+        self.prefix = f"{spec.task_id}#{spec.attempt}: "
+        self.mask = mask
+        self.cap = LineCap()
+
+    def info(self, message: str) -> None:
+        """One line of agentfleet's own (never capped)."""
+        self.logger.info(self.prefix + self.mask(message))
+
+    def warning(self, message: str) -> None:
+        """One warning of agentfleet's own."""
+        self.logger.warning(self.prefix + self.mask(message))
+
+    def agent(self, line: str) -> None:
+        """One line of what the agent did or printed, within the cap."""
+        for shown in self.cap.admit(line):
+            self.info(shown)
+
+    def close(self) -> None:
+        """Say how many agent lines the cap left out at the end."""
+        for shown in self.cap.close():
+            self.info(shown)
 
 
 @task(
     name="attempt",
     task_run_name="{spec.task_id}#{spec.attempt}",
-    # Reused across runs when nothing that decides the result changed (tasks/cache.py);
-    # JSON keeps the persisted results readable and independent of pickle versions.
-    cache_policy=ATTEMPT_CACHE,
-    persist_result=True,
+    # Reused across runs when nothing that decides the result changed: the task looks its
+    # key up and stores its result itself (tasks/cache.py), so a cached failure stays
+    # Failed. JSON keeps the persisted results readable and independent of pickle versions.
+    cache_policy=NO_CACHE,
+    persist_result=False,
     result_serializer="json",
 )
 def attempt(spec: AttemptSpec, agent_version: str | None = None) -> State:
@@ -26,26 +64,29 @@ def attempt(spec: AttemptSpec, agent_version: str | None = None) -> State:
 
     ``agent_version`` (``codex --version``, found once per run) is only part of the cache key.
     """
-    logger = get_run_logger()
+    key = cache_key(spec, agent_version)
+    cached = lookup(key)
+    if cached is not None:
+        return cached_state(cached)
+    env = agent_env(spec.agent.env)
+    log = AttemptLog(get_run_logger(), spec, Masker.from_env(env))
 
     def on_event(event: object) -> None:
         line = describe(event, spec.worktree_root)
         if line:
-            logger.info(line)
+            log.agent(line)
 
-    result = run_attempt(
-        spec,
-        env=agent_env(spec.agent.env),
-        on_event=on_event,
-        log=logger.info,
-        cancel=CANCEL,
-    )
+    result = run_attempt(spec, env=env, on_event=on_event, log=log.info, cancel=CANCEL)
+    log.close()
+    # What the agent printed or said may hold a secret of its environment: masked before
+    # it is logged, published, persisted or reported.
+    result = mask_model(result, log.mask, keep=("patch",))
     if result.succeeded:
-        logger.info(
+        log.info(
             f"succeeded: {len(result.files)} files, {result.tokens:,} tokens, "
             f"{result.duration_s:.1f}s, branch {result.branch}"
         )
     else:
-        logger.warning(f"failed: {result.reason}")
+        log.warning(f"failed: {result.reason}")
     attempt_finished(spec, result)
-    return finished(spec, result)
+    return finished(spec, result, key)

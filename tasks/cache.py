@@ -1,11 +1,15 @@
-"""Prefect's side of reusing attempt results: the cache policy, the state, the restore.
+"""Prefect's side of reusing attempt results: the key, the lookup, the state, the restore.
 
 An attempt's result is persisted in Prefect's result storage (local files under
 ``PREFECT_RESULTS_LOCAL_STORAGE_PATH``, default ``$PREFECT_HOME/storage``, or the
 block named by ``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK``) under a key that holds
-everything that decides it (``agentfleet.cache_key``). Prefect's default policy
-includes the run id; this one does not, so a rerun, a resume after a crash or a run
-on another machine sharing the storage finds the result and runs no agent.
+everything that decides it (``agentfleet.cache_key``), so a rerun, a resume after a
+crash or a run on another machine sharing the storage finds it and runs no agent.
+
+The attempt task looks the key up and writes it itself instead of through a Prefect
+cache policy: Prefect turns every cache hit into a Completed state, and a cached
+*failure* (verify failed) must stay Failed (red in the UI) when it is served again.
+A hit is a state named ``Cached``, Completed or Failed as the result was.
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from prefect.futures import PrefectFuture
+from prefect.results import get_result_store
+from prefect.settings import PREFECT_TASKS_REFRESH_CACHE
 from prefect.states import Completed, Failed, State
 
 from agentfleet.apply import tree_of
@@ -28,23 +32,38 @@ from agentfleet.errors import AgentfleetError
 from agentfleet.restore import capture, restore_branch
 from agentfleet.results import AttemptResult
 
-
-class AttemptCachePolicy(CachePolicy):
-    """Key an ``attempt(spec, agent_version)`` task run on what decides its result."""
-
-    def compute_key(
-        self,
-        task_ctx: TaskRunContext,
-        inputs: dict[str, Any],
-        flow_parameters: dict[str, Any],
-        **kwargs: Any,
-    ) -> str | None:
-        """The attempt's key: its spec with the start commit's tree instead of the commit."""
-        spec: AttemptSpec = inputs["spec"]
-        return attempt_key(spec, tree_of(spec.repo, spec.start_sha), inputs.get("agent_version"))
+CACHED = "Cached"  # the state name of a result served from the cache, success or failure
 
 
-ATTEMPT_CACHE = AttemptCachePolicy()
+def cache_key(spec: AttemptSpec, agent_version: str | None) -> str:
+    """The attempt's key: its spec with the start commit's tree instead of the commit."""
+    return attempt_key(spec, tree_of(spec.repo, spec.start_sha), agent_version)
+
+
+def _refresh() -> bool:
+    """``--no-cache`` (``attempt.with_options(refresh_cache=True)``) or Prefect's setting."""
+    ctx = TaskRunContext.get()
+    if ctx is not None and ctx.task.refresh_cache is not None:
+        return bool(ctx.task.refresh_cache)
+    return bool(PREFECT_TASKS_REFRESH_CACHE.value())
+
+
+def lookup(key: str) -> AttemptResult | None:
+    """The result stored under ``key`` (call inside the task run), unless refreshing."""
+    if _refresh():
+        return None
+    store = get_result_store()
+    if not store.exists(key):
+        return None
+    value = store.read(key).result
+    return value if isinstance(value, AttemptResult) else None
+
+
+def cached_state(result: AttemptResult) -> State:
+    """The state of a task run served from the cache: red when the result is a failure."""
+    if result.succeeded:
+        return Completed(name=CACHED, data=result, message="cached; no agent run")
+    return Failed(name=CACHED, data=result, message=f"cached failure: {result.reason}")
 
 
 def agent_version(codex: Path | None) -> str | None:
@@ -61,17 +80,19 @@ def agent_version(codex: Path | None) -> str | None:
     return done.stdout.strip() or f"unknown (exit {done.returncode})"
 
 
-def finished(spec: AttemptSpec, result: AttemptResult) -> State:
-    """The attempt task's final state: Completed (cached) or Failed (not cached).
+def finished(spec: AttemptSpec, result: AttemptResult, key: str) -> State:
+    """The attempt task's final state, its result stored under ``key`` when reusable.
 
-    A Failed state is Prefect's way to keep a result out of the cache: the
-    transaction rolls back, the result is still returned to the flow.
+    Completed for a success, Failed for any failure: a cached one (verify failed) too.
     """
     if result.head_sha:
         result.patch = capture(spec.repo, spec.start_sha, result.head_sha)
-    if is_cacheable(result):
-        return Completed(data=result, message=result.reason or None)
-    return Failed(data=result, message=f"{result.reason} (not cached)")
+    cacheable = is_cacheable(result)
+    if cacheable:
+        get_result_store().write(result, key=key)  # replaces what --no-cache ran again
+    if result.succeeded:
+        return Completed(data=result)
+    return Failed(data=result, message=result.reason + ("" if cacheable else " (not cached)"))
 
 
 def settle(
@@ -86,7 +107,7 @@ def settle(
         raise value
     if not isinstance(value, AttemptResult):
         raise AgentfleetError(f"{spec.task_id}#{spec.attempt} returned {type(value).__name__}")
-    if future.state.name != "Cached":
+    if future.state.name != CACHED:
         return value
     result = value.model_copy(deep=True)
     what = "succeeded" if result.succeeded else f"failed: {result.reason}"

@@ -150,7 +150,7 @@ def test_non_json_lines() -> None:
         event = parse_event(text + "\n")
         assert isinstance(event, NonJsonLine) and event.text == text
     t = _fold(["Reading prompt from stdin...", ""])
-    assert t.non_json == ["Reading prompt from stdin..."]
+    assert list(t.non_json) == ["Reading prompt from stdin..."]
 
 
 def test_usage_sums_turns_and_cumulative_usage_can_be_subtracted() -> None:

@@ -36,7 +36,7 @@ def test_failed_dependency_blocks_transitively_but_overlap_waiters_still_run():
     s = Scheduler(order, waits, deps, concurrency=4)
     assert s.take_ready() == ["db"]
     assert s.finish("db", False) == ["api", "tests"]
-    assert s.blocked_by == {"api": "db", "tests": "db"}
+    assert s.blocked_by == {"api": ["db"], "tests": ["db"]}
     assert s.take_ready() == ["docs"]
     s.finish("docs", True)
     assert s.done
@@ -62,3 +62,15 @@ def test_diamond_drains_in_dependency_order():
     order = ["a", "b", "c", "d"]
     waits = {"b": ["a"], "c": ["a"], "d": ["b", "c"]}
     assert drain(Scheduler(order, waits, waits, 4), {}) == [["a"], ["b", "c"], ["d"]]
+
+
+def test_a_task_blocked_by_two_failures_names_both_in_apply_order_whichever_failed_first():
+    order = ["a", "b", "c", "d"]
+    deps = {"c": ["a", "b"], "d": ["c"]}
+    for first, second in (("a", "b"), ("b", "a")):
+        s = Scheduler(order, deps, deps, concurrency=4)
+        assert s.take_ready() == ["a", "b"]
+        assert s.finish(first, False) == ["c", "d"]
+        assert s.finish(second, False) == []  # already blocked: nothing new, but named
+        assert s.blocked_by == {"c": ["a", "b"], "d": ["a", "b"]}
+        assert s.done
