@@ -181,7 +181,7 @@ def _remove_worktree(item: Leftover) -> None:
 
 def _delete_unused_branch(lease: Lease) -> bool:
     """Delete the attempt branch if it holds no commit beyond the attempt's start."""
-    if not lease.repo.exists():
+    if lease.branch is None or not lease.repo.exists():
         return False
     head = run_git(lease.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{lease.branch}")
     if head.returncode != 0 or head.stdout.strip() != lease.start_sha:

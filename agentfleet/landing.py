@@ -9,6 +9,7 @@ result stays on the scratch ref and the report says how to take it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
@@ -16,9 +17,10 @@ from pathlib import Path
 from agentfleet import apply as gitapply
 from agentfleet.commit_text import agent_note, change_summary
 from agentfleet.errors import AgentfleetError, GitError
+from agentfleet.leases import AttemptLease
 from agentfleet.masking import Masker
 from agentfleet.naming import scratch_ref
-from agentfleet.process import run_shell
+from agentfleet.process import ShellResult, observe_spawns, run_shell
 from agentfleet.results import AttemptResult, CheckResult, TaskOutcome, TaskReport, last_lines
 from agentfleet.text import JsonSafeModel
 from agentfleet.worktrees import temporary_worktree
@@ -54,6 +56,7 @@ def land(
     cancel: threading.Event | None = None,
     redo: Collection[str] = (),
     prompts: Mapping[str, str] | None = None,
+    lease_dir: Path | None = None,
 ) -> Landing:
     """Apply every succeeded attempt in ``order``, verify, and move ``target``.
 
@@ -61,6 +64,7 @@ def land(
     (what came after them is replayed). ``prompts``: the plan's prompts, recorded with
     each commit so that a later run sees which changed. A task whose result cannot be
     applied (a conflict, a git failure) fails alone; the others still land.
+    ``lease_dir``: where ``final_verify`` leases its worktree and processes (as attempts do).
     """
     old_target = gitapply.rev_parse(repo, f"refs/heads/{target}")
     head = gitapply.start(repo, sprint, target, base_sha)
@@ -142,8 +146,10 @@ def land(
 
     if final_verify:
         log(f"final_verify: {final_verify}")
-        with temporary_worktree(repo, head, worktree_root) as tree:
-            shell = run_shell(final_verify, tree, env, timeout_s=verify_timeout_s, cancel=cancel)
+        shell = _final_verify(
+            final_verify, repo, sprint, head, worktree_root, lease_dir, env=env,
+            timeout_s=verify_timeout_s, cancel=cancel,
+        )
         landing.final_verify = CheckResult.from_shell(shell)
         if not landing.final_verify.passed:
             gitapply.discard(repo, sprint)
@@ -211,6 +217,39 @@ def _prompt_note(
     note = f"its prompt changed since: `agentfleet run --redo {task_id}` runs it again"
     log(f"{task_id}: already applied; {note}")
     return note
+
+
+def _final_verify(
+    command: str,
+    repo: Path,
+    sprint: str,
+    head: str,
+    worktree_root: Path,
+    lease_dir: Path | None,
+    *,
+    env: Mapping[str, str],
+    timeout_s: float,
+    cancel: threading.Event | None,
+) -> ShellResult:
+    """``final_verify`` in a worktree of its own, leased like an attempt's.
+
+    After a ``kill -9`` of agentfleet, the next run of the sprint or ``agentfleet clean``
+    finds the lease: it stops the verification's processes before removing its worktree.
+    """
+    with temporary_worktree(repo, head, worktree_root) as tree:
+        lease = None
+        if lease_dir is not None:
+            lease = AttemptLease.take(
+                lease_dir / "final_verify.json", sprint=sprint, task_id="final_verify",
+                attempt=1, repo=Path(repo).resolve(), worktree=tree, branch=None,
+                start_sha=head,
+            )  # fmt: skip
+        try:
+            with observe_spawns(lease.add_process) if lease else contextlib.nullcontext():
+                return run_shell(command, tree, env, timeout_s=timeout_s, cancel=cancel)
+        finally:
+            if lease is not None:
+                lease.release()
 
 
 def _first_line(result: AttemptResult) -> str:

@@ -128,7 +128,7 @@ class Lease(BaseModel):
     attempt: int
     repo: Path
     worktree: Path
-    branch: str
+    branch: str | None = Field(None, description="None: a detached worktree (final_verify)")
     start_sha: str
     owner: Owner
     state: Literal["active", "kept"] = "active"

@@ -119,6 +119,11 @@ class AttemptResult(JsonSafeModel):
     def tokens(self) -> int:
         return self.outcome.usage.total if self.outcome else 0
 
+    def __repr__(self) -> str:
+        # Prefect logs a failed task run's state with its data: one line, not the patch.
+        status = "succeeded" if self.succeeded else f"failed: {self.reason[:200]}"
+        return f"AttemptResult({self.task_id}#{self.attempt}, {status})"
+
 
 class TaskOutcome(StrEnum):
     APPLIED = "applied"

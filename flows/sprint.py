@@ -33,6 +33,7 @@ from agentfleet.prompts import Predecessor, compose_prompt
 from agentfleet.results import AttemptResult, SprintReport, TaskReport
 from agentfleet.schedule import Scheduler
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
+from flows.embedded import start_embedded_server
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
 from tasks.blocked import blocked
@@ -178,6 +179,7 @@ class SprintRun:
                 worktree_root=self.worktree_root,
                 redo=self.redo,
                 prompts={t.id: t.prompt for t in self.plan.tasks},
+                lease_dir=lease_dir(self.settings.work_dir, repo_key(self.root), self.plan.name),
             )
         except Exception as exc:  # noqa: BLE001 - every ending gets its summary and report
             self.logger.error(f"landing failed: {exc}")
@@ -325,6 +327,8 @@ def run_and_report(
     codex_for(checked, settings)
     with SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
         pass  # refuse a second run at once, before Prefect's start-up; the flow locks again
+    # On the main thread, before any API call: the embedded server (if any) dies with us.
+    start_embedded_server()
     with tempfile.TemporaryDirectory(prefix="agentfleet-report-") as tmp:
         path = Path(report) if report else Path(tmp) / "report.json"
         path.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from agentfleet.landing import Landing, land
+from agentfleet.masking import Masker, mask_model
 from agentfleet.results import AttemptResult
 from tasks.runtime import CANCEL, agent_env
 
@@ -26,10 +27,12 @@ def sequential_apply(
     worktree_root: Path,
     redo: list[str] | None = None,
     prompts: dict[str, str] | None = None,
+    lease_dir: Path | None = None,
 ) -> Landing:
     """Apply results in apply order onto a scratch ref, verify, move the target."""
     logger = get_run_logger()
-    return land(
+    env = agent_env({})
+    landing = land(
         repo=repo,
         sprint=sprint,
         base_sha=base_sha,
@@ -40,9 +43,12 @@ def sequential_apply(
         final_verify=final_verify,
         verify_timeout_s=verify_timeout_s,
         worktree_root=worktree_root,
-        env=agent_env({}),
+        env=env,
         log=logger.info,
         cancel=CANCEL,
         redo=redo or [],
         prompts=prompts,
+        lease_dir=lease_dir,
     )
+    # final_verify's output goes into the report and the console: no secret of its env.
+    return mask_model(landing, Masker.from_env(env), keep=("tasks",))

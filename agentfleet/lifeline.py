@@ -1,0 +1,41 @@
+"""Run a command that dies with its parent: ``python -m agentfleet.lifeline PID -- ARGV...``.
+
+Linux's ``PR_SET_PDEATHSIG`` asks the kernel to send SIGKILL to a process when the
+thread that started it ends, however it ends (``kill -9`` included, where no handler
+of the parent runs). It is set here, then ``ARGV`` is exec'd and keeps it. ``PID`` is
+the parent: if it died before the lifeline was tied, ``ARGV`` never starts. Used for
+Prefect's embedded server (``flows/embedded.py``): started from the main thread, it
+cannot outlive ``agentfleet run``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def tie_to_parent(parent: int) -> bool:
+    """Ask for SIGKILL when the parent ends; False if it already has (or no such call)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return False
+    return os.getppid() == parent
+
+
+def main(argv: list[str]) -> int:
+    """``PID -- ARGV...``: exec ``ARGV`` tied to ``PID``; exit 1 when ``PID`` is gone."""
+    if len(argv) < 3 or argv[1] != "--" or not argv[0].isdigit():
+        print("usage: python -m agentfleet.lifeline PARENT_PID -- COMMAND...", file=sys.stderr)
+        return 2
+    if not tie_to_parent(int(argv[0])):
+        return 1
+    os.execvp(argv[2], argv[2:])
+    return 1  # not reached: exec replaces this process
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
