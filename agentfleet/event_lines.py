@@ -184,4 +184,4 @@ class LineCap:
 
     def _count(self) -> str:
         n, self.left_out = self.left_out, 0
-        return f"… {n:,} more lines ({self.seen:,} in all)"
+        return f"… {n:,} more line{'' if n == 1 else 's'} ({self.seen:,} in all)"

@@ -14,7 +14,7 @@ from agentfleet.codex_events import (
     TurnStarted,
     parse_event,
 )
-from agentfleet.event_lines import describe, relative_path, shown_command
+from agentfleet.event_lines import LineCap, describe, relative_path, shown_command
 
 STREAMS = Path(__file__).parents[1] / "fixtures" / "codex_streams"
 # The recorded happy path ran in this worktree (see its file_change paths).
@@ -83,3 +83,23 @@ def test_commands_shown_as_the_agent_wrote_them() -> None:
     assert describe(declined) == "$ rm -rf /  -> declined"
     long = describe(ItemStarted(item=CommandExecutionItem(command="echo " + "x" * 500)))
     assert long is not None and len(long) <= 302 and long.endswith("…")
+
+
+def test_line_cap_lets_the_first_lines_through_then_only_a_count_per_interval() -> None:
+    now = [0.0]
+    cap = LineCap(first=3, every_s=10, clock=lambda: now[0])
+    logged = [out for i in range(3) for out in cap.admit(f"line {i}")]
+    assert logged == ["line 0", "line 1", "line 2"]
+    [announce] = cap.admit("line 3")
+    assert announce.startswith("… more than 3 lines of output: from now on only their count")
+    assert [out for _ in range(10_000) for out in cap.admit("x")] == []  # within the interval
+    now[0] = 10.0
+    assert cap.admit("x") == ["… 10,002 more lines (10,005 in all)"]
+    assert cap.admit("x") == []
+    assert cap.close() == ["… 1 more line (10,006 in all)"]
+    assert cap.close() == []
+
+
+def test_line_cap_under_the_cap_says_nothing_at_the_end() -> None:
+    cap = LineCap(first=5)
+    assert cap.admit("only") == ["only"] and cap.close() == []

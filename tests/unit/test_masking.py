@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentfleet.masking import MASK, NO_MASK, Masker, looks_secret, secret_values
+from agentfleet.masking import MASK, NO_MASK, Masker, looks_secret, mask_model, secret_values
 
 
 def test_names_that_look_secret() -> None:
@@ -32,3 +32,30 @@ def test_short_values_and_no_secrets_change_nothing() -> None:
 def test_regex_characters_in_a_secret_are_literal() -> None:
     mask = Masker(["a.b*c+d"])
     assert mask("a.b*c+d axbbcd") == f"{MASK} axbbcd"
+
+
+def test_a_result_is_masked_everywhere_but_its_patch() -> None:
+    from agentfleet.outcome import AttemptOutcome, CommandRun, Ending
+    from agentfleet.results import AttemptResult, CheckResult, CommitPatch
+
+    secret = "sk-live-0123456789"
+    result = AttemptResult(
+        task_id="t", attempt=1, branch="b", start_sha="0" * 40, succeeded=False,
+        reason=f"agent failed_fatal: key={secret}",
+        outcome=AttemptOutcome(
+            ending=Ending.FAILED_FATAL, final_message=f"my key is {secret}",
+            commands=[CommandRun(command=f"echo {secret}", exit_code=0, status="completed")],
+            stderr_tail=f"OPENAI_API_KEY={secret}\n",
+        ),
+        verify=CheckResult(command="env", passed=False, exit_status=1,
+                           output_tail=f"TOKEN={secret}"),
+        patch=CommitPatch(diff=f"+{secret}\n", message="m"),
+    )
+    masked = mask_model(result, Masker.from_env({"OPENAI_API_KEY": secret}), keep=("patch",))
+
+    assert secret not in masked.model_dump_json(exclude={"patch"})
+    assert masked.reason == "agent failed_fatal: key=****"
+    assert masked.outcome is not None and masked.outcome.commands[0].command == "echo ****"
+    assert masked.patch == result.patch  # the files as committed: restorable
+    assert secret in result.model_dump_json()  # the original is left as it was
+    assert mask_model(result, NO_MASK) is result

@@ -242,3 +242,29 @@ def test_kill_all_for_a_lease(tmp_path: Path, env: dict[str, str]) -> None:
     assert proc.pid in killed
     assert find_processes(pgid=proc.pgid, marker=proc.marker) == []
     proc.wait(5)
+
+
+def test_a_huge_line_reaches_on_line_cut_and_memory_stays_bounded(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # 50 MB without a newline, then a normal line: the reader never holds the 50 MB.
+    script = "head -c 50000000 /dev/zero | tr '\\0' x; echo; echo after"
+    lines: list[str] = []
+    proc = spawn(["bash", "-c", script], tmp_path, env, on_line=lambda _, line: lines.append(line))
+    result = proc.wait(timeout_s=60)
+    assert result.exit_status == 0
+    assert len(lines) == 2 and lines[1] == "after"
+    assert lines[0].startswith("x" * 1000) and lines[0].endswith(
+        f" … (line cut at {process.MAX_LINE_BYTES:,} bytes)")
+    assert len(lines[0]) < process.MAX_LINE_BYTES + 100
+
+
+def test_run_shell_tail_is_bounded_in_lines_and_in_bytes(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    script = "for i in $(seq 1 300); do head -c 20000 /dev/zero | tr '\\0' y; echo; done; echo end"
+    done = run_shell(script, tmp_path, env, timeout_s=60)
+    assert done.passed and done.output_tail.endswith("end")
+    lines = done.output_tail.splitlines()
+    assert len(lines) == 200  # the last 200 lines
+    assert all(len(line) <= process.TAIL_LINE_CHARS + 2 for line in lines)

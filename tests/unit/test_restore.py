@@ -169,3 +169,27 @@ def test_the_patch_survives_a_json_round_trip_and_applies_in_a_fresh_clone(
         capture_output=True, check=True, env=ENV,
     ).stdout
     assert blob == "café\n".encode("latin-1")
+
+
+def test_a_patch_over_the_size_limit_is_not_kept_and_only_its_branch_can_serve_it(
+    project: Path, git
+) -> None:
+    start = git(project, "rev-parse", "HEAD").strip()
+    big = os.urandom(300_000)  # incompressible: its patch is larger still
+    head = commit_on(git, project, BRANCH, start, {"big.bin": big, "app/api.py": b"x = 2\n"})
+
+    patch = capture(project, start, head, max_bytes=100_000)
+
+    assert patch.diff == "" and patch.omitted_bytes is not None
+    assert patch.omitted_bytes >= len(big) and patch.tree == tree_of(project, head)
+    assert len(patch.model_dump_json()) < 2_000  # the persisted result stays small
+    # The branch still holds the commit: kept.
+    kept = restore_branch(project, BRANCH, start, patch, env=ENV)
+    assert not kept.restored and kept.head_sha == head
+    # The branch is gone: restoring says why, and that the patch was too large.
+    git(project, "branch", "-D", BRANCH)
+    with pytest.raises(GitError, match=r"too large to keep in the result.*is gone"):
+        restore_branch(project, BRANCH, start, patch, env=ENV)
+    assert not git(project, "branch", "--list", BRANCH)
+    # Under the limit the same commit is captured whole, as before.
+    assert capture(project, start, head).omitted_bytes is None

@@ -1,0 +1,69 @@
+"""A command started through the lifeline dies with its parent, whatever ends the parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agentfleet.process import find_processes
+
+pytestmark = pytest.mark.timeout(60)
+
+# A parent that starts `sleep 1000` through the lifeline, says so, then waits to be killed.
+PARENT = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-m", "agentfleet.lifeline", str(os.getpid()), "--",
+                          "sleep", "1000"])
+print(child.pid, flush=True)
+time.sleep(1000)
+"""
+
+
+def _wait(predicate, timeout_s: float = 15.0) -> None:  # noqa: ANN001
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.05)
+
+
+def _is_sleep(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x001000\x00"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_the_child_dies_with_its_parent(sig: signal.Signals) -> None:
+    marker = uuid.uuid4().hex
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "AGENTFLEET_ATTEMPT_ID": marker}, start_new_session=True,
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        _wait(lambda: _is_sleep(child))  # exec'd: the lifeline is now `sleep`
+        os.kill(parent.pid, sig)
+        parent.wait(timeout=10)
+        _wait(lambda: not find_processes(marker=marker))
+    finally:
+        for pid in find_processes(marker=marker):
+            os.kill(pid, signal.SIGKILL)
+        if parent.poll() is None:
+            parent.kill()
+
+
+def test_a_parent_that_is_already_gone_starts_nothing(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "agentfleet.lifeline", "1", "--", "touch", str(tmp_path / "x")],
+        capture_output=True, timeout=30,
+    )
+    assert done.returncode == 1 and not (tmp_path / "x").exists()
