@@ -87,6 +87,8 @@ def mask_model(model: M, mask: Masker, *, keep: Iterable[str] = ()) -> M:
     if not mask:
         return model
     kept = set(keep)
-    data = model.model_dump(mode="python", exclude=kept)
-    masked = type(model).model_validate(_masked(data, mask))
-    return masked.model_copy(update={k: getattr(model, k) for k in kept})
+    data = model.model_dump(mode="python")
+    masked = {k: v if k in kept else _masked(v, mask) for k, v in data.items()}
+    return type(model).model_validate(masked).model_copy(
+        update={k: getattr(model, k) for k in kept}
+    )

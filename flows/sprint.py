@@ -38,7 +38,7 @@ from tasks.apply import sequential_apply
 from tasks.attempt import attempt
 from tasks.blocked import blocked
 from tasks.cache import agent_version, settle
-from tasks.observe import SprintProgress, sprint_finished
+from tasks.observe import SprintProgress, name_task_run_lines, sprint_finished
 from tasks.runtime import CANCEL, stop_everything
 
 # The scheduler caps agents at the plan's limits.concurrency; the pool only needs to
@@ -56,6 +56,7 @@ def sprint(
     the target are replaced by the new results.
     """
     logger = get_run_logger()
+    name_task_run_lines()
     checked = load_and_check(Path(plan))
     settings = AgentfleetSettings()
     check_run(repo_root=checked.repo.root, task_ids=checked.plan.task_ids,

@@ -102,3 +102,27 @@ def sprint_finished(report: SprintReport, results: Mapping[str, AttemptResult]) 
         ),
     )
     emit(artifacts.sprint_event(report))
+
+
+class _TaskRunNamePrefix(logging.Filter):
+    """Starts every task run's log line with ``<task run name>:``, Prefect's own lines too.
+
+    ``prefect flow-run logs`` prints a flow run's lines without the task run each came
+    from; with the prefix a reader still knows which attempt said what.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = getattr(record, "task_run_name", None)
+        if name:
+            prefix = f"{name}:"
+            message = record.getMessage()
+            if not message.startswith(prefix):
+                record.msg, record.args = f"{prefix} {message}", ()
+        return True
+
+
+def name_task_run_lines() -> None:
+    """Install the prefix on Prefect's task run logger (once per process)."""
+    logger = logging.getLogger("prefect.task_runs")
+    if not any(isinstance(f, _TaskRunNamePrefix) for f in logger.filters):
+        logger.addFilter(_TaskRunNamePrefix())
