@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agentfleet.sample import build_sample_repo, sample_plan, write_plan
 from tests.conftest import run_git
@@ -83,6 +84,66 @@ def test_sprint_deployment_runs_on_a_process_worker_and_cancels_cleanly(
         wait_for(lambda: not processes_under(work), 30, "no agent process left")
         assert run_git(second, "worktree", "list", "--porcelain").count("worktree ") == 1
         assert "validation/1" not in run_git(second, "branch", "--list", "agentfleet-attempts/*")
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+
+
+def test_a_failed_sprint_on_a_worker_ends_failed_with_the_summary_and_no_engine_error(
+    make_repo, sprint_env, tmp_path: Path, prefect_server
+):
+    repo = make_repo()
+    plan = tmp_path / "failing.yaml"
+    plan.write_text(yaml.safe_dump({
+        "name": "deployed-failure", "repo": str(repo),
+        "tasks": [
+            {"id": "good", "prompt": "good", "paths": ["good.txt"],
+             "agent": {"kind": "command", "run": "echo ok > good.txt"}},
+            {"id": "bad", "prompt": "bad", "paths": ["bad.txt"],
+             "agent": {"kind": "command", "run": "echo cannot >&2; exit 7"}},
+        ],
+    }))
+    env = {**sprint_env, "PREFECT_WORKER_QUERY_SECONDS": "1", "PWD": str(ROOT)}
+    prefect("work-pool", "create", "agentfleet-failing", "--type", "process", "--overwrite",
+            env=env)
+    deploy = ROOT / "prefect.yaml"
+    config = yaml.safe_load(deploy.read_text())
+    config["deployments"][0]["work_pool"]["name"] = "agentfleet-failing"
+    config["deployments"][0]["name"] = "sprint-failing"
+    pinned = tmp_path / "prefect-failing.yaml"
+    pinned.write_text(yaml.safe_dump(config))
+    prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(pinned), env=env)
+    worker_log = tmp_path / "worker.log"
+    worker = subprocess.Popen(
+        [*PREFECT, "worker", "start", "--pool", "agentfleet-failing", "--limit", "1"],
+        env=env, cwd=tmp_path, stdout=worker_log.open("w"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        run = subprocess.run(
+            [*PREFECT, "deployment", "run", "sprint/sprint-failing", "--param", f"plan={plan}",
+             "--watch", "--watch-timeout", "240"],
+            env={**env, "PWD": str(tmp_path)}, cwd=ROOT, capture_output=True, text=True,
+            timeout=300, stdin=subprocess.DEVNULL,
+        )
+        flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", run.stdout).group(1)
+        with urllib.request.urlopen(
+            f"{prefect_server.api_url}/flow_runs/{flow_run_id}", timeout=10
+        ) as response:
+            state = json.loads(response.read())["state"]
+        assert state["type"] == "FAILED", run.stdout[-2000:]
+        assert state["message"].startswith(
+            "sprint deployed-failure: 1/2 tasks applied (not applied: bad failed), "
+        ), state["message"]
+        # The worker's log holds the run's log; Prefect no longer chokes on the state.
+        wait_for(lambda: "deployed-failure: 1/2 tasks applied" in worker_log.read_text(), 30,
+                 "the run's summary in the worker's log")
+        log = worker_log.read_text()
+        assert "Unexpected result for failed state" not in log, log[-3000:]
+        assert "cannot be resolved into an exception" not in log
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         try:
