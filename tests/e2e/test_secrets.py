@@ -45,7 +45,18 @@ def test_no_key_is_found_anywhere_a_sprint_wrote(
     key = f"sk-sentinel-{uuid.uuid4().hex}"
     openai_key = f"sk-sentinel-{uuid.uuid4().hex}"
     env = {**sprint_env, model.env_key: key, "OPENAI_API_KEY": openai_key}
-    repo, plan = sample(tasks=[t for t in sample_plan()["tasks"] if t["id"] in TASKS])
+    # A command agent that prints its whole environment (and says the key outright), with a
+    # verify that does the same: its output is logged, published, persisted and reported.
+    printer = {
+        "id": "env-printer", "prompt": "Print the environment.", "paths": ["printed.txt"],
+        "agent": {"kind": "command",
+                  "run": f'env; echo "key: ${model.env_key}" >&2; echo "the key is '
+                         '$OPENAI_API_KEY"; echo printed > printed.txt; echo done'},
+        "verify": f'env; echo "verify sees ${model.env_key}"',
+    }
+    repo, plan = sample(tasks=[t for t in sample_plan()["tasks"] if t["id"] in TASKS] + [printer],
+                        final_verify='env; echo "final sees $OPENAI_API_KEY"; '
+                                     'python3 -m unittest discover -s tests -t . -q')
     report = tmp_path / "report.json"
 
     # While the sprint runs, every command line on the machine is read again and again.
@@ -103,6 +114,8 @@ def test_no_key_is_found_anywhere_a_sprint_wrote(
     for folder in (results, Path(env["AGENTFLEET_WORK_DIR"]), prefect_server.home, repo):
         places += [(str(p), data) for p, data in files_under(folder)]
 
+    # The agent did print the keys: masked where agentfleet wrote them.
+    assert b"the key is ****" in places[1][1] or b"the key is ****" in places[2][1]
     # The searches can see what they look for: this run's results are there, readable.
     assert any(b"def validate_order" in data for name, data in places if name.startswith(
         str(results)))
