@@ -110,8 +110,9 @@ def test_agent_lines_reach_the_task_run_log_while_the_agent_still_runs(
         def files_line_logged() -> bool:
             # Paths relative to the worktree; Codex lists a patch's files in its own order.
             seen[:] = log_lines(prefect_server, run["id"])
+            prefix = "db-indexes#1: files changed: "
             return any(
-                line.startswith("files changed: ") and sorted(line[15:].split(", ")) == [
+                line.startswith(prefix) and sorted(line[len(prefix):].split(", ")) == [
                     "add migrations/002_orders_indexes.sql", "update app/db.py"]
                 for line in seen
             )
@@ -128,10 +129,13 @@ def test_agent_lines_reach_the_task_run_log_while_the_agent_still_runs(
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, output[-3000:]
+    # Every line says whose it is: `prefect flow-run logs` shows no task run names.
+    assert all(line.startswith("db-indexes#1: ") for line in lines), lines
+    lines = [line.removeprefix("db-indexes#1: ") for line in lines]
     assert "$ cat app/db.py" in lines and "$ cat app/db.py  -> exit 0" in lines
     assert not any(line.lstrip().startswith("{") for line in lines)  # no raw JSON
 
-    lines = log_lines(prefect_server, run["id"])
+    lines = [line.removeprefix("db-indexes#1: ") for line in log_lines(prefect_server, run["id"])]
     assert "agent: Added indexes orders_customer and orders_total (migration 002)." in lines
     assert not any("could not create PATH aliases" in line for line in lines)
     assert not any(str(tmp_path) in line for line in lines if line.startswith("files"))
