@@ -112,3 +112,56 @@ def test_clean_removes_empty_folders_but_not_a_running_sprints(repo: Path, tmp_p
         clean(work, yes=True, force=False)
     assert sorted(p.name for p in (work / "worktrees" / key).iterdir()) == ["running"]
     assert list((work / "leases").iterdir()) == []
+
+
+# A process that runs an attempt whose `setup` or `verify` hangs, as `agentfleet run` would.
+HANGING_CHECK = """
+import sys
+from pathlib import Path
+from agentfleet.agent_config import AgentConfig
+from agentfleet.attempt import AttemptSpec, run_attempt
+repo, work, start, check, setup = sys.argv[1:6]
+spec = AttemptSpec(
+    sprint="s1", task_id="t", attempt=1, branch="agentfleet-attempts/s1/t/1", repo=Path(repo),
+    worktree_root=Path(work) / "worktrees" / "k" / "s1", start_sha=start, prompt="p",
+    paths=None, agent=AgentConfig(kind="command", run="echo x > x.txt"), timeout_s=600,
+    setup=check if setup == "setup" else None, verify=check if setup != "setup" else None,
+    lease_dir=Path(work) / "leases" / "k" / "s1",
+)
+run_attempt(spec, env={"PATH": "/usr/bin:/bin"})
+"""
+
+
+@pytest.mark.parametrize("which", ["setup", "verify"])
+def test_a_hanging_setup_or_verify_of_a_killed_run_is_leased_and_stopped_by_clean(
+    make_repo, tmp_path: Path, which: str
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    repo = make_repo()
+    work = tmp_path / "work"
+    started = tmp_path / "started"
+    check = f"touch {started}; exec sleep 1000"
+    run = subprocess.Popen([sys.executable, "-c", HANGING_CHECK, str(repo), str(work),
+                            resolve_commit(repo, "HEAD"), check, which])
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists():
+            assert time.monotonic() < deadline and run.poll() is None, "the check never ran"
+            time.sleep(0.05)
+        run.kill()  # kill -9: the check lives on, its lease names it
+        run.wait()
+        [(_, lease)] = list_leases(work)
+        assert lease is not None and lease.processes
+        marker = lease.processes[-1].marker  # the check: the last process started
+        assert find_processes(marker=marker)
+
+        lines = clean(work, yes=True, force=True, grace_s=1)
+
+        assert any("stopped 1 process(es) of s1/t#1" in line for line in lines), lines
+        assert not find_processes(marker=marker) and not lease.worktree.exists()
+    finally:
+        if run.poll() is None:
+            run.kill()
