@@ -89,4 +89,4 @@ def attempt(spec: AttemptSpec, agent_version: str | None = None) -> State:
     else:
         log.warning(f"failed: {result.reason}")
     attempt_finished(spec, result)
-    return finished(spec, result, key)
+    return finished(spec, result, key, log.warning)

@@ -53,9 +53,12 @@ def lookup(key: str) -> AttemptResult | None:
     if _refresh():
         return None
     store = get_result_store()
-    if not store.exists(key):
+    try:
+        if not store.exists(key):
+            return None
+        value = store.read(key).result
+    except Exception:  # noqa: BLE001 - an unreadable record is a miss: the attempt runs
         return None
-    value = store.read(key).result
     return value if isinstance(value, AttemptResult) else None
 
 
@@ -80,7 +83,9 @@ def agent_version(codex: Path | None) -> str | None:
     return done.stdout.strip() or f"unknown (exit {done.returncode})"
 
 
-def finished(spec: AttemptSpec, result: AttemptResult, key: str) -> State:
+def finished(
+    spec: AttemptSpec, result: AttemptResult, key: str, warn: Callable[[str], None]
+) -> State:
     """The attempt task's final state, its result stored under ``key`` when reusable.
 
     Completed for a success, Failed for any failure: a cached one (verify failed) too.
@@ -89,7 +94,10 @@ def finished(spec: AttemptSpec, result: AttemptResult, key: str) -> State:
         result.patch = capture(spec.repo, spec.start_sha, result.head_sha)
     cacheable = is_cacheable(result)
     if cacheable:
-        get_result_store().write(result, key=key)  # replaces what --no-cache ran again
+        try:
+            get_result_store().write(result, key=key)  # replaces what --no-cache ran again
+        except Exception as exc:  # noqa: BLE001 - the result stands; only its reuse is lost
+            warn(f"could not store the result for reuse: {exc}")
     if result.succeeded:
         return Completed(data=result)
     return Failed(data=result, message=result.reason + ("" if cacheable else " (not cached)"))
