@@ -13,13 +13,13 @@ and printed "Failed to send telemetry". Only where the user did not decide other
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 from typing import Any
 
 import prefect
-from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_SERVER_EPHEMERAL_ENABLED,
@@ -34,32 +34,41 @@ QUIET = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 MIN_STARTUP_TIMEOUT_S = 120
 
 
-class EmbeddedServer(SubprocessASGIServer):
-    """``SubprocessASGIServer`` whose process dies with the thread that starts it."""
+@functools.cache
+def embedded_server_class() -> type:
+    """``SubprocessASGIServer`` whose process dies with the thread that starts it.
 
-    def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-        # Prefect 3.9's command and environment, behind the lifeline.
-        server_env = {
-            "PREFECT_UI_ENABLED": "0",
-            "PREFECT__SERVER_EPHEMERAL": "1",
-            "PREFECT__SERVER_FINAL": "1",
-        }
-        uvicorn = [
-            sys.executable, "-m", "uvicorn",
-            "--app-dir", str(prefect.__module_path__.parent),
-            "--factory", "prefect.server.api.server:create_app",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--log-level", "error", "--lifespan", "on",
-        ]  # fmt: skip
-        return subprocess.Popen(
-            [sys.executable, "-m", "agentfleet.lifeline", str(os.getpid()), "--", *uvicorn],
-            env={
-                **QUIET,
-                **os.environ,
-                **server_env,
-                **get_current_settings().to_environment_variables(exclude_unset=True),
-            },
-        )
+    Made on first use: importing Prefect's server costs seconds that a run against
+    ``PREFECT_API_URL`` (or one refused at once) should not pay.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+
+    class EmbeddedServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            # Prefect 3.9's command and environment, behind the lifeline.
+            server_env = {
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+            }
+            uvicorn = [
+                sys.executable, "-m", "uvicorn",
+                "--app-dir", str(prefect.__module_path__.parent),
+                "--factory", "prefect.server.api.server:create_app",
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--log-level", "error", "--lifespan", "on",
+            ]  # fmt: skip
+            return subprocess.Popen(
+                [sys.executable, "-m", "agentfleet.lifeline", str(os.getpid()), "--", *uvicorn],
+                env={
+                    **QUIET,
+                    **os.environ,
+                    **server_env,
+                    **get_current_settings().to_environment_variables(exclude_unset=True),
+                },
+            )
+
+    return EmbeddedServer
 
 
 def start_embedded_server() -> str | None:
@@ -71,10 +80,12 @@ def start_embedded_server() -> str | None:
     """
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         return None
+    from prefect.server.api.server import SubprocessASGIServer
+
     server = SubprocessASGIServer._instances.get(None)
     if server is None or not server.running:
         SubprocessASGIServer._instances.pop(None, None)
-        server = EmbeddedServer()
+        server = embedded_server_class()()
         server.start(
             timeout=max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(),
                         MIN_STARTUP_TIMEOUT_S)
