@@ -126,7 +126,8 @@ def settle(
                 spec.repo, spec.branch, spec.start_sha, result.patch, env=os.environ
             )
         except AgentfleetError as exc:
-            log(f"{spec.task_id}#{spec.attempt}: cached result could not be restored: {exc}")
+            log(f"{spec.task_id}#{spec.attempt}: cached result could not be restored: {exc}; "
+                "run again with --no-cache")
             return result.model_copy(
                 update={"succeeded": False, "reason": f"cached result not restorable: {exc}; "
                         "run again with --no-cache"}
