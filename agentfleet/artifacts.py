@@ -128,7 +128,9 @@ def attempt_markdown(result: AttemptResult, *, sprint: str) -> str:
                                                        if result.reason else "")))
     if outcome is not None:
         facts.append(("agent ended", outcome.ending.value))
-    facts.append(("branch", _code(result.branch)))
+    # A failed attempt that committed nothing keeps no branch (agentfleet.attempt).
+    branch = _code(result.branch) if result.head_sha else "none (nothing committed)"
+    facts.append(("branch", branch))
     facts.append(("start", _code(result.start_sha[:10])))
     if result.head_sha:
         facts.append(("commit", _code(result.head_sha[:10])))

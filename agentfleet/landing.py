@@ -273,7 +273,8 @@ def report_for(
         task=task_id,
         outcome=TaskOutcome.NOT_APPLIED if result.succeeded else TaskOutcome.FAILED,
         detail="" if result.succeeded else result.reason,
-        attempt_branch=result.branch,
+        # Only an attempt that committed keeps its branch: never name one that is gone.
+        attempt_branch=result.branch if result.head_sha else None,
         files=result.files,
         tokens=result.tokens,
         duration_s=result.duration_s,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agentfleet import apply as ga
-from agentfleet.landing import land
+from agentfleet.landing import land, report_for
 from agentfleet.naming import attempt_branch
 from agentfleet.results import AttemptResult, CheckResult, SprintReport, TaskOutcome
 from tests.support.git_env import fixture_commit, sh, without_git_identity
@@ -223,3 +223,12 @@ def test_drop_commits_keeps_author_and_date_and_refuses_what_it_cannot_replay(re
     ]
     with pytest.raises(ga.GitError, match="not on the history"):
         ga.drop_commits(repo, top, [w], env=dict(os.environ))
+
+
+def test_a_failed_attempt_names_its_branch_only_when_it_kept_one() -> None:
+    """A failed attempt that committed nothing keeps no branch: the report names none."""
+    nothing = AttemptResult(task_id="a", attempt=1, branch="agentfleet-attempts/s/a/1",
+                            start_sha="0" * 40, succeeded=False, reason="command exited 1")
+    committed = nothing.model_copy(update={"head_sha": "1" * 40, "reason": "verify failed"})
+    assert report_for("a", nothing, {}).attempt_branch is None
+    assert report_for("a", committed, {}).attempt_branch == "agentfleet-attempts/s/a/1"
