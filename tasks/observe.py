@@ -118,6 +118,10 @@ class _TaskRunNamePrefix(logging.Filter):
             message = record.getMessage()
             if not message.startswith(prefix):
                 record.msg, record.args = f"{prefix} {message}", ()
+        if record.exc_info == (None, None, None):
+            # Prefect logs a returned Failed state with exc_info=True and no exception,
+            # which prints a bare "NoneType: None" line under it.
+            record.exc_info = None
         return True
 
 
