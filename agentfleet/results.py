@@ -131,6 +131,7 @@ class TaskOutcome(StrEnum):
     FAILED = "failed"
     BLOCKED = "blocked"
     CONFLICT = "conflict"
+    EJECTED = "ejected"  # applied, then taken out again: it broke final_verify
     NOT_APPLIED = "not applied"
     NOT_RUN = "not run"  # interrupted before it started
 
