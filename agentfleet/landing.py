@@ -457,10 +457,10 @@ class _Stacker:
             self.repo, tree, [head],
             f"agentfleet: merging {task_id} (conflict markers in {', '.join(files)})\n",
         )  # fmt: skip
-        ours = [t for t, _ in stack] or [f"{self.target} as it was"]
+        ours = {t: self.prompts.get(t) or self.results[t].prompt for t, _ in stack}
         prompt = resolve_prompt(
             task_id, self.prompts.get(task_id) or result.prompt, files,
-            {t: self.prompts.get(t, "") for t in ours},
+            ours or {self.target: "its commits as they are"},
         )  # fmt: skip
         new = self._attempt(task_id, "resolve", merging, prompt)
         if new is None or not new.succeeded or not new.head_sha:
