@@ -22,6 +22,7 @@ from agentfleet.errors import AgentfleetError, GitError
 from agentfleet.leases import AttemptLease
 from agentfleet.masking import Masker
 from agentfleet.naming import scratch_ref
+from agentfleet.plan import Plan
 from agentfleet.process import ShellResult, observe_spawns, run_shell
 from agentfleet.results import (
     AttemptResult,
@@ -107,6 +108,18 @@ class LandingPolicy(JsonSafeModel):
     def strategy(self, task_id: str) -> ConflictStrategy:
         """The task's ``on_conflict``."""
         return self.on_conflict.get(task_id, self.default)
+
+
+def policy_of(plan: Plan) -> LandingPolicy:
+    """The landing policy a plan's keys ask for."""
+    return LandingPolicy(
+        on_conflict={t.id: plan.task_on_conflict(t) for t in plan.tasks},
+        default=plan.on_conflict,
+        max_reruns=plan.max_reruns,
+        on_final_verify_failure=plan.on_final_verify_failure,
+        max_ejections=plan.max_ejections,
+        concurrency=plan.limits.concurrency,
+    )
 
 
 def land(
