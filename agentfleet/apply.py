@@ -443,3 +443,42 @@ def diffstat_of(repo: Path, sha: str) -> str:
 
 def _branch_ref(branch: str) -> str:
     return branch if branch.startswith("refs/") else f"refs/heads/{branch}"
+
+
+# ---------------------------------------------------------------- push
+
+
+def remote_value(repo: Path, remote: str, ref: str, *, env: Mapping[str, str]) -> str | None:
+    """Where ``ref`` is on ``remote`` now (``git ls-remote``), None when it is not there."""
+    done = run_git(repo, "ls-remote", "--end-of-options", remote, ref, env=env)
+    if done.returncode != 0:
+        raise git_error(repo, ("ls-remote", remote, ref), done.returncode, done.stderr)
+    for line in done.stdout.splitlines():
+        sha, _, name = line.partition("\t")
+        if name == ref:
+            return sha
+    return None
+
+
+def push_leased(
+    repo: Path,
+    remote: str,
+    updates: Mapping[str, tuple[str, str | None]],
+    *,
+    env: Mapping[str, str],
+) -> str | None:
+    """Push ``{ref: (sha, expected)}`` to ``remote``, each leased on its expected value.
+
+    ``expected`` is the value last seen on the remote (None: the ref must not exist
+    there), so someone else's push is never overwritten. Atomic: all or nothing.
+    Returns None when pushed, else what git said.
+    """
+    args = ["push", "--atomic", "--porcelain"]
+    for ref, (_sha, expected) in updates.items():
+        args.append(f"--force-with-lease={ref}:{expected or ''}")
+    args += ["--end-of-options", remote, *(f"{sha}:{ref}" for ref, (sha, _) in updates.items())]
+    done = run_git(repo, *args, env=env)
+    if done.returncode == 0:
+        return None
+    said = done.stderr.strip() or done.stdout.strip() or f"git push exited {done.returncode}"
+    return " ".join(said.split())[-600:]

@@ -132,6 +132,9 @@ def render_plan(checked: CheckedPlan) -> str:
             + ("; the proposed plan waits for review" if plan.review_plan else ""),
         ]
         return "\n".join(lines) + "\n"
+    if plan.overlap == "merge":
+        lines += ["overlap: merge (tasks whose paths overlap run together; git merges their "
+                  "results at apply)", ""]
     if checked.templates:
         lines.append("templates (foreach):")
         lines += [f"  {t.describe()}" for t in checked.templates]

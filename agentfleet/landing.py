@@ -79,6 +79,8 @@ class Landing(JsonSafeModel):
     verifications: int = 0  # final_verify runs, bisection's included
     ejected: list[str] = []  # tasks taken out of the stack because final_verify failed
     rebuilds: int = 0  # times the stack was rebuilt on a target moved by someone else
+    pushed: bool | None = None  # None: no push asked for (or nothing moved)
+    push_note: str = ""
 
 
 def conflict_rows(landing: Landing) -> list[dict[str, str]]:
@@ -104,6 +106,8 @@ class LandingPolicy(JsonSafeModel):
     on_final_verify_failure: FinalVerifyFailure = "fail"
     max_ejections: int = 2
     concurrency: int = 1  # final_verify runs at once while bisecting
+    push: str | None = None  # a remote name or URL to push the moved target to
+    push_attempts: bool = False  # also push every applied task's attempt branch
 
     def strategy(self, task_id: str) -> ConflictStrategy:
         """The task's ``on_conflict``."""
@@ -119,6 +123,8 @@ def policy_of(plan: Plan) -> LandingPolicy:
         on_final_verify_failure=plan.on_final_verify_failure,
         max_ejections=plan.max_ejections,
         concurrency=plan.limits.concurrency,
+        push=plan.push,
+        push_attempts=plan.push_attempts,
     )
 
 
@@ -157,6 +163,12 @@ def land(
     """
     policy = policy or LandingPolicy()
     old_target = gitapply.rev_parse(repo, f"refs/heads/{target}")
+    remote_was: dict[str, str | None] = {}
+    if policy.push:
+        # The lease: what the remote holds now; a push by someone else meanwhile is refused.
+        remote_was[_branch_ref(target)] = gitapply.remote_value(
+            repo, policy.push, _branch_ref(target), env=env
+        )
     head = gitapply.start(repo, sprint, target, base_sha)
     done_before = gitapply.applied_tasks(repo, head, sprint)
     try:
@@ -284,7 +296,50 @@ def land(
         break
     landing.target_moved = landing.target_up_to_date = True
     landing.target_sha = head
+    if policy.push:
+        _push(repo, policy, target, head, landing, reports, remote_was, env, log)
     return finished()
+
+
+def _push(
+    repo: Path,
+    policy: LandingPolicy,
+    target: str,
+    head: str,
+    landing: Landing,
+    reports: Mapping[str, TaskReport],
+    remote_was: dict[str, str | None],
+    env: Mapping[str, str],
+    log: Log,
+) -> None:
+    """Push the moved target (and with ``push_attempts`` the applied attempt branches)."""
+    assert policy.push is not None
+    updates = {_branch_ref(target): (head, remote_was[_branch_ref(target)])}
+    if policy.push_attempts:
+        for report in reports.values():
+            if report.outcome is TaskOutcome.APPLIED and report.attempt_branch:
+                ref = _branch_ref(report.attempt_branch)
+                sha = gitapply.rev_parse(repo, ref)
+                if sha is not None:
+                    updates[ref] = (sha, gitapply.remote_value(repo, policy.push, ref, env=env))
+    refused = gitapply.push_leased(repo, policy.push, updates, env=env)
+    landing.pushed = refused is None
+    if refused is None:
+        log(f"pushed {target} ({head[:10]}) to {policy.push}")
+        return
+    was = remote_was[_branch_ref(target)]
+    landing.push_note = (
+        f"push to {policy.push} refused ({target} there is no longer "
+        f"{was[:10] if was else 'absent'}: someone pushed meanwhile); {target} is moved here "
+        f"only. Fetch, look at what they pushed, then merge or rebase {target} on it and push "
+        f"again. git said: {refused}"
+    )
+    landing.note = (landing.note + "; " if landing.note else "") + landing.push_note
+    log(landing.push_note)
+
+
+def _branch_ref(branch: str) -> str:
+    return branch if branch.startswith("refs/") else f"refs/heads/{branch}"
 
 
 Stack = list[tuple[str, str]]  # (task, its commit), bottom first

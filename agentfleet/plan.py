@@ -290,6 +290,15 @@ class Plan(BaseModel):
         "it, ejects it and the tasks depending on it, and lands the rest (exit 1); `fail` "
         "moves nothing.",
     )
+    push: str | None = Field(
+        None,
+        description="A remote name or URL: after the target moves, push it there, leased on "
+        "the value the remote had (someone else's push is never overwritten; a refused push "
+        "exits 1). Default: no push.",
+    )
+    push_attempts: bool = Field(
+        False, description="With `push`: also push every applied task's attempt branch."
+    )
     max_ejections: StrictCount = Field(
         2, ge=0, description="How many times bisection may eject a task before giving up."
     )

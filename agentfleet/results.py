@@ -177,6 +177,7 @@ class SprintReport(JsonSafeModel):
     target_sha: str | None = None
     target_note: str = ""
     interrupted: bool = False
+    push_failed: bool = False  # the target moved here, but pushing it was refused
 
     @field_validator("target_note")
     @classmethod
@@ -191,7 +192,8 @@ class SprintReport(JsonSafeModel):
             return 130
         all_applied = all(t.applied for t in self.tasks)
         verified = self.final_verify is None or self.final_verify.passed
-        return 0 if all_applied and verified and self.target_up_to_date else 1
+        landed = all_applied and verified and self.target_up_to_date and not self.push_failed
+        return 0 if landed else 1
 
     @property
     def tokens(self) -> int:

@@ -200,6 +200,7 @@ class SprintRun:
             target_up_to_date=landing.target_up_to_date,
             target_sha=landing.target_sha,
             target_note=landing.note,
+            push_failed=landing.pushed is False,
         )
         sprint_finished(sprint_report, self.results)
         return sprint_report

@@ -232,3 +232,40 @@ def test_ejections_stop_at_max_ejections(repo: Path, tmp_path: Path):
     )  # fmt: skip
     assert landing.ejected == ["t2", "t3"]
     assert not landing.target_moved and "final_verify failed" in landing.note
+
+
+def bare(tmp_path: Path) -> Path:
+    remote = tmp_path / "remote.git"
+    sh(tmp_path, "init", "-q", "--bare", str(remote))
+    return remote
+
+
+def test_push_to_a_bare_repository_with_attempt_branches(repo: Path, tmp_path: Path):
+    remote = bare(tmp_path)
+    _, results = five(repo)
+    landing = do_land(repo, tmp_path, ["t1", "t2"], {t: results[t] for t in ("t1", "t2")},
+                      policy=LandingPolicy(push=str(remote), push_attempts=True))
+    assert landing.target_moved and landing.pushed is True
+    assert sh(remote, "rev-parse", TARGET).strip() == sh(repo, "rev-parse", TARGET).strip()
+    assert sh(remote, "rev-parse", results["t1"].branch).strip() == results["t1"].head_sha
+
+
+def test_a_push_refused_because_the_remote_moved_keeps_the_local_result(
+    repo: Path, tmp_path: Path
+):
+    remote = bare(tmp_path)
+    base, results = five(repo)
+    # Someone pushes the target while final_verify runs.
+    someone = f"git -C {repo} push -q {remote} {base}:refs/heads/{TARGET}"
+    log: list[str] = []
+    landing = do_land(repo, tmp_path, ["t1"], {"t1": results["t1"]}, final_verify=someone,
+                      policy=LandingPolicy(push=str(remote)), log=log.append)
+    assert landing.target_moved and landing.pushed is False
+    assert "push to" in landing.push_note and "refused" in landing.push_note
+    assert "Fetch" in landing.push_note
+    assert sh(remote, "rev-parse", TARGET).strip() == base  # their push stays
+    assert sh(repo, "rev-parse", TARGET).strip() == landing.target_sha  # ours, here
+    report = SprintReport(sprint=SPRINT, repo=str(repo), base="main", target=TARGET,
+                          tasks=landing.tasks, final_verify=landing.final_verify,
+                          target_moved=True, target_up_to_date=True, push_failed=True)
+    assert report.exit_status == 1
