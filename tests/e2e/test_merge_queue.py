@@ -1,11 +1,13 @@
 """The merge queue through `agentfleet run`, with `command` agents (no model needed):
-`overlap: merge`, a conflict rerun that sees the other side's change, and bisection."""
+`overlap: merge`, a conflict rerun that sees the other side's change, bisection, and
+`agentfleet apply` of branches made by hand."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from tests.conftest import run_git
+from tests.e2e.conftest import run_agentfleet
 from tests.e2e.test_sprint_failures import TARGET, command, plan_file, run
 
 
@@ -77,3 +79,34 @@ def test_bisection_lands_four_of_five_and_exits_1(make_repo, sprint_env, tmp_pat
     names = run_git(repo, "ls-tree", "--name-only", TARGET).split()
     assert "t4.txt" not in names and "t5.txt" in names
     assert "verifications" in done.stdout + done.stderr
+
+
+def test_agentfleet_apply_lands_hand_made_branches_and_skips_the_conflict(
+    make_repo, sprint_env, tmp_path
+):
+    repo = make_repo()
+    run_git(repo, "branch", "release", "main")
+
+    def branch(name: str, file: str, text: str) -> None:
+        run_git(repo, "worktree", "add", "-q", "-b", name, str(tmp_path / name), "main")
+        (tmp_path / name / file).write_text(text)
+        run_git(tmp_path / name, "add", file)
+        run_git(tmp_path / name, "commit", "-qm", f"{name} by hand")
+        run_git(repo, "worktree", "remove", str(tmp_path / name))
+
+    branch("one", "shared.txt", "one\n")
+    branch("two", "two.txt", "two\n")
+    branch("three", "shared.txt", "three\n")  # conflicts with one
+    refused = run_agentfleet("apply", "--repo", str(repo), "--target", "release", "one",
+                             "--on-conflict", "rerun", env=sprint_env)
+    assert refused.returncode == 2 and "rerun needs a task's prompt" in refused.stderr
+    done = run_agentfleet("apply", "--repo", str(repo), "--target", "release", "one", "two",
+                          "three", "--final-verify", "test -f two.txt", env=sprint_env)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-3000:]
+    assert "Traceback" not in output
+    assert "git cherry-pick" in output  # how to finish three by hand
+    assert run_git(repo, "show", "release:shared.txt") == "one\n"
+    assert run_git(repo, "show", "release:two.txt") == "two\n"
+    assert run_git(repo, "rev-parse", "three").strip()  # its branch is kept
+    assert "2/3 tasks applied" in done.stdout
