@@ -224,7 +224,8 @@ class SprintReport(JsonSafeModel):
     def failure_details(self) -> str:
         """For each task whose verify failed, the last lines of its output ('' if none)."""
         blocks = [
-            f"{t.task}: verify failed, last {FAILED_OUTPUT_LINES} lines of its output:\n"
+            f"{t.task}: {'final_verify' if t.outcome is TaskOutcome.EJECTED else 'verify'} "
+            f"failed, last {FAILED_OUTPUT_LINES} lines of its output:\n"
             + "\n".join(f"  {line}" for line in t.verify_tail.splitlines())
             for t in self.tasks
             if t.verify_tail and not t.applied

@@ -269,3 +269,28 @@ def test_a_push_refused_because_the_remote_moved_keeps_the_local_result(
                           tasks=landing.tasks, final_verify=landing.final_verify,
                           target_moved=True, target_up_to_date=True, push_failed=True)
     assert report.exit_status == 1
+
+
+def test_hand_made_branches_land_in_order_and_rerun_is_refused(repo: Path, tmp_path: Path):
+    from agentfleet.errors import ConfigError
+    from agentfleet.standalone import APPLY_SPRINT, branch_candidates, check_apply
+
+    base = sh(repo, "rev-parse", "main").strip()
+    sh(repo, "branch", "release", base)
+    for name, file, text in [("one", "shared.txt", "one\n"), ("feat/two", "two.txt", "two\n"),
+                             ("three", "shared.txt", "three\n")]:
+        sh(repo, "branch", name, commit_files(repo, base, {file: text}, name))
+    with pytest.raises(ConfigError, match="rerun needs a task's prompt"):
+        check_apply("rerun", None)
+    with pytest.raises(ConfigError, match="resolver"):
+        check_apply("resolve", None)
+    target_sha, order, results = branch_candidates(repo, "release", ["one", "feat/two", "three"])
+    assert target_sha == base and order == ["one", "feat-two", "three"]
+    assert results["feat-two"].files == ["two.txt"] and results["three"].start_sha == base
+    landing = do_land(repo, tmp_path, order, results, sprint=APPLY_SPRINT, target="release",
+                      base_sha=target_sha, policy=LandingPolicy(default="skip"))
+    assert [t.outcome for t in landing.tasks] == [
+        TaskOutcome.APPLIED, TaskOutcome.APPLIED, TaskOutcome.CONFLICT
+    ]
+    assert landing.predicted_conflicts == []  # each alone applies on release
+    assert sh(repo, "show", "release:shared.txt") == "one\n"
