@@ -248,14 +248,6 @@ def land(
                     f"final_verify failed (exit {check.exit_status}); {target} not moved"
                 )
                 return finished()
-            if not stack and not dropped:
-                gitapply.discard(repo, sprint)
-                landing.target_sha = old_target
-                landing.target_up_to_date = old_target is not None
-                landing.note = "every applied task was ejected; " + (
-                    f"{target} not moved" if old_target else f"{target} not created"
-                )
-                return finished()
 
         holders = gitapply.checked_out_in(repo, target)
         if holders:
@@ -639,8 +631,7 @@ def _verify_stack(
         stack = stacker.build(base, candidates)
         head = stack[-1][1] if stack else base
         if not stack:
-            return CheckResult(command=check.command, passed=True, exit_status=None,
-                               output_tail="nothing left to verify"), stack
+            return check, stack  # every task ejected: the failure stands, nothing moves
         check = verifier.run([head])[0]
     return check, stack
 
