@@ -19,6 +19,7 @@ out of a target again (``--redo``), replaying what came after them.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
@@ -53,6 +54,8 @@ class ApplyResult(JsonSafeModel):
     commit: str | None = None
     conflicts: list[str] = []
     empty: bool = False
+    overwritten: list[str] = []  # conflicting files where this attempt's version won
+    tree: str | None = None  # on a conflict: the merged tree, conflict markers in place
 
 
 class AppliedCommit(JsonSafeModel):
@@ -155,6 +158,7 @@ def apply_one(
     body: str = "",
     start: str | None = None,
     prompt: str | None = None,
+    overwrite_env: Mapping[str, str] | None = None,
 ) -> ApplyResult:
     """Merge ``attempt_head`` into ``onto`` as one new commit on ``onto``; no ref moves.
 
@@ -178,17 +182,86 @@ def apply_one(
             repo, tree_of(repo, onto_sha), [start_sha], f"agentfleet: stand-in for {onto_sha}\n"
         )
     tree, conflicts = merge_trees(repo, ours, head_sha)
-    if conflicts:
-        return ApplyResult(applied=False, conflicts=conflicts)
+    overwritten: list[str] = []
+    if conflicts and overwrite_env is None:
+        return ApplyResult(applied=False, conflicts=conflicts, tree=tree)
+    if conflicts and overwrite_env is not None:
+        # The seed's "Overwrite": this attempt's version of each conflicting file wins.
+        tree = replace_paths(repo, tree, head_sha, conflicts, env=overwrite_env)
+        overwritten = conflicts
     if tree == tree_of(repo, onto_sha):
         return ApplyResult(applied=False, empty=True)
+    commit = commit_task(
+        repo, onto_sha, tree, sprint=sprint, task_id=task_id, attempt_branch=attempt_branch,
+        subject=subject, body=body, prompt=prompt,
+    )  # fmt: skip
+    return ApplyResult(applied=True, commit=commit, overwritten=overwritten)
+
+
+def commit_task(
+    repo: Path,
+    onto: str,
+    tree: str,
+    *,
+    sprint: str,
+    task_id: str,
+    attempt_branch: str,
+    subject: str,
+    body: str = "",
+    prompt: str | None = None,
+) -> str:
+    """A task's commit of ``tree`` on ``onto``, with agentfleet's trailers; no ref moves."""
     title = " ".join(subject.split()) or f"agentfleet: {task_id}"
     text = title + ("\n\n" + body.strip() if body.strip() else "")
     trailers = {SPRINT_TRAILER: sprint, TASK_TRAILER: task_id, ATTEMPT_TRAILER: attempt_branch}
     if prompt is not None:
         trailers[PROMPT_TRAILER] = prompt_digest(prompt)
-    commit = commit_tree(repo, tree, [onto_sha], compose_message(text, trailers))
-    return ApplyResult(applied=True, commit=commit)
+    return commit_tree(repo, tree, [onto], compose_message(text, trailers))
+
+
+def predict(repo: Path, onto: str, attempt_head: str, start: str | None) -> list[str]:
+    """The files that would conflict applying ``start..attempt_head`` onto ``onto``."""
+    ours = resolve_commit(repo, onto)
+    if start is not None:
+        ours = commit_tree(
+            repo, tree_of(repo, ours), [resolve_commit(repo, start)],
+            f"agentfleet: stand-in for {ours}\n",
+        )  # fmt: skip
+    return merge_trees(repo, ours, resolve_commit(repo, attempt_head))[1]
+
+
+def replace_paths(
+    repo: Path, tree: str, source: str, paths: Collection[str], *, env: Mapping[str, str]
+) -> str:
+    """``tree`` with each of ``paths`` as it is in commit ``source`` (absent there: removed).
+
+    Uses a temporary index file, never the repository's. ``env`` is git's whole environment.
+    """
+    with tempfile.TemporaryDirectory(prefix="agentfleet-index-") as tmp:
+        index_env = {**env, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        git(repo, "read-tree", tree, env=index_env)
+        for path in paths:
+            entry = git(repo, "ls-tree", "-z", "--end-of-options", source, "--", path)
+            head, _, name = entry.rstrip("\0").partition("\t")
+            if name:
+                mode, _kind, oid = head.split()
+                git(repo, "update-index", "--add", "--cacheinfo", f"{mode},{oid},{path}",
+                    env=index_env)
+            else:
+                git(repo, "update-index", "--force-remove", "--", path, env=index_env)
+        return git(repo, "write-tree", env=index_env).strip()
+
+
+def has_conflict_markers(repo: Path, commit: str, paths: Collection[str]) -> list[str]:
+    """Which of ``paths`` hold a conflict marker line in ``commit``."""
+    if not paths:
+        return []
+    done = run_git(
+        repo, "grep", "-l", "-E", "^(<<<<<<<|>>>>>>>)( |$)", commit, "--", *paths
+    )
+    if done.returncode not in (0, 1):
+        raise git_error(repo, ("grep",), done.returncode, done.stderr)
+    return [line.partition(":")[2] for line in done.stdout.splitlines() if line]
 
 
 def applied_tasks(repo: Path, ref: str, sprint: str) -> dict[str, AppliedCommit]:
@@ -370,3 +443,42 @@ def diffstat_of(repo: Path, sha: str) -> str:
 
 def _branch_ref(branch: str) -> str:
     return branch if branch.startswith("refs/") else f"refs/heads/{branch}"
+
+
+# ---------------------------------------------------------------- push
+
+
+def remote_value(repo: Path, remote: str, ref: str, *, env: Mapping[str, str]) -> str | None:
+    """Where ``ref`` is on ``remote`` now (``git ls-remote``), None when it is not there."""
+    done = run_git(repo, "ls-remote", "--end-of-options", remote, ref, env=env)
+    if done.returncode != 0:
+        raise git_error(repo, ("ls-remote", remote, ref), done.returncode, done.stderr)
+    for line in done.stdout.splitlines():
+        sha, _, name = line.partition("\t")
+        if name == ref:
+            return sha
+    return None
+
+
+def push_leased(
+    repo: Path,
+    remote: str,
+    updates: Mapping[str, tuple[str, str | None]],
+    *,
+    env: Mapping[str, str],
+) -> str | None:
+    """Push ``{ref: (sha, expected)}`` to ``remote``, each leased on its expected value.
+
+    ``expected`` is the value last seen on the remote (None: the ref must not exist
+    there), so someone else's push is never overwritten. Atomic: all or nothing.
+    Returns None when pushed, else what git said.
+    """
+    args = ["push", "--atomic", "--porcelain"]
+    for ref, (_sha, expected) in updates.items():
+        args.append(f"--force-with-lease={ref}:{expected or ''}")
+    args += ["--end-of-options", remote, *(f"{sha}:{ref}" for ref, (sha, _) in updates.items())]
+    done = run_git(repo, *args, env=env)
+    if done.returncode == 0:
+        return None
+    said = done.stderr.strip() or done.stdout.strip() or f"git push exited {done.returncode}"
+    return " ".join(said.split())[-600:]

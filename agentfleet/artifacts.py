@@ -54,6 +54,11 @@ def summary_key(sprint: str) -> str:
     return artifact_key("agentfleet", sprint, "summary")
 
 
+def conflicts_key(sprint: str) -> str:
+    """The key of a sprint's predicted-conflicts table: ``agentfleet-<sprint>-conflicts``."""
+    return artifact_key("agentfleet", sprint, "conflicts")
+
+
 def progress_key(sprint: str) -> str:
     """The key of a sprint's progress artifact: ``agentfleet-<sprint>-progress``."""
     return artifact_key("agentfleet", sprint, "progress")

@@ -132,6 +132,9 @@ def render_plan(checked: CheckedPlan) -> str:
             + ("; the proposed plan waits for review" if plan.review_plan else ""),
         ]
         return "\n".join(lines) + "\n"
+    if plan.overlap == "merge":
+        lines += ["overlap: merge (tasks whose paths overlap run together; git merges their "
+                  "results at apply)", ""]
     if checked.templates:
         lines.append("templates (foreach):")
         lines += [f"  {t.describe()}" for t in checked.templates]
@@ -311,6 +314,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return report.exit_status
 
 
+def cmd_apply(args: argparse.Namespace) -> int:
+    """``agentfleet apply --target T BRANCH...``: the apply flow; exit statuses as ``run``."""
+    import json
+
+    from agentfleet.standalone import check_apply
+
+    resolver = json.loads(args.resolver) if args.resolver else None
+    check_apply(args.on_conflict, resolver)  # bad input: exit 2 before Prefect starts
+    from flows.apply import apply_and_report
+
+    report = apply_and_report(
+        repo=str(Path(args.repo).resolve()), target=args.target, branches=args.branches,
+        final_verify=args.final_verify, on_conflict=args.on_conflict, resolver=resolver,
+        on_final_verify_failure=args.on_final_verify_failure, push=args.push,
+    )  # fmt: skip
+    print()
+    print(report.table())
+    if report.final_verify is not None:
+        fv = report.final_verify
+        print(f"final_verify: {'passed' if fv.passed else 'FAILED'} ({fv.command})")
+        if not fv.passed and fv.output_tail:
+            print(fv.output_tail.rstrip())
+    print(report.summary_line())
+    return report.exit_status
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -359,6 +388,26 @@ def build_parser() -> argparse.ArgumentParser:
         "target; repeatable",
     )
     run.set_defaults(func=cmd_run)
+
+    app = sub.add_parser(
+        "apply",
+        help="apply branches made elsewhere onto a target, as a merge queue",
+        description="Run the apply flow: each BRANCH (in order) is checked against the target "
+        "with git merge-tree, applied (on_conflict: resolve, overwrite or skip), verified with "
+        "--final-verify (a failing stack is bisected) and the target moves by compare-and-swap. "
+        "Exit statuses as `run`.",
+    )
+    app.add_argument("branches", nargs="+", metavar="BRANCH", help="branches to apply, in order")
+    app.add_argument("--repo", default=".", help="the git repository (default: .)")
+    app.add_argument("--target", required=True, help="the branch to land them on (must exist)")
+    app.add_argument("--final-verify", metavar="CMD", help="shell command run on the result")
+    app.add_argument("--on-conflict", choices=["resolve", "overwrite", "skip", "rerun"],
+                     default="skip", help="what a conflicting branch does (default: skip)")
+    app.add_argument("--resolver", metavar="JSON",
+                     help="with --on-conflict resolve: the resolver agent as a JSON mapping")
+    app.add_argument("--on-final-verify-failure", choices=["bisect", "fail"], default="bisect")
+    app.add_argument("--push", metavar="REMOTE", help="push the moved target to REMOTE")
+    app.set_defaults(func=cmd_apply)
 
     dec = sub.add_parser(
         "decompose",

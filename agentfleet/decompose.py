@@ -187,7 +187,7 @@ def decompose(plan: Plan) -> Decomposition:
         waves[level[t]].append(t)
 
     warnings = []
-    if len(plan.tasks) > 1:
+    if len(plan.tasks) > 1 and plan.overlap == "serialize":
         for t in plan.tasks:
             if t.paths is None:
                 warnings.append(
@@ -274,6 +274,9 @@ def _serialization(
             reason_kind="indirect_dependency",
             reason=f"{first} -> {second}: {second} depends on {first} indirectly ({chain})",
         )
+    if plan.overlap == "merge":
+        # Run together from the same start; git's three-way merge combines them at apply.
+        return None
     if paths_a is None or paths_b is None:
         if paths_a is None and paths_b is None:
             why = "neither declares paths, so each may change any file"

@@ -107,6 +107,7 @@ Id = Annotated[str, Field(pattern=ID_PATTERN)]
 Prompt = Annotated[str, AfterValidator(_check_prompt)]
 PathPattern = Annotated[str, AfterValidator(_check_path)]
 StrictCount = Annotated[int, Field(strict=True)]
+ConflictStrategy = Literal["rerun", "resolve", "overwrite", "skip"]
 
 
 class Limits(BaseModel):
@@ -169,6 +170,9 @@ class Task(BaseModel):
     verify: str | None = Field(None, description="Overrides the plan's `verify` for this task.")
     timeout: Duration | None = Field(
         None, description="Overrides the plan's `timeout` for this task."
+    )
+    on_conflict: ConflictStrategy | None = Field(
+        None, description="Overrides the plan's `on_conflict` for this task."
     )
     retries: Annotated[StrictCount, Field(ge=0)] | None = Field(
         None, description="Overrides the plan's `retries` for this task."
@@ -255,6 +259,48 @@ class Plan(BaseModel):
     )
     limits: Limits = Field(
         default_factory=Limits, description="Resource limits (see `limits` keys)."
+    )
+    overlap: Literal["serialize", "merge"] = Field(
+        "serialize",
+        description="Tasks whose `paths` overlap (and which do not depend on each other): "
+        "`serialize` runs them one after the other; `merge` runs them in parallel from the "
+        "same start and combines their results by git's three-way merge at apply (only "
+        "real conflicts go to `on_conflict`).",
+    )
+    on_conflict: ConflictStrategy = Field(
+        "rerun",
+        description="What a task whose result conflicts with the target at apply does: "
+        "`rerun` (its agent runs again from the stack's head, told what changed; at most "
+        "`max_reruns` times, then `skip`), `resolve` (a `resolver` agent resolves the "
+        "conflict markers; must leave none and pass `verify`, else `skip`), `overwrite` "
+        "(its version of each conflicting file wins; what is lost is reported) or `skip` "
+        "(not applied, branch kept, the report says how to merge by hand).",
+    )
+    max_reruns: StrictCount = Field(
+        1, ge=0, description="How many times `on_conflict: rerun` runs a task again."
+    )
+    resolver: AgentOverride | None = Field(
+        None,
+        description="The agent of `on_conflict: resolve`: changes to the task's agent "
+        "(default: the task's agent itself).",
+    )
+    on_final_verify_failure: Literal["bisect", "fail"] = Field(
+        "bisect",
+        description="When `final_verify` fails: `bisect` finds the first task that breaks "
+        "it, ejects it and the tasks depending on it, and lands the rest (exit 1); `fail` "
+        "moves nothing.",
+    )
+    push: str | None = Field(
+        None,
+        description="A remote name or URL: after the target moves, push it there, leased on "
+        "the value the remote had (someone else's push is never overwritten; a refused push "
+        "exits 1). Default: no push.",
+    )
+    push_attempts: bool = Field(
+        False, description="With `push`: also push every applied task's attempt branch."
+    )
+    max_ejections: StrictCount = Field(
+        2, ge=0, description="How many times bisection may eject a task before giving up."
     )
     tasks: list[Task] = Field(
         default_factory=list,
@@ -353,6 +399,15 @@ class Plan(BaseModel):
     def task_verify(self, task: Task | str) -> str | None:
         """The verify command of the task, or None (every attempt passes)."""
         return self.effective(task, "verify")
+
+    def task_on_conflict(self, task: Task | str) -> ConflictStrategy:
+        """The task's conflict strategy: its own ``on_conflict``, else the plan's."""
+        own = self._task(task).on_conflict
+        return self.on_conflict if own is None else own
+
+    def resolver_agent(self, task: Task | str) -> AgentConfig:
+        """The agent resolving the task's conflicts: the task's, with ``resolver`` merged in."""
+        return merge(self.task_agent(task), self.resolver)
 
     def task_retries(self, task: Task | str) -> int:
         """How many more times a failed attempt of the task is tried."""

@@ -131,6 +131,7 @@ class TaskOutcome(StrEnum):
     FAILED = "failed"
     BLOCKED = "blocked"
     CONFLICT = "conflict"
+    EJECTED = "ejected"  # applied, then taken out again: it broke final_verify
     NOT_APPLIED = "not applied"
     NOT_RUN = "not run"  # interrupted before it started
 
@@ -176,6 +177,7 @@ class SprintReport(JsonSafeModel):
     target_sha: str | None = None
     target_note: str = ""
     interrupted: bool = False
+    push_failed: bool = False  # the target moved here, but pushing it was refused
 
     @field_validator("target_note")
     @classmethod
@@ -190,7 +192,8 @@ class SprintReport(JsonSafeModel):
             return 130
         all_applied = all(t.applied for t in self.tasks)
         verified = self.final_verify is None or self.final_verify.passed
-        return 0 if all_applied and verified and self.target_up_to_date else 1
+        landed = all_applied and verified and self.target_up_to_date and not self.push_failed
+        return 0 if landed else 1
 
     @property
     def tokens(self) -> int:
@@ -221,7 +224,8 @@ class SprintReport(JsonSafeModel):
     def failure_details(self) -> str:
         """For each task whose verify failed, the last lines of its output ('' if none)."""
         blocks = [
-            f"{t.task}: verify failed, last {FAILED_OUTPUT_LINES} lines of its output:\n"
+            f"{t.task}: {'final_verify' if t.outcome is TaskOutcome.EJECTED else 'verify'} "
+            f"failed, last {FAILED_OUTPUT_LINES} lines of its output:\n"
             + "\n".join(f"  {line}" for line in t.verify_tail.splitlines())
             for t in self.tasks
             if t.verify_tail and not t.applied

@@ -24,7 +24,7 @@ from agentfleet.attempt import AttemptSpec
 from agentfleet.clean import reap_orphans
 from agentfleet.cli import CheckedPlan, load_and_check
 from agentfleet.errors import AgentfleetError, SprintInterrupted
-from agentfleet.landing import Landing, report_for
+from agentfleet.landing import AttemptRequest, Landing, policy_of, report_for
 from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.naming import attempt_branch
@@ -181,6 +181,9 @@ class SprintRun:
                 redo=self.redo,
                 prompts={t.id: t.prompt for t in self.plan.tasks},
                 lease_dir=lease_dir(self.settings.work_dir, repo_key(self.root), self.plan.name),
+                policy=policy_of(self.plan),
+                depends_on=self.dec.depends_on,
+                run_attempt=self._run_attempt,
             )
         except Exception as exc:  # noqa: BLE001 - every ending gets its summary and report
             self.logger.error(f"landing failed: {exc}")
@@ -197,6 +200,7 @@ class SprintRun:
             target_up_to_date=landing.target_up_to_date,
             target_sha=landing.target_sha,
             target_note=landing.note,
+            push_failed=landing.pushed is False,
         )
         sprint_finished(sprint_report, self.results)
         return sprint_report
@@ -278,6 +282,22 @@ class SprintRun:
         return attempt.with_options(refresh_cache=fresh or None).submit(
             spec, agent_version=self.agent_version
         )
+
+    def _run_attempt(self, request: AttemptRequest) -> AttemptResult:
+        """A rerun or resolver attempt landing asks for: a task run ``<task>#<k>``."""
+        update: dict[str, object] = {
+            "attempt": request.attempt,
+            "branch": attempt_branch(self.plan.name, request.task_id, request.attempt),
+            "start_sha": request.start_sha,
+            "prompt": request.prompt,
+        }
+        if request.kind == "resolve":
+            update["agent"] = self.plan.resolver_agent(request.task_id)
+        spec = self.specs[request.task_id].model_copy(update=update)
+        future = attempt.with_options(refresh_cache=self.no_cache or None).submit(
+            spec, agent_version=self.agent_version
+        )
+        return settle(future, spec, self.logger.info)
 
     def _result_of(self, future: PrefectFuture, task_id: str) -> AttemptResult:
         try:

@@ -5,14 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
-from agentfleet.landing import Landing, land
+from agentfleet.landing import Landing, LandingPolicy, RunAttempt, conflict_rows, land
 from agentfleet.masking import Masker, mask_model
 from agentfleet.results import AttemptResult
+from tasks.observe import conflicts_predicted
 from tasks.runtime import CANCEL, agent_env
 
 
-@task(name="sequential-apply")
+# NO_CACHE: run_attempt is a callable (no input to hash), and landing is never reused.
+@task(name="sequential-apply", cache_policy=NO_CACHE)
 def sequential_apply(
     *,
     repo: Path,
@@ -28,6 +31,9 @@ def sequential_apply(
     redo: list[str] | None = None,
     prompts: dict[str, str] | None = None,
     lease_dir: Path | None = None,
+    policy: LandingPolicy | None = None,
+    depends_on: dict[str, list[str]] | None = None,
+    run_attempt: RunAttempt | None = None,
 ) -> Landing:
     """Apply results in apply order onto a scratch ref, verify, move the target."""
     logger = get_run_logger()
@@ -49,6 +55,10 @@ def sequential_apply(
         redo=redo or [],
         prompts=prompts,
         lease_dir=lease_dir,
+        policy=policy,
+        depends_on=depends_on,
+        run_attempt=run_attempt,
     )
+    conflicts_predicted(sprint, conflict_rows(landing))
     # final_verify's output goes into the report and the console: no secret of its env.
     return mask_model(landing, Masker.from_env(env), keep=("tasks",))

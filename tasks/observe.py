@@ -91,6 +91,18 @@ class SprintProgress:
         )
 
 
+def conflicts_predicted(sprint: str, rows: list[dict[str, str]]) -> None:
+    """Publish the predicted conflicts (task, files, what became of it) as a table."""
+    if rows:
+        _best_effort(
+            "the conflicts artifact",
+            lambda: create_table_artifact(
+                table=rows, key=artifacts.conflicts_key(sprint),
+                description=f"{len(rows)} predicted conflicts",
+            ),
+        )
+
+
 def sprint_finished(report: SprintReport, results: Mapping[str, AttemptResult]) -> None:
     """Publish the sprint's table artifact and its applied/failed event."""
     _best_effort(

@@ -33,7 +33,8 @@ def command_plan(tmp_path: Path, repo: Path, **overrides: object) -> Path:
 
 def test_final_verify_failure_leaves_the_target_where_it_was(make_repo, sprint_env, tmp_path):
     repo = make_repo()
-    plan = command_plan(tmp_path, repo, final_verify="test -f alpha.txt && exit 3")
+    plan = command_plan(tmp_path, repo, final_verify="test -f alpha.txt && exit 3",
+                        on_final_verify_failure="fail")
     report = tmp_path / "report.json"
 
     run = run_agentfleet("run", str(plan), "--report", str(report), env=sprint_env)
@@ -104,13 +105,15 @@ def test_a_conflict_stops_that_task_only_and_keeps_its_branch(make_repo, sprint_
     run_git(repo, "worktree", "remove", str(tmp_path / "t"))
     report = tmp_path / "report.json"
 
-    run = run_agentfleet("run", str(command_plan(tmp_path, repo)), "--report", str(report),
-                         env=sprint_env)
+    run = run_agentfleet("run", str(command_plan(tmp_path, repo, on_conflict="skip")),
+                         "--report", str(report), env=sprint_env)
 
     assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
     tasks = {t["task"]: t for t in json.loads(report.read_text())["tasks"]}
     assert tasks["alpha"]["outcome"] == "conflict"
-    assert tasks["alpha"]["detail"] == "conflict in alpha.txt"
+    assert tasks["alpha"]["detail"].startswith("conflict in alpha.txt; branch kept. To finish by "
+                                               "hand: git switch agentfleet/edges && git "
+                                               "cherry-pick ")
     assert tasks["beta"]["outcome"] == "applied"  # later tasks still apply
     assert run_git(repo, "show", "agentfleet-attempts/edges/alpha/1:alpha.txt") == "alpha\n"
     assert run_git(repo, "show", "agentfleet/edges:alpha.txt") == "the user's alpha\n"

@@ -50,18 +50,29 @@ def test_a_file_name_that_is_not_utf8_lands_and_is_reported(make_repo, sprint_en
     assert '"caf\\351.txt"' in names.splitlines()
 
 
-def test_the_target_moved_during_final_verify_is_reported(make_repo, sprint_env, tmp_path):
+def test_a_persons_commit_on_the_target_during_the_run_is_kept_under_the_stack(
+    make_repo, sprint_env, tmp_path
+):
     repo = make_repo()
     base = run_git(repo, "rev-parse", "main").strip()
-    # Someone creates the target while final_verify runs: agentfleet must not overwrite it.
-    plan = plan_file(tmp_path, repo, [command("alpha", "echo a > alpha.txt")],
-                     final_verify=f"git -C {repo} branch {TARGET} main")
+    run_git(repo, "branch", TARGET, base)
+    # A person's commit, put on the target while the first final_verify runs.
+    run_git(repo, "worktree", "add", "-q", "--detach", str(tmp_path / "t"), base)
+    (tmp_path / "t" / "user.txt").write_text("mine\n")
+    run_git(tmp_path / "t", "add", "user.txt")
+    run_git(tmp_path / "t", "commit", "-qm", "a person's commit")
+    user = run_git(tmp_path / "t", "rev-parse", "HEAD").strip()
+    run_git(repo, "worktree", "remove", str(tmp_path / "t"))
+    marker = tmp_path / "moved"
+    plan = plan_file(tmp_path, repo, [command("alpha", "echo a > alpha.txt")], final_verify=(
+        f"test -e {marker} || {{ touch {marker}; git -C {repo} branch -f {TARGET} {user}; }}"))
     done, report = run(plan, tmp_path / "report.json", sprint_env)
-    assert done.returncode == 1
-    assert report["final_verify"]["passed"] is True and report["target_moved"] is False
-    assert f"{TARGET} moved while sprint 'fail' ran" in report["target_note"]
-    assert run_git(repo, "rev-parse", TARGET).strip() == base
-    assert "moved while sprint 'fail' ran" in done.stdout.splitlines()[-1]
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert report["final_verify"]["passed"] is True and report["target_moved"] is True
+    head = run_git(repo, "rev-parse", TARGET).strip()
+    assert run_git(repo, "rev-parse", f"{head}^").strip() == user
+    assert run_git(repo, "show", f"{TARGET}:user.txt") == "mine\n"
+    assert "rebuilding the stack on it" in done.stdout + done.stderr
 
 
 def test_failures_are_one_line_with_verify_s_tail_and_nothing_applied_creates_no_target(

@@ -12,9 +12,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_prefect_yaml_entrypoint_loads() -> None:
     deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
-    assert {d["name"] for d in deployments} == {"sprint"}
+    assert {d["name"] for d in deployments} == {"sprint", "apply"}
+    required = {"sprint": ["plan"], "apply": ["repo", "target", "branches"]}
     for deployment in deployments:
         flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
         assert flow.name == deployment["name"]
-        assert {"plan", "no_cache", "report"} <= set(flow.parameters.properties)
-        assert flow.parameters.required == ["plan"]
+        assert flow.parameters.required == required[flow.name]
+    apply = load_flow_from_entrypoint(str(ROOT / "flows/apply.py:apply"))
+    assert {"final_verify", "on_conflict", "resolver", "on_final_verify_failure", "push"} <= set(
+        apply.parameters.properties
+    )
+    sprint = load_flow_from_entrypoint(str(ROOT / "flows/sprint.py:sprint"))
+    assert {"plan", "no_cache", "report"} <= set(sprint.parameters.properties)

@@ -62,6 +62,18 @@ def test_valid_plan(workdir: Path, repo: Path, capsys, snapshot) -> None:
     assert "apply order: db, api, ui, tests" in out
 
 
+def test_overlap_merge_shows_overlapping_tasks_in_one_wave(
+    workdir: Path, repo: Path, capsys, snapshot
+) -> None:
+    write_plan(workdir, VALID.replace("repo: repo\n", "repo: repo\noverlap: merge\n"))
+    status, out, err = run_plan(capsys, snapshot, repo)
+    assert status == 0, err
+    assert "overlap: merge (tasks whose paths overlap run together" in out
+    assert "db -> api" not in out and "api -> tests: tests depends on api" in out
+    wave1 = out.split("wave 1 (may run together):")[1].split("wave 2")[0]
+    assert "db" in wave1 and "api" in wave1 and "ui" in wave1
+
+
 def test_warnings_go_to_stderr(workdir: Path, repo: Path, capsys, snapshot) -> None:
     (repo / "scratch.txt").write_text("not committed\n")
     write_plan(

@@ -186,3 +186,22 @@ def test_bare_folder_pattern_gets_a_hint() -> None:
 def test_cycle_is_refused() -> None:
     with pytest.raises(ValueError, match="cycle"):
         apply_order(plan({"id": "a", "depends_on": ["b"]}, {"id": "b", "depends_on": ["a"]}))
+
+
+def test_overlap_merge_runs_overlapping_tasks_together_but_keeps_dependencies() -> None:
+    tasks = (
+        {"id": "api", "paths": ["src/**/*.py"]},
+        {"id": "db", "paths": ["src/db/**"]},
+        {"id": "any"},
+        {"id": "after", "paths": ["src/db/x.py"], "depends_on": ["db"]},
+    )
+    merged = Plan.model_validate(
+        {"name": "s", "overlap": "merge", "tasks": [{"prompt": "do it", **t} for t in tasks]}
+    )
+    d = decompose(merged)
+    assert d.waves == [["api", "db", "any"], ["after"]]
+    assert [(s.first, s.second, s.reason_kind) for s in d.serializations] == [
+        ("db", "after", "depends_on")
+    ]
+    assert d.warnings == []
+    assert decompose(plan(*tasks)).waves != d.waves  # serialize (the default) waits

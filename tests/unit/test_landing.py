@@ -99,26 +99,47 @@ def test_an_attempt_that_cannot_be_applied_fails_alone(repo: Path, tmp_path: Pat
     assert "b.txt" not in sh(repo, "ls-tree", "--name-only", TARGET)
 
 
-def test_the_target_moved_during_final_verify_is_the_note_not_an_exception(
+def test_the_target_deleted_during_final_verify_is_the_note_not_an_exception(
     repo: Path, tmp_path: Path
 ):
     base = sh(repo, "rev-parse", "main").strip()
+    sh(repo, "branch", TARGET, base)
     a = commit_files(repo, base, {"a.txt": "a\n"}, "a")
-    # Someone creates the target while final_verify runs.
-    intruder = f"git -C {repo} branch {TARGET} {base}"
+    # Someone deletes the target while final_verify runs: there is nothing to build on.
+    intruder = f"git -C {repo} branch -D {TARGET}"
     landing = do_land(repo, tmp_path, ["a"], {"a": result(repo, "a", base, a)},
                       final_verify=intruder)
     assert landing.final_verify is not None and landing.final_verify.passed
     assert not landing.target_moved and not landing.target_up_to_date
-    moved = f"{TARGET} moved while sprint 's1' ran (expected absent, now {base[:10]})"
+    moved = f"{TARGET} moved while sprint 's1' ran (expected {base[:10]}, now absent)"
     assert moved in landing.note
-    assert landing.target_sha == base
-    assert sh(repo, "rev-parse", TARGET).strip() == base  # refused: left as the intruder set it
+    assert landing.target_sha is None
+    assert sh(repo, "branch", "--list", TARGET) == ""  # refused: left as the intruder set it
     report = SprintReport(sprint=SPRINT, repo=str(repo), base="main", target=TARGET,
                           tasks=landing.tasks, target_note=landing.note,
                           final_verify=landing.final_verify,
                           target_up_to_date=landing.target_up_to_date)
     assert report.exit_status == 1 and "\n" not in report.target_note
+
+
+def test_a_user_commit_on_the_target_during_final_verify_is_kept_under_the_stack(
+    repo: Path, tmp_path: Path
+):
+    base = sh(repo, "rev-parse", "main").strip()
+    sh(repo, "branch", TARGET, base)
+    a = commit_files(repo, base, {"a.txt": "a\n"}, "a")
+    user = commit_files(repo, base, {"user.txt": "mine\n"}, "a person's commit")
+    marker = tmp_path / "moved"
+    # The first final_verify moves the target to a person's commit, as a person would.
+    intruder = f"test -e {marker} || {{ touch {marker}; git -C {repo} branch -f {TARGET} {user}; }}"
+    landing = do_land(repo, tmp_path, ["a"], {"a": result(repo, "a", base, a)},
+                      final_verify=intruder)
+    assert landing.target_moved and landing.rebuilds == 1 and landing.verifications == 2
+    head = sh(repo, "rev-parse", TARGET).strip()
+    assert landing.target_sha == head
+    assert sh(repo, "rev-parse", f"{head}^").strip() == user  # their commit under the stack
+    assert sh(repo, "show", f"{TARGET}:user.txt") == "mine\n"
+    assert sh(repo, "show", f"{TARGET}:a.txt") == "a\n"
 
 
 def test_nothing_applied_creates_no_target(repo: Path, tmp_path: Path):

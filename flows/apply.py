@@ -1,0 +1,114 @@
+"""The ``apply`` flow: land branches made elsewhere on a target, as a merge queue.
+
+For branches made by hand, by the Codex app's worktree threads or by other tools: each
+is checked against the target (``git merge-tree``), applied in the order given with
+``on_conflict`` (``resolve`` with a ``resolver`` agent, ``overwrite`` or ``skip``),
+verified with ``final_verify`` (a failing stack is bisected), and the target moves by
+compare-and-swap; ``push`` then pushes it with a lease.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.states import Completed, Failed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from agentfleet.agent_config import AgentConfig
+from agentfleet.attempt import AttemptSpec
+from agentfleet.errors import AgentfleetError
+from agentfleet.gitcmd import git
+from agentfleet.landing import AttemptRequest, LandingPolicy
+from agentfleet.leases import lease_dir
+from agentfleet.locks import SprintLock, repo_key
+from agentfleet.naming import attempt_branch
+from agentfleet.results import AttemptResult, SprintReport
+from agentfleet.settings import AgentfleetSettings
+from agentfleet.standalone import APPLY_SPRINT, branch_candidates, check_apply
+from flows.embedded import start_embedded_server
+from tasks.apply import sequential_apply
+from tasks.attempt import attempt
+from tasks.cache import settle
+
+
+@flow(name="apply", task_runner=ThreadPoolTaskRunner(max_workers=8))
+def apply(
+    repo: str,
+    target: str,
+    branches: list[str],
+    final_verify: str | None = None,
+    on_conflict: Literal["resolve", "overwrite", "skip"] = "skip",
+    resolver: dict[str, Any] | None = None,
+    on_final_verify_failure: Literal["bisect", "fail"] = "bisect",
+    push: str | None = None,
+    concurrency: int = 2,
+    verify_timeout_s: float = 1800,
+    report: str | None = None,
+) -> SprintReport:
+    """Apply ``branches`` (in order) onto ``target`` in ``repo``, verify, move, push."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    check_apply(on_conflict, resolver)
+    agent = AgentConfig.model_validate(resolver) if resolver is not None else None
+    root = Path(git(Path(repo), "rev-parse", "--show-toplevel").strip())
+    settings = AgentfleetSettings()
+    worktree_root = settings.worktree_root(repo_key(root), APPLY_SPRINT)
+    leases = lease_dir(settings.work_dir, repo_key(root), APPLY_SPRINT)
+
+    def run_resolver(request: AttemptRequest) -> AttemptResult:
+        assert agent is not None
+        spec = AttemptSpec(
+            sprint=APPLY_SPRINT, task_id=request.task_id, attempt=request.attempt,
+            branch=attempt_branch(APPLY_SPRINT, request.task_id, request.attempt), repo=root,
+            worktree_root=worktree_root, start_sha=request.start_sha, prompt=request.prompt,
+            paths=None, agent=agent, verify=final_verify, timeout_s=verify_timeout_s,
+            lease_dir=leases,
+        )  # fmt: skip
+        return settle(attempt.submit(spec), spec, logger.info)
+
+    with SprintLock(settings.lock_dir, root, APPLY_SPRINT):
+        base_sha, order, results = branch_candidates(root, target, list(branches))
+        landing = sequential_apply(
+            repo=root, sprint=APPLY_SPRINT, base_sha=base_sha, target=target, order=order,
+            results=results, blocked_by={}, final_verify=final_verify,
+            verify_timeout_s=verify_timeout_s, worktree_root=worktree_root, lease_dir=leases,
+            policy=LandingPolicy(
+                default=on_conflict, on_final_verify_failure=on_final_verify_failure,
+                concurrency=concurrency, push=push,
+            ),
+            run_attempt=run_resolver if agent is not None else None,
+        )  # fmt: skip
+    result = SprintReport(
+        sprint=APPLY_SPRINT, repo=str(root), base=target, target=target, tasks=landing.tasks,
+        final_verify=landing.final_verify, target_moved=landing.target_moved,
+        target_up_to_date=landing.target_up_to_date, target_sha=landing.target_sha,
+        target_note=landing.note, push_failed=landing.pushed is False,
+        duration_s=time.monotonic() - started,
+    )  # fmt: skip
+    if report:
+        Path(report).write_text(result.model_dump_json(indent=2) + "\n")
+    logger.info("\n" + result.table())
+    logger.info(result.summary_line())
+    if result.exit_status != 0:
+        return Failed(message=result.summary_line())  # type: ignore[return-value]
+    return Completed(message=result.summary_line(), data=result)  # type: ignore[return-value]
+
+
+def apply_and_report(**parameters: Any) -> SprintReport:
+    """Run the flow in this process (``agentfleet apply``) and return its report."""
+    check_apply(parameters.get("on_conflict", "skip"), parameters.get("resolver"))
+    start_embedded_server()
+    with tempfile.TemporaryDirectory(prefix="agentfleet-report-") as tmp:
+        path = Path(tmp) / "report.json"
+        state = apply(**parameters, report=str(path), return_state=True)
+        if path.exists():
+            return SprintReport.model_validate_json(path.read_text())
+        error = state.result(raise_on_failure=False)
+        if isinstance(error, BaseException):
+            raise error
+        raise AgentfleetError(f"the apply flow ended {state.name} without a report: "
+                              f"{state.message}")
