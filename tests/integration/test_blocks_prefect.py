@@ -43,7 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One harness server for the module; results kept out of the user's PREFECT_HOME."""
     storage = tmp_path_factory.mktemp("results")
     with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
-        with prefect_test_harness(server_startup_timeout=60):
+        with prefect_test_harness(server_startup_timeout=240):
             yield str(PREFECT_API_URL.value())
 
 
