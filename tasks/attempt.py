@@ -11,9 +11,10 @@ from prefect.states import State
 from agentfleet.attempt import AttemptSpec, run_attempt
 from agentfleet.event_lines import LineCap, describe
 from agentfleet.masking import Masker, mask_model
+from agentfleet.process import tracked_in
 from tasks.cache import cache_key, cached_state, finished, lookup
 from tasks.observe import attempt_finished
-from tasks.runtime import CANCEL, agent_env
+from tasks.runtime import agent_env, attempt_control
 
 
 class AttemptLog:
@@ -76,7 +77,10 @@ def attempt(spec: AttemptSpec, agent_version: str | None = None) -> State:
         if line:
             log.agent(line)
 
-    result = run_attempt(spec, env=env, on_event=on_event, log=log.info, cancel=CANCEL)
+    control = attempt_control(f"{spec.task_id}#{spec.attempt}")
+    with tracked_in(control.processes):
+        result = run_attempt(spec, env=env, on_event=on_event, log=log.info,
+                             cancel=control.cancel)
     log.close()
     # What the agent printed or said may hold a secret of its environment: masked before
     # it is logged, published, persisted or reported.
