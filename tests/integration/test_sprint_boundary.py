@@ -1,0 +1,74 @@
+"""The sprint flow's boundary under Prefect's harness, with `command` agents (no model).
+
+An error inside the fan-out loop (here: a git failure starting one task) fails that task
+only: the others land, the run ends 1, not as an interrupt.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+from prefect.testing.utilities import prefect_test_harness
+
+import flows.sprint as sprint_module
+from agentfleet import apply as gitapply
+from agentfleet.errors import GitError
+from agentfleet.results import SprintReport
+from tests.conftest import MakeRepo, run_git
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One harness server for the module; results kept out of the user's PREFECT_HOME."""
+    storage = tmp_path_factory.mktemp("results")
+    with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
+        with prefect_test_harness(server_startup_timeout=60):
+            yield
+
+
+def command(task_id: str, run: str, **keys: object) -> dict[str, object]:
+    return {"id": task_id, "prompt": f"do {task_id}", "agent": {"run": run}, **keys}
+
+
+def test_a_git_failure_starting_one_task_fails_that_task_only(
+    harness: None, make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = make_repo()
+    monkeypatch.setenv("AGENTFLEET_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("AGENTFLEET_STOP_GRACE_S", "1")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({
+        "name": "boundary", "repo": str(repo), "agent": {"kind": "command"},
+        "tasks": [
+            command("alpha", "echo a > alpha.txt", paths=["alpha.txt"]),
+            command("beta", "echo b > beta.txt", paths=["beta.txt"]),
+            command("gamma", "echo c > gamma.txt", paths=["gamma.txt"],
+                    depends_on=["alpha", "beta"]),
+            command("delta", "echo d > delta.txt", paths=["delta.txt"]),
+        ],
+    }, sort_keys=False))
+    real_combine = gitapply.combine
+
+    def failing_combine(repo: Path, base: str, heads: list[str], message: str) -> str:
+        # The fault injected: git refuses to build gamma's start (the others need none).
+        if "gamma" in message:
+            raise GitError("git merge-tree failed: fatal: forced failure for the test")
+        return real_combine(repo, base, heads, message)
+
+    monkeypatch.setattr(sprint_module.gitapply, "combine", failing_combine)
+    report_path = tmp_path / "report.json"
+    state = sprint_module.sprint(plan=str(plan), report=str(report_path), return_state=True)
+    assert state.is_failed(), state.message  # exit 1, not an interrupt
+    report = SprintReport.model_validate_json(report_path.read_text())
+    assert report.exit_status == 1 and not report.interrupted
+    tasks = {t.task: t for t in report.tasks}
+    assert {t for t, r in tasks.items() if r.applied} == {"alpha", "beta", "delta"}
+    assert "forced failure" in json.dumps(tasks["gamma"].model_dump(mode="json"))
+    assert report.target_moved is True
+    files = run_git(repo, "ls-tree", "--name-only", "agentfleet/boundary").split()
+    assert {"alpha.txt", "beta.txt", "delta.txt"} <= set(files) and "gamma.txt" not in files
