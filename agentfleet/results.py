@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 
 from agentfleet.outcome import AttemptOutcome
 from agentfleet.process import ShellResult
+from agentfleet.selection import Candidate
 from agentfleet.text import JsonSafeModel
 
 # A reason in the table and the report is one line: an agent's whole output is not one.
@@ -101,6 +102,10 @@ class AttemptResult(JsonSafeModel):
     outcome: AttemptOutcome | None = None
     setup: CheckResult | None = None
     verify: CheckResult | None = None
+    score: CheckResult | None = Field(
+        None, description="the `score` command, run after verify passed; best-of-N reads its "
+        "last line"
+    )
     files: list[str] = []
     diffstat: str = ""
     duration_s: float = 0.0
@@ -150,6 +155,13 @@ class TaskReport(JsonSafeModel):
     verify_tail: str = Field(
         "", description="a failed task's last lines of verify's output (the artifact has more)"
     )
+    candidates: list[Candidate] = Field(
+        default_factory=list, description="every attempt of a task run more than once (best-of-N)"
+    )
+    votes: dict[int, int] = Field(default_factory=dict, description="k -> consensus votes")
+    winner: int | None = Field(None, description="the k that was chosen, if any")
+    criterion: str | None = Field(None, description="what decided the choice (issue 10's order)")
+    selection: str = Field("", description='the sentence, e.g. "k=2 won on score: 2.0 < 5.0"')
 
     @field_validator("detail")
     @classmethod

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentfleet.agent_config import merge
 from agentfleet.attempt import AttemptSpec
 from agentfleet.naming import attempt_branch
 from agentfleet.plan import Plan
@@ -88,8 +89,19 @@ def attempt_spec(
     predecessors: list[Predecessor],
     place: RunPlace,
 ) -> AttemptSpec:
-    """Attempt ``k`` of a task: its branch, prompt, agent and limits from the plan."""
+    """Attempt ``k`` of a task: its branch, prompt, agent and limits from the plan.
+
+    Its variant (entry (k-1) mod len of ``variants``) changes the agent and appends
+    its hint to the prompt.
+    """
     task = plan.task(task_id)
+    variant = plan.task_variant(task, k)
+    agent = plan.task_agent(task)
+    prompt = compose_prompt(task.prompt, predecessors, task.paths)
+    if variant is not None:
+        agent = merge(agent, variant.agent_override())
+        if variant.hint and variant.hint.strip():
+            prompt += "\n\n" + variant.hint.strip()
     return AttemptSpec(
         sprint=plan.name,
         task_id=task_id,
@@ -98,11 +110,12 @@ def attempt_spec(
         repo=place.repo,
         worktree_root=place.worktree_root,
         start_sha=start_sha,
-        prompt=compose_prompt(task.prompt, predecessors, task.paths),
+        prompt=prompt,
         paths=task.paths,
-        agent=plan.task_agent(task),
+        agent=agent,
         setup=plan.task_setup(task),
         verify=plan.task_verify(task),
+        score=plan.task_score(task),
         timeout_s=plan.task_timeout(task),
         retries=plan.task_retries(task),
         codex_path=place.codex_path,

@@ -13,6 +13,7 @@ import contextvars
 import os
 import tempfile
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from agentfleet import apply as gitapply
 from agentfleet.agents import find_codex
 from agentfleet.attempt import AttemptSpec
+from agentfleet.best_of_n import EARLY_STOP, chosen, select, stopped_result
 from agentfleet.checking import CheckedPlan, load_and_check
 from agentfleet.clean import reap_orphans
 from agentfleet.control import RunControl
@@ -35,6 +37,7 @@ from agentfleet.naming import attempt_branch
 from agentfleet.preflight import check_run, redo_closure
 from agentfleet.results import AttemptResult, SprintReport, TaskReport
 from agentfleet.schedule import Scheduler
+from agentfleet.selection import Selection
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
 from agentfleet.submission import Prior, RunPlace, attempt_spec, decide_start, start_line
 from flows.embedded import start_embedded_server
@@ -44,6 +47,7 @@ from tasks.blocked import blocked
 from tasks.cache import agent_version, settle
 from tasks.observe import SprintProgress, name_task_run_lines, sprint_finished
 from tasks.runtime import open_run
+from tasks.select import select_candidate
 
 # The scheduler caps agents at the plan's limits.concurrency; the pool only needs to
 # be at least that large (Prefect's default pool is unbounded).
@@ -143,7 +147,6 @@ class SprintRun:
         # Part of every Codex attempt's cache key; asked once per run.
         self.agent_version = agent_version(codex)
         self.no_cache = no_cache  # True: run every attempt afresh (and overwrite its cache)
-        self.specs: dict[str, AttemptSpec] = {}
         self.plan = checked.plan
         self.repo = checked.repo
         self.dec = checked.decomposition
@@ -153,7 +156,13 @@ class SprintRun:
         self.root = self.repo.root
         self.worktree_root = settings.worktree_root(repo_key(self.root), self.plan.name)
         self.target = self.plan.target_branch
-        self.results: dict[str, AttemptResult] = {}
+        self.results: dict[str, AttemptResult] = {}  # per task: the result that stands for it
+        self.attempts: dict[str, dict[int, AttemptResult]] = {}  # per task: every attempt's
+        self.expected: dict[str, int] = {}  # per task: how many attempts it has
+        self.selections: dict[str, Selection] = {}
+        self.pending: deque[AttemptSpec] = deque()  # attempts waiting for a slot
+        self.running: dict[PrefectFuture, AttemptSpec] = {}
+        self.early_stopped: set[str] = set()
         self.interrupted: SprintReport | None = None  # what finished, when stopped midway
         self.logger = get_run_logger()
         self.started = time.monotonic()
@@ -175,24 +184,27 @@ class SprintRun:
             sched.mark_done_before(task_id)
             self.logger.info(f"{task_id}: already applied on {self.target}, not run again")
         progress = SprintProgress(self.plan.name, sched.state)
-        futures: dict[PrefectFuture, str] = {}
         try:
             while not sched.done:
                 ready = sched.take_ready()
                 for task_id in ready:
                     try:
-                        futures[self._submit(task_id, done_before)] = task_id
+                        self._start(task_id, done_before)
                     except Exception as exc:  # noqa: BLE001 - that task's failure, not a stop
                         if is_interrupt(exc):
                             raise
                         self._finish(sched, progress, task_id, self._crashed(task_id, exc))
-                if not futures:
+                self._submit_pending()
+                if not self.running:
                     if ready and not sched.done:
                         continue  # a start that failed may free tasks to run now
                     break
-                future = next(as_completed(list(futures)))
-                task_id = futures.pop(future)
-                self._finish(sched, progress, task_id, self._result_of(future, task_id))
+                future = next(as_completed(list(self.running)))
+                spec = self.running.pop(future)
+                self._record(spec, self._result_of(future, spec))
+                task_id = spec.task_id
+                if len(self.attempts[task_id]) == self.expected[task_id]:
+                    self._finish(sched, progress, task_id, self._select(task_id))
             # Every blocked task gets a task run of its own, naming all that blocked it
             # (known only now: a second failed dependency may come later than the first).
             for task_id in self.dec.order:
@@ -205,12 +217,15 @@ class SprintRun:
             self.logger.warning("interrupted: stopping every agent of this sprint")
             sched.stop()
             self.control.stop(self.settings.stop_grace_s)
-            for future, task_id in list(futures.items()):
+            for future, spec in list(self.running.items()):
                 try:
                     future.wait(timeout=self.settings.stop_grace_s + 30)
-                    self.results[task_id] = self._result_of(future, task_id)
+                    self._record(spec, self._result_of(future, spec))
                 except BaseException:  # noqa: BLE001 - already on the way out
                     pass
+            for task_id, done in self.attempts.items():
+                if task_id not in self.results and len(done) == self.expected[task_id]:
+                    self.results[task_id] = self._chosen_quietly(task_id)
             self.interrupted = self._report(
                 [report_for(t, self.results.get(t), sched.blocked_by) for t in self.dec.order],
                 interrupted=True,
@@ -262,7 +277,7 @@ class SprintRun:
             repo=str(self.root),
             base=self.repo.base,
             target=self.target,
-            tasks=tasks,
+            tasks=[with_candidates(t, self.selections.get(t.task)) for t in tasks],
             duration_s=time.monotonic() - self.started,
             **fields,
         )
@@ -276,9 +291,8 @@ class SprintRun:
                 self.logger.info(f"{task_id}: on {self.target}, run again (--redo)")
         return found
 
-    def _submit(
-        self, task_id: str, done_before: dict[str, gitapply.AppliedCommit]
-    ) -> PrefectFuture:
+    def _start(self, task_id: str, done_before: dict[str, gitapply.AppliedCommit]) -> None:
+        """Decide a task's start and queue its attempts (they share it)."""
         priors = self._priors(task_id, done_before)
         decision = decide_start(self.plan, task_id, self.dec.waits_on.get(task_id, []), priors)
         start = self.repo.base_sha
@@ -286,14 +300,66 @@ class SprintRun:
             start = gitapply.combine(
                 self.root, self.repo.base_sha, decision.heads, f"agentfleet: start of {task_id}"
             )
-        spec = attempt_spec(self.plan, task_id, 1, start_sha=start,
-                            predecessors=decision.predecessors, place=self.place)
-        self.logger.info(f"{task_id}#1: {start_line(start, decision.used, decision.left_out)}")
-        self.specs[task_id] = spec
-        fresh = self.no_cache or task_id in self.redo
-        return attempt.with_options(refresh_cache=fresh or None).submit(
-            spec, agent_version=self.agent_version
+        n = self.plan.task_attempts(task_id)
+        self.expected[task_id] = n
+        self.attempts[task_id] = {}
+        line = start_line(start, decision.used, decision.left_out)
+        self.logger.info(f"{task_id}: {line}" + (f"; {n} attempts" if n > 1 else ""))
+        for k in range(1, n + 1):
+            self.pending.append(attempt_spec(self.plan, task_id, k, start_sha=start,
+                                             predecessors=decision.predecessors,
+                                             place=self.place))
+
+    def _submit_pending(self) -> None:
+        """Start queued attempts while ``limits.concurrency`` has room (each takes a share)."""
+        while self.pending and len(self.running) < self.plan.limits.concurrency:
+            spec = self.pending.popleft()
+            fresh = self.no_cache or spec.task_id in self.redo
+            future = attempt.with_options(refresh_cache=fresh or None).submit(
+                spec, agent_version=self.agent_version
+            )
+            self.running[future] = spec
+
+    def _record(self, spec: AttemptSpec, result: AttemptResult) -> None:
+        """Keep an attempt's result; the first to pass may stop its siblings (early stop)."""
+        task_id = spec.task_id
+        self.attempts.setdefault(task_id, {})[spec.attempt] = result
+        if (result.succeeded and task_id not in self.early_stopped
+                and self.expected.get(task_id, 1) > 1
+                and self.plan.task_early_stop(task_id) == "first_pass"
+                and not self.plan.task_score(task_id)):
+            self.early_stopped.add(task_id)
+            self.logger.info(f"{task_id}#{spec.attempt} passed first: early stop of the others")
+            for other in [s for s in self.pending if s.task_id == task_id]:
+                self.pending.remove(other)
+                self.attempts[task_id][other.attempt] = stopped_result(
+                    task_id, other.attempt, other.branch, other.start_sha, started=False)
+            for other in [s for s in self.running.values() if s.task_id == task_id]:
+                self.control.stop_attempt(f"{task_id}#{other.attempt}", EARLY_STOP,
+                                          self.settings.stop_grace_s)
+
+    def _select(self, task_id: str) -> AttemptResult:
+        """The result that stands for a finished task: its only attempt's, or the chosen one."""
+        done = self.attempts[task_id]
+        if self.expected[task_id] == 1:
+            return done[1]
+        selection = select_candidate(
+            self.plan.name, task_id, [done[k] for k in sorted(done)],
+            scored=bool(self.plan.task_score(task_id)),
+            goal=self.plan.task_score_goal(task_id),
         )
+        self.selections[task_id] = selection
+        return chosen(selection, done.values(), sprint=self.plan.name, task_id=task_id)
+
+    def _chosen_quietly(self, task_id: str) -> AttemptResult:
+        """As ``_select``, without a task run (on the way out of an interrupt)."""
+        done = self.attempts[task_id]
+        if self.expected[task_id] == 1:
+            return done[1]
+        selection = select(done.values(), scored=bool(self.plan.task_score(task_id)),
+                           goal=self.plan.task_score_goal(task_id))
+        self.selections[task_id] = selection
+        return chosen(selection, done.values(), sprint=self.plan.name, task_id=task_id)
 
     def _run_attempt(self, request: AttemptRequest) -> AttemptResult:
         """A rerun or resolver attempt landing asks for: a task run ``<task>#<k>``."""
@@ -333,26 +399,39 @@ class SprintRun:
             self.logger.warning(f"{waiter}: not run, blocked by failed {task_id}")
         progress.update(sched.state)
 
-    def _crashed(self, task_id: str, exc: BaseException) -> AttemptResult:
+    def _crashed(self, task_id: str, exc: BaseException, k: int = 1) -> AttemptResult:
         """A task whose attempt could not start or report (a git failure, a bug): failed."""
-        self.logger.error(f"{task_id}#1: crashed: {exc}")
+        self.logger.error(f"{task_id}#{k}: crashed: {exc}")
         return AttemptResult(
             task_id=task_id,
-            attempt=1,
-            branch=attempt_branch(self.plan.name, task_id, 1),
+            attempt=k,
+            branch=attempt_branch(self.plan.name, task_id, k),
             start_sha=self.repo.base_sha,
             succeeded=False,
             reason=f"crashed: {exc}",
         )
 
-    def _result_of(self, future: PrefectFuture, task_id: str) -> AttemptResult:
+    def _result_of(self, future: PrefectFuture, spec: AttemptSpec) -> AttemptResult:
         try:
             # A cached result comes back with its branch restored onto this run's start.
-            return settle(future, self.specs[task_id], self.logger.info)
+            return settle(future, spec, self.logger.info)
         except Exception as exc:  # an agentfleet bug or a git failure, not the agent's
             if is_interrupt(exc):
                 raise
-            return self._crashed(task_id, exc)
+            return self._crashed(spec.task_id, exc, spec.attempt)
+
+
+def with_candidates(report: TaskReport, selection: Selection | None) -> TaskReport:
+    """A task's summary row with every candidate and the winner, when it had several."""
+    if selection is None:
+        return report
+    return report.model_copy(update={
+        "candidates": selection.candidates,
+        "votes": selection.votes,
+        "winner": selection.winner_k,
+        "criterion": str(selection.criterion) if selection.criterion else None,
+        "selection": selection.sentence,
+    })
 
 
 def codex_for(checked: CheckedPlan, settings: AgentfleetSettings) -> Path | None:
