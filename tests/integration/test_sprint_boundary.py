@@ -7,32 +7,17 @@ only: the others land, the run ends 1, not as an interrupt.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
-from prefect.testing.utilities import prefect_test_harness
 
 import flows.sprint as sprint_module
 from agentfleet import apply as gitapply
 from agentfleet.errors import GitError
 from agentfleet.results import SprintReport
 from tests.conftest import MakeRepo, run_git
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One harness server for the module; results kept out of the user's PREFECT_HOME."""
-    storage = tmp_path_factory.mktemp("results")
-    with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
-        with prefect_test_harness(server_startup_timeout=60):
-            yield
-
-
-def command(task_id: str, run: str, **keys: object) -> dict[str, object]:
-    return {"id": task_id, "prompt": f"do {task_id}", "agent": {"run": run}, **keys}
+from tests.integration.conftest import command
 
 
 def test_a_git_failure_starting_one_task_fails_that_task_only(
