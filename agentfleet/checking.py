@@ -133,7 +133,9 @@ def render_plan(checked: CheckedPlan) -> str:
             task = tasks[tid]
             paths = ", ".join(task.paths) if task.paths is not None else "(any file)"
             waits = f"  waits for {', '.join(dec.waits_on[tid])}" if dec.waits_on[tid] else ""
-            lines.append(f"  {tid:<{width}}  {task.stage:<10}  {paths}{waits}")
+            n_attempts = plan.task_attempts(task)
+            several = f"  {n_attempts} attempts" if n_attempts > 1 else ""
+            lines.append(f"  {tid:<{width}}  {task.stage:<10}  {paths}{waits}{several}")
     lines.append("")
     reasons = dec.serialization_lines()
     if reasons:

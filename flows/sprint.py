@@ -26,7 +26,7 @@ from agentfleet import apply as gitapply
 from agentfleet.agents import find_codex
 from agentfleet.attempt import AttemptSpec
 from agentfleet.best_of_n import EARLY_STOP, chosen, select, stopped_result
-from agentfleet.checking import CheckedPlan, load_and_check
+from agentfleet.checking import CheckedPlan, load_and_check, render_plan
 from agentfleet.clean import reap_orphans
 from agentfleet.control import RunControl
 from agentfleet.errors import AgentfleetError, SprintInterrupted
@@ -45,6 +45,7 @@ from tasks.apply import sequential_apply
 from tasks.attempt import attempt
 from tasks.blocked import blocked
 from tasks.cache import agent_version, settle
+from tasks.decompose import decompose_stage
 from tasks.observe import SprintProgress, name_task_run_lines, sprint_finished
 from tasks.runtime import open_run
 from tasks.select import select_candidate
@@ -109,6 +110,7 @@ def sprint(
         # them and free their worktrees before starting new ones.
         reap_orphans(settings.work_dir, checked.repo.root, checked.plan.name,
                      grace_s=settings.stop_grace_s, log=logger.warning)
+        decompose_stage(checked.plan.name, render_plan(checked))
         run = SprintRun(checked, settings, codex, no_cache=no_cache, redo=redo or [],
                         control=control)
         try:

@@ -10,6 +10,8 @@ import os
 import time
 from pathlib import Path
 
+from prefect.artifacts import Artifact
+
 from agentfleet.leases import leases_root
 from agentfleet.results import SprintReport, TaskReport
 from tests.conftest import MakeRepo, run_git
@@ -43,6 +45,13 @@ def test_only_attempt_2_passes_verify(harness, make_repo: MakeRepo, work_dir, tm
     assert row.candidates[0].verify_exit_status == 1
     assert row.candidates[1].branch == "agentfleet-attempts/only2/pick/2"
     assert show(repo, "agentfleet/only2", "out.txt") == "2\n"
+    # The stages are visible: decompose's markdown and select's candidates table.
+    table = Artifact.get("agentfleet-only2-pick-candidates")
+    assert table is not None and table.description == row.selection
+    assert '"winner": "yes"' in str(table.data) or "yes" in str(table.data)
+    decomposition = Artifact.get("agentfleet-only2-decompose")
+    assert decomposition is not None and "apply order: pick" in str(decomposition.data)
+    assert "3 attempts" in str(decomposition.data)
 
 
 def test_a_candidate_writing_outside_paths_loses(harness, make_repo, work_dir, tmp_path):

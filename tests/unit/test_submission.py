@@ -65,3 +65,32 @@ def test_the_spec_comes_from_the_plan_and_the_place() -> None:
     assert spec.keep_failed_worktree and spec.grace_s == 1.5 and spec.backoff_initial_s == 0.5
     assert spec.prompt.startswith("do api") and "made the schema" in spec.prompt
     assert "src/**" in spec.prompt
+
+
+def test_attempt_k_uses_its_variant_and_hint() -> None:
+    p = plan({"id": "q", "variants": [{"model": "fast", "hint": "prefer an index"},
+                                      {"model": "deep", "env": {"X": "1"}}]},
+             attempts=3, agent={"model": "base", "env": {"Y": "2"}})
+    specs = [attempt_spec(p, "q", k, start_sha="c" * 40, predecessors=[], place=PLACE)
+             for k in (1, 2, 3)]
+    assert [s.agent.model for s in specs] == ["fast", "deep", "fast"]
+    assert specs[0].prompt.endswith("prefer an index") and "prefer" not in specs[1].prompt
+    assert specs[1].agent.env == {"Y": "2", "X": "1"}
+    assert [s.branch for s in specs] == [f"agentfleet-attempts/s/q/{k}" for k in (1, 2, 3)]
+
+
+def test_attempt_keys_inherit_and_are_bounded() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    p = plan({"id": "a"}, {"id": "b", "attempts": 2, "score": "cat n", "score_goal": "max",
+                           "early_stop": "first_pass"}, attempts=4)
+    assert (p.task_attempts("a"), p.task_attempts("b")) == (4, 2)
+    assert (p.task_score("a"), p.task_score("b"), p.task_score_goal("b")) == (None, "cat n", "max")
+    assert (p.task_early_stop("a"), p.task_early_stop("b")) == ("none", "first_pass")
+    assert plan({"id": "a"}).task_attempts("a") == 1
+    for bad in (0, 9, 1.5):
+        with pytest.raises(ValidationError):
+            plan({"id": "a"}, attempts=bad)
+    with pytest.raises(ValidationError):
+        plan({"id": "a", "variants": [{"hint": "x", "modle": "y"}]})
