@@ -172,6 +172,15 @@ class TaskReport(JsonSafeModel):
     def applied(self) -> bool:
         return self.outcome in (TaskOutcome.APPLIED, TaskOutcome.ALREADY_APPLIED)
 
+    def choice(self) -> str:
+        """`` [k=2 of 3, on score]`` for a task with several attempts; '' otherwise."""
+        if not self.candidates:
+            return ""
+        n = len(self.candidates)
+        if self.winner is None:
+            return f" [none of {n} passed]"
+        return f" [k={self.winner} of {n}, on {self.criterion}]"
+
 
 class SprintReport(JsonSafeModel):
     """The whole sprint: what ``agentfleet run`` prints and ``--report`` writes."""
@@ -218,7 +227,8 @@ class SprintReport(JsonSafeModel):
             (
                 t.task,
                 t.outcome.value
-                + (f" ({one_line(t.detail, TABLE_DETAIL_MAX)})" if t.detail else ""),
+                + (f" ({one_line(t.detail, TABLE_DETAIL_MAX)})" if t.detail else "")
+                + t.choice(),
                 t.attempt_branch or "-",
                 str(len(t.files)),
                 f"{t.tokens:,}",

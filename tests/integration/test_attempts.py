@@ -6,6 +6,7 @@ does different work at no cost; the flow runs under Prefect's harness.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -45,6 +46,15 @@ def test_only_attempt_2_passes_verify(harness, make_repo: MakeRepo, work_dir, tm
     assert row.candidates[0].verify_exit_status == 1
     assert row.candidates[1].branch == "agentfleet-attempts/only2/pick/2"
     assert show(repo, "agentfleet/only2", "out.txt") == "2\n"
+    # The report carries every candidate; the console's row stays one line.
+    data = json.loads(report.model_dump_json())["tasks"][0]
+    assert {"k", "branch", "outcome", "reason", "final_message", "usage", "duration_s",
+            "verify_exit_status", "verify_output_tail", "score", "diff_size"} <= set(
+        data["candidates"][0])
+    assert set(data["candidates"][0]["usage"]) >= {"input_tokens", "cached_input_tokens",
+                                                   "output_tokens", "reasoning_output_tokens"}
+    assert data["winner"] == 2 and data["criterion"] == "passes" and data["votes"]
+    assert "[k=2 of 3, on passes]" in report.table().splitlines()[2]
     # The stages are visible: decompose's markdown and select's candidates table.
     table = Artifact.get("agentfleet-only2-pick-candidates")
     assert table is not None and table.description == row.selection
