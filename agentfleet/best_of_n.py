@@ -7,12 +7,16 @@ and score's output); ``agentfleet.selection`` applies the criteria.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
+from agentfleet.checking import CheckedPlan, check_plan_data
 from agentfleet.naming import attempt_branch
 from agentfleet.results import AttemptResult
 from agentfleet.selection import Candidate, ScoreGoal, Selection, apply_score, choose
 
 EARLY_STOP = "early stop"
+TASK_ID = "task"  # the one task of a best-of-n run
 
 
 def candidates_of(results: Iterable[AttemptResult], *, scored: bool) -> list[Candidate]:
@@ -56,3 +60,30 @@ def stopped_result(task_id: str, k: int, branch: str, start_sha: str,
         task_id=task_id, attempt=k, branch=branch, start_sha=start_sha, succeeded=False,
         reason=f"stopped: {EARLY_STOP}" + ("" if started else " (not started)"),
     )
+
+
+def best_of_n_plan(
+    prompt: str,
+    *,
+    repo: str = ".",
+    base: str | None = None,
+    attempts: int = 3,
+    verify: str | None = None,
+    score: str | None = None,
+    score_goal: str = "min",
+    paths: list[str] | None = None,
+    variants: list[dict[str, Any]] | None = None,
+    agent: dict[str, Any] | None = None,
+    target: str | None = None,
+    name: str = "best-of-n",
+) -> CheckedPlan:
+    """The one-task plan of a best-of-n run, checked; ``PlanError`` lists every problem."""
+    raw: dict[str, Any] = {"name": name, "repo": str(Path(repo).resolve()),
+                           "attempts": attempts, "score_goal": score_goal,
+                           "tasks": [{"id": TASK_ID, "prompt": prompt}]}
+    optional = {"base": base, "verify": verify, "score": score, "variants": variants,
+                "agent": agent, "target": target}
+    raw.update({k: v for k, v in optional.items() if v is not None})
+    if paths:
+        raw["tasks"][0]["paths"] = list(paths)
+    return check_plan_data(raw, Path(repo).resolve() / "best-of-n.yaml", source="best-of-n")

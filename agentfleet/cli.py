@@ -217,6 +217,53 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return report.exit_status
 
 
+def cmd_best_of_n(args: argparse.Namespace) -> int:
+    """``agentfleet best-of-n PROMPT``: N attempts, the best chosen; exit 0 winner, 1 none."""
+    from agentfleet.best_of_n import best_of_n_plan
+    from agentfleet.selection import Selection, candidates_markdown
+
+    agent: dict[str, Any] = {}
+    if args.run:
+        agent = {"kind": "command", "run": args.run}
+    if args.model:
+        agent["model"] = args.model
+    options: dict[str, Any] = dict(
+        repo=args.repo, base=args.base, attempts=args.attempts, verify=args.verify,
+        score=args.score, score_goal=args.score_goal, paths=args.paths or None,
+        agent=agent or None, target=args.target, name=args.name,
+    )
+    # Bad input: exit 2 before Prefect even starts.
+    best_of_n_plan(args.prompt, **options)
+    from flows.best_of_n import BestOfNResult, best_of_n
+    from flows.embedded import start_embedded_server
+
+    start_embedded_server()
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="agentfleet-best-of-n-") as tmp:
+        answer_path = Path(tmp) / "answer.json"
+        state = best_of_n(args.prompt, **options, no_cache=args.no_cache,
+                          answer=str(answer_path), return_state=True)
+        if not answer_path.exists():
+            error = state.result(raise_on_failure=False)
+            if isinstance(error, BaseException):
+                raise error
+            raise AgentfleetError(f"best-of-n ended {state.name} without an answer")
+        answer = BestOfNResult.model_validate_json(answer_path.read_text())
+    candidates = answer.judged
+    winner = next((c for c in candidates if c.k == answer.winner), None)
+    print(candidates_markdown(Selection(candidates=candidates, winner=winner, criterion=None,
+                                        sentence=answer.sentence)), end="")
+    if winner is None:
+        print("no candidate passed: every branch is kept")
+        return 1
+    print(f"winner: k={winner.k} {winner.branch}")
+    if args.target:
+        print(f"applied to {args.target}" if answer.applied else f"NOT applied to {args.target}")
+        return 0 if answer.report.exit_status == 0 else 1
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -307,6 +354,33 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--name", help="the sprint's name (default: from the goal)")
     dec.add_argument("--model", help="the planner's model (default: Codex's configured one)")
     dec.set_defaults(func=cmd_decompose)
+
+    bon = sub.add_parser(
+        "best-of-n",
+        help="run one prompt N times and choose the best candidate",
+        description="Run N attempts of PROMPT, each in its own worktree and branch; judge "
+        "them (passes, score, consensus, smaller diff, fewer tokens, lower k) and print the "
+        "candidates table and the winner's branch. Applies nothing unless --target. Exit 0: "
+        "a winner; 1: no candidate passed; 2: bad input.",
+    )
+    bon.add_argument("prompt", metavar="PROMPT", help="what every attempt should do")
+    bon.add_argument("--repo", default=".", help="the git repository (default: .)")
+    bon.add_argument("--base", help="the branch to start from (default: the current branch)")
+    bon.add_argument("--attempts", type=int, default=3, help="how many attempts (1-8; 3)")
+    bon.add_argument("--verify", metavar="CMD", help="shell command a candidate must pass")
+    bon.add_argument("--score", metavar="CMD",
+                     help="shell command whose last output line (a number) ranks candidates")
+    bon.add_argument("--score-goal", choices=("min", "max"), default="min",
+                     help="which score is better (default: min)")
+    bon.add_argument("--paths", nargs="+", metavar="GLOB",
+                     help="the only files a candidate may change (gitignore style)")
+    bon.add_argument("--target", help="land the winner on this branch (default: apply nothing)")
+    bon.add_argument("--model", help="the Codex model (default: Codex's configured one)")
+    bon.add_argument("--run", metavar="CMD",
+                     help="a shell command as the agent instead of Codex (kind: command)")
+    bon.add_argument("--name", default="best-of-n", help="names the branches (best-of-n)")
+    bon.add_argument("--no-cache", action="store_true", help="run every attempt afresh")
+    bon.set_defaults(func=cmd_best_of_n)
 
     schema = sub.add_parser("schema", help="print the plan file's JSON Schema")
     schema.set_defaults(func=cmd_schema)

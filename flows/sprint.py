@@ -95,9 +95,28 @@ def sprint(
     ``redo``: tasks to run again, with the tasks depending on them; their commits on
     the target are replaced by the new results.
     """
+    sprint_report = run_checked(checked_plan(plan), report=report, no_cache=no_cache,
+                                redo=redo or [])
+    if sprint_report.exit_status != 0:
+        # No data: Prefect turns a Failed state's data into the exception a deployment run
+        # raises, and a report is none ("Unexpected result for failed state"). The message
+        # becomes that exception; `agentfleet run` reads the report from its file.
+        return Failed(message=sprint_report.summary_line())
+    return Completed(message=sprint_report.summary_line(), data=sprint_report)
+
+
+def run_checked(
+    checked: CheckedPlan,
+    *,
+    report: str | None = None,
+    no_cache: bool = False,
+    redo: list[str] | None = None,
+    land: bool = True,
+) -> SprintReport:
+    """The body of a flow running a checked plan (``sprint``, ``best-of-n``): lock, fan out,
+    select, and with ``land`` apply onto the target; the report also goes to ``report``."""
     logger = get_run_logger()
     name_task_run_lines()
-    checked = checked_plan(plan)
     settings = AgentfleetSettings()
     check_run(repo_root=checked.repo.root, task_ids=checked.plan.task_ids,
               work_dir=settings.work_dir, report=report, redo=redo or [])
@@ -112,7 +131,7 @@ def sprint(
                      grace_s=settings.stop_grace_s, log=logger.warning)
         decompose_stage(checked.plan.name, render_plan(checked))
         run = SprintRun(checked, settings, codex, no_cache=no_cache, redo=redo or [],
-                        control=control)
+                        control=control, land=land)
         try:
             sprint_report = run.run()
         except BaseException:
@@ -123,12 +142,7 @@ def sprint(
         Path(report).write_text(sprint_report.model_dump_json(indent=2) + "\n")
     logger.info("\n" + sprint_report.table())
     logger.info(sprint_report.summary_line())
-    if sprint_report.exit_status != 0:
-        # No data: Prefect turns a Failed state's data into the exception a deployment run
-        # raises, and a report is none ("Unexpected result for failed state"). The message
-        # becomes that exception; `agentfleet run` reads the report from its file.
-        return Failed(message=sprint_report.summary_line())
-    return Completed(message=sprint_report.summary_line(), data=sprint_report)
+    return sprint_report
 
 
 class SprintRun:
@@ -143,7 +157,9 @@ class SprintRun:
         no_cache: bool = False,
         redo: list[str] | None = None,
         control: RunControl | None = None,
+        land: bool = True,
     ) -> None:
+        self.land = land  # False: choose only, apply nothing (best-of-n without a target)
         self.codex = codex
         self.control = control or RunControl(checked.plan.name)
         # Part of every Codex attempt's cache key; asked once per run.
@@ -234,6 +250,12 @@ class SprintRun:
             )
             sprint_finished(self.interrupted, self.results)
             raise
+        if not self.land:
+            sprint_report = self._report(
+                [report_for(t, self.results.get(t), sched.blocked_by) for t in self.dec.order]
+            )
+            sprint_finished(sprint_report, self.results)
+            return sprint_report
         try:
             landing = sequential_apply(
                 repo=self.root,
