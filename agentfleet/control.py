@@ -29,12 +29,22 @@ class AttemptControl:
         """Whether the attempt was told to stop."""
         return self.cancel.is_set()
 
-    def stop(self, reason: str = "interrupted", grace_s: float | None = None) -> int:
-        """Stop the attempt now: its waits wake, its processes get SIGTERM then SIGKILL."""
+    def stop(
+        self, reason: str = "interrupted", grace_s: float | None = None, *, wait: bool = True
+    ) -> int:
+        """Stop the attempt now: its waits wake, its processes get SIGTERM then SIGKILL.
+
+        ``wait=False`` returns at once (the processes are stopped in a thread); returns
+        how many processes were live.
+        """
         if self.reason is None:
             self.reason = reason
         self.cancel.set()
-        return self.processes.stop(grace_s)
+        if wait:
+            return self.processes.stop(grace_s)
+        live = len(self.processes.live())
+        threading.Thread(target=self.processes.stop, args=(grace_s,), daemon=True).start()
+        return live
 
 
 class RunControl:
@@ -59,9 +69,11 @@ class RunControl:
                 control.cancel.set()
             return control
 
-    def stop_attempt(self, name: str, reason: str, grace_s: float | None = None) -> int:
+    def stop_attempt(
+        self, name: str, reason: str, grace_s: float | None = None, *, wait: bool = True
+    ) -> int:
         """Stop one attempt (and only it); returns how many processes were stopped."""
-        return self.attempt(name).stop(reason, grace_s)
+        return self.attempt(name).stop(reason, grace_s, wait=wait)
 
     def stop(self, grace_s: float | None = None) -> int:
         """Stop every attempt of this run; returns how many processes were stopped."""

@@ -359,8 +359,9 @@ class SprintRun:
                 self.attempts[task_id][other.attempt] = stopped_result(
                     task_id, other.attempt, other.branch, other.start_sha, started=False)
             for other in [s for s in self.running.values() if s.task_id == task_id]:
+                # Not waited for here: the attempt's task removes its worktree and reports.
                 self.control.stop_attempt(f"{task_id}#{other.attempt}", EARLY_STOP,
-                                          self.settings.stop_grace_s)
+                                          self.settings.stop_grace_s, wait=False)
 
     def _select(self, task_id: str) -> AttemptResult:
         """The result that stands for a finished task: its only attempt's, or the chosen one."""
