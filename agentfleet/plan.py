@@ -1148,4 +1148,37 @@ def _agent_problems(raw: dict[str, Any], tasks: list[Any], ids: list[Any]) -> li
                     "required because the plan's agent kind is 'command'",
                 )
             )
+    out.extend(_variant_problems(raw, tasks, ids, base))
+    return out
+
+
+def _variant_problems(
+    raw: dict[str, Any], tasks: list[Any], ids: list[Any], base: AgentConfig
+) -> list[tuple[str, str]]:
+    """A variant that makes an attempt's agent unusable (``kind: command`` without ``run``)."""
+    out: list[tuple[str, str]] = []
+    for index, task in enumerate(tasks):
+        if not isinstance(task, dict):
+            continue
+        own = task.get("variants")
+        variants = own if own is not None else raw.get("variants")
+        where = f"tasks[{_task_label(task, index, ids)}].variants" if own is not None \
+            else "variants"
+        if not isinstance(variants, list):
+            continue
+        try:
+            over = AgentOverride.model_validate(task["agent"]) if task.get("agent") else None
+            agent = merge(base, over)
+        except ValidationError:
+            continue
+        for number, entry in enumerate(variants):
+            try:
+                variant = Variant.model_validate(entry)
+            except ValidationError:
+                continue  # the key's own validation reports it
+            found = agent_problem(merge(agent, variant.agent_override()))
+            if found is not None:
+                problem = (f"{where}[{number}].{found[0]}", found[1])
+                if problem not in out:
+                    out.append(problem)
     return out

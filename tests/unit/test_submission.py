@@ -94,3 +94,20 @@ def test_attempt_keys_inherit_and_are_bounded() -> None:
             plan({"id": "a"}, attempts=bad)
     with pytest.raises(ValidationError):
         plan({"id": "a", "variants": [{"hint": "x", "modle": "y"}]})
+
+
+def test_a_variant_that_leaves_a_command_agent_without_run_is_a_plan_problem() -> None:
+    from agentfleet.plan import read_plan_data
+
+    reading = read_plan_data(
+        {"name": "s", "variants": [{"kind": "command"}, {"model": "x"}],
+         "tasks": [{"id": "a", "prompt": "x"},
+                   {"id": "b", "prompt": "y", "variants": [{"hint": "h"}, {"kind": "command"}]}]},
+        Path("/tmp/plan.yaml"), source="plan.yaml",
+    )
+    assert [str(p) for p in reading.problems] == [
+        "plan.yaml: variants[0].run: required when the agent kind is 'command' "
+        "(the shell command to run)",
+        "plan.yaml: tasks[b].variants[1].run: required when the agent kind is 'command' "
+        "(the shell command to run)",
+    ]
