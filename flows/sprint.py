@@ -180,6 +180,7 @@ class SprintRun:
         self.selections: dict[str, Selection] = {}
         self.pending: deque[AttemptSpec] = deque()  # attempts waiting for a slot
         self.running: dict[PrefectFuture, AttemptSpec] = {}
+        self.specs: dict[tuple[str, int], AttemptSpec] = {}  # (task, k) -> its spec
         self.early_stopped: set[str] = set()
         self.interrupted: SprintReport | None = None  # what finished, when stopped midway
         self.logger = get_run_logger()
@@ -330,9 +331,10 @@ class SprintRun:
         line = start_line(start, decision.used, decision.left_out)
         self.logger.info(f"{task_id}: {line}" + (f"; {n} attempts" if n > 1 else ""))
         for k in range(1, n + 1):
-            self.pending.append(attempt_spec(self.plan, task_id, k, start_sha=start,
-                                             predecessors=decision.predecessors,
-                                             place=self.place))
+            spec = attempt_spec(self.plan, task_id, k, start_sha=start,
+                                predecessors=decision.predecessors, place=self.place)
+            self.specs[(task_id, k)] = spec
+            self.pending.append(spec)
 
     def _submit_pending(self) -> None:
         """Start queued attempts while ``limits.concurrency`` has room (each takes a share)."""
@@ -388,15 +390,20 @@ class SprintRun:
 
     def _run_attempt(self, request: AttemptRequest) -> AttemptResult:
         """A rerun or resolver attempt landing asks for: a task run ``<task>#<k>``."""
+        # Past the task's own best-of-N attempts: landing counts its reruns from 2.
+        k = request.attempt + self.expected.get(request.task_id, 1) - 1
         update: dict[str, object] = {
-            "attempt": request.attempt,
-            "branch": attempt_branch(self.plan.name, request.task_id, request.attempt),
+            "attempt": k,
+            "branch": attempt_branch(self.plan.name, request.task_id, k),
             "start_sha": request.start_sha,
             "prompt": request.prompt,
         }
         if request.kind == "resolve":
             update["agent"] = self.plan.resolver_agent(request.task_id)
-        spec = self.specs[request.task_id].model_copy(update=update)
+        # A rerun or resolver starts from the chosen candidate's spec (its variant too).
+        spec = self.specs[(request.task_id, self.results[request.task_id].attempt)].model_copy(
+            update=update
+        )
         future = attempt.with_options(refresh_cache=self.no_cache or None).submit(
             spec, agent_version=self.agent_version
         )
