@@ -57,3 +57,22 @@ def test_a_git_failure_starting_one_task_fails_that_task_only(
     assert report.target_moved is True
     files = run_git(repo, "ls-tree", "--name-only", "agentfleet/boundary").split()
     assert {"alpha.txt", "beta.txt", "delta.txt"} <= set(files) and "gamma.txt" not in files
+
+
+def test_the_plan_is_read_once_per_run(
+    harness: None, make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentfleet.checking import load_and_check
+
+    repo = make_repo()
+    monkeypatch.setenv("AGENTFLEET_WORK_DIR", str(tmp_path / "work"))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({
+        "name": "once", "repo": str(repo), "agent": {"kind": "command"},
+        "tasks": [command("alpha", "echo a > alpha.txt", paths=["alpha.txt"])],
+    }))
+    checked = load_and_check(plan)
+    # Were the flow to read the file again, it would find no valid plan.
+    plan.write_text("name: [not a plan\n")
+    report = sprint_module.run_and_report(plan, report=None, no_cache=True, checked=checked)
+    assert report.exit_status == 0, report.summary_line()
