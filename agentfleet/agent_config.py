@@ -60,6 +60,21 @@ class AgentOverride(BaseModel, extra="forbid"):
     )
 
 
+class Variant(AgentOverride):
+    """One way of attempting a task: agent changes for attempt k, and a hint for its prompt."""
+
+    hint: str | None = Field(
+        None, description="Text appended to the prompt of the attempts using this variant "
+        "(e.g. \"prefer an index over a query rewrite\")."
+    )
+
+    def agent_override(self) -> AgentOverride:
+        """The variant's agent keys alone (without ``hint``)."""
+        return AgentOverride.model_validate(
+            self.model_dump(exclude_unset=True, exclude={"hint"})
+        )
+
+
 # The dict keys merge key by key; every other key is replaced when the override sets it.
 _MERGED_DICTS = ("env", "config")
 

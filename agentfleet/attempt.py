@@ -86,6 +86,7 @@ class AttemptSpec(BaseModel):
     agent: AgentConfig
     setup: str | None = None
     verify: str | None = None
+    score: str | None = None  # run after verify passed; its last line ranks the candidates
     timeout_s: float
     retries: int = 2
     idle_timeout_s: float | None = None
@@ -232,6 +233,14 @@ def _run_in(
         )
         if not result.verify.passed:
             result.reason = f"verify failed (exit {result.verify.exit_status})"
+            return
+    if spec.score:
+        log(f"score: {spec.score}")
+        result.score = CheckResult.from_shell(
+            run_shell(spec.score, worktree.path, env, timeout_s=_left(deadline), cancel=cancel)
+        )
+        if not result.score.passed:
+            result.reason = f"score failed (exit {result.score.exit_status})"
             return
     result.succeeded = True
 

@@ -51,6 +51,7 @@ class AttemptKey(BaseModel):
     agent_config: dict[str, str | int | float | bool]
     agent_env_names: list[str]
     agent_version: str | None
+    score: str | None = None  # in the key only when set: keys of plans without it stay
 
 
 def key_parts(spec: AttemptSpec, start_tree: str, agent_version: str | None) -> AttemptKey:
@@ -77,12 +78,14 @@ def key_parts(spec: AttemptSpec, start_tree: str, agent_version: str | None) -> 
         agent_config=dict(agent.config) if codex else {},
         agent_env_names=sorted(agent.env),
         agent_version=agent_version if codex else None,
+        score=spec.score,
     )
 
 
 def attempt_key(spec: AttemptSpec, start_tree: str, agent_version: str | None) -> str:
     """The cache key of an attempt: a SHA-256 over its parts, in canonical JSON."""
-    parts = key_parts(spec, start_tree, agent_version).model_dump(mode="json")
+    key = key_parts(spec, start_tree, agent_version)
+    parts = key.model_dump(mode="json", exclude={"score"} if key.score is None else None)
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return "attempt-" + hashlib.sha256(canonical.encode()).hexdigest()
 

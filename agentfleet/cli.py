@@ -12,152 +12,28 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from agentfleet.decompose import Decomposition, decompose
-from agentfleet.durations import format_duration
+from agentfleet.checking import (  # noqa: F401 - re-exported: the CLI's names stay
+    CheckedPlan,
+    check_plan_data,
+    check_reading,
+    load_and_check,
+    render_plan,
+)
 from agentfleet.errors import (
     AgentfleetError,
     ConfigError,
     PlanError,
-    Problem,
     ProposalRejected,
     SprintInterrupted,
 )
-from agentfleet.foreach import Template
-from agentfleet.plan import Plan, PlanReading, plan_json_schema, read_plan, read_plan_data
-from agentfleet.repository import RepoFacts, folder_patterns, inspect_repository
+from agentfleet.plan import plan_json_schema
 
 Command = Callable[[argparse.Namespace], int]
-
-
-@dataclass(frozen=True)
-class CheckedPlan:
-    """A plan that loaded, whose repository checked out, decided into waves and order."""
-
-    plan: Plan
-    repo: RepoFacts
-    decomposition: Decomposition
-    warnings: list[str] = field(default_factory=list)
-    templates: list[Template] = field(default_factory=list)  # foreach tasks, as expanded
-
-
-def load_and_check(plan_path: Path) -> CheckedPlan:
-    """Load a plan, check its repository and decompose it; ``PlanError`` lists every problem.
-
-    Reads only: nothing is created in the repository.
-    """
-    return check_reading(read_plan(Path(plan_path)))
-
-
-def check_plan_data(raw: dict[str, Any], plan_path: Path, *, source: str) -> CheckedPlan:
-    """``load_and_check`` for plan data not read from a file (a planner's answer).
-
-    ``plan_path`` is where the plan would be written: ``repo`` is relative to its folder.
-    """
-    return check_reading(read_plan_data(raw, Path(plan_path), source=source))
-
-
-def check_reading(reading: PlanReading) -> CheckedPlan:
-    """Check a plan reading's repository and decompose it; ``PlanError`` lists every problem."""
-    problems = list(reading.problems)
-    facts: RepoFacts | None = None
-    # Repository problems are worth reporting next to plan problems whenever the
-    # plan got far enough to say where the repository is.
-    if reading.repo_path is not None:
-        facts = inspect_repository(
-            reading.repo_path, reading.base, reading.target, source=reading.source
-        )
-        problems.extend(facts.problems)
-    if facts is not None and facts.root is not None and facts.base_sha:
-        problems.extend(_folder_pattern_problems(reading, facts.root, facts.base_sha))
-    if problems or reading.plan is None or facts is None:
-        raise PlanError(problems)
-    decomposition = decompose(reading.plan)
-    return CheckedPlan(
-        plan=reading.plan,
-        repo=facts,
-        decomposition=decomposition,
-        warnings=[*facts.warnings, *decomposition.warnings],
-        templates=reading.templates,
-    )
-
-
-def _folder_pattern_problems(reading: PlanReading, root: Path, base_sha: str) -> list[Problem]:
-    """A `paths` pattern naming a folder must say so, or the agent's work there is refused."""
-    named = folder_patterns(
-        root, base_sha, (p for paths in reading.task_paths.values() for p in paths)
-    )
-    return [
-        Problem(
-            f"{reading.source}: {label}.paths",
-            f"'{pattern}' names the folder '{named[pattern]}' but matches only files of that "
-            f"name; write '{pattern}/' (or '{pattern}/**') for what is inside it",
-        )
-        for label, paths in reading.task_paths.items()
-        for pattern in dict.fromkeys(paths)
-        if pattern in named
-    ]
-
-
-def _short(sha: str | None) -> str:
-    return sha[:10] if sha else "?"
-
-
-def render_plan(checked: CheckedPlan) -> str:
-    """The human summary ``agentfleet plan`` prints: waves, serializations, apply order."""
-    plan, repo, dec = checked.plan, checked.repo, checked.decomposition
-    target_state = f"exists at {_short(repo.target_sha)}" if repo.target_exists else "new"
-    n = len(plan.tasks)
-    lines = [
-        f"plan '{plan.name}': {n} task{'s' if n != 1 else ''} in {repo.root}",
-        f"base {repo.base} ({_short(repo.base_sha)}) -> target {plan.target_branch} "
-        f"({target_state})",
-        f"up to {plan.limits.concurrency} agents at once; timeout "
-        f"{format_duration(plan.timeout_seconds)}, retries {plan.retries}",
-        "",
-    ]
-    if plan.goal is not None:
-        agent = plan.planner_agent
-        lines += [
-            "goal (the planner proposes the tasks when the sprint runs; `agentfleet decompose` "
-            "shows them now):",
-            *[f"  {line}" for line in plan.goal.strip().splitlines()],
-            f"planner: {agent.kind}, sandbox {agent.sandbox}"
-            + (f", model {agent.model}" if agent.model else "")
-            + ("; the proposed plan waits for review" if plan.review_plan else ""),
-        ]
-        return "\n".join(lines) + "\n"
-    if plan.overlap == "merge":
-        lines += ["overlap: merge (tasks whose paths overlap run together; git merges their "
-                  "results at apply)", ""]
-    if checked.templates:
-        lines.append("templates (foreach):")
-        lines += [f"  {t.describe()}" for t in checked.templates]
-        lines.append("")
-    width = max(len(t) for t in dec.order)
-    tasks = {t.id: t for t in plan.tasks}
-    for number, wave in enumerate(dec.waves, start=1):
-        together = " (may run together)" if len(wave) > 1 else ""
-        lines.append(f"wave {number}{together}:")
-        for tid in wave:
-            task = tasks[tid]
-            paths = ", ".join(task.paths) if task.paths is not None else "(any file)"
-            waits = f"  waits for {', '.join(dec.waits_on[tid])}" if dec.waits_on[tid] else ""
-            lines.append(f"  {tid:<{width}}  {task.stage:<10}  {paths}{waits}")
-    lines.append("")
-    reasons = dec.serialization_lines()
-    if reasons:
-        lines.append("serialized (a -> b: b waits for a):")
-        lines += [f"  {r}" for r in reasons]
-    else:
-        lines.append("serialized: nothing; every task may run in parallel")
-    lines += ["", f"apply order: {', '.join(dec.order)}"]
-    return "\n".join(lines) + "\n"
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -290,7 +166,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.sprint import run_and_report
 
     try:
-        report = run_and_report(plan_path, report=args.report, no_cache=args.no_cache, redo=redo)
+        report = run_and_report(plan_path, report=args.report, no_cache=args.no_cache,
+                                redo=redo, checked=checked)
     except SprintInterrupted as interrupt:
         print()
         print(interrupt.report.table())
@@ -338,6 +215,53 @@ def cmd_apply(args: argparse.Namespace) -> int:
             print(fv.output_tail.rstrip())
     print(report.summary_line())
     return report.exit_status
+
+
+def cmd_best_of_n(args: argparse.Namespace) -> int:
+    """``agentfleet best-of-n PROMPT``: N attempts, the best chosen; exit 0 winner, 1 none."""
+    from agentfleet.best_of_n import best_of_n_plan
+    from agentfleet.selection import Selection, candidates_markdown
+
+    agent: dict[str, Any] = {}
+    if args.run:
+        agent = {"kind": "command", "run": args.run}
+    if args.model:
+        agent["model"] = args.model
+    options: dict[str, Any] = dict(
+        repo=args.repo, base=args.base, attempts=args.attempts, verify=args.verify,
+        score=args.score, score_goal=args.score_goal, paths=args.paths or None,
+        agent=agent or None, target=args.target, name=args.name,
+    )
+    # Bad input: exit 2 before Prefect even starts.
+    best_of_n_plan(args.prompt, **options)
+    from flows.best_of_n import BestOfNResult, best_of_n
+    from flows.embedded import start_embedded_server
+
+    start_embedded_server()
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="agentfleet-best-of-n-") as tmp:
+        answer_path = Path(tmp) / "answer.json"
+        state = best_of_n(args.prompt, **options, no_cache=args.no_cache,
+                          answer=str(answer_path), return_state=True)
+        if not answer_path.exists():
+            error = state.result(raise_on_failure=False)
+            if isinstance(error, BaseException):
+                raise error
+            raise AgentfleetError(f"best-of-n ended {state.name} without an answer")
+        answer = BestOfNResult.model_validate_json(answer_path.read_text())
+    candidates = answer.judged
+    winner = next((c for c in candidates if c.k == answer.winner), None)
+    print(candidates_markdown(Selection(candidates=candidates, winner=winner, criterion=None,
+                                        sentence=answer.sentence)), end="")
+    if winner is None:
+        print("no candidate passed: every branch is kept")
+        return 1
+    print(f"winner: k={winner.k} {winner.branch}")
+    if args.target:
+        print(f"applied to {args.target}" if answer.applied else f"NOT applied to {args.target}")
+        return 0 if answer.report.exit_status == 0 else 1
+    return 0
 
 
 def _version() -> str:
@@ -430,6 +354,33 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--name", help="the sprint's name (default: from the goal)")
     dec.add_argument("--model", help="the planner's model (default: Codex's configured one)")
     dec.set_defaults(func=cmd_decompose)
+
+    bon = sub.add_parser(
+        "best-of-n",
+        help="run one prompt N times and choose the best candidate",
+        description="Run N attempts of PROMPT, each in its own worktree and branch; judge "
+        "them (passes, score, consensus, smaller diff, fewer tokens, lower k) and print the "
+        "candidates table and the winner's branch. Applies nothing unless --target. Exit 0: "
+        "a winner; 1: no candidate passed; 2: bad input.",
+    )
+    bon.add_argument("prompt", metavar="PROMPT", help="what every attempt should do")
+    bon.add_argument("--repo", default=".", help="the git repository (default: .)")
+    bon.add_argument("--base", help="the branch to start from (default: the current branch)")
+    bon.add_argument("--attempts", type=int, default=3, help="how many attempts (1-8; 3)")
+    bon.add_argument("--verify", metavar="CMD", help="shell command a candidate must pass")
+    bon.add_argument("--score", metavar="CMD",
+                     help="shell command whose last output line (a number) ranks candidates")
+    bon.add_argument("--score-goal", choices=("min", "max"), default="min",
+                     help="which score is better (default: min)")
+    bon.add_argument("--paths", nargs="+", metavar="GLOB",
+                     help="the only files a candidate may change (gitignore style)")
+    bon.add_argument("--target", help="land the winner on this branch (default: apply nothing)")
+    bon.add_argument("--model", help="the Codex model (default: Codex's configured one)")
+    bon.add_argument("--run", metavar="CMD",
+                     help="a shell command as the agent instead of Codex (kind: command)")
+    bon.add_argument("--name", default="best-of-n", help="names the branches (best-of-n)")
+    bon.add_argument("--no-cache", action="store_true", help="run every attempt afresh")
+    bon.set_defaults(func=cmd_best_of_n)
 
     schema = sub.add_parser("schema", help="print the plan file's JSON Schema")
     schema.set_defaults(func=cmd_schema)

@@ -28,7 +28,7 @@ from pydantic import (
     field_validator,
 )
 
-from agentfleet.agent_config import AgentConfig, AgentOverride, agent_problem, merge
+from agentfleet.agent_config import AgentConfig, AgentOverride, Variant, agent_problem, merge
 from agentfleet.durations import HINT, parse_duration
 from agentfleet.errors import PlanError, Problem
 from agentfleet.foreach import DEFAULT_MAX_ITEMS, Template, expand, has_templates, needs_files
@@ -44,6 +44,9 @@ from agentfleet.patterns import validate_pattern
 
 STAGES = ("foundation", "feature", "tests", "docs")
 Stage = Literal["foundation", "feature", "tests", "docs"]
+EarlyStop = Literal["none", "first_pass"]
+ScoreGoal = Literal["min", "max"]
+MAX_ATTEMPTS = 8
 
 
 class _DurationMarker:
@@ -180,6 +183,19 @@ class Task(BaseModel):
     idle_timeout: Duration | None = Field(
         None, description="Overrides the plan's `idle_timeout` for this task."
     )
+    attempts: Annotated[StrictCount, Field(ge=1, le=MAX_ATTEMPTS)] | None = Field(
+        None, description="Overrides the plan's `attempts` for this task."
+    )
+    variants: Annotated[list[Variant], Field(min_length=1)] | None = Field(
+        None, description="Overrides the plan's `variants` for this task."
+    )
+    early_stop: EarlyStop | None = Field(
+        None, description="Overrides the plan's `early_stop` for this task."
+    )
+    score: str | None = Field(None, description="Overrides the plan's `score` for this task.")
+    score_goal: ScoreGoal | None = Field(
+        None, description="Overrides the plan's `score_goal` for this task."
+    )
     foreach: Foreach | None = Field(
         None,
         description="Makes the task a template, expanded before the plan is checked: "
@@ -189,7 +205,8 @@ class Task(BaseModel):
 
 
 # Task keys that fall back to the plan key of the same name when unset.
-INHERITED_KEYS = ("setup", "verify", "timeout", "retries", "idle_timeout")
+INHERITED_KEYS = ("setup", "verify", "timeout", "retries", "idle_timeout", "attempts",
+                  "variants", "early_stop", "score", "score_goal")
 
 
 class Plan(BaseModel):
@@ -256,6 +273,32 @@ class Plan(BaseModel):
         description="Let an attempt add symlinks whose target leaves the repository (an "
         "absolute path, `..` above its root, or into `.git`); by default such a symlink "
         "fails the attempt's scope check.",
+    )
+    attempts: StrictCount = Field(
+        1,
+        ge=1,
+        le=MAX_ATTEMPTS,
+        description="How many attempts of each task run, each in its own worktree on branch "
+        "`agentfleet-attempts/<sprint>/<task>/<k>`; the best candidate is chosen and landed "
+        "(passes, then `score`, then consensus, then the smaller diff, fewer tokens, lower k).",
+    )
+    variants: Annotated[list[Variant], Field(min_length=1)] | None = Field(
+        None,
+        description="Different approaches: attempt k uses entry (k-1) mod len; an entry may "
+        "set any `agent` key and `hint`, text appended to the prompt. Default: none.",
+    )
+    early_stop: EarlyStop = Field(
+        "none",
+        description="`none` or `first_pass`: once one attempt passes every gate (and no "
+        "`score` is set), stop the task's other attempts and start no more.",
+    )
+    score: str | None = Field(
+        None,
+        description="Shell command run after `verify` in each candidate's worktree; its last "
+        "non-empty output line must be a number, which ranks the passing candidates.",
+    )
+    score_goal: ScoreGoal = Field(
+        "min", description="`min` or `max`: which `score` is better."
     )
     limits: Limits = Field(
         default_factory=Limits, description="Resource limits (see `limits` keys)."
@@ -412,6 +455,27 @@ class Plan(BaseModel):
     def task_retries(self, task: Task | str) -> int:
         """How many more times a failed attempt of the task is tried."""
         return self.effective(task, "retries")
+
+    def task_attempts(self, task: Task | str) -> int:
+        """How many attempts of the task run."""
+        return self.effective(task, "attempts")
+
+    def task_variant(self, task: Task | str, k: int) -> Variant | None:
+        """The variant attempt ``k`` (from 1) uses: entry (k-1) mod len, or None."""
+        variants = self.effective(task, "variants")
+        return variants[(k - 1) % len(variants)] if variants else None
+
+    def task_early_stop(self, task: Task | str) -> str:
+        """``none`` or ``first_pass``."""
+        return self.effective(task, "early_stop")
+
+    def task_score(self, task: Task | str) -> str | None:
+        """The score command of the task, or None."""
+        return self.effective(task, "score")
+
+    def task_score_goal(self, task: Task | str) -> ScoreGoal:
+        """``min`` or ``max``."""
+        return self.effective(task, "score_goal")
 
     def task_idle_timeout(self, task: Task | str) -> float | None:
         """Seconds without an event (and no command running) before an attempt is stuck."""
@@ -1084,4 +1148,37 @@ def _agent_problems(raw: dict[str, Any], tasks: list[Any], ids: list[Any]) -> li
                     "required because the plan's agent kind is 'command'",
                 )
             )
+    out.extend(_variant_problems(raw, tasks, ids, base))
+    return out
+
+
+def _variant_problems(
+    raw: dict[str, Any], tasks: list[Any], ids: list[Any], base: AgentConfig
+) -> list[tuple[str, str]]:
+    """A variant that makes an attempt's agent unusable (``kind: command`` without ``run``)."""
+    out: list[tuple[str, str]] = []
+    for index, task in enumerate(tasks):
+        if not isinstance(task, dict):
+            continue
+        own = task.get("variants")
+        variants = own if own is not None else raw.get("variants")
+        where = f"tasks[{_task_label(task, index, ids)}].variants" if own is not None \
+            else "variants"
+        if not isinstance(variants, list):
+            continue
+        try:
+            over = AgentOverride.model_validate(task["agent"]) if task.get("agent") else None
+            agent = merge(base, over)
+        except ValidationError:
+            continue
+        for number, entry in enumerate(variants):
+            try:
+                variant = Variant.model_validate(entry)
+            except ValidationError:
+                continue  # the key's own validation reports it
+            found = agent_problem(merge(agent, variant.agent_override()))
+            if found is not None:
+                problem = (f"{where}[{number}].{found[0]}", found[1])
+                if problem not in out:
+                    out.append(problem)
     return out

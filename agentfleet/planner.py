@@ -33,7 +33,7 @@ from agentfleet.outcome import Ending, Usage
 from agentfleet.worktrees import temporary_worktree
 
 if TYPE_CHECKING:
-    from agentfleet.cli import CheckedPlan
+    from agentfleet.checking import CheckedPlan
 
 MAX_REASKS = 2  # so at most three asks in all
 PROPOSED_KEYS = ("id", "prompt", "paths", "depends_on", "stage", "verify")
@@ -439,7 +439,7 @@ def plan_for_goal(
     timeout. Raises ``AgentError`` when Codex fails; a refused answer comes back with
     ``problems`` (raise ``ProposalRejected`` to stop the sprint).
     """
-    from agentfleet.cli import check_plan_data  # the CLI's check is the one check
+    from agentfleet.checking import check_plan_data
 
     plan = checked.plan
     if plan.goal is None:

@@ -11,7 +11,9 @@ command that finished is killed too. The only escape is a process that both left
 the group and cleared its environment (``setsid env -i ...``).
 
 All live processes are in a registry: ``stop_all()`` stops every one of them at
-once (an interrupt of the sprint), ``live_processes()`` lists them for a lease file.
+once (the whole Python process ends), ``live_processes()`` lists them. A run keeps
+its own ``ProcessSet`` per attempt (``tracked_in``): stopping one attempt or one
+sprint never touches another's processes.
 ``observe_spawns(callback)`` tells a caller (an attempt writing its lease) about every
 process started in its context, however deep the call that starts it.
 """
@@ -192,6 +194,59 @@ def stop_all(grace_s: float | None = None, *, wait: bool = True) -> int:
     return len(procs)
 
 
+class ProcessSet:
+    """The live processes started in one context (an attempt): stopped together, alone."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: dict[int, ManagedProcess] = {}
+
+    def add(self, proc: ManagedProcess) -> None:
+        """Track a process started in this set's context."""
+        with self._lock:
+            self._procs[proc.pid] = proc
+
+    def discard(self, proc: ManagedProcess) -> None:
+        """Forget a process that is gone."""
+        with self._lock:
+            self._procs.pop(proc.pid, None)
+
+    def live(self) -> list[ProcessInfo]:
+        """The set's processes still alive."""
+        with self._lock:
+            procs = list(self._procs.values())
+        return [p.info for p in procs]
+
+    def stop(self, grace_s: float | None = None) -> int:
+        """Stop every process of the set (and only those); returns how many."""
+        with self._lock:
+            procs = list(self._procs.values())
+        threads = [
+            threading.Thread(target=p.stop, kwargs={"grace_s": grace_s}, daemon=True)
+            for p in procs
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return len(procs)
+
+
+_process_sets: contextvars.ContextVar[tuple[ProcessSet, ...]] = contextvars.ContextVar(
+    "agentfleet_process_sets", default=()
+)
+
+
+@contextlib.contextmanager
+def tracked_in(pset: ProcessSet) -> Iterator[ProcessSet]:
+    """Every process spawned in this context until the block ends goes into ``pset``."""
+    token = _process_sets.set((*_process_sets.get(), pset))
+    try:
+        yield pset
+    finally:
+        _process_sets.reset(token)
+
+
 # -- spawn observers -------------------------------------------------------------------
 
 OnSpawn = Callable[["ProcessInfo"], None]
@@ -262,6 +317,9 @@ class ManagedProcess:
         self.pgid = self.pid  # a session leader leads its group
         with _registry_lock:
             _live[self.pid] = self
+        self._sets = _process_sets.get()
+        for pset in self._sets:
+            pset.add(self)
         try:
             for observer in _spawn_observers.get():
                 observer(self.info)
@@ -389,6 +447,8 @@ class ManagedProcess:
                 self._popen.wait(timeout=_READER_JOIN_S)
             with _registry_lock:
                 _live.pop(self.pid, None)
+            for pset in getattr(self, "_sets", ()):
+                pset.discard(self)
 
 
 def spawn(

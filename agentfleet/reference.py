@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from agentfleet.agent_config import AgentConfig
+from agentfleet.agent_config import AgentConfig, Variant
 from agentfleet.plan import DURATION, INHERITED_KEYS, Foreach, Limits, Plan, Task
 
 START = "<!-- plan-reference:start -->"
@@ -29,6 +29,13 @@ _SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "of them too (its `env` and `config` merge with the plan's).",
     ),
     ("`limits` keys", Limits, "Under `limits:` of the plan."),
+    (
+        "`variants` entries",
+        Variant,
+        "Each item of `variants:` (plan or task): attempt k uses entry (k-1) mod len. Any "
+        "`agent` key changes that attempt's agent (`env` and `config` merge); `hint` is "
+        "appended to its prompt.",
+    ),
     (
         "Task keys",
         Task,

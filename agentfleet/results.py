@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 
 from agentfleet.outcome import AttemptOutcome
 from agentfleet.process import ShellResult
+from agentfleet.selection import Candidate
 from agentfleet.text import JsonSafeModel
 
 # A reason in the table and the report is one line: an agent's whole output is not one.
@@ -101,6 +102,10 @@ class AttemptResult(JsonSafeModel):
     outcome: AttemptOutcome | None = None
     setup: CheckResult | None = None
     verify: CheckResult | None = None
+    score: CheckResult | None = Field(
+        None, description="the `score` command, run after verify passed; best-of-N reads its "
+        "last line"
+    )
     files: list[str] = []
     diffstat: str = ""
     duration_s: float = 0.0
@@ -150,6 +155,13 @@ class TaskReport(JsonSafeModel):
     verify_tail: str = Field(
         "", description="a failed task's last lines of verify's output (the artifact has more)"
     )
+    candidates: list[Candidate] = Field(
+        default_factory=list, description="every attempt of a task run more than once (best-of-N)"
+    )
+    votes: dict[int, int] = Field(default_factory=dict, description="k -> consensus votes")
+    winner: int | None = Field(None, description="the k that was chosen, if any")
+    criterion: str | None = Field(None, description="what decided the choice (issue 10's order)")
+    selection: str = Field("", description='the sentence, e.g. "k=2 won on score: 2.0 < 5.0"')
 
     @field_validator("detail")
     @classmethod
@@ -159,6 +171,15 @@ class TaskReport(JsonSafeModel):
     @property
     def applied(self) -> bool:
         return self.outcome in (TaskOutcome.APPLIED, TaskOutcome.ALREADY_APPLIED)
+
+    def choice(self) -> str:
+        """`` [k=2 of 3, on score]`` for a task with several attempts; '' otherwise."""
+        if not self.candidates:
+            return ""
+        n = len(self.candidates)
+        if self.winner is None:
+            return f" [none of {n} passed]"
+        return f" [k={self.winner} of {n}, on {self.criterion}]"
 
 
 class SprintReport(JsonSafeModel):
@@ -206,7 +227,8 @@ class SprintReport(JsonSafeModel):
             (
                 t.task,
                 t.outcome.value
-                + (f" ({one_line(t.detail, TABLE_DETAIL_MAX)})" if t.detail else ""),
+                + (f" ({one_line(t.detail, TABLE_DETAIL_MAX)})" if t.detail else "")
+                + t.choice(),
                 t.attempt_branch or "-",
                 str(len(t.files)),
                 f"{t.tokens:,}",

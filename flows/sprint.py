@@ -8,9 +8,13 @@ task run. The flow run ends Failed whenever ``agentfleet run`` would exit 1.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import tempfile
 import time
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -21,29 +25,65 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from agentfleet import apply as gitapply
 from agentfleet.agents import find_codex
 from agentfleet.attempt import AttemptSpec
+from agentfleet.best_of_n import EARLY_STOP, chosen, select, stopped_result
+from agentfleet.checking import CheckedPlan, load_and_check, render_plan
 from agentfleet.clean import reap_orphans
-from agentfleet.cli import CheckedPlan, load_and_check
+from agentfleet.control import RunControl
 from agentfleet.errors import AgentfleetError, SprintInterrupted
 from agentfleet.landing import AttemptRequest, Landing, policy_of, report_for
 from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.naming import attempt_branch
 from agentfleet.preflight import check_run, redo_closure
-from agentfleet.prompts import Predecessor, compose_prompt
 from agentfleet.results import AttemptResult, SprintReport, TaskReport
 from agentfleet.schedule import Scheduler
+from agentfleet.selection import Selection
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
+from agentfleet.submission import Prior, RunPlace, attempt_spec, decide_start, start_line
 from flows.embedded import start_embedded_server
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
 from tasks.blocked import blocked
 from tasks.cache import agent_version, settle
+from tasks.decompose import decompose_stage
 from tasks.observe import SprintProgress, name_task_run_lines, sprint_finished
-from tasks.runtime import CANCEL, stop_everything
+from tasks.runtime import open_run
+from tasks.select import select_candidate
 
 # The scheduler caps agents at the plan's limits.concurrency; the pool only needs to
 # be at least that large (Prefect's default pool is unbounded).
 MAX_POOL = 64
+
+# A plan already loaded and checked by the caller in this process (``run_and_report``):
+# the flow takes it instead of reading the file again. A deployment run has none.
+_PRECHECKED: contextvars.ContextVar[tuple[Path, CheckedPlan] | None] = contextvars.ContextVar(
+    "agentfleet_prechecked", default=None
+)
+
+
+@contextlib.contextmanager
+def prechecked(plan: Path, checked: CheckedPlan) -> Iterator[None]:
+    """Hand a checked plan to the ``sprint`` flow called in this context."""
+    token = _PRECHECKED.set((Path(plan).resolve(), checked))
+    try:
+        yield
+    finally:
+        _PRECHECKED.reset(token)
+
+
+def checked_plan(plan: str | Path) -> CheckedPlan:
+    """The checked plan of this run: handed over by the caller, else loaded now."""
+    handed = _PRECHECKED.get()
+    if handed is not None and handed[0] == Path(plan).resolve():
+        return handed[1]
+    return load_and_check(Path(plan))
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C or a cancelled flow run (SIGTERM), not an error of the work."""
+    from prefect.exceptions import TerminationSignal
+
+    return not isinstance(exc, Exception) or isinstance(exc, TerminationSignal)
 
 
 @flow(name="sprint", task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL))
@@ -55,22 +95,43 @@ def sprint(
     ``redo``: tasks to run again, with the tasks depending on them; their commits on
     the target are replaced by the new results.
     """
+    sprint_report = run_checked(checked_plan(plan), report=report, no_cache=no_cache,
+                                redo=redo or [])
+    if sprint_report.exit_status != 0:
+        # No data: Prefect turns a Failed state's data into the exception a deployment run
+        # raises, and a report is none ("Unexpected result for failed state"). The message
+        # becomes that exception; `agentfleet run` reads the report from its file.
+        return Failed(message=sprint_report.summary_line())
+    return Completed(message=sprint_report.summary_line(), data=sprint_report)
+
+
+def run_checked(
+    checked: CheckedPlan,
+    *,
+    report: str | None = None,
+    no_cache: bool = False,
+    redo: list[str] | None = None,
+    land: bool = True,
+) -> SprintReport:
+    """The body of a flow running a checked plan (``sprint``, ``best-of-n``): lock, fan out,
+    select, and with ``land`` apply onto the target; the report also goes to ``report``."""
     logger = get_run_logger()
     name_task_run_lines()
-    checked = load_and_check(Path(plan))
     settings = AgentfleetSettings()
     check_run(repo_root=checked.repo.root, task_ids=checked.plan.task_ids,
               work_dir=settings.work_dir, report=report, redo=redo or [])
     for warning in checked.warnings:
         logger.warning(warning)
-    CANCEL.clear()
     codex = codex_for(checked, settings)
-    with SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
+    with open_run(checked.plan.name) as control, \
+            SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
         # Agents of a killed run of this sprint may still run (and spend tokens): stop
         # them and free their worktrees before starting new ones.
         reap_orphans(settings.work_dir, checked.repo.root, checked.plan.name,
                      grace_s=settings.stop_grace_s, log=logger.warning)
-        run = SprintRun(checked, settings, codex, no_cache=no_cache, redo=redo or [])
+        decompose_stage(checked.plan.name, render_plan(checked))
+        run = SprintRun(checked, settings, codex, no_cache=no_cache, redo=redo or [],
+                        control=control, land=land)
         try:
             sprint_report = run.run()
         except BaseException:
@@ -81,12 +142,7 @@ def sprint(
         Path(report).write_text(sprint_report.model_dump_json(indent=2) + "\n")
     logger.info("\n" + sprint_report.table())
     logger.info(sprint_report.summary_line())
-    if sprint_report.exit_status != 0:
-        # No data: Prefect turns a Failed state's data into the exception a deployment run
-        # raises, and a report is none ("Unexpected result for failed state"). The message
-        # becomes that exception; `agentfleet run` reads the report from its file.
-        return Failed(message=sprint_report.summary_line())
-    return Completed(message=sprint_report.summary_line(), data=sprint_report)
+    return sprint_report
 
 
 class SprintRun:
@@ -100,12 +156,15 @@ class SprintRun:
         *,
         no_cache: bool = False,
         redo: list[str] | None = None,
+        control: RunControl | None = None,
+        land: bool = True,
     ) -> None:
+        self.land = land  # False: choose only, apply nothing (best-of-n without a target)
         self.codex = codex
+        self.control = control or RunControl(checked.plan.name)
         # Part of every Codex attempt's cache key; asked once per run.
         self.agent_version = agent_version(codex)
         self.no_cache = no_cache  # True: run every attempt afresh (and overwrite its cache)
-        self.specs: dict[str, AttemptSpec] = {}
         self.plan = checked.plan
         self.repo = checked.repo
         self.dec = checked.decomposition
@@ -115,10 +174,25 @@ class SprintRun:
         self.root = self.repo.root
         self.worktree_root = settings.worktree_root(repo_key(self.root), self.plan.name)
         self.target = self.plan.target_branch
-        self.results: dict[str, AttemptResult] = {}
+        self.results: dict[str, AttemptResult] = {}  # per task: the result that stands for it
+        self.attempts: dict[str, dict[int, AttemptResult]] = {}  # per task: every attempt's
+        self.expected: dict[str, int] = {}  # per task: how many attempts it has
+        self.selections: dict[str, Selection] = {}
+        self.pending: deque[AttemptSpec] = deque()  # attempts waiting for a slot
+        self.running: dict[PrefectFuture, AttemptSpec] = {}
+        self.specs: dict[tuple[str, int], AttemptSpec] = {}  # (task, k) -> its spec
+        self.early_stopped: set[str] = set()
         self.interrupted: SprintReport | None = None  # what finished, when stopped midway
         self.logger = get_run_logger()
         self.started = time.monotonic()
+        self.place = RunPlace(
+            repo=self.root,
+            worktree_root=self.worktree_root,
+            codex_path=codex,
+            grace_s=settings.stop_grace_s,
+            backoff_initial_s=settings.retry_backoff_s,
+            lease_dir=lease_dir(settings.work_dir, repo_key(self.root), self.plan.name),
+        )
 
     def run(self) -> SprintReport:
         """Fan out, then land; on an interrupt stop every agent and report what finished."""
@@ -129,20 +203,27 @@ class SprintRun:
             sched.mark_done_before(task_id)
             self.logger.info(f"{task_id}: already applied on {self.target}, not run again")
         progress = SprintProgress(self.plan.name, sched.state)
-        futures: dict[PrefectFuture, str] = {}
         try:
             while not sched.done:
-                for task_id in sched.take_ready():
-                    futures[self._submit(task_id, done_before)] = task_id
-                if not futures:
+                ready = sched.take_ready()
+                for task_id in ready:
+                    try:
+                        self._start(task_id, done_before)
+                    except Exception as exc:  # noqa: BLE001 - that task's failure, not a stop
+                        if is_interrupt(exc):
+                            raise
+                        self._finish(sched, progress, task_id, self._crashed(task_id, exc))
+                self._submit_pending()
+                if not self.running:
+                    if ready and not sched.done:
+                        continue  # a start that failed may free tasks to run now
                     break
-                future = next(as_completed(list(futures)))
-                task_id = futures.pop(future)
-                result = self._result_of(future, task_id)
-                self.results[task_id] = result
-                for waiter in sched.finish(task_id, result.succeeded):
-                    self.logger.warning(f"{waiter}: not run, blocked by failed {task_id}")
-                progress.update(sched.state)
+                future = next(as_completed(list(self.running)))
+                spec = self.running.pop(future)
+                self._record(spec, self._result_of(future, spec))
+                task_id = spec.task_id
+                if len(self.attempts[task_id]) == self.expected[task_id]:
+                    self._finish(sched, progress, task_id, self._select(task_id))
             # Every blocked task gets a task run of its own, naming all that blocked it
             # (known only now: a second failed dependency may come later than the first).
             for task_id in self.dec.order:
@@ -150,22 +231,32 @@ class SprintRun:
                     blocked(task_id, sched.blocked_by[task_id], return_state=True)
         except BaseException:
             # Ctrl-C, or a cancelled flow run (SIGTERM): stop every agent, let the attempt
-            # tasks remove their worktrees, keep what finished.
+            # tasks remove their worktrees, keep what finished. Errors of one task never
+            # get here (they are that task's failure).
             self.logger.warning("interrupted: stopping every agent of this sprint")
             sched.stop()
-            stop_everything()
-            for future, task_id in list(futures.items()):
+            self.control.stop(self.settings.stop_grace_s)
+            for future, spec in list(self.running.items()):
                 try:
                     future.wait(timeout=self.settings.stop_grace_s + 30)
-                    self.results[task_id] = self._result_of(future, task_id)
+                    self._record(spec, self._result_of(future, spec))
                 except BaseException:  # noqa: BLE001 - already on the way out
                     pass
+            for task_id, done in self.attempts.items():
+                if task_id not in self.results and len(done) == self.expected[task_id]:
+                    self.results[task_id] = self._chosen_quietly(task_id)
             self.interrupted = self._report(
                 [report_for(t, self.results.get(t), sched.blocked_by) for t in self.dec.order],
                 interrupted=True,
             )
             sprint_finished(self.interrupted, self.results)
             raise
+        if not self.land:
+            sprint_report = self._report(
+                [report_for(t, self.results.get(t), sched.blocked_by) for t in self.dec.order]
+            )
+            sprint_finished(sprint_report, self.results)
+            return sprint_report
         try:
             landing = sequential_apply(
                 repo=self.root,
@@ -211,7 +302,7 @@ class SprintRun:
             repo=str(self.root),
             base=self.repo.base,
             target=self.target,
-            tasks=tasks,
+            tasks=[with_candidates(t, self.selections.get(t.task)) for t in tasks],
             duration_s=time.monotonic() - self.started,
             **fields,
         )
@@ -225,104 +316,154 @@ class SprintRun:
                 self.logger.info(f"{task_id}: on {self.target}, run again (--redo)")
         return found
 
-    def _submit(
-        self, task_id: str, done_before: dict[str, gitapply.AppliedCommit]
-    ) -> PrefectFuture:
-        task = self.plan.task(task_id)
-        heads: list[str] = []
-        predecessors: list[Predecessor] = []
-        left_out: list[str] = []  # waited for, but failed: its result is not in the start
-        for prior in self.dec.waits_on.get(task_id, []):
-            relation = "depends_on" if prior in task.depends_on else "paths overlap"
-            if prior in done_before:
-                sha = done_before[prior].sha
-                heads.append(sha)
-                predecessors.append(
-                    Predecessor(prior, relation, gitapply.message_body(self.root, sha),
-                                gitapply.diffstat_of(self.root, sha))
-                )
-            elif (r := self.results.get(prior)) and r.succeeded and r.head_sha:
-                heads.append(r.head_sha)
-                final = r.outcome.final_message if r.outcome else None
-                predecessors.append(Predecessor(prior, relation, final, r.diffstat))
-            else:
-                left_out.append(prior)
+    def _start(self, task_id: str, done_before: dict[str, gitapply.AppliedCommit]) -> None:
+        """Decide a task's start and queue its attempts (they share it)."""
+        priors = self._priors(task_id, done_before)
+        decision = decide_start(self.plan, task_id, self.dec.waits_on.get(task_id, []), priors)
         start = self.repo.base_sha
-        if heads:
+        if decision.heads:
             start = gitapply.combine(
-                self.root, self.repo.base_sha, heads, f"agentfleet: start of {task_id}"
+                self.root, self.repo.base_sha, decision.heads, f"agentfleet: start of {task_id}"
             )
-        spec = AttemptSpec(
-            sprint=self.plan.name,
-            task_id=task_id,
-            attempt=1,
-            branch=attempt_branch(self.plan.name, task_id, 1),
-            repo=self.root,
-            worktree_root=self.worktree_root,
-            start_sha=start,
-            prompt=compose_prompt(task.prompt, predecessors, task.paths),
-            paths=task.paths,
-            agent=self.plan.task_agent(task),
-            setup=self.plan.task_setup(task),
-            verify=self.plan.task_verify(task),
-            timeout_s=self.plan.task_timeout(task),
-            retries=self.plan.task_retries(task),
-            codex_path=self.codex,
-            grace_s=self.settings.stop_grace_s,
-            backoff_initial_s=self.settings.retry_backoff_s,
-            idle_timeout_s=self.plan.task_idle_timeout(task),
-            keep_failed_worktree=self.plan.keep_failed_worktrees,
-            allow_external_symlinks=self.plan.allow_external_symlinks,
-            lease_dir=lease_dir(self.settings.work_dir, repo_key(self.root), self.plan.name),
+        n = self.plan.task_attempts(task_id)
+        self.expected[task_id] = n
+        self.attempts[task_id] = {}
+        line = start_line(start, decision.used, decision.left_out)
+        self.logger.info(f"{task_id}: {line}" + (f"; {n} attempts" if n > 1 else ""))
+        for k in range(1, n + 1):
+            spec = attempt_spec(self.plan, task_id, k, start_sha=start,
+                                predecessors=decision.predecessors, place=self.place)
+            self.specs[(task_id, k)] = spec
+            self.pending.append(spec)
+
+    def _submit_pending(self) -> None:
+        """Start queued attempts while ``limits.concurrency`` has room (each takes a share)."""
+        while self.pending and len(self.running) < self.plan.limits.concurrency:
+            spec = self.pending.popleft()
+            fresh = self.no_cache or spec.task_id in self.redo
+            future = attempt.with_options(refresh_cache=fresh or None).submit(
+                spec, agent_version=self.agent_version
+            )
+            self.running[future] = spec
+
+    def _record(self, spec: AttemptSpec, result: AttemptResult) -> None:
+        """Keep an attempt's result; the first to pass may stop its siblings (early stop)."""
+        task_id = spec.task_id
+        self.attempts.setdefault(task_id, {})[spec.attempt] = result
+        if (result.succeeded and task_id not in self.early_stopped
+                and self.expected.get(task_id, 1) > 1
+                and self.plan.task_early_stop(task_id) == "first_pass"
+                and not self.plan.task_score(task_id)):
+            self.early_stopped.add(task_id)
+            self.logger.info(f"{task_id}#{spec.attempt} passed first: early stop of the others")
+            for other in [s for s in self.pending if s.task_id == task_id]:
+                self.pending.remove(other)
+                self.attempts[task_id][other.attempt] = stopped_result(
+                    task_id, other.attempt, other.branch, other.start_sha, started=False)
+            for other in [s for s in self.running.values() if s.task_id == task_id]:
+                # Not waited for here: the attempt's task removes its worktree and reports.
+                self.control.stop_attempt(f"{task_id}#{other.attempt}", EARLY_STOP,
+                                          self.settings.stop_grace_s, wait=False)
+
+    def _select(self, task_id: str) -> AttemptResult:
+        """The result that stands for a finished task: its only attempt's, or the chosen one."""
+        done = self.attempts[task_id]
+        if self.expected[task_id] == 1:
+            return done[1]
+        selection = select_candidate(
+            self.plan.name, task_id, [done[k] for k in sorted(done)],
+            scored=bool(self.plan.task_score(task_id)),
+            goal=self.plan.task_score_goal(task_id),
         )
-        used = [p.task_id for p in predecessors]
-        self.logger.info(f"{task_id}#1: {start_line(start, used, left_out)}")
-        self.specs[task_id] = spec
-        fresh = self.no_cache or task_id in self.redo
-        return attempt.with_options(refresh_cache=fresh or None).submit(
-            spec, agent_version=self.agent_version
-        )
+        self.selections[task_id] = selection
+        return chosen(selection, done.values(), sprint=self.plan.name, task_id=task_id)
+
+    def _chosen_quietly(self, task_id: str) -> AttemptResult:
+        """As ``_select``, without a task run (on the way out of an interrupt)."""
+        done = self.attempts[task_id]
+        if self.expected[task_id] == 1:
+            return done[1]
+        selection = select(done.values(), scored=bool(self.plan.task_score(task_id)),
+                           goal=self.plan.task_score_goal(task_id))
+        self.selections[task_id] = selection
+        return chosen(selection, done.values(), sprint=self.plan.name, task_id=task_id)
 
     def _run_attempt(self, request: AttemptRequest) -> AttemptResult:
         """A rerun or resolver attempt landing asks for: a task run ``<task>#<k>``."""
+        # Past the task's own best-of-N attempts: landing counts its reruns from 2.
+        k = request.attempt + self.expected.get(request.task_id, 1) - 1
         update: dict[str, object] = {
-            "attempt": request.attempt,
-            "branch": attempt_branch(self.plan.name, request.task_id, request.attempt),
+            "attempt": k,
+            "branch": attempt_branch(self.plan.name, request.task_id, k),
             "start_sha": request.start_sha,
             "prompt": request.prompt,
         }
         if request.kind == "resolve":
             update["agent"] = self.plan.resolver_agent(request.task_id)
-        spec = self.specs[request.task_id].model_copy(update=update)
+        # A rerun or resolver starts from the chosen candidate's spec (its variant too).
+        spec = self.specs[(request.task_id, self.results[request.task_id].attempt)].model_copy(
+            update=update
+        )
         future = attempt.with_options(refresh_cache=self.no_cache or None).submit(
             spec, agent_version=self.agent_version
         )
         return settle(future, spec, self.logger.info)
 
-    def _result_of(self, future: PrefectFuture, task_id: str) -> AttemptResult:
+    def _priors(
+        self, task_id: str, done_before: dict[str, gitapply.AppliedCommit]
+    ) -> dict[str, Prior]:
+        """What each task ``task_id`` waits for left: on the target already, or from this run."""
+        priors: dict[str, Prior] = {}
+        for prior in self.dec.waits_on.get(task_id, []):
+            if prior in done_before:
+                sha = done_before[prior].sha
+                priors[prior] = Prior(prior, sha, gitapply.message_body(self.root, sha),
+                                      gitapply.diffstat_of(self.root, sha))
+            elif (r := self.results.get(prior)) and r.succeeded and r.head_sha:
+                final = r.outcome.final_message if r.outcome else None
+                priors[prior] = Prior(prior, r.head_sha, final, r.diffstat)
+        return priors
+
+    def _finish(self, sched: Scheduler, progress: SprintProgress, task_id: str,
+                result: AttemptResult) -> None:
+        self.results[task_id] = result
+        for waiter in sched.finish(task_id, result.succeeded):
+            self.logger.warning(f"{waiter}: not run, blocked by failed {task_id}")
+        progress.update(sched.state)
+
+    def _crashed(self, task_id: str, exc: BaseException, k: int = 1) -> AttemptResult:
+        """A task whose attempt could not start or report (a git failure, a bug): failed."""
+        self.logger.error(f"{task_id}#{k}: crashed: {exc}")
+        return AttemptResult(
+            task_id=task_id,
+            attempt=k,
+            branch=attempt_branch(self.plan.name, task_id, k),
+            start_sha=self.repo.base_sha,
+            succeeded=False,
+            reason=f"crashed: {exc}",
+        )
+
+    def _result_of(self, future: PrefectFuture, spec: AttemptSpec) -> AttemptResult:
         try:
             # A cached result comes back with its branch restored onto this run's start.
-            return settle(future, self.specs[task_id], self.logger.info)
+            return settle(future, spec, self.logger.info)
         except Exception as exc:  # an agentfleet bug or a git failure, not the agent's
-            self.logger.error(f"{task_id}#1: crashed: {exc}")
-            return AttemptResult(
-                task_id=task_id,
-                attempt=1,
-                branch=attempt_branch(self.plan.name, task_id, 1),
-                start_sha=self.repo.base_sha,
-                succeeded=False,
-                reason=f"crashed: {exc}",
-            )
+            if is_interrupt(exc):
+                raise
+            return self._crashed(spec.task_id, exc, spec.attempt)
 
 
-def start_line(start: str, used: list[str], failed: list[str]) -> str:
-    """What an attempt starts from, in words: base or the results it builds on, and which
-    results it waited for in vain."""
-    where = (f"starts from {start[:10]} with the results of {', '.join(used)}" if used
-             else f"starts from base {start[:10]}")
-    if failed:
-        where += f"; waited for {', '.join(failed)}, which failed: not in its start"
-    return where
+def with_candidates(report: TaskReport, selection: Selection | None) -> TaskReport:
+    """A task's summary row with every candidate and the winner, when it had several."""
+    if selection is None:
+        return report
+    return report.model_copy(update={
+        "candidates": selection.candidates,
+        "votes": selection.votes,
+        "winner": selection.winner_k,
+        "criterion": str(selection.criterion) if selection.criterion else None,
+        "selection": selection.sentence,
+    })
 
 
 def codex_for(checked: CheckedPlan, settings: AgentfleetSettings) -> Path | None:
@@ -334,14 +475,22 @@ def codex_for(checked: CheckedPlan, settings: AgentfleetSettings) -> Path | None
 
 
 def run_and_report(
-    plan: Path, *, report: str | None, no_cache: bool, redo: list[str] | None = None
+    plan: Path,
+    *,
+    report: str | None,
+    no_cache: bool,
+    redo: list[str] | None = None,
+    checked: CheckedPlan | None = None,
 ) -> SprintReport:
     """Run the flow in this process (``agentfleet run``) and return its report.
 
-    Errors that stop the flow before it reports (a bad plan, a held lock, no Codex)
-    come back as the ``AgentfleetError`` they are, so the CLI exits with their status.
+    ``checked``: the plan as the caller already loaded and checked it; the flow takes
+    it as it is (the plan is read once per run). Errors that stop the flow before it
+    reports (a bad plan, a held lock, no Codex) come back as the ``AgentfleetError``
+    they are, so the CLI exits with their status.
     """
-    checked = load_and_check(plan)
+    if checked is None:
+        checked = load_and_check(plan)
     settings = AgentfleetSettings()
     check_run(repo_root=checked.repo.root, task_ids=checked.plan.task_ids,
               work_dir=settings.work_dir, report=report, redo=redo or [])
@@ -354,8 +503,9 @@ def run_and_report(
         path = Path(report) if report else Path(tmp) / "report.json"
         path.unlink(missing_ok=True)
         try:
-            state = sprint(plan=str(plan), report=str(path), no_cache=no_cache, redo=redo or [],
-                           return_state=True)
+            with prechecked(plan, checked):
+                state = sprint(plan=str(plan), report=str(path), no_cache=no_cache,
+                               redo=redo or [], return_state=True)
         except KeyboardInterrupt as interrupt:
             if path.exists():
                 report_ = SprintReport.model_validate_json(path.read_text())

@@ -11,7 +11,7 @@ from agentfleet.landing import Landing, LandingPolicy, RunAttempt, conflict_rows
 from agentfleet.masking import Masker, mask_model
 from agentfleet.results import AttemptResult
 from tasks.observe import conflicts_predicted
-from tasks.runtime import CANCEL, agent_env
+from tasks.runtime import agent_env, run_control
 
 
 # NO_CACHE: run_attempt is a callable (no input to hash), and landing is never reused.
@@ -51,7 +51,7 @@ def sequential_apply(
         worktree_root=worktree_root,
         env=env,
         log=logger.info,
-        cancel=CANCEL,
+        cancel=run_control().cancel,
         redo=redo or [],
         prompts=prompts,
         lease_dir=lease_dir,

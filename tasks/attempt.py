@@ -6,14 +6,16 @@ import logging
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import State
+from prefect.states import Failed, State
 
 from agentfleet.attempt import AttemptSpec, run_attempt
+from agentfleet.best_of_n import EARLY_STOP
 from agentfleet.event_lines import LineCap, describe
 from agentfleet.masking import Masker, mask_model
+from agentfleet.process import tracked_in
 from tasks.cache import cache_key, cached_state, finished, lookup
 from tasks.observe import attempt_finished
-from tasks.runtime import CANCEL, agent_env
+from tasks.runtime import agent_env, attempt_control
 
 
 class AttemptLog:
@@ -68,7 +70,9 @@ def attempt(spec: AttemptSpec, agent_version: str | None = None) -> State:
     cached = lookup(key)
     if cached is not None:
         return cached_state(cached)
-    env = agent_env(spec.agent.env)
+    # Which task and attempt this is: a `command` agent (or verify, score) may act on it.
+    env = agent_env({**spec.agent.env, "AGENTFLEET_TASK": spec.task_id,
+                     "AGENTFLEET_ATTEMPT": str(spec.attempt)})
     log = AttemptLog(get_run_logger(), spec, Masker.from_env(env))
 
     def on_event(event: object) -> None:
@@ -76,7 +80,10 @@ def attempt(spec: AttemptSpec, agent_version: str | None = None) -> State:
         if line:
             log.agent(line)
 
-    result = run_attempt(spec, env=env, on_event=on_event, log=log.info, cancel=CANCEL)
+    control = attempt_control(f"{spec.task_id}#{spec.attempt}")
+    with tracked_in(control.processes):
+        result = run_attempt(spec, env=env, on_event=on_event, log=log.info,
+                             cancel=control.cancel)
     log.close()
     # What the agent printed or said may hold a secret of its environment: masked before
     # it is logged, published, persisted or reported.
@@ -86,6 +93,12 @@ def attempt(spec: AttemptSpec, agent_version: str | None = None) -> State:
             f"succeeded: {len(result.files)} files, {result.tokens:,} tokens, "
             f"{result.duration_s:.1f}s, branch {result.branch}"
         )
+    elif control.stopped and control.reason == EARLY_STOP:
+        # A sibling passed first: what this one did is neither its failure nor reusable.
+        result.reason = f"stopped: {EARLY_STOP}"
+        log.info(result.reason)
+        attempt_finished(spec, result)
+        return Failed(data=result, message=f"{result.reason} (not cached)")
     else:
         log.warning(f"failed: {result.reason}")
     attempt_finished(spec, result)

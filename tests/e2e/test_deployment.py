@@ -111,6 +111,7 @@ def test_a_failed_sprint_on_a_worker_ends_failed_with_the_summary_and_no_engine_
             env=env)
     deploy = ROOT / "prefect.yaml"
     config = yaml.safe_load(deploy.read_text())
+    config["deployments"] = [d for d in config["deployments"] if d["name"] == "sprint"]
     config["deployments"][0]["work_pool"]["name"] = "agentfleet-failing"
     config["deployments"][0]["name"] = "sprint-failing"
     pinned = tmp_path / "prefect-failing.yaml"

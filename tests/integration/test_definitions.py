@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_prefect_yaml_entrypoint_loads() -> None:
     deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
-    assert {d["name"] for d in deployments} == {"sprint", "apply"}
-    required = {"sprint": ["plan"], "apply": ["repo", "target", "branches"]}
+    assert {d["name"] for d in deployments} == {"sprint", "apply", "best-of-n"}
+    required = {"sprint": ["plan"], "apply": ["repo", "target", "branches"],
+                "best-of-n": ["prompt"]}
     for deployment in deployments:
         flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
         assert flow.name == deployment["name"]
@@ -24,3 +25,6 @@ def test_every_prefect_yaml_entrypoint_loads() -> None:
     )
     sprint = load_flow_from_entrypoint(str(ROOT / "flows/sprint.py:sprint"))
     assert {"plan", "no_cache", "report"} <= set(sprint.parameters.properties)
+    best = load_flow_from_entrypoint(str(ROOT / "flows/best_of_n.py:best_of_n"))
+    assert {"prompt", "repo", "attempts", "verify", "score", "score_goal", "paths", "variants",
+            "target"} <= set(best.parameters.properties)

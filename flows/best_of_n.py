@@ -1,0 +1,110 @@
+"""The ``best-of-n`` flow: one prompt, N attempts, the best candidate chosen (and shown why).
+
+The seed's ``codex cloud exec --attempts 3 "..."``, then choosing among the three, done
+by agentfleet: the prompt becomes a one-task plan with ``attempts`` (plus ``verify``,
+``score``, ``paths``, ``variants``), checked like any plan and run by the sprint's own
+machinery. It returns the winner's branch and the candidates table, and applies
+nothing unless given a ``target``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.states import Completed, Failed
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, Field
+
+from agentfleet.best_of_n import TASK_ID, best_of_n_plan
+from agentfleet.results import SprintReport, TaskOutcome
+from agentfleet.selection import Candidate, Selection, candidates_table
+from flows.sprint import MAX_POOL, run_checked
+
+
+class BestOfNResult(BaseModel):
+    """What ``best-of-n`` returns: the winner's branch, the candidates and why."""
+
+    winner: int | None = Field(description="the winning k; None: no candidate passed")
+    branch: str | None = Field(description="the winner's branch")
+    criterion: str | None = None
+    sentence: str = ""
+    candidates: list[dict[str, Any]] = Field(
+        default_factory=list, description="the candidates table, one row per attempt"
+    )
+    judged: list[Candidate] = Field(
+        default_factory=list, description="every candidate with all its figures"
+    )
+    applied: bool = Field(False, description="landed on the target (only with a target)")
+    report: SprintReport
+
+
+def result_of(report: SprintReport) -> BestOfNResult:
+    """The flow's answer, read from the run's report."""
+    row = next(t for t in report.tasks if t.task == TASK_ID)
+    if row.candidates:
+        candidates = row.candidates
+        winner = next((c for c in candidates if c.k == row.winner), None)
+        sentence, criterion = row.selection, row.criterion
+    else:  # one attempt: no select task run
+        passed = row.outcome in (TaskOutcome.NOT_APPLIED, TaskOutcome.APPLIED,
+                                 TaskOutcome.ALREADY_APPLIED)
+        only = Candidate(k=1, branch=row.attempt_branch or "", passed=passed,
+                         reason=row.detail, files=row.files)
+        candidates, winner = [only], only if passed else None
+        sentence = ("k=1 won: the only candidate that passed" if passed
+                    else f"no candidate passed (k=1: {row.detail or 'failed'})")
+        criterion = "passes" if passed else None
+    selection = Selection(candidates=candidates, winner=winner, criterion=None,
+                          sentence=sentence, votes=row.votes)
+    return BestOfNResult(
+        winner=winner.k if winner else None,
+        branch=winner.branch if winner else None,
+        criterion=criterion,
+        sentence=sentence,
+        candidates=candidates_table(selection),
+        judged=candidates,
+        applied=row.applied,
+        report=report,
+    )
+
+
+@flow(name="best-of-n", task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL))
+def best_of_n(
+    prompt: str,
+    repo: str = ".",
+    base: str | None = None,
+    attempts: int = 3,
+    verify: str | None = None,
+    score: str | None = None,
+    score_goal: str = "min",
+    paths: list[str] | None = None,
+    variants: list[dict[str, Any]] | None = None,
+    agent: dict[str, Any] | None = None,
+    target: str | None = None,
+    name: str = "best-of-n",
+    no_cache: bool = False,
+    answer: str | None = None,
+) -> BestOfNResult:
+    """Run ``attempts`` attempts of one prompt and choose the best; land it only on ``target``.
+
+    Completed with the winner's branch; Failed when no candidate passed (or, with a
+    target, when the winner did not land). ``answer``: also write the result there as
+    JSON (``agentfleet best-of-n`` reads it, whatever the ending).
+    """
+    checked = best_of_n_plan(
+        prompt, repo=repo, base=base, attempts=attempts, verify=verify, score=score,
+        score_goal=score_goal, paths=paths, variants=variants, agent=agent, target=target,
+        name=name,
+    )
+    report = run_checked(checked, no_cache=no_cache, land=target is not None)
+    result = result_of(report)
+    if answer:
+        Path(answer).write_text(result.model_dump_json(indent=2) + "\n")
+    ok = result.winner is not None and (target is None or report.exit_status == 0)
+    message = result.sentence or report.summary_line()
+    if not ok:
+        # No data: a deployment run would turn it into its exception (see ``sprint``).
+        return Failed(message=message)
+    return Completed(message=message, data=result)

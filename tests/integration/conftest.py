@@ -1,0 +1,49 @@
+"""Flows under Prefect's harness (a temporary server in this process), `command` agents."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+from prefect.testing.utilities import prefect_test_harness
+
+from agentfleet.results import SprintReport
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One harness server for the module; results kept out of the user's PREFECT_HOME."""
+    storage = tmp_path_factory.mktemp("results")
+    with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
+        with prefect_test_harness(server_startup_timeout=60):
+            yield
+
+
+@pytest.fixture
+def work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """agentfleet's work dir for the test (worktrees, leases, locks)."""
+    work = tmp_path / "work"
+    monkeypatch.setenv("AGENTFLEET_WORK_DIR", str(work))
+    monkeypatch.setenv("AGENTFLEET_STOP_GRACE_S", "1")
+    return work
+
+
+def command(task_id: str, run: str, **keys: object) -> dict[str, object]:
+    """A task done by a shell command (no model)."""
+    return {"id": task_id, "prompt": f"do {task_id}", "agent": {"run": run}, **keys}
+
+
+def run_sprint(tmp_path: Path, plan: dict[str, object]) -> tuple[bool, SprintReport]:
+    """Run the sprint flow on ``plan``; (whether the flow run completed, its report)."""
+    import flows.sprint as sprint_module
+
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({"agent": {"kind": "command"}, **plan}, sort_keys=False))
+    report = tmp_path / "report.json"
+    report.unlink(missing_ok=True)
+    state = sprint_module.sprint(plan=str(path), report=str(report), no_cache=True,
+                                 return_state=True)
+    return state.is_completed(), SprintReport.model_validate_json(report.read_text())
