@@ -132,7 +132,7 @@ def test_failures_are_red_cached_or_not_and_a_blocked_task_has_a_run_naming_ever
         if row.task_run_id is not None:
             assert row.message.startswith(f"{names[row.task_run_id]}:"), row.message
     messages = [r.message for r in rows]
-    assert f"e#1: starts from base {base[:10]}; waited for a, which failed: not in its start" \
+    assert f"e: starts from base {base[:10]}; waited for a, which failed: not in its start" \
         in messages
     assert "a#1: wrote a.txt" in messages
 

@@ -1,0 +1,1 @@
+"""Test package: module names stay unique across tiers (tests.unit.x, tests.e2e.x)."""
