@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -32,6 +32,9 @@ from agentfleet.errors import (
     SprintInterrupted,
 )
 from agentfleet.plan import plan_json_schema
+
+if TYPE_CHECKING:
+    from agentfleet.results import SprintReport
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -182,6 +185,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if details:
         print()
         print(details)
+    return _print_ending(report)
+
+
+def _print_ending(report: SprintReport) -> int:
+    """The lines after the table (``final_verify``, the summary); the exit status."""
     if report.final_verify is not None:
         fv = report.final_verify
         print(f"final_verify: {'passed' if fv.passed else 'FAILED'} ({fv.command})")
@@ -208,13 +216,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print()
     print(report.table())
-    if report.final_verify is not None:
-        fv = report.final_verify
-        print(f"final_verify: {'passed' if fv.passed else 'FAILED'} ({fv.command})")
-        if not fv.passed and fv.output_tail:
-            print(fv.output_tail.rstrip())
-    print(report.summary_line())
-    return report.exit_status
+    return _print_ending(report)
 
 
 def cmd_best_of_n(args: argparse.Namespace) -> int:
