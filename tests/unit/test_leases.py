@@ -72,8 +72,9 @@ def test_an_attempt_holds_its_lease_with_its_processes_then_releases_it(
 ) -> None:
     work = tmp_path / "work"
     lease_file = work / "leases" / "k" / "s1" / "t-1.json"
-    # The agent copies its own lease: it is there, with the agent's process in it.
-    spec = _spec(repo, work, f'cp {lease_file} seen.json; echo "$AGENTFLEET_ATTEMPT_ID" > m.txt',
+    # The agent copies its own lease: it is there, with the agent's process in it. `cat`, not
+    # `cp`: GNU cp skips a file replaced while it copies, and the lease is rewritten with the ids.
+    spec = _spec(repo, work, f'cat {lease_file} > seen.json; echo "$AGENTFLEET_ATTEMPT_ID" > m.txt',
                  setup="true")
     result = run_attempt(spec, env=ENV)
 
