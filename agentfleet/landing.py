@@ -641,17 +641,19 @@ def bisect(
 ) -> tuple[str, CheckResult]:
     """The first task of ``stack`` whose addition breaks ``final_verify``, and that run.
 
-    The base is taken as passing and the whole stack is known to fail (``failed``).
-    Each round verifies up to ``verifier.concurrency`` prefixes at once, splitting the
-    interval evenly (one at a time, this is a binary search: ⌈log2 n⌉ runs).
+    The base is taken as passing and the whole stack is known to fail (``failed``, the
+    "+1" of the bound). Bisection itself takes at most ⌈log2 n⌉ verifications, as a
+    binary search; with ``verifier.concurrency`` > 1 a round verifies several prefixes
+    at once (as Zuul speculates), but only as many as keep the worst case within that
+    bound (:func:`round_width`): fewer rounds, never more verifications.
     """
     good, bad = 0, len(stack)  # prefix sizes
     convicting = failed
+    budget = ceil_log2(len(stack))
     while bad - good > 1:
-        width = min(verifier.concurrency, bad - good - 1)
-        points = sorted({good + (bad - good) * j // (width + 1) for j in range(1, width + 1)})
-        points = [p for p in points if good < p < bad] or [(good + bad) // 2]
+        points = split_points(good, bad, round_width(bad - good, budget, verifier.concurrency))
         checks = verifier.run([stack[p - 1][1] for p in points])
+        budget -= len(points)
         failing = [(p, c) for p, c in zip(points, checks, strict=True) if not c.passed]
         if failing:
             bad, convicting = failing[0]
@@ -660,6 +662,34 @@ def bisect(
             default=good,
         )
     return stack[bad - 1][0], convicting
+
+
+def ceil_log2(n: int) -> int:
+    """⌈log2 n⌉ for n ≥ 1 (0 for 1)."""
+    return max(0, (n - 1).bit_length())
+
+
+def split_points(good: int, bad: int, width: int) -> list[int]:
+    """``width`` prefix sizes strictly between ``good`` and ``bad``, spread evenly."""
+    span = bad - good
+    points = sorted({good + span * j // (width + 1) for j in range(1, width + 1)})
+    return [p for p in points if good < p < bad] or [(good + bad) // 2]
+
+
+def round_width(span: int, budget: int, concurrency: int) -> int:
+    """How many prefixes to verify at once on an interval of ``span`` (1: binary search).
+
+    The widest round, up to ``concurrency``, whose verifications plus a binary search of
+    the largest part it can leave still fit in ``budget``; one always fits when the
+    budget is at least ⌈log2 span⌉, which halving keeps true.
+    """
+    best = 1
+    for width in range(2, min(concurrency, span - 1) + 1):
+        points = split_points(0, span, width)
+        gaps = [b - a for a, b in zip([0, *points], [*points, span], strict=True)]
+        if len(points) + ceil_log2(max(gaps)) <= budget:
+            best = width
+    return best
 
 
 class _Verifier:

@@ -294,3 +294,47 @@ def test_hand_made_branches_land_in_order_and_rerun_is_refused(repo: Path, tmp_p
     ]
     assert landing.predicted_conflicts == []  # each alone applies on release
     assert sh(repo, "show", "release:shared.txt") == "one\n"
+
+
+class Prefixes:
+    """A stand-in for ``final_verify`` on prefixes: a prefix fails once it holds the culprit."""
+
+    def __init__(self, culprit: int, concurrency: int) -> None:
+        self.culprit, self.concurrency = culprit, concurrency
+        self.runs = self.rounds = 0
+
+    def run(self, commits: list[str]):
+        from agentfleet.results import CheckResult
+
+        self.runs += len(commits)
+        self.rounds += 1
+        return [CheckResult(command="v", passed=int(c) < self.culprit,
+                            exit_status=int(int(c) >= self.culprit)) for c in commits]
+
+
+def bisect_all(n: int, concurrency: int) -> list[Prefixes]:
+    """Bisect a failing stack of ``n`` for each possible culprit; the verifiers it used."""
+    from agentfleet.landing import bisect
+    from agentfleet.results import CheckResult
+
+    failed = CheckResult(command="v", passed=False, exit_status=1)
+    stack = [(f"t{i}", str(i)) for i in range(1, n + 1)]  # prefix i's head is "i"
+    verifiers = []
+    for culprit in range(1, n + 1):
+        verifier = Prefixes(culprit, concurrency)
+        found, _ = bisect(verifier, "0", stack, failed)  # type: ignore[arg-type]
+        assert found == f"t{culprit}"
+        verifiers.append(verifier)
+    return verifiers
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 3, 8])
+def test_bisection_stays_within_log2_n_verifications_at_any_concurrency(concurrency: int):
+    for n in range(1, 17):
+        for v in bisect_all(n, concurrency):
+            # The issue's bound, ⌈log2 n⌉ + 1, counts the whole stack's own failing run.
+            assert 1 + v.runs <= math.ceil(math.log2(n)) + 1, (n, v.culprit)
+    if concurrency > 1:  # where the bound leaves slack, prefixes verified at once save rounds
+        for n in (3, 5, 6, 9, 12):
+            rounds = sum(v.rounds for v in bisect_all(n, concurrency))
+            assert rounds < sum(v.rounds for v in bisect_all(n, 1)), n
