@@ -212,7 +212,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     report = apply_and_report(
         repo=str(Path(args.repo).resolve()), target=args.target, branches=args.branches,
         final_verify=args.final_verify, on_conflict=args.on_conflict, resolver=resolver,
-        on_final_verify_failure=args.on_final_verify_failure, push=args.push,
+        on_final_verify_failure=args.on_final_verify_failure, push=args.push, base=args.base,
     )  # fmt: skip
     print()
     print(report.table())
@@ -325,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     app.add_argument("branches", nargs="+", metavar="BRANCH", help="branches to apply, in order")
     app.add_argument("--repo", default=".", help="the git repository (default: .)")
-    app.add_argument("--target", required=True, help="the branch to land them on (must exist)")
+    app.add_argument("--target", required=True,
+                     help="the branch to land them on (missing: created from --base)")
+    app.add_argument("--base", help="where a missing target starts (default: HEAD)")
     app.add_argument("--final-verify", metavar="CMD", help="shell command run on the result")
     app.add_argument("--on-conflict", choices=["resolve", "overwrite", "skip", "rerun"],
                      default="skip", help="what a conflicting branch does (default: skip)")

@@ -37,13 +37,33 @@ def check_apply(on_conflict: str, resolver: object | None) -> None:
         raise ConfigError("on_conflict: resolve needs a resolver agent (an `agent` mapping)")
 
 
-def branch_candidates(
-    repo: Path, target: str, branches: list[str]
-) -> tuple[str, list[str], dict[str, AttemptResult]]:
-    """The target's commit, the apply order (task ids) and each branch as a result."""
+def apply_start(repo: Path, target: str, base: str | None = None) -> tuple[str, str | None]:
+    """The commit the branches land on: the target's, or (no target yet) ``base``'s.
+
+    A missing target is created from ``base`` (default: the repository's HEAD) when the
+    first branch lands; the second value says so (None when the target exists).
+    """
     target_sha = gitapply.rev_parse(repo, f"refs/heads/{target}")
-    if target_sha is None:
-        raise ConfigError(f"the target branch {target!r} does not exist in {repo}")
+    if target_sha is not None:
+        return target_sha, None
+    start = base or "HEAD"
+    sha = gitapply.rev_parse(repo, start)
+    if sha is None:
+        raise ConfigError(
+            f"the target branch {target!r} does not exist in {repo} and its base {start!r} "
+            "names no commit: create the target, or pass a base (--base) to create it from"
+        )
+    return sha, (
+        f"the target branch {target} does not exist: it is created from {start} "
+        f"({sha[:10]}) when a branch lands"
+    )
+
+
+def branch_candidates(
+    repo: Path, target: str, branches: list[str], base: str | None = None
+) -> tuple[str, list[str], dict[str, AttemptResult]]:
+    """The commit to land on (:func:`apply_start`), the order (task ids), each branch's result."""
+    target_sha, _ = apply_start(repo, target, base)
     order: list[str] = []
     results: dict[str, AttemptResult] = {}
     for branch in branches:

@@ -28,7 +28,7 @@ from agentfleet.locks import SprintLock, repo_key
 from agentfleet.naming import attempt_branch
 from agentfleet.results import AttemptResult, SprintReport
 from agentfleet.settings import AgentfleetSettings
-from agentfleet.standalone import APPLY_SPRINT, branch_candidates, check_apply
+from agentfleet.standalone import APPLY_SPRINT, apply_start, branch_candidates, check_apply
 from flows.embedded import start_embedded_server
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
@@ -45,11 +45,15 @@ def apply(
     resolver: dict[str, Any] | None = None,
     on_final_verify_failure: Literal["bisect", "fail"] = "bisect",
     push: str | None = None,
+    base: str | None = None,
     concurrency: int = 2,
     verify_timeout_s: float = 1800,
     report: str | None = None,
 ) -> SprintReport:
-    """Apply ``branches`` (in order) onto ``target`` in ``repo``, verify, move, push."""
+    """Apply ``branches`` (in order) onto ``target`` in ``repo``, verify, move, push.
+
+    A ``target`` that does not exist is created from ``base`` (default: ``repo``'s HEAD).
+    """
     logger = get_run_logger()
     started = time.monotonic()
     check_apply(on_conflict, resolver)
@@ -71,7 +75,10 @@ def apply(
         return settle(attempt.submit(spec), spec, logger.info)
 
     with SprintLock(settings.lock_dir, root, APPLY_SPRINT):
-        base_sha, order, results = branch_candidates(root, target, list(branches))
+        base_sha, creating = apply_start(root, target, base)
+        if creating:
+            logger.info(creating)
+        _, order, results = branch_candidates(root, target, list(branches), base)
         landing = sequential_apply(
             repo=root, sprint=APPLY_SPRINT, base_sha=base_sha, target=target, order=order,
             results=results, blocked_by={}, final_verify=final_verify,
@@ -86,7 +93,11 @@ def apply(
         sprint=APPLY_SPRINT, repo=str(root), base=target, target=target, tasks=landing.tasks,
         final_verify=landing.final_verify, target_moved=landing.target_moved,
         target_up_to_date=landing.target_up_to_date, target_sha=landing.target_sha,
-        target_note=landing.note, push_failed=landing.pushed is False,
+        target_note=landing.note or (
+            f"{target} created from {base or 'HEAD'} ({base_sha[:10]})"
+            if creating and landing.target_moved else ""
+        ),
+        push_failed=landing.pushed is False,
         duration_s=time.monotonic() - started,
     )  # fmt: skip
     if report:

@@ -338,3 +338,21 @@ def test_bisection_stays_within_log2_n_verifications_at_any_concurrency(concurre
         for n in (3, 5, 6, 9, 12):
             rounds = sum(v.rounds for v in bisect_all(n, concurrency))
             assert rounds < sum(v.rounds for v in bisect_all(n, 1)), n
+
+
+def test_apply_onto_a_missing_target_creates_it_from_the_base(repo: Path, tmp_path: Path):
+    from agentfleet.errors import ConfigError
+    from agentfleet.standalone import APPLY_SPRINT, apply_start, branch_candidates
+
+    base = sh(repo, "rev-parse", "main").strip()
+    sh(repo, "branch", "one", commit_files(repo, base, {"one.txt": "1\n"}, "one"))
+    with pytest.raises(ConfigError, match="its base 'nope' names no commit.*--base"):
+        apply_start(repo, "release", "nope")
+    sha, note = apply_start(repo, "release")
+    assert sha == base and note is not None and "does not exist: it is created from HEAD" in note
+    start, order, results = branch_candidates(repo, "release", ["one"], "main")
+    landing = do_land(repo, tmp_path, order, results, sprint=APPLY_SPRINT, target="release",
+                      base_sha=start, policy=LandingPolicy(default="skip"))
+    assert landing.target_moved
+    assert sh(repo, "rev-parse", "release^").strip() == base
+    assert sh(repo, "show", "release:one.txt") == "1\n"
