@@ -460,6 +460,28 @@ def remote_value(repo: Path, remote: str, ref: str, *, env: Mapping[str, str]) -
     return None
 
 
+def lease_value(repo: Path, remote: str, ref: str, *, env: Mapping[str, str]) -> str | None:
+    """The value a push of ``ref`` to ``remote`` is leased on: the one last fetched.
+
+    As ``git push --force-with-lease`` does: the remote-tracking ref
+    (``refs/remotes/<remote>/<branch>``) when ``remote`` is a configured remote that has
+    one; otherwise (a URL, a branch never fetched) what the remote holds now.
+    """
+    branch = ref.removeprefix("refs/heads/")
+    if branch != ref and run_git(repo, "config", "--get", f"remote.{remote}.url").returncode == 0:
+        tracking = rev_parse(repo, f"refs/remotes/{remote}/{branch}")
+        if tracking is not None:
+            return tracking
+    return remote_value(repo, remote, ref, env=env)
+
+
+def holds(repo: Path, commit: str, tips: Collection[str]) -> bool:
+    """Whether ``commit`` is here and reachable from one of ``tips`` (nothing of it is lost)."""
+    if run_git(repo, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+        return False  # never fetched: it holds commits nobody here has seen
+    return any(is_ancestor(repo, commit, tip) for tip in tips)
+
+
 def push_leased(
     repo: Path,
     remote: str,

@@ -165,10 +165,13 @@ def land(
     old_target = gitapply.rev_parse(repo, f"refs/heads/{target}")
     remote_was: dict[str, str | None] = {}
     if policy.push:
-        # The lease: what the remote holds now; a push by someone else meanwhile is refused.
-        remote_was[_branch_ref(target)] = gitapply.remote_value(
+        # The lease: the value last fetched (or, without one, what the remote holds now); a
+        # push by someone else since is refused.
+        remote_was[_branch_ref(target)] = gitapply.lease_value(
             repo, policy.push, _branch_ref(target), env=env
         )
+    # What the target held when landing read it: the remote may hold no more than this.
+    first_target = old_target
     head = gitapply.start(repo, sprint, target, base_sha)
     done_before = gitapply.applied_tasks(repo, head, sprint)
     try:
@@ -289,7 +292,8 @@ def land(
     landing.target_moved = landing.target_up_to_date = True
     landing.target_sha = head
     if policy.push:
-        _push(repo, policy, target, head, landing, reports, remote_was, env, log)
+        _push(repo, policy, target, head, landing, reports, remote_was, env, log,
+              known=[t for t in (head, first_target) if t])
     return finished()
 
 
@@ -303,10 +307,26 @@ def _push(
     remote_was: dict[str, str | None],
     env: Mapping[str, str],
     log: Log,
+    known: Sequence[str],
 ) -> None:
-    """Push the moved target (and with ``push_attempts`` the applied attempt branches)."""
+    """Push the moved target (and with ``push_attempts`` the applied attempt branches).
+
+    Leased on the value last fetched (``remote_was``), and only when that value holds no
+    commit that the target here lacks (``known``): a forced push never drops anyone's work.
+    """
     assert policy.push is not None
-    updates = {_branch_ref(target): (head, remote_was[_branch_ref(target)])}
+    was = remote_was[_branch_ref(target)]
+    if was is not None and not gitapply.holds(repo, was, known):
+        landing.pushed = False
+        landing.push_note = (
+            f"push to {policy.push} not attempted: {target} there ({was[:10]}) holds commits "
+            f"that {target} here does not have; {target} is moved here only. Fetch, merge or "
+            f"rebase {target} on what is there, and push again"
+        )
+        landing.note = (landing.note + "; " if landing.note else "") + landing.push_note
+        log(landing.push_note)
+        return
+    updates = {_branch_ref(target): (head, was)}
     if policy.push_attempts:
         for report in reports.values():
             if report.outcome is TaskOutcome.APPLIED and report.attempt_branch:
@@ -319,7 +339,6 @@ def _push(
     if refused is None:
         log(f"pushed {target} ({head[:10]}) to {policy.push}")
         return
-    was = remote_was[_branch_ref(target)]
     landing.push_note = (
         f"push to {policy.push} refused ({target} there is no longer "
         f"{was[:10] if was else 'absent'}: someone pushed meanwhile); {target} is moved here "

@@ -356,3 +356,25 @@ def test_apply_onto_a_missing_target_creates_it_from_the_base(repo: Path, tmp_pa
     assert landing.target_moved
     assert sh(repo, "rev-parse", "release^").strip() == base
     assert sh(repo, "show", "release:one.txt") == "1\n"
+
+
+def test_a_push_made_before_landing_is_never_overwritten(repo: Path, tmp_path: Path):
+    remote = bare(tmp_path)
+    base, results = five(repo)
+    sh(repo, "branch", TARGET, base)
+    sh(repo, "remote", "add", "origin", str(remote))
+    sh(repo, "push", "-q", "origin", TARGET)  # origin/<target> is base: the value last fetched
+    # While the agents run, someone else pushes onto the target from another clone.
+    other = tmp_path / "other"
+    sh(tmp_path, "clone", "-q", "-b", TARGET, str(remote), str(other))
+    (other / "theirs.txt").write_text("theirs\n")
+    fixture_commit(other, "theirs")
+    sh(other, "push", "-q", "origin", TARGET)
+    theirs = sh(other, "rev-parse", "HEAD").strip()
+    for push in ("origin", str(remote)):  # leased on origin/<target>; a URL: on what is there
+        landing = do_land(repo, tmp_path, ["t1"], {"t1": results["t1"]},
+                          policy=LandingPolicy(push=push))
+        assert landing.target_moved and landing.pushed is False, landing.push_note
+        assert sh(remote, "rev-parse", TARGET).strip() == theirs  # their push stays
+        sh(repo, "branch", "-f", TARGET, base)
+    assert "holds commits" in landing.push_note and "Fetch" in landing.push_note
