@@ -47,6 +47,7 @@ from agentfleet.errors import WORKTREE_TAMPERED, GitError, WorktreeTampered
 from agentfleet.gitcmd import git, run_git
 from agentfleet.leases import AttemptLease
 from agentfleet.masking import Masker
+from agentfleet.merging import MergeInProgress, begin_merge, resolution_problems
 from agentfleet.naming import ATTEMPTS_NAMESPACE
 from agentfleet.outcome import AttemptOutcome, Ending, Usage
 from agentfleet.patterns import matches
@@ -97,6 +98,7 @@ class AttemptSpec(BaseModel):
     keep_failed_worktree: bool = False
     lease_dir: Path | None = None  # where the attempt's lease goes; None: no lease
     allow_external_symlinks: bool = False  # symlinks out of the repository pass the scope check
+    merge: MergeInProgress | None = None  # a resolver's: this merge is in progress at start
 
 
 def outside_paths(files: list[str], paths: list[str] | None) -> list[str]:
@@ -193,6 +195,10 @@ def _run_in(
     # `timeout` bounds the whole attempt: setup, every agent run (retries, continuations)
     # and verify share one deadline.
     deadline = time.monotonic() + spec.timeout_s
+    if spec.merge is not None:
+        # A resolver's worktree: the merge in progress, as `git merge` leaves it.
+        conflicted = begin_merge(worktree, spec.merge)
+        log(f"merging {spec.merge.label}: conflicts in {', '.join(conflicted) or 'no file'}")
     if spec.setup:
         log(f"setup: {spec.setup}")
         result.setup = CheckResult.from_shell(
@@ -291,6 +297,10 @@ def _commit(
     if not spec.allow_external_symlinks:
         problems += [f"symlink {p} points outside the repository"
                      for p in symlinks_out(spec.repo, changes)]
+    if spec.merge is not None:
+        problems += resolution_problems(
+            spec.repo, spec.start_sha, result.head_sha, spec.merge, spec.paths
+        )
     if problems:
         result.reason = "; ".join(problems)
         return False

@@ -52,10 +52,19 @@ class AttemptKey(BaseModel):
     agent_env_names: list[str]
     agent_version: str | None
     score: str | None = None  # in the key only when set: keys of plans without it stay
+    # A resolver's merge in progress (only when set): the merged commit's tree, the merge
+    # base's tree, how the markers name it and the conflicting files.
+    merge: list[str] | None = None
 
 
-def key_parts(spec: AttemptSpec, start_tree: str, agent_version: str | None) -> AttemptKey:
-    """Everything that decides ``spec``'s result; ``agent_version`` counts for Codex only."""
+def key_parts(
+    spec: AttemptSpec, start_tree: str, agent_version: str | None,
+    merge_trees: tuple[str, str] | None = None,
+) -> AttemptKey:
+    """Everything that decides ``spec``'s result; ``agent_version`` counts for Codex only.
+
+    ``merge_trees``: with ``spec.merge``, the trees of the merged commit and the merge base.
+    """
     agent = spec.agent
     codex = agent.kind == "codex"
     return AttemptKey(
@@ -79,13 +88,22 @@ def key_parts(spec: AttemptSpec, start_tree: str, agent_version: str | None) -> 
         agent_env_names=sorted(agent.env),
         agent_version=agent_version if codex else None,
         score=spec.score,
+        merge=(
+            [*merge_trees, spec.merge.label, *spec.merge.files]
+            if spec.merge is not None and merge_trees is not None else None
+        ),
     )
 
 
-def attempt_key(spec: AttemptSpec, start_tree: str, agent_version: str | None) -> str:
+def attempt_key(
+    spec: AttemptSpec, start_tree: str, agent_version: str | None,
+    merge_trees: tuple[str, str] | None = None,
+) -> str:
     """The cache key of an attempt: a SHA-256 over its parts, in canonical JSON."""
-    key = key_parts(spec, start_tree, agent_version)
-    parts = key.model_dump(mode="json", exclude={"score"} if key.score is None else None)
+    key = key_parts(spec, start_tree, agent_version, merge_trees)
+    # Parts added later are in the key only when set: older keys stay valid.
+    unset = {name for name in ("score", "merge") if getattr(key, name) is None}
+    parts = key.model_dump(mode="json", exclude=unset or None)
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return "attempt-" + hashlib.sha256(canonical.encode()).hexdigest()
 

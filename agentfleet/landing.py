@@ -21,6 +21,7 @@ from agentfleet.commit_text import agent_note, change_summary
 from agentfleet.errors import AgentfleetError, GitError
 from agentfleet.leases import AttemptLease
 from agentfleet.masking import Masker
+from agentfleet.merging import MergeInProgress, label_for, merge_start
 from agentfleet.naming import scratch_ref
 from agentfleet.plan import Plan
 from agentfleet.process import ShellResult, observe_spawns, run_shell
@@ -54,6 +55,7 @@ class AttemptRequest(JsonSafeModel):
     kind: Literal["rerun", "resolve"]
     start_sha: str
     prompt: str
+    merge: MergeInProgress | None = None  # a resolver's merge, in progress in its worktree
 
 
 RunAttempt = Callable[[AttemptRequest], AttemptResult]
@@ -429,7 +431,7 @@ class _Stacker:
         if strategy == "rerun":
             return self._rerun(head, task_id, files, stack)
         if strategy == "resolve":
-            return self._resolve(head, task_id, files, applied.tree, stack)
+            return self._resolve(head, task_id, files, stack)
         return self._skip(task_id, result, files)
 
     def _apply_result(
@@ -483,14 +485,15 @@ class _Stacker:
         return None
 
     def _attempt(self, task_id: str, kind: Literal["rerun", "resolve"], start: str,
-                 prompt: str) -> AttemptResult | None:
+                 prompt: str, merge: MergeInProgress | None = None) -> AttemptResult | None:
         if self.run_attempt is None:
             return None
         k = self.next_attempt.get(task_id, 2)
         self.next_attempt[task_id] = k + 1
         self.log(f"{task_id}#{k}: {kind} from {start[:10]}")
         new = self.run_attempt(
-            AttemptRequest(task_id=task_id, attempt=k, kind=kind, start_sha=start, prompt=prompt)
+            AttemptRequest(task_id=task_id, attempt=k, kind=kind, start_sha=start, prompt=prompt,
+                           merge=merge)
         )
         self.reports[task_id].tokens += new.tokens
         self.reports[task_id].duration_s += new.duration_s
@@ -525,28 +528,28 @@ class _Stacker:
             files = applied.conflicts
         return self._skip(task_id, self.results[task_id], files)
 
-    def _resolve(
-        self, head: str, task_id: str, files: list[str], tree: str | None, stack: Stack
-    ) -> str | None:
+    def _resolve(self, head: str, task_id: str, files: list[str], stack: Stack) -> str | None:
         result = self.results[task_id]
-        if tree is None or self.run_attempt is None:
+        if self.run_attempt is None or result.head_sha is None:
             return self._skip(task_id, result, files)
-        # The merge in progress as a commit: the conflicted tree, markers in place, on head.
-        merging = gitapply.commit_tree(
-            self.repo, tree, [head],
-            f"agentfleet: merging {task_id} (conflict markers in {', '.join(files)})\n",
+        # The resolver's worktree: `git merge` of the task's commit in progress on the
+        # stack, markers in place (agentfleet.merging).
+        merge = MergeInProgress(
+            commit=result.head_sha, label=label_for(self.repo, result.branch, result.head_sha),
+            files=files,
         )  # fmt: skip
+        start = merge_start(self.repo, head, result.start_sha, task_id)
         ours = {t: self.prompts.get(t) or self.results[t].prompt for t, _ in stack}
         prompt = resolve_prompt(
             task_id, self.prompts.get(task_id) or result.prompt, files,
-            ours or {self.target: "its commits as they are"},
+            ours or {self.target: "its commits as they are"}, merge.label,
         )  # fmt: skip
-        new = self._attempt(task_id, "resolve", merging, prompt)
+        new = self._attempt(task_id, "resolve", start, prompt, merge)
         if new is None or not new.succeeded or not new.head_sha:
             why = new.reason if new is not None else "no resolver"
             return self._skip(task_id, result, files, f"; the resolver failed: {why}")
         left = gitapply.has_conflict_markers(self.repo, new.head_sha, files)
-        if left:
+        if left:  # the attempt checks this too; a result from elsewhere is checked here
             return self._skip(
                 task_id, result, files, f"; the resolver left conflict markers in {', '.join(left)}"
             )
@@ -576,16 +579,20 @@ def rerun_prompt(prompt: str, files: Sequence[str], by: Sequence[str], diff: str
 
 
 def resolve_prompt(
-    task_id: str, prompt: str, files: Sequence[str], ours: Mapping[str, str]
+    task_id: str, prompt: str, files: Sequence[str], ours: Mapping[str, str], label: str = ""
 ) -> str:
-    """The resolver's prompt: the conflicted files and both sides' intent."""
+    """The resolver's prompt: the merge in progress, the conflicted files, both sides' intent."""
     applied = "\n".join(f"- {t}: {one_line(p, 500)}" for t, p in ours.items())
+    theirs = f" ({label})" if label else ""
     return (
-        f"A merge is in progress in this worktree: the files {', '.join(files)} hold git "
-        "conflict markers (<<<<<<< ======= >>>>>>>). Resolve every conflict so that both "
-        "sides' intent is kept, and remove every marker.\n\n"
-        f"One side (already on the target):\n{applied}\n\n"
-        f"The other side (task {task_id}):\n{prompt}"
+        f"A `git merge` is in progress in this worktree: HEAD is the target branch, MERGE_HEAD "
+        f"is task {task_id}'s change{theirs}. The files {', '.join(files)} hold git conflict "
+        "markers (<<<<<<< ======= >>>>>>>); `git status` and `git diff` show them. Resolve "
+        "every conflict so that both sides' intent is kept, remove every marker, and change "
+        "no file that is not in conflict. Leave the result in the files: agentfleet commits "
+        "it (`git add` or `git commit` are not needed).\n\n"
+        f"One side (HEAD, already on the target):\n{applied}\n\n"
+        f"The other side (MERGE_HEAD, task {task_id}):\n{prompt}"
     )
 
 

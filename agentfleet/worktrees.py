@@ -513,23 +513,44 @@ def _point_head_home(worktree: Worktree) -> None:
     worktree.git("symbolic-ref", "HEAD", ref)
 
 
+# What ``git merge`` leaves in a worktree's admin dir, besides the index.
+MERGE_STATE_FILES = ("MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "AUTO_MERGE")
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """A worktree's state between agent runs: its HEAD and a tree of its files."""
+    """A worktree's state between agent runs: its HEAD and a tree of its files.
+
+    During a merge in progress (a resolver's worktree) also its index, unmerged entries
+    and all, and the merge's files: a retry finds the merge as ``git merge`` left it.
+    """
 
     head: str
     tree: str
+    index: bytes | None = None
+    merge_files: tuple[tuple[str, bytes], ...] = ()
 
 
 def snapshot_worktree(worktree: Worktree) -> Snapshot:
     """Record ``worktree``'s files (ignored ones aside) as a tree object; nothing is committed."""
     _point_head_home(worktree)
     head = worktree.git("rev-parse", "--verify", "HEAD^{commit}").strip()
+    index = worktree.git_dir / "index"
+    merge_files = tuple(
+        (name, (worktree.git_dir / name).read_bytes())
+        for name in MERGE_STATE_FILES
+        if (worktree.git_dir / "MERGE_HEAD").is_file() and (worktree.git_dir / name).is_file()
+    )
+    saved = index.read_bytes() if merge_files and index.is_file() else None
     # The index of an attempt's worktree holds nothing of value (agentfleet rebuilds it
-    # when it commits), so it may carry the snapshot; then it goes back to HEAD.
+    # when it commits), so it may carry the snapshot; then it goes back to HEAD, or to
+    # the merge's unmerged index.
     tree = stage_files(worktree, head).tree
-    _reset_index(worktree, head)
-    return Snapshot(head=head, tree=tree)
+    if saved is not None:
+        index.write_bytes(saved)
+    else:
+        _reset_index(worktree, head)
+    return Snapshot(head=head, tree=tree, index=saved, merge_files=merge_files)
 
 
 def restore_worktree(worktree: Worktree, snapshot: Snapshot) -> None:
@@ -545,6 +566,11 @@ def restore_worktree(worktree: Worktree, snapshot: Snapshot) -> None:
     # snapshot's changes are uncommitted again, as they were.
     worktree.git("read-tree", "--reset", "-u", snapshot.tree)
     worktree.git("reset", "--quiet")
+    # `reset --hard` ended a merge in progress: its files and unmerged index come back.
+    for name, data in snapshot.merge_files:
+        (worktree.git_dir / name).write_bytes(data)
+    if snapshot.index is not None:
+        (worktree.git_dir / "index").write_bytes(snapshot.index)
 
 
 def is_dirty(worktree: Worktree) -> bool:

@@ -70,7 +70,7 @@ def apply(
             branch=attempt_branch(APPLY_SPRINT, request.task_id, request.attempt), repo=root,
             worktree_root=worktree_root, start_sha=request.start_sha, prompt=request.prompt,
             paths=None, agent=agent, verify=final_verify, timeout_s=verify_timeout_s,
-            lease_dir=leases,
+            lease_dir=leases, merge=request.merge,
         )  # fmt: skip
         return settle(attempt.submit(spec), spec, logger.info)
 

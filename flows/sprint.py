@@ -397,6 +397,7 @@ class SprintRun:
             "branch": attempt_branch(self.plan.name, request.task_id, k),
             "start_sha": request.start_sha,
             "prompt": request.prompt,
+            "merge": request.merge,  # a resolver's: the merge in progress in its worktree
         }
         if request.kind == "resolve":
             update["agent"] = self.plan.resolver_agent(request.task_id)

@@ -29,6 +29,7 @@ from agentfleet.apply import tree_of
 from agentfleet.attempt import AttemptSpec
 from agentfleet.cache_key import attempt_key, is_cacheable
 from agentfleet.errors import AgentfleetError
+from agentfleet.gitcmd import git
 from agentfleet.restore import capture, restore_branch
 from agentfleet.results import AttemptResult
 
@@ -37,7 +38,11 @@ CACHED = "Cached"  # the state name of a result served from the cache, success o
 
 def cache_key(spec: AttemptSpec, agent_version: str | None) -> str:
     """The attempt's key: its spec with the start commit's tree instead of the commit."""
-    return attempt_key(spec, tree_of(spec.repo, spec.start_sha), agent_version)
+    merge_trees = None
+    if spec.merge is not None:  # a resolver: what is merged, and from where
+        base = git(spec.repo, "merge-base", spec.start_sha, spec.merge.commit).strip()
+        merge_trees = (tree_of(spec.repo, spec.merge.commit), tree_of(spec.repo, base))
+    return attempt_key(spec, tree_of(spec.repo, spec.start_sha), agent_version, merge_trees)
 
 
 def _refresh() -> bool:

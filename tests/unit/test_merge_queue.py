@@ -39,7 +39,8 @@ def repo(tmp_path: Path) -> Path:
     return path
 
 
-def runner(repo: Path, tmp_path: Path, run: str, verify: str | None = None):
+def runner(repo: Path, tmp_path: Path, run: str, verify: str | None = None,
+           paths: list[str] | None = None):
     """A ``run_attempt`` for landing: each request is a real attempt of a command agent."""
     requests: list[AttemptRequest] = []
 
@@ -49,7 +50,8 @@ def runner(repo: Path, tmp_path: Path, run: str, verify: str | None = None):
             sprint=SPRINT, task_id=request.task_id, attempt=request.attempt,
             branch=attempt_branch(SPRINT, request.task_id, request.attempt), repo=repo,
             worktree_root=tmp_path / "wt", start_sha=request.start_sha, prompt=request.prompt,
-            paths=None, agent=AgentConfig(kind="command", run=run), verify=verify, timeout_s=60,
+            paths=paths, agent=AgentConfig(kind="command", run=run), verify=verify, timeout_s=60,
+            merge=request.merge,
         )  # fmt: skip
         return run_attempt(spec, env=dict(os.environ))
 
@@ -143,7 +145,7 @@ def test_a_resolver_that_leaves_a_marker_is_rejected(repo: Path, tmp_path: Path)
                       policy=LandingPolicy(default="resolve"), run_attempt=run)
     b = by_task(landing)["b"]
     assert b.outcome is TaskOutcome.CONFLICT
-    assert "the resolver left conflict markers in shared.txt" in b.detail
+    assert "the resolver failed: conflict markers left in shared.txt" in b.detail
     assert sh(repo, "show", f"{TARGET}:shared.txt") == "line by a\n"
 
 
@@ -162,6 +164,75 @@ def test_a_resolver_that_resolves_passes(repo: Path, tmp_path: Path):
     assert run.requests[0].kind == "resolve"
     assert "say a" in seen.read_text() and "say b" in seen.read_text()  # both sides' intent
     assert sh(repo, "show", f"{TARGET}:shared.txt") == "line by a\nline by b\n"
+
+
+def test_the_resolver_finds_a_git_merge_in_progress_and_may_finish_it(
+    repo: Path, tmp_path: Path
+):
+    base, results = two_conflicting(repo)
+    seen = tmp_path / "seen"
+    # What a person sees after `git merge`: MERGE_HEAD, "both modified", unmerged entries,
+    # markers naming both sides. Then it resolves and stages the file, as a person would.
+    run = runner(
+        repo, tmp_path,
+        f"git rev-parse MERGE_HEAD > {seen}.head; git status --porcelain > {seen}.status; "
+        f"git ls-files -u > {seen}.unmerged; cp shared.txt {seen}.file; "
+        f"grep -v -E '{MARKERS}' shared.txt > t; mv t shared.txt; git add shared.txt",
+    )  # fmt: skip
+    landing = do_land(repo, tmp_path, ["a", "b"], results, base_sha=base,
+                      policy=LandingPolicy(default="resolve"), run_attempt=run)
+    b = by_task(landing)["b"]
+    assert b.outcome is TaskOutcome.APPLIED, b.detail
+    [request] = run.requests
+    assert request.merge is not None and request.merge.files == ["shared.txt"]
+    assert Path(f"{seen}.head").read_text().strip() == results["b"].head_sha
+    assert Path(f"{seen}.status").read_text() == "UU shared.txt\n"
+    assert len(Path(f"{seen}.unmerged").read_text().splitlines()) == 3  # base, ours, theirs
+    assert Path(f"{seen}.file").read_text() == (
+        f"<<<<<<< HEAD\nline by a\n=======\nline by b\n>>>>>>> {results['b'].branch}\n"
+    )
+    # The resolver started from the stack (a's commit), not from a tree with markers.
+    assert request.start_sha == by_task(landing)["a"].applied_commit
+    assert sh(repo, "show", f"{TARGET}:shared.txt") == "line by a\nline by b\n"
+    assert sh(repo, "rev-parse", f"{TARGET}^").strip() == request.start_sha
+
+
+def test_a_resolver_that_changes_a_file_not_in_conflict_is_rejected(
+    repo: Path, tmp_path: Path
+):
+    base, results = two_conflicting(repo)
+    resolve = f"grep -v -E '{MARKERS}' shared.txt > t; mv t shared.txt; echo x > other.txt"
+    landing = do_land(repo, tmp_path, ["a", "b"], results, base_sha=base,
+                      policy=LandingPolicy(default="resolve"),
+                      run_attempt=runner(repo, tmp_path, resolve))
+    b = by_task(landing)["b"]
+    assert b.outcome is TaskOutcome.CONFLICT
+    assert "changed files that were not in conflict: other.txt" in b.detail
+    # Within the task's paths, another file may change.
+    landing = do_land(repo, tmp_path, ["a", "b"], results, base_sha=base,
+                      policy=LandingPolicy(default="resolve"),
+                      run_attempt=runner(repo, tmp_path, resolve, paths=["*.txt"]))
+    assert by_task(landing)["b"].outcome is TaskOutcome.APPLIED, by_task(landing)["b"].detail
+    assert sh(repo, "show", f"{TARGET}:other.txt") == "x\n"
+
+
+def test_a_resolver_merges_only_the_tasks_own_change_when_its_start_is_not_on_the_stack(
+    repo: Path, tmp_path: Path
+):
+    base, results = two_conflicting(repo)
+    # b started from a commit the target never had (as a task that waited for another).
+    start = commit_files(repo, base, {"dep.txt": "dep\n"}, "a dependency")
+    b = commit_files(repo, start, {"shared.txt": "line by b\n"}, "b")
+    results["b"] = result(repo, "b", start, b, files=["shared.txt"], prompt="say b")
+    run = runner(repo, tmp_path, f"grep -v -E '{MARKERS}' shared.txt > t; mv t shared.txt")
+    landing = do_land(repo, tmp_path, ["a", "b"], results, base_sha=base,
+                      policy=LandingPolicy(default="resolve"), run_attempt=run)
+    assert by_task(landing)["b"].outcome is TaskOutcome.APPLIED, by_task(landing)["b"].detail
+    assert sh(repo, "show", f"{TARGET}:shared.txt") == "line by a\nline by b\n"
+    assert "dep.txt" not in sh(repo, "ls-tree", "--name-only", TARGET).split()
+    # The resolver's start: the stack, with b's start as a second parent (the merge base).
+    parents = sh(repo, "rev-list", "--parents", "-n1", run.requests[0].start_sha).split()[1:]
+    assert parents == [by_task(landing)["a"].applied_commit, start]
 
 
 def five(repo: Path) -> tuple[str, dict[str, AttemptResult]]:
