@@ -67,6 +67,21 @@ def test_the_key_changes_with_the_tree_and_the_codex_version() -> None:
     assert key(spec(), version="codex-cli 0.170.0") != key(spec())
 
 
+def test_a_resolvers_key_holds_the_merge_in_progress() -> None:
+    from agentfleet.merging import MergeInProgress
+
+    merge = MergeInProgress(commit="c" * 40, label="feature", files=["a.py"])
+    resolver = spec(merge=merge)
+    trees = ("1" * 40, "2" * 40)  # the merged commit's tree, the merge base's
+    assert attempt_key(resolver, TREE, None, trees) != key(spec())
+    assert attempt_key(resolver, TREE, None, trees) != attempt_key(resolver, TREE, None,
+                                                                   ("1" * 40, "3" * 40))
+    other = spec(merge=merge.model_copy(update={"files": ["a.py", "b.py"]}))
+    assert attempt_key(other, TREE, None, trees) != attempt_key(resolver, TREE, None, trees)
+    # Keys of attempts that merge nothing are as before the field existed.
+    assert "merge" not in key_parts(spec(), TREE, None).model_dump(exclude_none=True)
+
+
 def test_secret_values_never_enter_the_key() -> None:
     other = spec(agent=AgentConfig(model="gpt-5.5", env={"OPENAI_API_KEY": "sk-other"}))
     assert key(other) == key(spec())
