@@ -1,0 +1,44 @@
+"""The ``apply`` flow under the harness: hand-made branches, a resolver, a missing target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flows.apply import apply
+from tests.conftest import MakeRepo, run_git
+
+MARKERS = "^(<<<<<<<|=======|>>>>>>>)"
+
+
+def branch(repo: Path, name: str, files: dict[str, str]) -> None:
+    run_git(repo, "switch", "-q", "-c", name, "main")
+    for file, text in files.items():
+        (repo / file).write_text(text)
+    run_git(repo, "add", "-A")
+    run_git(repo, "commit", "-q", "-m", name)
+    run_git(repo, "switch", "-q", "main")
+
+
+def test_a_resolver_finishes_the_merge_and_a_missing_target_is_created(
+    harness, make_repo: MakeRepo, work_dir, tmp_path: Path
+):
+    repo = make_repo(files={"README.md": "hi\n", "shared.txt": "line\n"})
+    branch(repo, "one", {"shared.txt": "line by one\n"})
+    branch(repo, "two", {"two.txt": "two\n"})
+    branch(repo, "three", {"shared.txt": "line by three\n"})
+    seen = tmp_path / "status"
+    resolver = {"kind": "command", "run": (
+        f"git status --porcelain > {seen}; "
+        f"grep -v -E '{MARKERS}' shared.txt > t; mv t shared.txt"
+    )}  # fmt: skip
+    state = apply(repo=str(repo), target="release", branches=["one", "two", "three"],
+                  final_verify="test -f two.txt", on_conflict="resolve", resolver=resolver,
+                  return_state=True)
+    assert state.is_completed(), state.message
+    report = state.result()
+    assert [t.outcome.value for t in report.tasks] == ["applied", "applied", "applied"]
+    main = run_git(repo, "rev-parse", "main")
+    assert report.target_note == f"release created from HEAD ({main[:10]})"
+    assert seen.read_text() == "UU shared.txt\n"  # the resolver saw git's merge in progress
+    assert run_git(repo, "show", "release:shared.txt") == "line by one\nline by three\n"
+    assert run_git(repo, "rev-list", "--count", "main..release").strip() == "3"
