@@ -1,6 +1,7 @@
 """One attempt at one task, from a fresh worktree to a committed, verified branch.
 
     worktree add (own branch, from the start commit)
+    -> a resolver's: `git merge` of the conflicting commit left in progress (merging.py)
     -> setup -> agent (transient failures retried, a full context window continued)
     -> refs the agent created in the repository removed
     -> commit: the worktree's files onto the start commit (agentfleet's identity), however
