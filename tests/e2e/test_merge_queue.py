@@ -1,43 +1,50 @@
-"""The merge queue through `agentfleet run`, with `command` agents (no model needed):
-`overlap: merge`, a conflict rerun that sees the other side's change, bisection, and
-`agentfleet apply` of branches made by hand."""
+"""The merge queue through `agentfleet run`: `overlap: merge` with Codex and the scripted
+model; with `command` agents (no model needed) a conflict rerun that sees the other side's
+change, bisection, and `agentfleet apply` of branches made by hand."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from agentfleet.scripted import ScriptedModelServer
+from agentfleet.scripted.script import Response, Rule, Script
 from tests.conftest import run_git
 from tests.e2e.conftest import run_agentfleet
+from tests.e2e.test_sprint import overlap, spans
 from tests.e2e.test_sprint_failures import TARGET, command, plan_file, run
 
 
-def test_overlap_merge_runs_both_at_once_and_lands_both(make_repo, sprint_env, tmp_path):
+@pytest.mark.codex
+def test_overlap_merge_runs_both_at_once_and_lands_both(
+    make_repo, sprint_env, model: ScriptedModelServer, tmp_path
+):
     repo = make_repo()
     (repo / "f.txt").write_text("".join(f"line {i}\n" for i in range(1, 11)))
     run_git(repo, "add", "f.txt")
     run_git(repo, "commit", "-qm", "f")
-    times = tmp_path / "times"
-    times.mkdir()
 
-    def edit(name: str, line: int) -> str:
-        # Each waits (bounded) for the other to have started: they ran at the same time.
-        other = "b" if name == "a" else "a"
-        return (f"date +%s.%N > {times}/{name}.start; "
-                f"for i in $(seq 1 100); do test -e {times}/{other}.start && break; sleep 0.1; "
-                f"done; sed -i '{line}s/.*/edited by {name}/' f.txt; "
-                f"date +%s.%N > {times}/{name}.end")
+    def edit(name: str, line: int) -> Rule:
+        # The first answer takes a while, so that agents started together are seen together.
+        return Rule(name=name, match=f"[{name}]", responses=[
+            Response(delay_s=1.5, steps=[
+                {"do": "exec", "cmd": f"sed -i '{line}s/.*/edited by {name}/' f.txt"}]),
+            Response(steps=[{"do": "message", "text": f"Edited line {line}."}]),
+        ])  # fmt: skip
 
+    model.set_script(Script(rules=[edit("a", 1), edit("b", 10)]))
     plan = plan_file(tmp_path, repo, [
-        command("a", edit("a", 1), paths=["f.txt"]),
-        command("b", edit("b", 10), paths=["f.txt"]),
-    ], overlap="merge")
+        {"id": t, "prompt": f"[{t}] edit f.txt", "paths": ["f.txt"]} for t in ("a", "b")
+    ], agent={"kind": "codex"}, overlap="merge")  # fmt: skip
     done, report = run(plan, tmp_path / "report.json", sprint_env)
     assert done.returncode == 0, done.stdout[-3000:]
     assert [t["outcome"] for t in report["tasks"]] == ["applied", "applied"]
     text = run_git(repo, "show", f"{TARGET}:f.txt").splitlines()
     assert text[0] == "edited by a" and text[-1] == "edited by b"
-    stamp = {p.name: float(p.read_text()) for p in times.iterdir()}
-    assert stamp["a.start"] < stamp["b.end"] and stamp["b.start"] < stamp["a.end"]
+    # From the model server's log: each task's requests, first to last, overlap in time.
+    s = spans(model)
+    assert overlap(s["a"], s["b"]), s
 
 
 def test_a_conflict_reruns_on_the_stack_seeing_the_other_sides_change(
