@@ -198,7 +198,11 @@ def _run_in(
     deadline = time.monotonic() + spec.timeout_s
     if spec.merge is not None:
         # A resolver's worktree: the merge in progress, as `git merge` leaves it.
-        conflicted = begin_merge(worktree, spec.merge)
+        try:
+            conflicted = begin_merge(worktree, spec.merge)
+        except GitError as exc:  # not the agent's failure: not cached (no outcome)
+            result.reason = f"could not set up the merge to resolve: {exc}"
+            return
         log(f"merging {spec.merge.label}: conflicts in {', '.join(conflicted) or 'no file'}")
     if spec.setup:
         log(f"setup: {spec.setup}")
