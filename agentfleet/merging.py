@@ -64,10 +64,11 @@ def begin_merge(worktree: Worktree, merge: MergeInProgress) -> list[str]:
     A merge that goes through cleanly is left uncommitted too (still in progress). The
     snapshots between agent sessions keep this state (``worktrees.snapshot_worktree``).
     """
-    label = merge.label if merge.label != merge.commit else merge.commit
+    label = merge.label  # git's markers name the side by what was merged: this name
     done = worktree.run(
         *identity_args(), "-c", "merge.autoStash=false", "-c", "rerere.enabled=false",
         "merge", "--no-ff", "--no-commit", "--no-edit", "--no-verify", "--no-stat",
+        "--no-verify-signatures",
         "-m", f"Merge {label}", label,
     )  # fmt: skip
     merging = worktree.run("rev-parse", "--verify", "--quiet", "MERGE_HEAD").stdout.strip()
