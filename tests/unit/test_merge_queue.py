@@ -449,3 +449,27 @@ def test_a_push_made_before_landing_is_never_overwritten(repo: Path, tmp_path: P
         assert sh(remote, "rev-parse", TARGET).strip() == theirs  # their push stays
         sh(repo, "branch", "-f", TARGET, base)
     assert "holds commits" in landing.push_note and "Fetch" in landing.push_note
+
+
+def test_a_retry_finds_the_merge_in_progress_as_git_left_it(repo: Path, tmp_path: Path):
+    from agentfleet.merging import MergeInProgress, begin_merge
+    from agentfleet.worktrees import WorktreeManager, restore_worktree, snapshot_worktree
+
+    base, results = two_conflicting(repo)
+    manager = WorktreeManager(repo, tmp_path / "wt")
+    path = manager.add("resolver", results["a"].head_sha, "resolver")
+    worktree = manager.pinned(path)
+    merge = MergeInProgress(commit=results["b"].head_sha, label=results["b"].branch,
+                            files=["shared.txt"])
+    assert begin_merge(worktree, merge) == ["shared.txt"]
+    before = sh(path, "status", "--porcelain")
+    snapshot = snapshot_worktree(worktree)  # what each agent session starts from
+    assert sh(path, "status", "--porcelain") == before == "UU shared.txt\n"
+    # A try that failed transiently after aborting the merge and writing elsewhere.
+    sh(path, "merge", "--abort")
+    (path / "stray.txt").write_text("x\n")
+    restore_worktree(worktree, snapshot)
+    assert sh(path, "status", "--porcelain") == "UU shared.txt\n"
+    assert sh(path, "rev-parse", "MERGE_HEAD").strip() == results["b"].head_sha
+    assert "<<<<<<< HEAD" in (path / "shared.txt").read_text()
+    manager.remove(path)
