@@ -55,7 +55,6 @@ class ApplyResult(JsonSafeModel):
     conflicts: list[str] = []
     empty: bool = False
     overwritten: list[str] = []  # conflicting files where this attempt's version won
-    tree: str | None = None  # on a conflict: the merged tree, conflict markers in place
 
 
 class AppliedCommit(JsonSafeModel):
@@ -184,7 +183,7 @@ def apply_one(
     tree, conflicts = merge_trees(repo, ours, head_sha)
     overwritten: list[str] = []
     if conflicts and overwrite_env is None:
-        return ApplyResult(applied=False, conflicts=conflicts, tree=tree)
+        return ApplyResult(applied=False, conflicts=conflicts)
     if conflicts and overwrite_env is not None:
         # The seed's "Overwrite": this attempt's version of each conflicting file wins.
         tree = replace_paths(repo, tree, head_sha, conflicts, env=overwrite_env)
