@@ -25,10 +25,12 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 # The suite waits mostly on processes (Prefect servers, agents, the scripted model), so a
-# third worker on 2 cores shortens it; TEST_WORKERS=0 runs it in one process.
+# third worker on 2 cores shortens it; TEST_WORKERS=0 runs it in one process. worksteal:
+# xdist's default hands each worker a fixed share up front, and one worker got every
+# slow end-to-end test while the others sat idle.
 TEST_WORKERS ?= 3
 test: setup
-	$(PY) -m pytest -n $(TEST_WORKERS) --durations=15
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 test-fast: setup
 	$(PY) -m pytest tests/unit

@@ -12,6 +12,7 @@ agentfleet's own log.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import threading
@@ -52,6 +53,10 @@ class Context:
 
     def prefect(self):  # noqa: ANN201 - tests.support's PrefectServer
         """A running ``prefect server`` on a fresh PostgreSQL database (started on first use)."""
+        if self._prefect is None and os.environ.get("BENCH_PREFECT_API_URL"):
+            # A server someone else runs (the test suite's): used, never stopped.
+            self._prefect = _RunningServer(os.environ["BENCH_PREFECT_API_URL"],
+                                           self.work / "prefect-client")
         if self._prefect is None:
             from tests.support.prefect_server import start_prefect_server
 
@@ -83,6 +88,20 @@ class Context:
         if self._prefect is not None:
             self._prefect.stop()
             self._prefect = None
+
+
+class _RunningServer:
+    """A ``prefect server`` started elsewhere, by its API URL (``BENCH_PREFECT_API_URL``)."""
+
+    def __init__(self, api_url: str, home: Path) -> None:
+        self.api_url, self.home = api_url, home
+
+    def env(self) -> dict[str, str]:
+        return {"PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+    def stop(self) -> None:
+        pass
 
 
 def agentfleet_env(ctx: Context, run_dir: Path) -> dict[str, str]:
