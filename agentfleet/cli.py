@@ -32,6 +32,7 @@ from agentfleet.errors import (
     SprintInterrupted,
 )
 from agentfleet.plan import plan_json_schema
+from agentfleet.plan_blocks import BlockLoaders
 
 if TYPE_CHECKING:
     from agentfleet.results import SprintReport
@@ -39,9 +40,39 @@ if TYPE_CHECKING:
 Command = Callable[[argparse.Namespace], int]
 
 
+def saved_blocks() -> BlockLoaders:
+    """Loaders of the saved blocks a plan names, through Prefect, imported only when named.
+
+    Against ``PREFECT_API_URL``, else the embedded server (started on this thread first,
+    so that it dies with the command).
+    """
+    from agentfleet.settings import AgentfleetSettings
+
+    def on_server(load: Callable[[str], Any]) -> Callable[[str], Any]:
+        def loaded(name: str) -> Any:
+            from flows.embedded import start_embedded_server
+
+            start_embedded_server()
+            return load(name)
+        return loaded
+
+    def agent(name: str) -> Any:
+        from flows.params import saved_blocks as flow_blocks
+
+        return flow_blocks().agent(name)  # type: ignore[misc]
+
+    def repository(name: str) -> Any:
+        from flows.params import saved_blocks as flow_blocks
+
+        return flow_blocks().repository(name)  # type: ignore[misc]
+
+    return BlockLoaders(agent=on_server(agent), repository=on_server(repository),
+                        settings=AgentfleetSettings())
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     """``agentfleet plan PLAN``: check a plan and show what would run together, without running."""
-    checked = load_and_check(Path(args.plan))
+    checked = load_and_check(Path(args.plan), saved_blocks())
     for warning in checked.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     sys.stdout.write(render_plan(checked))
@@ -65,7 +96,7 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     if args.plan:
         # A plan file's keys (agent, planner, verify, limits ...) go into the written plan.
         source = Path(args.plan).resolve()
-        given = load_and_check(source)
+        given = load_and_check(source, saved_blocks())
         if given.plan.goal is None:
             raise ConfigError(f"{args.plan} has tasks already; decompose needs a plan with goal:")
         header = {k: v for k, v in (yaml.safe_load(source.read_text()) or {}).items()
@@ -85,7 +116,9 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     if args.base:
         header["base"] = args.base
     # The goal plan first: a bad repository or base costs no tokens (exit 2).
-    start = check_plan_data({**header, "goal": goal}, plan_path, source=args.plan or "decompose")
+    blocks = saved_blocks()
+    start = check_plan_data({**header, "goal": goal}, plan_path, source=args.plan or "decompose",
+                            blocks=blocks)
     if start.repo.root is None or start.repo.base_sha is None:  # pragma: no cover - checked
         raise ConfigError("the repository has no base commit")
     agent = start.plan.planner_agent
@@ -93,7 +126,8 @@ def cmd_decompose(args: argparse.Namespace) -> int:
         agent = agent.model_copy(update={"model": args.model})
 
     def check(tasks: list[dict[str, Any]], ask: int) -> CheckedPlan:
-        return check_plan_data({**header, "tasks": tasks}, plan_path, source=f"answer {ask}")
+        return check_plan_data({**header, "tasks": tasks}, plan_path, source=f"answer {ask}",
+                               blocks=blocks)
 
     proposal = propose(PlannerRequest(
         goal=goal, repo=start.repo.root, base_sha=start.repo.base_sha, agent=agent,
@@ -146,7 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agentfleet.settings import AgentfleetSettings
 
     plan_path = Path(args.plan).resolve()
-    checked = load_and_check(plan_path)  # bad input: exit 2 before Prefect even starts
+    checked = load_and_check(plan_path, saved_blocks())  # bad input: exit 2 before the flow
     if checked.plan.goal is not None:
         # Until the sprint flow has its decompose stage (planner.plan_for_goal), a goal plan
         # would run no task at all: say how to get its tasks instead.

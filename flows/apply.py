@@ -26,23 +26,25 @@ from agentfleet.landing import AttemptRequest, LandingPolicy
 from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.naming import attempt_branch
+from agentfleet.requests import plain
 from agentfleet.results import AttemptResult, SprintReport
 from agentfleet.settings import AgentfleetSettings
 from agentfleet.standalone import APPLY_SPRINT, apply_start, branch_candidates, check_apply
 from flows.embedded import start_embedded_server
+from flows.params import apply_run_name
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
 from tasks.cache import settle
 
 
-@flow(name="apply", task_runner=ThreadPoolTaskRunner(max_workers=8))
+@flow(name="apply", flow_run_name=apply_run_name, task_runner=ThreadPoolTaskRunner(max_workers=8))
 def apply(
     repo: str,
     target: str,
     branches: list[str],
     final_verify: str | None = None,
     on_conflict: Literal["resolve", "overwrite", "skip"] = "skip",
-    resolver: dict[str, Any] | None = None,
+    resolver: AgentConfig | None = None,
     on_final_verify_failure: Literal["bisect", "fail"] = "bisect",
     push: str | None = None,
     base: str | None = None,
@@ -57,7 +59,7 @@ def apply(
     logger = get_run_logger()
     started = time.monotonic()
     check_apply(on_conflict, resolver)
-    agent = AgentConfig.model_validate(resolver) if resolver is not None else None
+    agent = AgentConfig.model_validate(plain(resolver)) if resolver is not None else None
     root = Path(git(Path(repo), "rev-parse", "--show-toplevel").strip())
     settings = AgentfleetSettings()
     worktree_root = settings.worktree_root(repo_key(root), APPLY_SPRINT)

@@ -17,9 +17,13 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
+from agentfleet.agent_config import Variant
 from agentfleet.best_of_n import TASK_ID, best_of_n_plan
+from agentfleet.block_refs import PlanAgent
+from agentfleet.plan import ScoreGoal
 from agentfleet.results import SprintReport, TaskOutcome
 from agentfleet.selection import Candidate, Selection, candidates_table
+from flows.params import best_of_n_run_name, saved_blocks
 from flows.sprint import MAX_POOL, run_checked
 
 
@@ -70,7 +74,9 @@ def result_of(report: SprintReport) -> BestOfNResult:
     )
 
 
-@flow(name="best-of-n", task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL))
+# As ``sprint``: the annotations make the run form, the plan's checks judge the values.
+@flow(name="best-of-n", flow_run_name=best_of_n_run_name, validate_parameters=False,
+      task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL))
 def best_of_n(
     prompt: str,
     repo: str = ".",
@@ -78,10 +84,10 @@ def best_of_n(
     attempts: int = 3,
     verify: str | None = None,
     score: str | None = None,
-    score_goal: str = "min",
+    score_goal: ScoreGoal = "min",
     paths: list[str] | None = None,
-    variants: list[dict[str, Any]] | None = None,
-    agent: dict[str, Any] | None = None,
+    variants: list[Variant] | None = None,
+    agent: PlanAgent | None = None,
     target: str | None = None,
     name: str = "best-of-n",
     no_cache: bool = False,
@@ -96,7 +102,7 @@ def best_of_n(
     checked = best_of_n_plan(
         prompt, repo=repo, base=base, attempts=attempts, verify=verify, score=score,
         score_goal=score_goal, paths=paths, variants=variants, agent=agent, target=target,
-        name=name,
+        name=name, blocks=saved_blocks(),
     )
     report = run_checked(checked, no_cache=no_cache, land=target is not None)
     result = result_of(report)

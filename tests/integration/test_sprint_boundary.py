@@ -47,7 +47,7 @@ def test_a_git_failure_starting_one_task_fails_that_task_only(
 
     monkeypatch.setattr(sprint_module.gitapply, "combine", failing_combine)
     report_path = tmp_path / "report.json"
-    state = sprint_module.sprint(plan=str(plan), report=str(report_path), return_state=True)
+    state = sprint_module.sprint(plan_path=str(plan), report=str(report_path), return_state=True)
     assert state.is_failed(), state.message  # exit 1, not an interrupt
     report = SprintReport.model_validate_json(report_path.read_text())
     assert report.exit_status == 1 and not report.interrupted
