@@ -71,8 +71,9 @@ def test_sprint_deployment_runs_on_a_process_worker_and_cancels_cleanly(
         seen = len(model.requests_for("validation"))
         # The second repository has the same trees and prompts, so its attempts would come
         # from the cache (the key is what decides a result, not where); run them afresh.
-        started = prefect("deployment", "run", "sprint/sprint", "--param", f"plan_path={second_plan}",
-                          "--param", "no_cache=true", env=env)
+        started = prefect("deployment", "run", "sprint/sprint",
+                          "--param", f"plan_path={second_plan}", "--param", "no_cache=true",
+                          env=env)
         flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
         wait_for(lambda: len(model.requests_for("validation")) > seen, 120,
                  "the slow ticket to start")
