@@ -55,6 +55,21 @@ def apply(
     """Apply ``branches`` (in order) onto ``target`` in ``repo``, verify, move, push.
 
     A ``target`` that does not exist is created from ``base`` (default: ``repo``'s HEAD).
+
+    Args:
+        repo: The git repository, a folder on the worker.
+        target: The branch to land them on (created from base when it does not exist).
+        branches: The branches to apply, in order; each lands its own change.
+        final_verify: Shell command run on the result before the target moves.
+        on_conflict: What a conflicting branch does: resolve (with resolver), overwrite
+            or skip.
+        resolver: The agent resolving conflicts (with on_conflict resolve).
+        on_final_verify_failure: bisect (eject the breaking branch, land the rest) or fail.
+        push: A remote to push the moved target to, leased on its value.
+        base: Where a target that does not exist starts (default: repo's HEAD).
+        concurrency: How many bisection verifications may run at once.
+        verify_timeout_s: Seconds final_verify may run.
+        report: Also write the report (JSON) to this file on the worker.
     """
     logger = get_run_logger()
     started = time.monotonic()

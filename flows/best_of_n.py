@@ -96,8 +96,24 @@ def best_of_n(
     """Run ``attempts`` attempts of one prompt and choose the best; land it only on ``target``.
 
     Completed with the winner's branch; Failed when no candidate passed (or, with a
-    target, when the winner did not land). ``answer``: also write the result there as
-    JSON (``agentfleet best-of-n`` reads it, whatever the ending).
+    target, when the winner did not land).
+
+    Args:
+        prompt: What every attempt should do.
+        repo: The git repository, a folder on the worker.
+        base: The branch to start from (default: the repository's current branch).
+        attempts: How many attempts (1 to 8), each in its own worktree and branch.
+        verify: Shell command a candidate must pass.
+        score: Shell command whose last output line (a number) ranks passing candidates.
+        score_goal: Which score is better: min or max.
+        paths: Gitignore-style patterns of the only files a candidate may change.
+        variants: Different approaches: attempt k uses entry (k-1) mod len.
+        agent: The agent (as a plan's agent:), or a saved agentfleet-agent block as
+            {block: NAME} with changes.
+        target: Land the winner on this branch (default: apply nothing).
+        name: Names the attempt branches (agentfleet-attempts/NAME/task/k).
+        no_cache: Run every attempt afresh.
+        answer: Also write the result there as JSON (agentfleet best-of-n reads it).
     """
     checked = best_of_n_plan(
         prompt, repo=repo, base=base, attempts=attempts, verify=verify, score=score,

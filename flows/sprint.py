@@ -107,10 +107,18 @@ def sprint(
 ) -> SprintReport:
     """Run a sprint and land the results on its target branch.
 
-    Give ``plan_path``, a plan file on the worker (relative: to ``repository``), or
-    ``plan``, the plan itself (the YAML file's keys). ``repository``: a folder on the
-    worker or a saved repository block (``{block: NAME}``). ``redo``: tasks to run again,
-    with the tasks depending on them; their commits on the target are replaced.
+    Args:
+        plan: The plan itself, with a plan file's keys (name, repo, agent, tasks...).
+            Give this or plan_path.
+        plan_path: A plan file (YAML) on the worker; a relative path is relative to
+            repository when that is given.
+        repository: A repository folder on the worker, or a saved agentfleet-repository
+            block as {block: NAME}: where plan_path is looked up, and the repository of
+            a plan given without repo.
+        report: Also write the sprint's report (JSON) to this file on the worker.
+        no_cache: Run every attempt afresh, ignoring cached results.
+        redo: Tasks to run again with the tasks depending on them; their commits on the
+            target are replaced by the new results.
     """
     checked = checked_plan(plan, plan_path, repository)
     sprint_report = run_checked(checked, report=report, no_cache=no_cache, redo=redo or [])
