@@ -70,6 +70,15 @@ def saved_blocks() -> BlockLoaders:
                         settings=AgentfleetSettings())
 
 
+def _secret_env(block: str | None) -> dict[str, str]:
+    """The agent block's secret environment (its API key), for the planner agent only."""
+    if block is None:
+        return {}
+    from blocks.agent import agent_secret_env
+
+    return agent_secret_env(block)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     """``agentfleet plan PLAN``: check a plan and show what would run together, without running."""
     checked = load_and_check(Path(args.plan), saved_blocks())
@@ -131,10 +140,11 @@ def cmd_decompose(args: argparse.Namespace) -> int:
 
     proposal = propose(PlannerRequest(
         goal=goal, repo=start.repo.root, base_sha=start.repo.base_sha, agent=agent,
-        check=check, env=dict(os.environ),
+        check=check, env={**os.environ, **_secret_env(start.blocks.agent_block)},
         work_root=settings.work_dir / "planner" / repo_key(start.repo.root),
         timeout_s=start.plan.timeout_seconds,
-        codex_path=find_codex(settings.codex_path, PROJECT_ROOT, os.environ.get("PATH")),
+        codex_path=find_codex(start.blocks.codex_path or settings.codex_path, PROJECT_ROOT,
+                              os.environ.get("PATH")),
         grace_s=settings.stop_grace_s, log=lambda line: print(line, file=sys.stderr),
     ))
     print(usage_line(proposal), file=sys.stderr)

@@ -102,7 +102,7 @@ def check_sprint_request(
                            blocks=blocks)
 
 
-def plan_name_of(plan: Any, plan_path: str | Path | None) -> str:
+def plan_name_of(plan: Any, plan_path: str | Path | None, repository: Any = None) -> str:
     """The sprint's name for its flow run, read leniently (the checks come later)."""
     raw = plain(plan)
     if isinstance(raw, Mapping) and isinstance(raw.get("name"), str):
@@ -110,8 +110,11 @@ def plan_name_of(plan: Any, plan_path: str | Path | None) -> str:
     if plan_path is not None:
         import yaml
 
+        path = Path(plan_path).expanduser()
+        if isinstance(repository, str) and not path.is_absolute():
+            path = Path(repository).expanduser() / path
         try:
-            data = yaml.safe_load(Path(plan_path).expanduser().read_text(encoding="utf-8"))
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             data = None
         if isinstance(data, Mapping) and isinstance(data.get("name"), str):

@@ -47,7 +47,8 @@ def _short(text: str) -> str:
 def sprint_run_name() -> str:
     """``sprint <plan name>``."""
     params = _parameters()
-    return f"sprint {_short(plan_name_of(params.get('plan'), params.get('plan_path')))}"
+    name = plan_name_of(params.get("plan"), params.get("plan_path"), params.get("repository"))
+    return f"sprint {_short(name)}"
 
 
 def best_of_n_run_name() -> str:
