@@ -98,8 +98,18 @@ def check_sprint_request(
             "worker or {block: NAME}) or the `repository` parameter",
         )])
     # A plan given as data has no file: its `repo` is relative to the repository (or cwd).
-    return check_plan_data(dict(raw), (root or cwd) / "plan.yaml", source=PLAN_SOURCE,
+    return check_plan_data(without_nulls(raw), (root or cwd) / "plan.yaml", source=PLAN_SOURCE,
                            blocks=blocks)
+
+
+def without_nulls(value: Any) -> Any:
+    """Mappings without their null keys: a form sends a field left empty as null, which in
+    a plan given as data means unset (the key's default), as if the key were left out."""
+    if isinstance(value, Mapping):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
 
 
 def plan_name_of(plan: Any, plan_path: str | Path | None, repository: Any = None) -> str:

@@ -175,3 +175,21 @@ def test_a_plan_given_as_data(make_repo: MakeRepo, tmp_path) -> None:
 def test_one_of_plan_and_plan_path(plan, plan_path, message, tmp_path) -> None:
     with pytest.raises(ConfigError, match=message):
         check_sprint_request(plan, plan_path, None, blocks=loaders(), cwd=tmp_path)
+
+
+def test_a_plan_as_the_form_sends_it_every_key_filled_or_null(make_repo, tmp_path) -> None:
+    """The UI's form sends each field, an empty one as null: null means unset."""
+    from agentfleet.plan import Plan, Task
+
+    def filled(model: type) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for name, info in model.model_fields.items():
+            value = info.default_factory() if info.default_factory else info.default
+            out[name] = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+        return out
+
+    repo = make_repo()
+    data = {**filled(Plan), "name": "form", "tasks": [
+        {**filled(Task), "id": "a", "prompt": "x", "timeout": None}]}
+    checked = check_sprint_request(data, None, str(repo), blocks=loaders(), cwd=tmp_path)
+    assert checked.plan.task_ids == ["a"] and checked.plan.task_timeout("a") == 1800
