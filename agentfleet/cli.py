@@ -41,32 +41,24 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def saved_blocks() -> BlockLoaders:
-    """Loaders of the saved blocks a plan names, through Prefect, imported only when named.
+    """Loaders of the saved blocks a plan names; Prefect is imported only when one is named.
 
     Against ``PREFECT_API_URL``, else the embedded server (started on this thread first,
     so that it dies with the command).
     """
     from agentfleet.settings import AgentfleetSettings
 
-    def on_server(load: Callable[[str], Any]) -> Callable[[str], Any]:
-        def loaded(name: str) -> Any:
+    def on_server(loader: str) -> Callable[[str], Any]:
+        def load(name: str) -> Any:
+            import flows.params
             from flows.embedded import start_embedded_server
 
             start_embedded_server()
-            return load(name)
-        return loaded
+            return getattr(flows.params, loader)(name)
+        return load
 
-    def agent(name: str) -> Any:
-        from flows.params import saved_blocks as flow_blocks
-
-        return flow_blocks().agent(name)  # type: ignore[misc]
-
-    def repository(name: str) -> Any:
-        from flows.params import saved_blocks as flow_blocks
-
-        return flow_blocks().repository(name)  # type: ignore[misc]
-
-    return BlockLoaders(agent=on_server(agent), repository=on_server(repository),
+    return BlockLoaders(agent=on_server("load_agent_block"),
+                        repository=on_server("load_repository_block"),
                         settings=AgentfleetSettings())
 
 

@@ -15,13 +15,15 @@ from agentfleet.settings import AgentfleetSettings
 RUN_NAME_WIDTH = 60
 
 
-def _load_agent_block(name: str) -> Any:
+def load_agent_block(name: str) -> Any:
+    """The saved ``agentfleet-agent`` block ``name``."""
     from blocks.agent import AgentBlock
 
     return AgentBlock.load(name)
 
 
-def _load_repository_block(name: str) -> Any:
+def load_repository_block(name: str) -> Any:
+    """The saved ``agentfleet-repository`` block ``name``."""
     from blocks.repository import RepositoryBlock
 
     return RepositoryBlock.load(name)
@@ -29,7 +31,7 @@ def _load_repository_block(name: str) -> Any:
 
 def saved_blocks(settings: AgentfleetSettings | None = None) -> BlockLoaders:
     """Loaders of the saved ``agentfleet-*`` blocks on the current Prefect server."""
-    return BlockLoaders(agent=_load_agent_block, repository=_load_repository_block,
+    return BlockLoaders(agent=load_agent_block, repository=load_repository_block,
                         settings=settings or AgentfleetSettings())
 
 
