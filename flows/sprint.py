@@ -86,6 +86,17 @@ def checked_plan(plan: Any, plan_path: str | None, repository: Any = None) -> Ch
                                 cwd=Path.cwd())
 
 
+def run_name() -> str:
+    """``sprint <plan name>``: the handed plan's name, without reading its file again."""
+    from prefect.runtime import flow_run
+
+    handed = _PRECHECKED.get()
+    path = (flow_run.parameters or {}).get("plan_path")
+    if handed is not None and path is not None and handed[0] == Path(path).resolve():
+        return f"sprint {handed[1].plan.name}"
+    return sprint_run_name()
+
+
 def is_interrupt(exc: BaseException) -> bool:
     """Ctrl-C or a cancelled flow run (SIGTERM), not an error of the work."""
     from prefect.exceptions import TerminationSignal
@@ -95,7 +106,7 @@ def is_interrupt(exc: BaseException) -> bool:
 
 # Parameters are checked by the plan's own checks (every problem at once, the CLI's
 # words), not by Prefect's validation: the annotations give the UI its run form.
-@flow(name="sprint", flow_run_name=sprint_run_name, validate_parameters=False,
+@flow(name="sprint", flow_run_name=run_name, validate_parameters=False,
       task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL))
 def sprint(
     plan: Plan | None = None,

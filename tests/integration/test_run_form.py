@@ -185,11 +185,24 @@ def test_a_missing_block_fails_the_run_at_once_and_the_cli_exits_2(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTFLEET_", "PREFECT_"))}
     env.update(GIT_ENV, PREFECT_API_URL=str(PREFECT_API_URL.value()),
                AGENTFLEET_WORK_DIR=str(work_dir))
-    done = subprocess.run([sys.executable, "-m", "agentfleet.cli", "plan", str(plan)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=120)
+
+    def agentfleet_plan(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "agentfleet.cli", "plan", str(path)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    done = agentfleet_plan(plan)
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"error: {plan}: agent.block: cannot load the agentfleet-agent block " \
            "'nobody-saved-this'" in done.stderr
+    AgentBlock(kind="command", run="true").save("cli-agent", overwrite=True)
+    RepositoryBlock(path=str(repo)).save("cli-repo", overwrite=True)
+    saved = tmp_path / "saved.yaml"
+    saved.write_text(json.dumps({"name": "saved", "repo": {"block": "cli-repo"},
+                                 "agent": {"block": "cli-agent"},
+                                 "tasks": [{"id": "a", "prompt": "x"}]}))
+    done = agentfleet_plan(saved)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"plan 'saved': 1 task in {repo}" in done.stdout
 
 
 @pytest.mark.parametrize("flow_name", ["best-of-n", "apply"])
