@@ -67,7 +67,7 @@ def stopped_result(task_id: str, k: int, branch: str, start_sha: str,
 def best_of_n_plan(
     prompt: str,
     *,
-    repo: str = ".",
+    repo: Any = ".",
     base: str | None = None,
     attempts: int = 3,
     verify: str | None = None,
@@ -82,10 +82,14 @@ def best_of_n_plan(
 ) -> CheckedPlan:
     """The one-task plan of a best-of-n run, checked; ``PlanError`` lists every problem.
 
-    ``agent`` and ``variants`` may be mappings or their models (a flow's form); ``agent``
-    may name a saved block (``{block: NAME}``), loaded through ``blocks``.
+    ``repo``, ``agent`` and ``variants`` may be mappings or their models (a flow's form);
+    ``repo`` and ``agent`` may name a saved block (``{block: NAME}``), loaded through
+    ``blocks``.
     """
-    raw: dict[str, Any] = {"name": name, "repo": str(Path(repo).resolve()),
+    # A folder on this machine, or a saved repository block ({block: NAME}).
+    repo = plain(repo)
+    folder = Path.cwd() if isinstance(repo, dict) else Path(repo).resolve()
+    raw: dict[str, Any] = {"name": name, "repo": repo if isinstance(repo, dict) else str(folder),
                            "attempts": attempts, "score_goal": score_goal,
                            "tasks": [{"id": TASK_ID, "prompt": prompt}]}
     optional = {"base": base, "verify": verify, "score": score, "variants": plain(variants),
@@ -93,5 +97,5 @@ def best_of_n_plan(
     raw.update({k: v for k, v in optional.items() if v is not None})
     if paths:
         raw["tasks"][0]["paths"] = list(paths)
-    return check_plan_data(raw, Path(repo).resolve() / "best-of-n.yaml", source="best-of-n",
+    return check_plan_data(raw, folder / "best-of-n.yaml", source="best-of-n",
                            blocks=blocks)

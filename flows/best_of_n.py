@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from agentfleet.agent_config import Variant
 from agentfleet.best_of_n import TASK_ID, best_of_n_plan
-from agentfleet.block_refs import PlanAgent
+from agentfleet.block_refs import PlanAgent, RepositoryBlockRef
 from agentfleet.plan import ScoreGoal
 from agentfleet.results import SprintReport, TaskOutcome
 from agentfleet.selection import Candidate, Selection, candidates_table
@@ -79,7 +79,7 @@ def result_of(report: SprintReport) -> BestOfNResult:
       task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL))
 def best_of_n(
     prompt: str,
-    repo: str = ".",
+    repo: str | RepositoryBlockRef = ".",
     base: str | None = None,
     attempts: int = 3,
     verify: str | None = None,
@@ -100,7 +100,8 @@ def best_of_n(
 
     Args:
         prompt: What every attempt should do.
-        repo: The git repository, a folder on the worker.
+        repo: The git repository, a folder on the worker, or a saved
+            agentfleet-repository block as {block: NAME}.
         base: The branch to start from (default: the repository's current branch).
         attempts: How many attempts (1 to 8), each in its own worktree and branch.
         verify: Shell command a candidate must pass.

@@ -225,3 +225,16 @@ def test_best_of_n_and_apply_runs_are_named_for_what_they_run(
         expected = "apply landing"
     assert state.is_completed(), state.message
     assert flow_run(state).name == expected
+
+
+def test_best_of_n_takes_saved_blocks_for_its_repo_and_agent(
+    harness, make_repo: MakeRepo, work_dir
+) -> None:
+    repo = make_repo()
+    AgentBlock(kind="command", run='echo "$AGENTFLEET_ATTEMPT" > n.txt').save(
+        "bon-agent", overwrite=True)
+    RepositoryBlock(path=str(repo)).save("bon-repo", overwrite=True)
+    answer = best_of_n("write n", repo={"block": "bon-repo"}, agent={"block": "bon-agent"},
+                       attempts=2, score="cat n.txt", score_goal="max", no_cache=True)
+    assert answer.winner == 2
+    assert run_git(repo, "show", f"{answer.branch}:n.txt") == "2\n"
