@@ -70,15 +70,11 @@ def _named_block(value: Any) -> str | None:
     return None
 
 
-def _load_problem(exc: ConfigError, key: str) -> tuple[str, str]:
-    message = str(exc)
-    return key, message.removeprefix(f"{key}: ")
-
-
 def load_block_values(
     name: str, key: str, block_type: str, load: Any
 ) -> tuple[Any, tuple[str, str] | None]:
-    """A named block's plain values through ``load``, or the problem (key, message)."""
+    """A named block's plain values (``AgentProfile`` or ``RepositorySource``, by
+    ``block_type``) through ``load``, or the problem: (``key``, message)."""
     problem = block_name_problem(name)
     if problem:
         return None, (key, problem)
@@ -86,11 +82,12 @@ def load_block_values(
         return None, (key, f"names the saved {block_type} block {name!r}, but no Prefect "
                            "server is at hand to load it from")
     try:
-        if key == "agent.block":
+        if block_type == AGENT_BLOCK_TYPE:
             return load_agent_profile(AgentBlockRef(block=name), load), None
         return load_repository_source(RepositoryBlockRef(block=name), load), None
     except ConfigError as exc:
-        return None, _load_problem(exc, key)
+        # The loader's message starts with its own key ("agent.block: ..."): ours instead.
+        return None, (key, str(exc).split(": ", 1)[-1])
 
 
 def resolve_plan_blocks(raw: Mapping[str, Any], loaders: BlockLoaders | None) -> Resolved:

@@ -193,3 +193,10 @@ def test_a_plan_as_the_form_sends_it_every_key_filled_or_null(make_repo, tmp_pat
         {**filled(Task), "id": "a", "prompt": "x", "timeout": None}]}
     checked = check_sprint_request(data, None, str(repo), blocks=loaders(), cwd=tmp_path)
     assert checked.plan.task_ids == ["a"] and checked.plan.task_timeout("a") == 1800
+
+
+def test_a_missing_repository_parameter_block_is_named(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="^repository.block: cannot load the "
+                       "agentfleet-repository block 'gone'"):
+        check_sprint_request(None, "plan.yaml", {"block": "gone"}, blocks=loaders(),
+                             cwd=tmp_path)
