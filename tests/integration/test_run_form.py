@@ -238,3 +238,26 @@ def test_best_of_n_takes_saved_blocks_for_its_repo_and_agent(
                        attempts=2, score="cat n.txt", score_goal="max", no_cache=True)
     assert answer.winner == 2
     assert run_git(repo, "show", f"{answer.branch}:n.txt") == "2\n"
+
+
+def test_the_agent_blocks_codex_path_wins_over_the_setting(make_repo: MakeRepo, tmp_path) -> None:
+    from agentfleet.block_refs import AgentProfile
+    from agentfleet.checking import load_and_check
+    from agentfleet.plan_blocks import BlockLoaders
+    from agentfleet.settings import AgentfleetSettings
+    from flows.sprint import codex_for
+
+    make_repo()
+    tools = {}
+    for name in ("block-codex", "settings-codex"):
+        tools[name] = tmp_path / name
+        tools[name].write_text("#!/bin/sh\n")
+        tools[name].chmod(0o755)
+    machine = AgentfleetSettings(_env_file=None, codex_path=tools["settings-codex"])  # type: ignore[call-arg]
+    loaders = BlockLoaders(agent=lambda _: AgentProfile(codex_path=tools["block-codex"]),
+                           settings=machine)
+    for agent, expected in (({"block": "team"}, "block-codex"), ({}, "settings-codex")):
+        plan = tmp_path / "plan.yaml"
+        plan.write_text(json.dumps({"name": "s", "repo": "repo", "agent": agent,
+                                    "tasks": [{"id": "a", "prompt": "x"}]}))
+        assert codex_for(load_and_check(plan, loaders), machine) == tools[expected]
