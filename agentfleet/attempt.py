@@ -100,6 +100,9 @@ class AttemptSpec(BaseModel):
     lease_dir: Path | None = None  # where the attempt's lease goes; None: no lease
     allow_external_symlinks: bool = False  # symlinks out of the repository pass the scope check
     merge: MergeInProgress | None = None  # a resolver's: this merge is in progress at start
+    # The saved agentfleet-agent block whose secrets (the API key) join the agent's
+    # environment when it starts: a name here, the value never.
+    agent_block: str | None = None
 
 
 def outside_paths(files: list[str], paths: list[str] | None) -> list[str]:

@@ -12,6 +12,8 @@ from typing import Any
 
 from agentfleet.checking import CheckedPlan, check_plan_data
 from agentfleet.naming import attempt_branch
+from agentfleet.plan_blocks import BlockLoaders
+from agentfleet.requests import plain
 from agentfleet.results import AttemptResult
 from agentfleet.selection import Candidate, ScoreGoal, Selection, apply_score, choose
 
@@ -65,7 +67,7 @@ def stopped_result(task_id: str, k: int, branch: str, start_sha: str,
 def best_of_n_plan(
     prompt: str,
     *,
-    repo: str = ".",
+    repo: Any = ".",
     base: str | None = None,
     attempts: int = 3,
     verify: str | None = None,
@@ -76,14 +78,24 @@ def best_of_n_plan(
     agent: dict[str, Any] | None = None,
     target: str | None = None,
     name: str = "best-of-n",
+    blocks: BlockLoaders | None = None,
 ) -> CheckedPlan:
-    """The one-task plan of a best-of-n run, checked; ``PlanError`` lists every problem."""
-    raw: dict[str, Any] = {"name": name, "repo": str(Path(repo).resolve()),
+    """The one-task plan of a best-of-n run, checked; ``PlanError`` lists every problem.
+
+    ``repo``, ``agent`` and ``variants`` may be mappings or their models (a flow's form);
+    ``repo`` and ``agent`` may name a saved block (``{block: NAME}``), loaded through
+    ``blocks``.
+    """
+    # A folder on this machine, or a saved repository block ({block: NAME}).
+    repo = plain(repo)
+    folder = Path.cwd() if isinstance(repo, dict) else Path(repo).resolve()
+    raw: dict[str, Any] = {"name": name, "repo": repo if isinstance(repo, dict) else str(folder),
                            "attempts": attempts, "score_goal": score_goal,
                            "tasks": [{"id": TASK_ID, "prompt": prompt}]}
-    optional = {"base": base, "verify": verify, "score": score, "variants": variants,
-                "agent": agent, "target": target}
+    optional = {"base": base, "verify": verify, "score": score, "variants": plain(variants),
+                "agent": plain(agent), "target": target}
     raw.update({k: v for k, v in optional.items() if v is not None})
     if paths:
         raw["tasks"][0]["paths"] = list(paths)
-    return check_plan_data(raw, Path(repo).resolve() / "best-of-n.yaml", source="best-of-n")
+    return check_plan_data(raw, folder / "best-of-n.yaml", source="best-of-n",
+                           blocks=blocks)

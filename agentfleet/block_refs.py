@@ -148,8 +148,21 @@ PlanAgent = Annotated[
 ]
 """A plan's ``agent:``: the agent spelled out, or ``{block: NAME, ...changes}``."""
 
-PlanRepo = Union[str, RepositoryBlockRef, None]  # noqa: UP007
+PlanRepo = Union[  # noqa: UP007
+    Annotated[
+        Union[  # noqa: UP007
+            Annotated[str, Tag("path")],
+            Annotated[RepositoryBlockRef, Tag("block")],
+        ],
+        Discriminator(lambda v: "block" if _agent_shape(v) == "block"
+                      or isinstance(v, RepositoryBlockRef) else "path"),
+    ],
+    None,
+]
 """A plan's ``repo:``: a folder relative to the plan file, or ``{block: NAME}``."""
+
+# The tags of these unions, which pydantic puts in an error's location after the key.
+UNION_TAGS = ("inline", "path", "block")
 
 
 # -- what a saved block converts to ---------------------------------------------------------
@@ -299,7 +312,8 @@ def merge_layers(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
         for key, value in (layer or {}).items():
             if value is None:
                 continue
-            if key in MERGED_DICTS and isinstance(merged.get(key), Mapping):
+            if (key in MERGED_DICTS and isinstance(merged.get(key), Mapping)
+                    and isinstance(value, Mapping)):
                 merged[key] = {**merged[key], **value}
             else:
                 merged[key] = dict(value) if isinstance(value, Mapping) else value

@@ -17,6 +17,7 @@ from agentfleet.durations import format_duration
 from agentfleet.errors import PlanError, Problem
 from agentfleet.foreach import Template
 from agentfleet.plan import Plan, PlanReading, read_plan, read_plan_data
+from agentfleet.plan_blocks import BlockLoaders, PlanBlocks
 from agentfleet.repository import RepoFacts, folder_patterns, inspect_repository
 
 
@@ -29,22 +30,26 @@ class CheckedPlan:
     decomposition: Decomposition
     warnings: list[str] = field(default_factory=list)
     templates: list[Template] = field(default_factory=list)  # foreach tasks, as expanded
+    blocks: PlanBlocks = field(default_factory=PlanBlocks)  # what the plan's saved blocks add
 
 
-def load_and_check(plan_path: Path) -> CheckedPlan:
+def load_and_check(plan_path: Path, blocks: BlockLoaders | None = None) -> CheckedPlan:
     """Load a plan, check its repository and decompose it; ``PlanError`` lists every problem.
 
-    Reads only: nothing is created in the repository.
+    Reads only: nothing is created in the repository. ``blocks`` loads the saved blocks
+    the plan names (without it, naming one is a problem).
     """
-    return check_reading(read_plan(Path(plan_path)))
+    return check_reading(read_plan(Path(plan_path), blocks=blocks))
 
 
-def check_plan_data(raw: dict[str, Any], plan_path: Path, *, source: str) -> CheckedPlan:
-    """``load_and_check`` for plan data not read from a file (a planner's answer).
+def check_plan_data(
+    raw: dict[str, Any], plan_path: Path, *, source: str, blocks: BlockLoaders | None = None
+) -> CheckedPlan:
+    """``load_and_check`` for plan data not read from a file (a planner's answer, a form).
 
     ``plan_path`` is where the plan would be written: ``repo`` is relative to its folder.
     """
-    return check_reading(read_plan_data(raw, Path(plan_path), source=source))
+    return check_reading(read_plan_data(raw, Path(plan_path), source=source, blocks=blocks))
 
 
 def check_reading(reading: PlanReading) -> CheckedPlan:
@@ -69,6 +74,7 @@ def check_reading(reading: PlanReading) -> CheckedPlan:
         decomposition=decomposition,
         warnings=[*facts.warnings, *decomposition.warnings],
         templates=reading.templates,
+        blocks=reading.blocks,
     )
 
 

@@ -32,6 +32,7 @@ from agentfleet.errors import (
     SprintInterrupted,
 )
 from agentfleet.plan import plan_json_schema
+from agentfleet.plan_blocks import BlockLoaders
 
 if TYPE_CHECKING:
     from agentfleet.results import SprintReport
@@ -39,9 +40,40 @@ if TYPE_CHECKING:
 Command = Callable[[argparse.Namespace], int]
 
 
+def saved_blocks() -> BlockLoaders:
+    """Loaders of the saved blocks a plan names; Prefect is imported only when one is named.
+
+    Against ``PREFECT_API_URL``, else the embedded server (started on this thread first,
+    so that it dies with the command).
+    """
+    from agentfleet.settings import AgentfleetSettings
+
+    def on_server(loader: str) -> Callable[[str], Any]:
+        def load(name: str) -> Any:
+            import flows.params
+            from flows.embedded import start_embedded_server
+
+            start_embedded_server()
+            return getattr(flows.params, loader)(name)
+        return load
+
+    return BlockLoaders(agent=on_server("load_agent_block"),
+                        repository=on_server("load_repository_block"),
+                        settings=AgentfleetSettings())
+
+
+def _secret_env(block: str | None) -> dict[str, str]:
+    """The agent block's secret environment (its API key), for the planner agent only."""
+    if block is None:
+        return {}
+    from blocks.agent import agent_secret_env
+
+    return agent_secret_env(block)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     """``agentfleet plan PLAN``: check a plan and show what would run together, without running."""
-    checked = load_and_check(Path(args.plan))
+    checked = load_and_check(Path(args.plan), saved_blocks())
     for warning in checked.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     sys.stdout.write(render_plan(checked))
@@ -65,7 +97,7 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     if args.plan:
         # A plan file's keys (agent, planner, verify, limits ...) go into the written plan.
         source = Path(args.plan).resolve()
-        given = load_and_check(source)
+        given = load_and_check(source, saved_blocks())
         if given.plan.goal is None:
             raise ConfigError(f"{args.plan} has tasks already; decompose needs a plan with goal:")
         header = {k: v for k, v in (yaml.safe_load(source.read_text()) or {}).items()
@@ -85,7 +117,9 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     if args.base:
         header["base"] = args.base
     # The goal plan first: a bad repository or base costs no tokens (exit 2).
-    start = check_plan_data({**header, "goal": goal}, plan_path, source=args.plan or "decompose")
+    blocks = saved_blocks()
+    start = check_plan_data({**header, "goal": goal}, plan_path, source=args.plan or "decompose",
+                            blocks=blocks)
     if start.repo.root is None or start.repo.base_sha is None:  # pragma: no cover - checked
         raise ConfigError("the repository has no base commit")
     agent = start.plan.planner_agent
@@ -93,14 +127,16 @@ def cmd_decompose(args: argparse.Namespace) -> int:
         agent = agent.model_copy(update={"model": args.model})
 
     def check(tasks: list[dict[str, Any]], ask: int) -> CheckedPlan:
-        return check_plan_data({**header, "tasks": tasks}, plan_path, source=f"answer {ask}")
+        return check_plan_data({**header, "tasks": tasks}, plan_path, source=f"answer {ask}",
+                               blocks=blocks)
 
     proposal = propose(PlannerRequest(
         goal=goal, repo=start.repo.root, base_sha=start.repo.base_sha, agent=agent,
-        check=check, env=dict(os.environ),
+        check=check, env={**os.environ, **_secret_env(start.blocks.agent_block)},
         work_root=settings.work_dir / "planner" / repo_key(start.repo.root),
         timeout_s=start.plan.timeout_seconds,
-        codex_path=find_codex(settings.codex_path, PROJECT_ROOT, os.environ.get("PATH")),
+        codex_path=find_codex(start.blocks.codex_path or settings.codex_path, PROJECT_ROOT,
+                              os.environ.get("PATH")),
         grace_s=settings.stop_grace_s, log=lambda line: print(line, file=sys.stderr),
     ))
     print(usage_line(proposal), file=sys.stderr)
@@ -146,7 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agentfleet.settings import AgentfleetSettings
 
     plan_path = Path(args.plan).resolve()
-    checked = load_and_check(plan_path)  # bad input: exit 2 before Prefect even starts
+    checked = load_and_check(plan_path, saved_blocks())  # bad input: exit 2 before the flow
     if checked.plan.goal is not None:
         # Until the sprint flow has its decompose stage (planner.plan_for_goal), a goal plan
         # would run no task at all: say how to get its tasks instead.

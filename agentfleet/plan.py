@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from agentfleet.agent_config import AgentConfig, AgentOverride, Variant, agent_problem, merge
+from agentfleet.block_refs import UNION_TAGS, PlanAgent, PlanRepo
 from agentfleet.durations import HINT, parse_duration
 from agentfleet.errors import PlanError, Problem
 from agentfleet.foreach import DEFAULT_MAX_ITEMS, Template, expand, has_templates, needs_files
@@ -41,6 +42,7 @@ from agentfleet.naming import (
     default_target,
 )
 from agentfleet.patterns import validate_pattern
+from agentfleet.plan_blocks import BlockLoaders, PlanBlocks, resolve_plan_blocks
 
 STAGES = ("foundation", "feature", "tests", "docs")
 Stage = Literal["foundation", "feature", "tests", "docs"]
@@ -215,10 +217,10 @@ class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Id = Field(description=f"The sprint's name: {ID_RULE}. Names branches and refs.")
-    repo: str | None = Field(
+    repo: PlanRepo = Field(
         None,
-        description="The git repository, relative to the plan file's folder; default: the "
-        "plan file's folder.",
+        description="The git repository, relative to the plan file's folder (default: that "
+        "folder), or a saved `agentfleet-repository` block: `{block: NAME}`.",
     )
     base: str | None = Field(
         None,
@@ -230,8 +232,10 @@ class Plan(BaseModel):
         f"May not lie in `{ATTEMPTS_NAMESPACE}`; `refs/heads/x` means the branch `x`; a tag "
         "(`refs/tags/x`, or a name that is already a tag) is refused.",
     )
-    agent: AgentConfig = Field(
-        default_factory=AgentConfig, description="The agent every task uses (see `agent` keys)."
+    agent: PlanAgent = Field(
+        default_factory=AgentConfig,
+        description="The agent every task uses (see `agent` keys), or a saved "
+        "`agentfleet-agent` block with changes: `{block: NAME, model: ...}`.",
     )
     setup: str | None = Field(
         None,
@@ -375,8 +379,17 @@ class Plan(BaseModel):
     @property
     def repo_path(self) -> Path:
         """The repository folder: ``repo`` resolved against the plan file's folder."""
+        if not isinstance(self.repo, str | None):
+            raise ValueError("the plan's repo names a block: check the plan to resolve it")
         folder = self._path.parent if self._path is not None else Path.cwd()
         return (folder / (self.repo or ".")).resolve()
+
+    @property
+    def agent_config(self) -> AgentConfig:
+        """The plan's agent; a checked plan has its block (if any) resolved into it."""
+        if not isinstance(self.agent, AgentConfig):
+            raise ValueError("the plan's agent names a block: check the plan to resolve it")
+        return self.agent
 
     @field_validator("base", "target")
     @classmethod
@@ -429,11 +442,12 @@ class Plan(BaseModel):
     @property
     def planner_agent(self) -> AgentConfig:
         """The planner's agent: the plan's, read-only unless ``planner`` says otherwise."""
-        return merge(self.agent.model_copy(update={"sandbox": "read-only"}), self.planner)
+        return merge(self.agent_config.model_copy(update={"sandbox": "read-only"}),
+                     self.planner)
 
     def task_agent(self, task: Task | str) -> AgentConfig:
         """The task's agent: the plan's with the task's override merged in."""
-        return merge(self.agent, self._task(task).agent)
+        return merge(self.agent_config, self._task(task).agent)
 
     def task_setup(self, task: Task | str) -> str | None:
         """The setup command of the task's worktree, or None."""
@@ -516,6 +530,7 @@ class PlanReading:
     # with problems: the repository checks on them are reported with the rest.
     task_paths: dict[str, list[str]] = field(default_factory=dict)
     templates: list[Template] = field(default_factory=list)  # foreach tasks, expanded
+    blocks: PlanBlocks = field(default_factory=PlanBlocks)  # what saved blocks add
 
 
 # Lists the files of a base branch (None: HEAD) of a repository; None when it cannot.
@@ -530,11 +545,14 @@ def load_plan(path: Path) -> Plan:
     return reading.plan
 
 
-def read_plan(path: Path, list_files: ListFiles | None = None) -> PlanReading:
+def read_plan(
+    path: Path, list_files: ListFiles | None = None, *, blocks: BlockLoaders | None = None
+) -> PlanReading:
     """Read a plan file, collecting every problem instead of stopping at the first.
 
     ``foreach`` templates are expanded first, against the files ``list_files`` gives
-    (default: ``git ls-tree`` of the plan's base in its repository).
+    (default: ``git ls-tree`` of the plan's base in its repository). Saved blocks the
+    plan names are loaded through ``blocks``.
     """
     path = Path(path)
     source = str(path)
@@ -569,7 +587,7 @@ def read_plan(path: Path, list_files: ListFiles | None = None) -> PlanReading:
         )
         return reading
 
-    return read_plan_data(raw, path, reading=reading, list_files=list_files)
+    return read_plan_data(raw, path, reading=reading, list_files=list_files, blocks=blocks)
 
 
 def read_plan_data(
@@ -579,6 +597,7 @@ def read_plan_data(
     source: str | None = None,
     reading: PlanReading | None = None,
     list_files: ListFiles | None = None,
+    blocks: BlockLoaders | None = None,
 ) -> PlanReading:
     """Check a plan's data as if read from the file ``path`` (which need not exist).
 
@@ -590,6 +609,12 @@ def read_plan_data(
 
     def problem(where: str, message: str) -> None:
         reading.problems.append(Problem(f"{source}: {where}" if where else source, message))
+
+    # Saved blocks first: the checks below see the values they give.
+    resolved = resolve_plan_blocks(raw, blocks)
+    raw, reading.blocks = resolved.raw, resolved.blocks
+    for where, message in resolved.problems:
+        problem(where, message)
 
     # What the repository check needs, read leniently from the raw mapping.
     repo = raw.get("repo", None)
@@ -824,7 +849,10 @@ def _translate(exc: ValidationError, raw: dict[str, Any]) -> list[tuple[str, str
     got: dict[str, str] = {}
     for err in exc.errors(include_url=False):
         kind = err["type"]
-        where, kept, value, exists = _where(tuple(err["loc"]), raw)
+        loc = tuple(err["loc"])
+        if len(loc) >= 2 and loc[0] in ("agent", "repo") and loc[1] in UNION_TAGS:
+            loc = loc[:1] + loc[2:]  # the tag of the union (inline or block), not a key
+        where, kept, value, exists = _where(loc, raw)
         key = kept[-1] if kept else None
         if kind == "extra_forbidden":
             # Reported at the mapping that holds the unknown key.

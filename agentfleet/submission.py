@@ -53,6 +53,7 @@ class RunPlace:
     grace_s: float = 5.0
     backoff_initial_s: float = 2.0
     lease_dir: Path | None = None
+    agent_block: str | None = None  # the saved agent block whose secrets agents get
 
 
 def decide_start(
@@ -125,6 +126,7 @@ def attempt_spec(
         keep_failed_worktree=plan.keep_failed_worktrees,
         allow_external_symlinks=plan.allow_external_symlinks,
         lease_dir=place.lease_dir,
+        agent_block=place.agent_block,
     )
 
 

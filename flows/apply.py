@@ -26,23 +26,25 @@ from agentfleet.landing import AttemptRequest, LandingPolicy
 from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.naming import attempt_branch
+from agentfleet.requests import plain
 from agentfleet.results import AttemptResult, SprintReport
 from agentfleet.settings import AgentfleetSettings
 from agentfleet.standalone import APPLY_SPRINT, apply_start, branch_candidates, check_apply
 from flows.embedded import start_embedded_server
+from flows.params import apply_run_name
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
 from tasks.cache import settle
 
 
-@flow(name="apply", task_runner=ThreadPoolTaskRunner(max_workers=8))
+@flow(name="apply", flow_run_name=apply_run_name, task_runner=ThreadPoolTaskRunner(max_workers=8))
 def apply(
     repo: str,
     target: str,
     branches: list[str],
     final_verify: str | None = None,
     on_conflict: Literal["resolve", "overwrite", "skip"] = "skip",
-    resolver: dict[str, Any] | None = None,
+    resolver: AgentConfig | None = None,
     on_final_verify_failure: Literal["bisect", "fail"] = "bisect",
     push: str | None = None,
     base: str | None = None,
@@ -53,11 +55,26 @@ def apply(
     """Apply ``branches`` (in order) onto ``target`` in ``repo``, verify, move, push.
 
     A ``target`` that does not exist is created from ``base`` (default: ``repo``'s HEAD).
+
+    Args:
+        repo: The git repository, a folder on the worker.
+        target: The branch to land them on (created from base when it does not exist).
+        branches: The branches to apply, in order; each lands its own change.
+        final_verify: Shell command run on the result before the target moves.
+        on_conflict: What a conflicting branch does: resolve (with resolver), overwrite
+            or skip.
+        resolver: The agent resolving conflicts (with on_conflict resolve).
+        on_final_verify_failure: bisect (eject the breaking branch, land the rest) or fail.
+        push: A remote to push the moved target to, leased on its value.
+        base: Where a target that does not exist starts (default: repo's HEAD).
+        concurrency: How many bisection verifications may run at once.
+        verify_timeout_s: Seconds final_verify may run.
+        report: Also write the report (JSON) to this file on the worker.
     """
     logger = get_run_logger()
     started = time.monotonic()
     check_apply(on_conflict, resolver)
-    agent = AgentConfig.model_validate(resolver) if resolver is not None else None
+    agent = AgentConfig.model_validate(plain(resolver)) if resolver is not None else None
     root = Path(git(Path(repo), "rev-parse", "--show-toplevel").strip())
     settings = AgentfleetSettings()
     worktree_root = settings.worktree_root(repo_key(root), APPLY_SPRINT)

@@ -17,9 +17,13 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
+from agentfleet.agent_config import Variant
 from agentfleet.best_of_n import TASK_ID, best_of_n_plan
+from agentfleet.block_refs import PlanAgent, RepositoryBlockRef
+from agentfleet.plan import ScoreGoal
 from agentfleet.results import SprintReport, TaskOutcome
 from agentfleet.selection import Candidate, Selection, candidates_table
+from flows.params import best_of_n_run_name, saved_blocks
 from flows.sprint import MAX_POOL, run_checked
 
 
@@ -70,18 +74,20 @@ def result_of(report: SprintReport) -> BestOfNResult:
     )
 
 
-@flow(name="best-of-n", task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL))
+# As ``sprint``: the annotations make the run form, the plan's checks judge the values.
+@flow(name="best-of-n", flow_run_name=best_of_n_run_name, validate_parameters=False,
+      task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL))
 def best_of_n(
     prompt: str,
-    repo: str = ".",
+    repo: str | RepositoryBlockRef = ".",
     base: str | None = None,
     attempts: int = 3,
     verify: str | None = None,
     score: str | None = None,
-    score_goal: str = "min",
+    score_goal: ScoreGoal = "min",
     paths: list[str] | None = None,
-    variants: list[dict[str, Any]] | None = None,
-    agent: dict[str, Any] | None = None,
+    variants: list[Variant] | None = None,
+    agent: PlanAgent | None = None,
     target: str | None = None,
     name: str = "best-of-n",
     no_cache: bool = False,
@@ -90,13 +96,30 @@ def best_of_n(
     """Run ``attempts`` attempts of one prompt and choose the best; land it only on ``target``.
 
     Completed with the winner's branch; Failed when no candidate passed (or, with a
-    target, when the winner did not land). ``answer``: also write the result there as
-    JSON (``agentfleet best-of-n`` reads it, whatever the ending).
+    target, when the winner did not land).
+
+    Args:
+        prompt: What every attempt should do.
+        repo: The git repository, a folder on the worker, or a saved
+            agentfleet-repository block as {block: NAME}.
+        base: The branch to start from (default: the repository's current branch).
+        attempts: How many attempts (1 to 8), each in its own worktree and branch.
+        verify: Shell command a candidate must pass.
+        score: Shell command whose last output line (a number) ranks passing candidates.
+        score_goal: Which score is better: min or max.
+        paths: Gitignore-style patterns of the only files a candidate may change.
+        variants: Different approaches: attempt k uses entry (k-1) mod len.
+        agent: The agent (as a plan's agent:), or a saved agentfleet-agent block as
+            {block: NAME} with changes.
+        target: Land the winner on this branch (default: apply nothing).
+        name: Names the attempt branches (agentfleet-attempts/NAME/task/k).
+        no_cache: Run every attempt afresh.
+        answer: Also write the result there as JSON (agentfleet best-of-n reads it).
     """
     checked = best_of_n_plan(
         prompt, repo=repo, base=base, attempts=attempts, verify=verify, score=score,
         score_goal=score_goal, paths=paths, variants=variants, agent=agent, target=target,
-        name=name,
+        name=name, blocks=saved_blocks(),
     )
     report = run_checked(checked, no_cache=no_cache, land=target is not None)
     result = result_of(report)

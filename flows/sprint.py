@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, as_completed
@@ -26,6 +27,7 @@ from agentfleet import apply as gitapply
 from agentfleet.agents import find_codex
 from agentfleet.attempt import AttemptSpec
 from agentfleet.best_of_n import EARLY_STOP, chosen, select, stopped_result
+from agentfleet.block_refs import RepositoryBlockRef
 from agentfleet.checking import CheckedPlan, load_and_check, render_plan
 from agentfleet.clean import reap_orphans
 from agentfleet.control import RunControl
@@ -34,13 +36,16 @@ from agentfleet.landing import AttemptRequest, Landing, policy_of, report_for
 from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.naming import attempt_branch
+from agentfleet.plan import Plan
 from agentfleet.preflight import check_run, redo_closure
+from agentfleet.requests import check_sprint_request
 from agentfleet.results import AttemptResult, SprintReport, TaskReport
 from agentfleet.schedule import Scheduler
 from agentfleet.selection import Selection
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
 from agentfleet.submission import Prior, RunPlace, attempt_spec, decide_start, start_line
 from flows.embedded import start_embedded_server
+from flows.params import saved_blocks, sprint_run_name
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
 from tasks.blocked import blocked
@@ -71,12 +76,25 @@ def prechecked(plan: Path, checked: CheckedPlan) -> Iterator[None]:
         _PRECHECKED.reset(token)
 
 
-def checked_plan(plan: str | Path) -> CheckedPlan:
-    """The checked plan of this run: handed over by the caller, else loaded now."""
+def checked_plan(plan: Any, plan_path: str | None, repository: Any = None) -> CheckedPlan:
+    """The checked plan of this run: handed over by the caller, else checked now."""
     handed = _PRECHECKED.get()
-    if handed is not None and handed[0] == Path(plan).resolve():
+    if (handed is not None and plan is None and repository is None and plan_path is not None
+            and handed[0] == Path(plan_path).resolve()):
         return handed[1]
-    return load_and_check(Path(plan))
+    return check_sprint_request(plan, plan_path, repository, blocks=saved_blocks(),
+                                cwd=Path.cwd())
+
+
+def run_name() -> str:
+    """``sprint <plan name>``: the handed plan's name, without reading its file again."""
+    from prefect.runtime import flow_run
+
+    handed = _PRECHECKED.get()
+    path = (flow_run.parameters or {}).get("plan_path")
+    if handed is not None and path is not None and handed[0] == Path(path).resolve():
+        return f"sprint {handed[1].plan.name}"
+    return sprint_run_name()
 
 
 def is_interrupt(exc: BaseException) -> bool:
@@ -86,17 +104,35 @@ def is_interrupt(exc: BaseException) -> bool:
     return not isinstance(exc, Exception) or isinstance(exc, TerminationSignal)
 
 
-@flow(name="sprint", task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL))
+# Parameters are checked by the plan's own checks (every problem at once, the CLI's
+# words), not by Prefect's validation: the annotations give the UI its run form.
+@flow(name="sprint", flow_run_name=run_name, validate_parameters=False,
+      task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL))
 def sprint(
-    plan: str, report: str | None = None, no_cache: bool = False, redo: list[str] | None = None
+    plan: Plan | None = None,
+    plan_path: str | None = None,
+    repository: str | RepositoryBlockRef | None = None,
+    report: str | None = None,
+    no_cache: bool = False,
+    redo: list[str] | None = None,
 ) -> SprintReport:
-    """Run a sprint plan (a path to its YAML file) and land the results on its target.
+    """Run a sprint and land the results on its target branch.
 
-    ``redo``: tasks to run again, with the tasks depending on them; their commits on
-    the target are replaced by the new results.
+    Args:
+        plan: The plan itself, with a plan file's keys (name, repo, agent, tasks...).
+            Give this or plan_path.
+        plan_path: A plan file (YAML) on the worker; a relative path is relative to
+            repository when that is given.
+        repository: A repository folder on the worker, or a saved agentfleet-repository
+            block as {block: NAME}: where plan_path is looked up, and the repository of
+            a plan given without repo.
+        report: Also write the sprint's report (JSON) to this file on the worker.
+        no_cache: Run every attempt afresh, ignoring cached results.
+        redo: Tasks to run again with the tasks depending on them; their commits on the
+            target are replaced by the new results.
     """
-    sprint_report = run_checked(checked_plan(plan), report=report, no_cache=no_cache,
-                                redo=redo or [])
+    checked = checked_plan(plan, plan_path, repository)
+    sprint_report = run_checked(checked, report=report, no_cache=no_cache, redo=redo or [])
     if sprint_report.exit_status != 0:
         # No data: Prefect turns a Failed state's data into the exception a deployment run
         # raises, and a report is none ("Unexpected result for failed state"). The message
@@ -192,6 +228,7 @@ class SprintRun:
             grace_s=settings.stop_grace_s,
             backoff_initial_s=settings.retry_backoff_s,
             lease_dir=lease_dir(settings.work_dir, repo_key(self.root), self.plan.name),
+            agent_block=checked.blocks.agent_block,
         )
 
     def run(self) -> SprintReport:
@@ -472,7 +509,9 @@ def codex_for(checked: CheckedPlan, settings: AgentfleetSettings) -> Path | None
     plan = checked.plan
     if all(plan.task_agent(t).kind != "codex" for t in plan.tasks):
         return None
-    return find_codex(settings.codex_path, PROJECT_ROOT, os.environ.get("PATH"))
+    # The agent block's Codex path wins over AGENTFLEET_CODEX_PATH (block > settings).
+    configured = checked.blocks.codex_path or settings.codex_path
+    return find_codex(configured, PROJECT_ROOT, os.environ.get("PATH"))
 
 
 def run_and_report(
@@ -491,7 +530,7 @@ def run_and_report(
     they are, so the CLI exits with their status.
     """
     if checked is None:
-        checked = load_and_check(plan)
+        checked = load_and_check(plan, saved_blocks())
     settings = AgentfleetSettings()
     check_run(repo_root=checked.repo.root, task_ids=checked.plan.task_ids,
               work_dir=settings.work_dir, report=report, redo=redo or [])
@@ -505,7 +544,7 @@ def run_and_report(
         path.unlink(missing_ok=True)
         try:
             with prechecked(plan, checked):
-                state = sprint(plan=str(plan), report=str(path), no_cache=no_cache,
+                state = sprint(plan_path=str(plan), report=str(path), no_cache=no_cache,
                                redo=redo or [], return_state=True)
         except KeyboardInterrupt as interrupt:
             if path.exists():

@@ -37,7 +37,7 @@ def sequential_apply(
 ) -> Landing:
     """Apply results in apply order onto a scratch ref, verify, move the target."""
     logger = get_run_logger()
-    env = agent_env({})
+    env = agent_env({}, {})
     landing = land(
         repo=repo,
         sprint=sprint,

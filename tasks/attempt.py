@@ -13,6 +13,7 @@ from agentfleet.best_of_n import EARLY_STOP
 from agentfleet.event_lines import LineCap, describe
 from agentfleet.masking import Masker, mask_model
 from agentfleet.process import tracked_in
+from blocks.agent import agent_secret_env
 from tasks.cache import cache_key, cached_state, finished, lookup
 from tasks.observe import attempt_finished
 from tasks.runtime import agent_env, attempt_control
@@ -71,7 +72,9 @@ def attempt(spec: AttemptSpec, agent_version: str | None = None) -> State:
     if cached is not None:
         return cached_state(cached)
     # Which task and attempt this is: a `command` agent (or verify, score) may act on it.
-    env = agent_env({**spec.agent.env, "AGENTFLEET_TASK": spec.task_id,
+    # The agent block's key joins it only now: never a parameter, a cache key or a result.
+    env = agent_env(agent_secret_env(spec.agent_block),
+                    {**spec.agent.env, "AGENTFLEET_TASK": spec.task_id,
                      "AGENTFLEET_ATTEMPT": str(spec.attempt)})
     log = AttemptLog(get_run_logger(), spec, Masker.from_env(env))
 

@@ -62,8 +62,7 @@ def attempt_control(name: str) -> AttemptControl:
     return run_control().attempt(name)
 
 
-def agent_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """The agent's environment: ours plus the plan's ``agent.env``, read at the last moment."""
-    env = dict(os.environ)
-    env.update(extra)
-    return env
+def agent_env(secret: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The agent's environment, read at the last moment: ours, the agent block's secrets,
+    then the plan's ``agent.env`` (``block_refs.agent_environment``)."""
+    return {**os.environ, **secret, **extra}

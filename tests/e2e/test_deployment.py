@@ -55,7 +55,7 @@ def test_sprint_deployment_runs_on_a_process_worker_and_cancels_cleanly(
     )
     try:
         # As CI does it: run the deployment and watch it to the end.
-        run = prefect("deployment", "run", "sprint/sprint", "--param", f"plan={plan}",
+        run = prefect("deployment", "run", "sprint/sprint", "--param", f"plan_path={plan}",
                       "--watch", "--watch-timeout", "240", env={**env, "PWD": str(tmp_path)})
         assert "Completed" in run.stdout
         applied = run_git(repo, "log", "--format=%(trailers:key=Agentfleet-Task,valueonly)",
@@ -71,8 +71,9 @@ def test_sprint_deployment_runs_on_a_process_worker_and_cancels_cleanly(
         seen = len(model.requests_for("validation"))
         # The second repository has the same trees and prompts, so its attempts would come
         # from the cache (the key is what decides a result, not where); run them afresh.
-        started = prefect("deployment", "run", "sprint/sprint", "--param", f"plan={second_plan}",
-                          "--param", "no_cache=true", env=env)
+        started = prefect("deployment", "run", "sprint/sprint",
+                          "--param", f"plan_path={second_plan}", "--param", "no_cache=true",
+                          env=env)
         flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
         wait_for(lambda: len(model.requests_for("validation")) > seen, 120,
                  "the slow ticket to start")
@@ -125,7 +126,7 @@ def test_a_failed_sprint_on_a_worker_ends_failed_with_the_summary_and_no_engine_
     )
     try:
         run = subprocess.run(
-            [*PREFECT, "deployment", "run", "sprint/sprint-failing", "--param", f"plan={plan}",
+            [*PREFECT, "deployment", "run", "sprint/sprint-failing", "--param", f"plan_path={plan}",
              "--watch", "--watch-timeout", "240"],
             env={**env, "PWD": str(tmp_path)}, cwd=ROOT, capture_output=True, text=True,
             timeout=300, stdin=subprocess.DEVNULL,

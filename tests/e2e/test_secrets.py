@@ -1,7 +1,8 @@
 """API keys reach the agent through its environment only, and nothing a run produces holds them.
 
-A sentinel key is the scripted model's key (Codex sends it as the Authorization header,
-which proves it was used) and a second sentinel sits in ``OPENAI_API_KEY``. After a
+A sentinel key is the scripted model's key, saved in the agent block the plan names
+(Codex sends it as the Authorization header, which proves it was delivered) and a second
+sentinel sits in the machine's ``OPENAI_API_KEY``. After a
 sprint, and a rerun served from the cache, every place the run wrote to is searched
 for both: Prefect's database (``pg_dump``: logs, artifacts, events, flow and task
 runs, states), the result storage, Prefect's home, agentfleet's work folder, the
@@ -17,9 +18,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from agentfleet.sample import sample_plan, sample_script
 from agentfleet.scripted import ScriptedModelServer
+from blocks import AgentBlock
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
 
 pytestmark = pytest.mark.codex
@@ -44,7 +47,13 @@ def test_no_key_is_found_anywhere_a_sprint_wrote(
     model.set_script(sample_script(delay_s=0.05))
     key = f"sk-sentinel-{uuid.uuid4().hex}"
     openai_key = f"sk-sentinel-{uuid.uuid4().hex}"
-    env = {**sprint_env, model.env_key: key, "OPENAI_API_KEY": openai_key}
+    # The model's key comes from a saved agent block the plan names, delivered in the
+    # variable the scripted provider reads; the other key is the machine's own.
+    block = f"sentinel-{uuid.uuid4().hex[:8]}"
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        AgentBlock(api_key=key, api_key_env=model.env_key).save(block)
+    env = {**sprint_env, "OPENAI_API_KEY": openai_key}
+    env.pop(model.env_key)
     # A command agent that prints its whole environment (and says the key outright), with a
     # verify that does the same: its output is logged, published, persisted and reported.
     printer = {
@@ -55,6 +64,7 @@ def test_no_key_is_found_anywhere_a_sprint_wrote(
         "verify": f'env; echo "verify sees ${model.env_key}"',
     }
     repo, plan = sample(tasks=[t for t in sample_plan()["tasks"] if t["id"] in TASKS] + [printer],
+                        agent={"block": block},
                         final_verify='env; echo "final sees $OPENAI_API_KEY"; '
                                      'python3 -m unittest discover -s tests -t . -q')
     report = tmp_path / "report.json"
@@ -84,7 +94,7 @@ def test_no_key_is_found_anywhere_a_sprint_wrote(
     assert cached.returncode == 0, cached.stdout[-3000:] + cached.stderr[-3000:]
     assert "#1: cached" in cached.stdout + cached.stderr
 
-    # The key was used: Codex sent it to the model, from its environment.
+    # The block's key was used: Codex sent it to the model, from its environment.
     assert model.requests and all(r.authorization == f"Bearer {key}" for r in model.requests)
 
     # Prefect writes events in batches: wait until both flow runs' ends are in the database.

@@ -44,6 +44,6 @@ def run_sprint(tmp_path: Path, plan: dict[str, object]) -> tuple[bool, SprintRep
     path.write_text(yaml.safe_dump({"agent": {"kind": "command"}, **plan}, sort_keys=False))
     report = tmp_path / "report.json"
     report.unlink(missing_ok=True)
-    state = sprint_module.sprint(plan=str(path), report=str(report), no_cache=True,
+    state = sprint_module.sprint(plan_path=str(path), report=str(report), no_cache=True,
                                  return_state=True)
     return state.is_completed(), SprintReport.model_validate_json(report.read_text())

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
 import flows.sprint as sprint_module
 from agentfleet import apply as gitapply
@@ -47,7 +49,7 @@ def test_a_git_failure_starting_one_task_fails_that_task_only(
 
     monkeypatch.setattr(sprint_module.gitapply, "combine", failing_combine)
     report_path = tmp_path / "report.json"
-    state = sprint_module.sprint(plan=str(plan), report=str(report_path), return_state=True)
+    state = sprint_module.sprint(plan_path=str(plan), report=str(report_path), return_state=True)
     assert state.is_failed(), state.message  # exit 1, not an interrupt
     report = SprintReport.model_validate_json(report_path.read_text())
     assert report.exit_status == 1 and not report.interrupted
@@ -76,3 +78,7 @@ def test_the_plan_is_read_once_per_run(
     plan.write_text("name: [not a plan\n")
     report = sprint_module.run_and_report(plan, report=None, no_cache=True, checked=checked)
     assert report.exit_status == 0, report.summary_line()
+    with get_client(sync_client=True) as client:  # named from the plan as checked
+        (run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=["sprint once"])))
+    assert run.state.message == report.summary_line()
