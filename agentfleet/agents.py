@@ -60,6 +60,9 @@ class AgentRequest:
     # The agent's own temporary folder, outside its worktree: its TMPDIR, writable in
     # Codex's sandbox (see ``isolation_overrides``). None: no TMPDIR is writable.
     private_tmp: Path | None = None
+    # The timeout a timed-out agent's message names: the task's, when the agent got only
+    # what setup left of it. None: ``timeout_s``.
+    timeout_named_s: float | None = None
     # The worktree's own admin dir: agentfleet's git looks at the worktree through it, never
     # through the folder's .git, which the agent may have changed. None: discovered.
     git_dir: Path | None = None
@@ -281,7 +284,7 @@ def run_codex_agent(
     if waited.timed_out or waited.stuck:
         # Say what stopped it; Codex's last warning (e.g. "Reconnecting...") says why.
         what = (
-            f"timed out after {format_duration(round(req.timeout_s))}" if waited.timed_out
+            f"timed out after {format_duration(round(req.timeout_named_s or req.timeout_s))}" if waited.timed_out
             else f"no event for {req.idle_timeout_s:g}s while no command was running"
         )
         error = f"{what} ({error})" if error else what
@@ -337,7 +340,7 @@ def run_command_agent(
     if waited.killed:
         ending, error = Ending.KILLED, "stopped"
     elif waited.timed_out:
-        ending, error = Ending.TIMED_OUT, f"timed out after {format_duration(round(req.timeout_s))}"
+        ending, error = Ending.TIMED_OUT, f"timed out after {format_duration(round(req.timeout_named_s or req.timeout_s))}"
     elif waited.stuck:
         ending, error = Ending.STUCK, f"no output for {req.idle_timeout_s:g}s"
     elif waited.exit_status == 0:

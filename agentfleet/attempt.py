@@ -406,6 +406,7 @@ def _run_agent_with_retries(
                 prompt=prompt,
                 agent=spec.agent,
                 timeout_s=_left(deadline),
+                timeout_named_s=spec.timeout_s,
                 env=env,
                 codex_path=spec.codex_path,
                 idle_timeout_s=spec.idle_timeout_s,
