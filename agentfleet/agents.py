@@ -232,6 +232,10 @@ def _killed_before_start(started: float) -> AttemptOutcome:
     )
 
 
+def _timeout_named(req: AgentRequest) -> str:
+    return format_duration(round(req.timeout_named_s or req.timeout_s))
+
+
 def run_agent(
     req: AgentRequest,
     *,
@@ -284,7 +288,7 @@ def run_codex_agent(
     if waited.timed_out or waited.stuck:
         # Say what stopped it; Codex's last warning (e.g. "Reconnecting...") says why.
         what = (
-            f"timed out after {format_duration(round(req.timeout_named_s or req.timeout_s))}" if waited.timed_out
+            f"timed out after {_timeout_named(req)}" if waited.timed_out
             else f"no event for {req.idle_timeout_s:g}s while no command was running"
         )
         error = f"{what} ({error})" if error else what
@@ -340,7 +344,7 @@ def run_command_agent(
     if waited.killed:
         ending, error = Ending.KILLED, "stopped"
     elif waited.timed_out:
-        ending, error = Ending.TIMED_OUT, f"timed out after {format_duration(round(req.timeout_named_s or req.timeout_s))}"
+        ending, error = Ending.TIMED_OUT, f"timed out after {_timeout_named(req)}"
     elif waited.stuck:
         ending, error = Ending.STUCK, f"no output for {req.idle_timeout_s:g}s"
     elif waited.exit_status == 0:
