@@ -98,6 +98,7 @@ def planned(checked: CheckedPlan, codex: Path | None, settings: AgentfleetSettin
         for decision in decisions:
             (logger.info if decision.by == "review" else logger.warning)(decision.line)
             if decision.rejected:
-                raise PlanRejected(f"sprint {plan.name}: the proposed plan was rejected "
-                                   f"({decision.line}); no task ran")
+                why = "rejected in review" if decision.by == "review" else decision.line
+                raise PlanRejected(f"sprint {plan.name}: the proposed plan was not run "
+                                   f"({why}); no task ran")
     return proposal.checked
