@@ -146,8 +146,8 @@ def pause_for(items: list[ReviewItem], sprint: str, work_dir: Path,
         api_url = client.api_url
     locator = locator_path(work_dir, sprint)
     locator.parent.mkdir(parents=True, exist_ok=True)
-    locator.write_text(json.dumps({"api_url": str(api_url).rstrip("/"), "flow_run_id": str(flow_run_id),
-                                   "pause_key": key}) + "\n")
+    locator.write_text(json.dumps({"api_url": str(api_url).rstrip("/"),
+                                   "flow_run_id": str(flow_run_id), "pause_key": key}) + "\n")
     logger.warning(f"waiting for review of {', '.join(i.key for i in items)}: answer in the "
                    f"Prefect UI or with `agentfleet review {sprint}` (times out in {seconds}s)")
     stop = threading.Event()
