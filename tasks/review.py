@@ -204,10 +204,17 @@ def ask_in_terminal(items: list[ReviewItem], flow_run_id: Any, stop: threading.E
                 answers[item.key] = choice
                 break
             out.write(f"  not one of {', '.join(item.choices)}\n")
-    try:
-        resume_flow_run(flow_run_id, run_input=answers)
-    except Exception as exc:  # noqa: BLE001 - answered elsewhere meanwhile, or timed out
-        out.write(f"review not sent: {exc}\n")
+    # The answer may come before the pause is in place (typed ahead): retry until it is.
+    error: Exception | None = None
+    while not stop.is_set():
+        try:
+            resume_flow_run(flow_run_id, run_input=answers)
+            return
+        except Exception as exc:  # noqa: BLE001 - not paused yet, or answered elsewhere
+            error = exc
+            stop.wait(0.3)
+    if error is not None:
+        out.write(f"review not sent: {error}\n")
 
 
 def _readline(inp: TextIO, stop: threading.Event) -> str | None:

@@ -170,3 +170,32 @@ def test_an_unanswered_review_times_out_while_an_unrelated_task_finishes(
                                "choice was k=1")
         assert run_git(repo, "show", "agentfleet-attempts/" + name + "/pick/1:pick.txt") \
             == "picked\n"
+
+
+def test_agentfleet_run_on_a_terminal_asks_there(harness, make_repo: MakeRepo, tmp_path):
+    import pty
+
+    import yaml
+
+    repo = make_repo()
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"agent": {"kind": "command"}, "repo": str(repo),
+                                    **reviewed_plan("rev-tty")}, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTFLEET_", "PREFECT_"))}
+    env.update(GIT_ENV, PREFECT_API_URL=str(PREFECT_API_URL.value()),
+               AGENTFLEET_WORK_DIR=str(tmp_path / "work"), AGENTFLEET_STOP_GRACE_S="1",
+               PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(tmp_path / "results"))
+    master, terminal = pty.openpty()
+    try:
+        # The person types before the question comes: the terminal keeps the line.
+        os.write(master, b"1\n")
+        run = subprocess.run([sys.executable, "-m", "agentfleet.cli", "run", str(plan)],
+                             cwd=ROOT, env=env, stdin=terminal, capture_output=True, text=True,
+                             timeout=120)
+    finally:
+        os.close(terminal)
+        os.close(master)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "pick [k=1/k=2/reject] (Enter: k=2): " in run.stderr
+    assert "pick: k=1 by review (the automatic choice was k=2)" in run.stdout + run.stderr
+    assert run_git(repo, "show", "agentfleet/rev-tty:pick.txt") == "1\n"
