@@ -78,6 +78,10 @@ class ProposalRejected(PlanError):
         self.asks = asks
         super().__init__(problems)
 
+    def __reduce__(self) -> tuple[type, tuple[list[Problem], int]]:
+        # Raised inside the sprint flow's planner task: it must survive pickling.
+        return (type(self), (self.problems, self.asks))
+
 
 class PlanRejected(AgentfleetError):
     """A goal plan's proposed tasks were rejected in review (``review_plan``): nothing ran."""

@@ -168,11 +168,13 @@ def run_checked(
         # them and free their worktrees before starting new ones.
         reap_orphans(settings.work_dir, checked.repo.root, checked.plan.name,
                      grace_s=settings.stop_grace_s, log=logger.warning)
+        planner_tokens = 0
         if checked.plan.goal is not None:  # the planner proposes the tasks (review_plan)
-            checked = planned(checked, codex, settings)
+            checked, planner_tokens = planned(checked, codex, settings)
         decompose_stage(checked.plan.name, render_plan(checked))
         run = SprintRun(checked, settings, codex, no_cache=no_cache, redo=redo or [],
                         control=control, land=land)
+        run.planner_tokens = planner_tokens
         try:
             sprint_report = run.run()
         except BaseException:
@@ -223,6 +225,7 @@ class SprintRun:
         self.running: dict[PrefectFuture, AttemptSpec] = {}
         self.specs: dict[tuple[str, int], AttemptSpec] = {}  # (task, k) -> its spec
         self.early_stopped: set[str] = set()
+        self.planner_tokens = 0  # a goal plan's planner: counted in the report
         self.desk = ReviewDesk(checked.plan, settings.work_dir, get_run_logger())
         self.interrupted: SprintReport | None = None  # what finished, when stopped midway
         self.logger = get_run_logger()
@@ -357,6 +360,7 @@ class SprintRun:
             base=self.repo.base,
             target=self.target,
             tasks=[with_candidates(t, self.selections.get(t.task)) for t in tasks],
+            planner_tokens=self.planner_tokens,
             duration_s=time.monotonic() - self.started,
             **fields,
         )

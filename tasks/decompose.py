@@ -81,8 +81,10 @@ def propose_tasks(checked: CheckedPlan, codex: Path | None, work_dir: Path,
     return proposal
 
 
-def planned(checked: CheckedPlan, codex: Path | None, settings: AgentfleetSettings) -> CheckedPlan:
-    """A goal plan's tasks: the planner's proposal, approved by a person with ``review_plan``."""
+def planned(checked: CheckedPlan, codex: Path | None,
+            settings: AgentfleetSettings) -> tuple[CheckedPlan, int]:
+    """A goal plan's tasks (the planner's proposal, approved by a person with ``review_plan``)
+    and the planner's tokens."""
     proposal = propose_tasks(checked, codex, settings.work_dir, settings.stop_grace_s)
     assert proposal.checked is not None  # propose_tasks raises otherwise
     plan = checked.plan
@@ -101,4 +103,4 @@ def planned(checked: CheckedPlan, codex: Path | None, settings: AgentfleetSettin
                 why = "rejected in review" if decision.by == "review" else decision.line
                 raise PlanRejected(f"sprint {plan.name}: the proposed plan was not run "
                                    f"({why}); no task ran")
-    return proposal.checked
+    return proposal.checked, proposal.usage.total

@@ -109,6 +109,9 @@ class ReviewDesk:
 
     def wait(self) -> list[Decision]:
         """Pause the flow run for every pending review; the decisions it ended in."""
+        due = self.expired()
+        if due:  # a deadline passed on the way here: no pause for these
+            return due
         items = list(self.reviews.pending.values())
         answers = pause_for(items, self.plan.name, self.work_dir, self.logger)
         if answers is None:

@@ -106,6 +106,7 @@ def test_a_goal_plan_runs_the_planner_then_the_tasks_once_approved(
     assert run_git(tmp_path / "notes", "show", "agentfleet/notes:alpha.txt") == "alpha\n"
     assert run_git(tmp_path / "notes", "show", "agentfleet/notes:beta.txt") == "beta\n"
     assert "plan: approve by review" in out + err
+    assert "2/2 tasks applied" in out and "120 tokens" in out  # the planner's count
     (request,) = planner_model.requests_for("plan")
     assert GOAL in request.prompt
 
