@@ -167,3 +167,14 @@ def test_plan_keys_review_review_timeout_and_on_review_timeout(tmp_path: Path):
     task = plan_json_schema()["$defs"]["Task"]["properties"]
     assert {"review", "review_timeout", "on_review_timeout"} <= set(task)
     assert plan_json_schema()["properties"]["review_timeout"]["default"] == "1h"
+
+
+def test_agentfleet_plan_marks_a_reviewed_task(make_repo):
+    from agentfleet.checking import check_plan_data, render_plan
+
+    repo = make_repo()
+    checked = check_plan_data({"name": "s", "agent": {"kind": "command", "run": "true"},
+                               "tasks": [{"id": "a", "prompt": "x", "paths": ["a"],
+                                          "review": True, "attempts": 2}]},
+                              repo / "plan.yaml", source="plan.yaml")
+    assert "  a  feature     a  2 attempts  review\n" in render_plan(checked)
