@@ -23,10 +23,12 @@ from agentfleet.durations import parse_duration
 from agentfleet.errors import PlanRejected, ProposalRejected
 from agentfleet.locks import repo_key
 from agentfleet.planner import Proposal, plan_for_goal, proposal_markdown, usage_line
+from agentfleet.process import tracked_in
 from agentfleet.review import Reviews, plan_item
 from agentfleet.settings import AgentfleetSettings
 from tasks.observe import _best_effort
 from tasks.review import pause_for
+from tasks.runtime import attempt_control
 
 
 def decompose_key(sprint: str) -> str:
@@ -64,10 +66,18 @@ def propose_tasks(checked: CheckedPlan, codex: Path | None, work_dir: Path,
     """Run the planner for a goal plan and publish its proposal (the tasks and their waves)."""
     logger = get_run_logger()
     goal = checked.plan.goal or ""
-    proposal = plan_for_goal(
-        checked, env=dict(os.environ), work_root=work_dir / "planner" / repo_key(checked.repo.root),
-        codex_path=codex, grace_s=grace_s, log=logger.info,
-    )
+    control = attempt_control("planner")
+    try:
+        with tracked_in(control.processes):
+            proposal = plan_for_goal(
+                checked, env=dict(os.environ),
+                work_root=work_dir / "planner" / repo_key(checked.repo.root),
+                codex_path=codex, grace_s=grace_s, log=logger.info,
+            )
+    except BaseException:
+        # Ctrl-C or a cancelled run unwinds through here: Codex must not outlive it.
+        control.stop("interrupted", grace_s)
+        raise
     logger.info(usage_line(proposal))
     _best_effort(
         "the proposed plan",

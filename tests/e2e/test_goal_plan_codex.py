@@ -132,3 +132,43 @@ def test_a_rejected_proposal_runs_nothing_and_exits_1(
            "ran" in err
     refs = run_git(tmp_path / "notes", "for-each-ref", "--format=%(refname)").split()
     assert refs == ["refs/heads/main"]  # no attempt, no target
+
+
+def test_ctrl_c_while_the_planner_thinks_leaves_no_codex_behind(
+    make_repo, tmp_path, prefect_server
+):
+    import signal
+
+    slow = Script(rules=[Rule(name="plan", match="GOAL:", responses=[
+        {"delay_s": 120, "steps": [{"do": "message", "text": json.dumps(ANSWER)}]}])])
+    with ScriptedModelServer(slow) as model:
+        plan = goal_plan(tmp_path, make_repo, review_plan=False)
+        env = {**base_env(model, tmp_path), **prefect_server.env(),
+               "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
+        run = start_run(plan, env)
+        work = str(tmp_path / "work")
+
+        def planners() -> list[int]:
+            found = []
+            for proc in Path("/proc").iterdir():
+                try:
+                    if proc.name.isdigit() and work in (proc / "cmdline").read_text():
+                        found.append(int(proc.name))
+                except OSError:
+                    pass
+            return found
+
+        try:
+            deadline = time.monotonic() + 120
+            while not model.requests_for("plan"):
+                assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+                time.sleep(0.2)
+            assert planners()  # Codex is waiting for the model's answer
+            run.send_signal(signal.SIGINT)
+            out, err = run.communicate(timeout=60)
+        finally:
+            if run.poll() is None:
+                run.kill()
+    assert run.returncode == 130, out + err
+    assert planners() == []
+    assert run_git(tmp_path / "notes", "worktree", "list", "--porcelain").count("worktree ") == 1
