@@ -156,7 +156,7 @@ def pause_for(items: list[ReviewItem], sprint: str, work_dir: Path,
     stop = threading.Event()
     if _TERMINAL.get():
         ctx = contextvars.copy_context()  # the thread needs this run's Prefect settings
-        threading.Thread(target=ctx.run, args=(ask_in_terminal, items, flow_run_id, stop),
+        threading.Thread(target=ctx.run, args=(ask_in_terminal, items, sprint, flow_run_id, stop),
                          daemon=True, name="agentfleet-review-prompt").start()
     try:
         answer = pause_flow_run(wait_for_input=form, timeout=seconds, poll_interval=POLL_S,
@@ -186,14 +186,15 @@ def _after_timeout(flow_run_id: Any, form: Any, key: str) -> dict[str, str] | No
     return None
 
 
-def ask_in_terminal(items: list[ReviewItem], flow_run_id: Any, stop: threading.Event,
-                    out: TextIO | None = None, inp: TextIO | None = None) -> None:
+def ask_in_terminal(items: list[ReviewItem], sprint: str, flow_run_id: Any,
+                    stop: threading.Event, out: TextIO | None = None,
+                    inp: TextIO | None = None) -> None:
     """``agentfleet run``'s prompt: ask each review on the terminal, then resume the run."""
     from prefect.flow_runs import resume_flow_run
 
     out = out or sys.stderr
     inp = inp or sys.stdin
-    out.write("\n" + form_markdown(items, "this sprint") + "\n")
+    out.write("\n" + form_markdown(items, sprint) + "\n")
     answers: dict[str, str] = {}
     for item in items:
         while True:

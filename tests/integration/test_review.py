@@ -194,6 +194,7 @@ def test_agentfleet_run_on_a_terminal_asks_there(harness, make_repo: MakeRepo, t
         os.close(terminal)
         os.close(master)
     assert run.returncode == 0, run.stdout + run.stderr
+    assert "# agentfleet review: sprint `rev-tty`" in run.stderr
     assert "pick [k=1/k=2/reject] (Enter: k=2): " in run.stderr
     assert "pick: k=1 by review (the automatic choice was k=2)" in run.stdout + run.stderr
     assert run_git(repo, "show", "agentfleet/rev-tty:pick.txt") == "1\n"
