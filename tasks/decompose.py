@@ -10,7 +10,6 @@ or rejects it before any task runs.
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
@@ -26,9 +25,10 @@ from agentfleet.planner import Proposal, plan_for_goal, proposal_markdown, usage
 from agentfleet.process import tracked_in
 from agentfleet.review import Reviews, plan_item
 from agentfleet.settings import AgentfleetSettings
+from blocks.agent import agent_secret_env
 from tasks.observe import _best_effort
 from tasks.review import pause_for
-from tasks.runtime import attempt_control
+from tasks.runtime import agent_env, attempt_control
 
 
 def decompose_key(sprint: str) -> str:
@@ -70,7 +70,8 @@ def propose_tasks(checked: CheckedPlan, codex: Path | None, work_dir: Path,
     try:
         with tracked_in(control.processes):
             proposal = plan_for_goal(
-                checked, env=dict(os.environ),
+                # The agent block's key, as a task's agent gets it (the planner is Codex too).
+                checked, env=agent_env(agent_secret_env(checked.blocks.agent_block), {}),
                 work_root=work_dir / "planner" / repo_key(checked.repo.root),
                 codex_path=codex, grace_s=grace_s, log=logger.info,
             )
