@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import json
 import math
+import os
 import select
 import sys
 import threading
@@ -150,7 +151,8 @@ def pause_for(items: list[ReviewItem], sprint: str, work_dir: Path,
     locator = locator_path(work_dir, sprint)
     locator.parent.mkdir(parents=True, exist_ok=True)
     locator.write_text(json.dumps({"api_url": str(api_url).rstrip("/"),
-                                   "flow_run_id": str(flow_run_id), "pause_key": key}) + "\n")
+                                   "flow_run_id": str(flow_run_id), "pause_key": key,
+                                   "pid": os.getpid()}) + "\n")
     logger.warning(f"waiting for review of {', '.join(i.key for i in items)}: answer in the "
                    f"Prefect UI or with `agentfleet review {sprint}` (times out in {seconds}s)")
     stop = threading.Event()
@@ -251,9 +253,11 @@ def find_waiting(sprint: str, work_dir: Path, api_url: str | None) -> Waiting | 
     places: list[tuple[str, str | None]] = []
     locator = locator_path(work_dir, sprint)
     if locator.exists():
-        with contextlib.suppress(ValueError, KeyError):
+        with contextlib.suppress(ValueError, KeyError, OSError):
             noted = json.loads(locator.read_text())
-            places.append((noted["api_url"], noted["flow_run_id"]))
+            # A note left by a killed run names a server that is gone: skip it.
+            if noted.get("pid") is None or _alive(int(noted["pid"])):
+                places.append((noted["api_url"], noted["flow_run_id"]))
     if api_url:
         places.append((api_url, None))
     for url, run_id in places:
@@ -264,6 +268,16 @@ def find_waiting(sprint: str, work_dir: Path, api_url: str | None) -> Waiting | 
         if found is not None:
             return found
     return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _find_at(url: str, run_id: str | None, sprint: str) -> Waiting | None:
