@@ -138,9 +138,12 @@ def test_agentfleet_review_lists_and_rejects_and_the_rest_lands(
     assert nothing.returncode == 1 and "no run of sprint rev-cli waits" in nothing.stderr
 
 
-@pytest.mark.parametrize("on_timeout", ["auto", "fail"])
+# auto: the review's time ends while `slow` still runs (no pause at all); fail: `slow`
+# ends first and the run pauses until the time is up. The outcome is the same either way.
+@pytest.mark.parametrize(("on_timeout", "review_timeout", "slow_s"),
+                         [("auto", "1s", 3), ("fail", "3s", 1)])
 def test_an_unanswered_review_times_out_while_an_unrelated_task_finishes(
-    harness, make_repo: MakeRepo, work_dir, tmp_path, on_timeout
+    harness, make_repo: MakeRepo, work_dir, tmp_path, on_timeout, review_timeout, slow_s
 ):
     repo = make_repo()
     name = f"rev-timeout-{on_timeout}"
@@ -148,9 +151,9 @@ def test_an_unanswered_review_times_out_while_an_unrelated_task_finishes(
         "name": name, "repo": str(repo),
         "tasks": [
             command("pick", "echo picked > pick.txt", paths=["pick.txt"], review=True,
-                    review_timeout="3s", on_review_timeout=on_timeout),
+                    review_timeout=review_timeout, on_review_timeout=on_timeout),
             # Finishes while the review waits (it starts with pick, and takes longer).
-            command("slow", "sleep 1; echo slow > slow.txt", paths=["slow.txt"]),
+            command("slow", f"sleep {slow_s}; echo slow > slow.txt", paths=["slow.txt"]),
         ],
     }
 
