@@ -103,11 +103,12 @@ def planned(checked: CheckedPlan, codex: Path | None,
         item = plan_item(proposal_markdown(proposal, plan.goal or ""),
                          timeout_s=parse_duration(plan.review_timeout),
                          on_timeout=plan.on_review_timeout, now=time.monotonic())
-        desk = Reviews()
-        desk.hold(item)
+        reviews = Reviews()
+        reviews.hold(item)
         logger = get_run_logger()
         answers = pause_for([item], plan.name, settings.work_dir, logger)
-        decisions = desk.answer(answers) if answers is not None else desk.expired(math.inf)
+        decisions = (reviews.answer(answers) if answers is not None
+                     else reviews.expired(math.inf))
         for decision in decisions:
             (logger.info if decision.by == "review" else logger.warning)(decision.line)
             if decision.rejected:
