@@ -141,6 +141,7 @@ def render_plan(checked: CheckedPlan) -> str:
             waits = f"  waits for {', '.join(dec.waits_on[tid])}" if dec.waits_on[tid] else ""
             n_attempts = plan.task_attempts(task)
             several = f"  {n_attempts} attempts" if n_attempts > 1 else ""
+            several += "  review" if task.review else ""
             lines.append(f"  {tid:<{width}}  {task.stage:<10}  {paths}{waits}{several}")
     lines.append("")
     reasons = dec.serialization_lines()

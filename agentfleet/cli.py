@@ -183,14 +183,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     plan_path = Path(args.plan).resolve()
     checked = load_and_check(plan_path, saved_blocks())  # bad input: exit 2 before the flow
-    if checked.plan.goal is not None:
-        # Until the sprint flow has its decompose stage (planner.plan_for_goal), a goal plan
-        # would run no task at all: say how to get its tasks instead.
-        raise ConfigError(
-            f"{args.plan} has a goal: and no tasks; the sprint flow does not run the planner "
-            f"yet: `agentfleet decompose --plan {args.plan} -o tasks.yaml`, then "
-            "`agentfleet run tasks.yaml`"
-        )
     redo = list(args.redo or [])
     check_run(
         repo_root=checked.repo.root,  # type: ignore[arg-type]
@@ -222,6 +214,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         print()
         print(details)
     return _print_ending(report)
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """``agentfleet review SPRINT``: list the reviews a paused sprint waits for, and answer."""
+    from agentfleet.review import parse_answers, read_choice
+    from agentfleet.settings import AgentfleetSettings
+    from tasks.review import answer, find_waiting
+
+    api_url = os.environ.get("PREFECT_API_URL") or None
+    waiting = find_waiting(args.sprint, AgentfleetSettings().work_dir, api_url)
+    if waiting is None:
+        where = api_url or "this machine's runs"
+        print(f"error: no run of sprint {args.sprint} waits for review ({where})",
+              file=sys.stderr)
+        return 1
+    print(waiting.description.rstrip())
+    if not args.answer and not args.auto:
+        if not sys.stdin.isatty():
+            print(f"\nanswer with: agentfleet review {args.sprint} --answer TASK=CHOICE ... "
+                  "(or --auto: the automatic choices)")
+            return 0
+        pairs = []
+        for key, (choices, default) in waiting.fields.items():
+            while (choice := read_choice(
+                    input(f"{key} [{'/'.join(choices)}] (Enter: {default}): "),
+                    choices, default)) is None:
+                print(f"  not one of {', '.join(choices)}")
+            pairs.append(f"{key}={choice}")
+        args.answer = pairs
+    answers = parse_answers(args.answer or [], waiting.fields, auto=args.auto)
+    answer(waiting, answers)
+    print("answered: " + ", ".join(f"{k}={v}" for k, v in answers.items()))
+    return 0
 
 
 def _print_ending(report: SprintReport) -> int:
@@ -421,6 +446,23 @@ def build_parser() -> argparse.ArgumentParser:
     bon.add_argument("--name", default="best-of-n", help="names the branches (best-of-n)")
     bon.add_argument("--no-cache", action="store_true", help="run every attempt afresh")
     bon.set_defaults(func=cmd_best_of_n)
+
+    rev = sub.add_parser(
+        "review",
+        help="list and answer the reviews a paused sprint waits for",
+        description="Find the paused run of SPRINT (noted in the work dir by a run on this "
+        "machine, else on PREFECT_API_URL), print every review it waits for (candidates with "
+        "diffstat, verify, score, votes, and the automatic choice), and answer: pick a "
+        "candidate (k=N) or reject, per task; approve or reject a proposed plan. Without "
+        "--answer on a terminal, asks; elsewhere only lists. Exit 0: answered or listed; "
+        "1: nothing waits; 2: an answer that does not fit.",
+    )
+    rev.add_argument("sprint", metavar="SPRINT", help="the sprint's name (the plan's name:)")
+    rev.add_argument("--answer", action="append", metavar="TASK=CHOICE",
+                     help="e.g. api=k=2, api=2, api=reject, plan=approve; repeatable")
+    rev.add_argument("--auto", action="store_true",
+                     help="reviews not answered take their automatic choice")
+    rev.set_defaults(func=cmd_review)
 
     schema = sub.add_parser("schema", help="print the plan file's JSON Schema")
     schema.set_defaults(func=cmd_schema)

@@ -8,6 +8,8 @@ help (a 429 can, a bad plan cannot).
     ├── ConfigError            settings, environment, Codex not found         (exit 2)
     ├── PlanError              one or more problems in a plan file            (exit 2)
     │   └── ProposalRejected   the planner's answer still fails the checks    (exit 1)
+    ├── PlanRejected           a person rejected the proposed plan (review_plan) (exit 1)
+    ├── ReviewError            an answer that does not fit the review form     (exit 2)
     ├── SprintLocked           the same sprint already runs on this repo      (exit 2)
     ├── GitError               a git operation failed
     │   ├── NotARepository
@@ -75,6 +77,20 @@ class ProposalRejected(PlanError):
     def __init__(self, problems: list[Problem], asks: int) -> None:
         self.asks = asks
         super().__init__(problems)
+
+    def __reduce__(self) -> tuple[type, tuple[list[Problem], int]]:
+        # Raised inside the sprint flow's planner task: it must survive pickling.
+        return (type(self), (self.problems, self.asks))
+
+
+class PlanRejected(AgentfleetError):
+    """A goal plan's proposed tasks were rejected in review (``review_plan``): nothing ran."""
+
+
+class ReviewError(AgentfleetError):
+    """An answer to a review that does not fit its form (an unknown task or choice)."""
+
+    exit_code = 2
 
 
 class SprintLocked(AgentfleetError):

@@ -47,6 +47,7 @@ from agentfleet.plan_blocks import BlockLoaders, PlanBlocks, resolve_plan_blocks
 STAGES = ("foundation", "feature", "tests", "docs")
 Stage = Literal["foundation", "feature", "tests", "docs"]
 EarlyStop = Literal["none", "first_pass"]
+OnReviewTimeout = Literal["auto", "fail"]
 ScoreGoal = Literal["min", "max"]
 MAX_ATTEMPTS = 8
 
@@ -198,6 +199,18 @@ class Task(BaseModel):
     score_goal: ScoreGoal | None = Field(
         None, description="Overrides the plan's `score_goal` for this task."
     )
+    review: bool = Field(
+        False,
+        description="The choice among the task's candidates waits for a person (Prefect UI "
+        "form, `agentfleet review`, or the terminal of `agentfleet run`), who picks a "
+        "candidate that passed or rejects the task; tasks not waiting on it go on meanwhile.",
+    )
+    review_timeout: Duration | None = Field(
+        None, description="Overrides the plan's `review_timeout` for this task."
+    )
+    on_review_timeout: OnReviewTimeout | None = Field(
+        None, description="Overrides the plan's `on_review_timeout` for this task."
+    )
     foreach: Foreach | None = Field(
         None,
         description="Makes the task a template, expanded before the plan is checked: "
@@ -208,7 +221,8 @@ class Task(BaseModel):
 
 # Task keys that fall back to the plan key of the same name when unset.
 INHERITED_KEYS = ("setup", "verify", "timeout", "retries", "idle_timeout", "attempts",
-                  "variants", "early_stop", "score", "score_goal")
+                  "variants", "early_stop", "score", "score_goal", "review_timeout",
+                  "on_review_timeout")
 
 
 class Plan(BaseModel):
@@ -368,6 +382,16 @@ class Plan(BaseModel):
         description="With `goal`: pause for a person to approve or reject the proposed plan "
         "before any task runs.",
     )
+    review_timeout: Duration = Field(
+        "1h",
+        description="How long a review (a task's `review`, `review_plan`) waits for an "
+        "answer before `on_review_timeout` decides.",
+    )
+    on_review_timeout: OnReviewTimeout = Field(
+        "auto",
+        description="`auto` (take the automatic choice; approve the proposed plan) or `fail` "
+        "(fail the task; reject the plan) when nobody answers a review in time.",
+    )
 
     _path: Path | None = PrivateAttr(None)
 
@@ -490,6 +514,18 @@ class Plan(BaseModel):
     def task_score_goal(self, task: Task | str) -> ScoreGoal:
         """``min`` or ``max``."""
         return self.effective(task, "score_goal")
+
+    def task_review(self, task: Task | str) -> bool:
+        """Whether the task's choice waits for a person."""
+        return self._task(task).review
+
+    def task_review_timeout(self, task: Task | str) -> float:
+        """Seconds the task's review waits for an answer."""
+        return parse_duration(self.effective(task, "review_timeout"))
+
+    def task_on_review_timeout(self, task: Task | str) -> OnReviewTimeout:
+        """``auto`` or ``fail``: what an unanswered review of the task ends in."""
+        return self.effective(task, "on_review_timeout")
 
     def task_idle_timeout(self, task: Task | str) -> float | None:
         """Seconds without an event (and no command running) before an attempt is stuck."""

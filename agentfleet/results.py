@@ -199,6 +199,7 @@ class SprintReport(JsonSafeModel):
     target_note: str = ""
     interrupted: bool = False
     push_failed: bool = False  # the target moved here, but pushing it was refused
+    planner_tokens: int = Field(0, description="the planner's tokens (a plan with goal:)")
 
     @field_validator("target_note")
     @classmethod
@@ -218,7 +219,7 @@ class SprintReport(JsonSafeModel):
 
     @property
     def tokens(self) -> int:
-        return sum(t.tokens for t in self.tasks)
+        return self.planner_tokens + sum(t.tokens for t in self.tasks)
 
     def table(self) -> str:
         """The summary as a plain-text table."""

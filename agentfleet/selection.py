@@ -60,6 +60,7 @@ class Criterion(StrEnum):
     DIFF_SIZE = "diff size"
     TOKENS = "tokens"
     K = "k"
+    REVIEW = "review"  # a person chose another candidate (``review: true``); not applied here
 
 
 class Candidate(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import sys
 import tempfile
 import time
 from collections import deque
@@ -40,6 +41,7 @@ from agentfleet.plan import Plan
 from agentfleet.preflight import check_run, redo_closure
 from agentfleet.requests import check_sprint_request
 from agentfleet.results import AttemptResult, SprintReport, TaskReport
+from agentfleet.review import Decision
 from agentfleet.schedule import Scheduler
 from agentfleet.selection import Selection
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
@@ -50,8 +52,9 @@ from tasks.apply import sequential_apply
 from tasks.attempt import attempt
 from tasks.blocked import blocked
 from tasks.cache import agent_version, settle
-from tasks.decompose import decompose_stage
+from tasks.decompose import decompose_stage, planned
 from tasks.observe import SprintProgress, name_task_run_lines, sprint_finished
+from tasks.review import ReviewDesk, terminal_prompt
 from tasks.runtime import open_run
 from tasks.select import select_candidate
 
@@ -165,9 +168,13 @@ def run_checked(
         # them and free their worktrees before starting new ones.
         reap_orphans(settings.work_dir, checked.repo.root, checked.plan.name,
                      grace_s=settings.stop_grace_s, log=logger.warning)
+        planner_tokens = 0
+        if checked.plan.goal is not None:  # the planner proposes the tasks (review_plan)
+            checked, planner_tokens = planned(checked, codex, settings)
         decompose_stage(checked.plan.name, render_plan(checked))
         run = SprintRun(checked, settings, codex, no_cache=no_cache, redo=redo or [],
                         control=control, land=land)
+        run.planner_tokens = planner_tokens
         try:
             sprint_report = run.run()
         except BaseException:
@@ -218,6 +225,8 @@ class SprintRun:
         self.running: dict[PrefectFuture, AttemptSpec] = {}
         self.specs: dict[tuple[str, int], AttemptSpec] = {}  # (task, k) -> its spec
         self.early_stopped: set[str] = set()
+        self.planner_tokens = 0  # a goal plan's planner: counted in the report
+        self.desk = ReviewDesk(checked.plan, settings.work_dir, get_run_logger())
         self.interrupted: SprintReport | None = None  # what finished, when stopped midway
         self.logger = get_run_logger()
         self.started = time.monotonic()
@@ -254,13 +263,24 @@ class SprintRun:
                 if not self.running:
                     if ready and not sched.done:
                         continue  # a start that failed may free tasks to run now
+                    if self.desk.waiting:  # nothing else can run: pause for the reviews
+                        self._reviewed(sched, progress, self.desk.wait())
+                        continue
                     break
-                future = next(as_completed(list(self.running)))
+                try:
+                    future = next(as_completed(list(self.running),
+                                               timeout=self.desk.seconds_left()))
+                except TimeoutError:  # a review's time ran out while attempts run
+                    self._reviewed(sched, progress, self.desk.expired())
+                    continue
                 spec = self.running.pop(future)
                 self._record(spec, self._result_of(future, spec))
                 task_id = spec.task_id
                 if len(self.attempts[task_id]) == self.expected[task_id]:
-                    self._finish(sched, progress, task_id, self._select(task_id))
+                    result = self._select(task_id)
+                    if not self.desk.hold(task_id, self.selections.get(task_id),
+                                          self.attempts[task_id]):
+                        self._finish(sched, progress, task_id, result)
             # Every blocked task gets a task run of its own, naming all that blocked it
             # (known only now: a second failed dependency may come later than the first).
             for task_id in self.dec.order:
@@ -340,6 +360,7 @@ class SprintRun:
             base=self.repo.base,
             target=self.target,
             tasks=[with_candidates(t, self.selections.get(t.task)) for t in tasks],
+            planner_tokens=self.planner_tokens,
             duration_s=time.monotonic() - self.started,
             **fields,
         )
@@ -462,6 +483,15 @@ class SprintRun:
                 priors[prior] = Prior(prior, r.head_sha, final, r.diffstat)
         return priors
 
+    def _reviewed(self, sched: Scheduler, progress: SprintProgress,
+                  decisions: list[Decision]) -> None:
+        """Finish the tasks whose reviews ended: the candidate picked, or failed."""
+        for decision in decisions:
+            result, selection = self.desk.outcome(decision, self.attempts[decision.key])
+            if decision.key in self.selections:
+                self.selections[decision.key] = selection
+            self._finish(sched, progress, decision.key, result)
+
     def _finish(self, sched: Scheduler, progress: SprintProgress, task_id: str,
                 result: AttemptResult) -> None:
         self.results[task_id] = result
@@ -507,11 +537,16 @@ def with_candidates(report: TaskReport, selection: Selection | None) -> TaskRepo
 def codex_for(checked: CheckedPlan, settings: AgentfleetSettings) -> Path | None:
     """The Codex CLI the plan's codex agents will run; ``AgentNotFound`` (exit 2) if none."""
     plan = checked.plan
-    if all(plan.task_agent(t).kind != "codex" for t in plan.tasks):
+    if plan.goal is None and all(plan.task_agent(t).kind != "codex" for t in plan.tasks):
         return None
     # The agent block's Codex path wins over AGENTFLEET_CODEX_PATH (block > settings).
     configured = checked.blocks.codex_path or settings.codex_path
     return find_codex(configured, PROJECT_ROOT, os.environ.get("PATH"))
+
+
+def _is_terminal(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def run_and_report(
@@ -543,7 +578,7 @@ def run_and_report(
         path = Path(report) if report else Path(tmp) / "report.json"
         path.unlink(missing_ok=True)
         try:
-            with prechecked(plan, checked):
+            with prechecked(plan, checked), terminal_prompt(_is_terminal(sys.stdin)):
                 state = sprint(plan_path=str(plan), report=str(path), no_cache=no_cache,
                                redo=redo or [], return_state=True)
         except KeyboardInterrupt as interrupt:

@@ -146,10 +146,3 @@ def test_a_planner_mapping_changes_the_plans_agent(thirty, tmp_path):
     })
     agent = load_and_check(plan).plan.planner_agent
     assert (agent.kind, agent.model, agent.sandbox) == ("codex", "m2", "read-only")
-
-
-def test_run_on_a_goal_plan_says_how_to_get_its_tasks(thirty, tmp_path, capsys):
-    # Until the sprint flow's decompose stage runs the planner (planner.plan_for_goal).
-    plan = write(tmp_path / "plan.yaml", {"name": "g", "repo": "app", "goal": "Type it all."})
-    assert main(["run", str(plan)]) == 2
-    assert "agentfleet decompose --plan" in capsys.readouterr().err
