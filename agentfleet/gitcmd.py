@@ -91,13 +91,41 @@ def git(
 
 def git_error(repo: Path, args: Sequence[str], status: int, stderr: str) -> GitError:
     """The error for a failed git command: which command, where, and what git said."""
-    said = stderr.strip() or "(no message)"
-    message = f"`git {' '.join(args)}` failed in {repo} (exit {status}): {said}"
+    said = " ".join(stderr.split()) or "(no message)"
+    # What git said first: a report's one-line detail is cut, and the command line (with
+    # its -c options and full object ids) is the least useful part of it.
+    message = f"git {_verb(args)} failed (exit {status}): {said} [`git {_shown(args)}` in {repo}]"
     if "not a git repository" in stderr or "cannot change to" in stderr:
         return NotARepository(message)
     # Another git process held a lock file (index.lock, a ref's .lock): try again later.
     busy = ".lock': File exists" in stderr
     return GitError(message, retryable=busy)
+
+
+def _verb(args: Sequence[str]) -> str:
+    """The subcommand in ``args``: the first word after the ``-c``/``-C`` options."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("-c", "-C", "--git-dir", "--work-tree"):
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return "command"
+
+
+def _shown(args: Sequence[str]) -> str:
+    """``args`` without ``-c`` settings, object ids cut to 10 characters."""
+    shown, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "-c":
+            skip = True
+        else:
+            shown.append(arg[:10] if is_oid(arg) else arg)
+    return " ".join(shown)
 
 
 def is_oid(text: str) -> bool:

@@ -7,6 +7,8 @@ only: the others land, the run ends 1, not as an interrupt.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
 import flows.sprint as sprint_module
-from agentfleet import apply as gitapply
-from agentfleet.errors import GitError
 from agentfleet.results import SprintReport
 from tests.conftest import MakeRepo, run_git
 from tests.integration.conftest import command
@@ -39,15 +39,23 @@ def test_a_git_failure_starting_one_task_fails_that_task_only(
             command("delta", "echo d > delta.txt", paths=["delta.txt"]),
         ],
     }, sort_keys=False))
-    real_combine = gitapply.combine
-
-    def failing_combine(repo: Path, base: str, heads: list[str], message: str) -> str:
-        # The fault injected: git refuses to build gamma's start (the others need none).
-        if "gamma" in message:
-            raise GitError("git merge-tree failed: fatal: forced failure for the test")
-        return real_combine(repo, base, heads, message)
-
-    monkeypatch.setattr(sprint_module.gitapply, "combine", failing_combine)
+    # The fault, from a real process: a `git` first on PATH refuses to write the commit
+    # that would be gamma's start (its message names gamma); every other call goes through.
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    real_git = shutil.which("git")
+    (shim / "git").write_text(f"""#!/bin/bash
+case " $* " in *" commit-tree "*)
+  msg=$(mktemp); cat > "$msg"
+  if grep -q gamma "$msg"; then
+    echo "fatal: forced failure for the test" >&2; rm -f "$msg"; exit 128
+  fi
+  exec {real_git} "$@" < "$msg";;
+esac
+exec {real_git} "$@"
+""")
+    (shim / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
     report_path = tmp_path / "report.json"
     state = sprint_module.sprint(plan_path=str(plan), report=str(report_path), return_state=True)
     assert state.is_failed(), state.message  # exit 1, not an interrupt
