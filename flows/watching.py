@@ -14,6 +14,8 @@ from prefect.client.schemas.filters import (
     ArtifactFilterType,
     FlowFilter,
     FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterStartTime,
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
@@ -51,6 +53,8 @@ async def recent_sprints(limit: int = 10) -> list[SprintRunView]:
     async with get_client() as client:
         runs = await client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=["sprint"])),
+            # Runs that started: not the runs a schedule made for later.
+            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False)),
             sort=FlowRunSort.START_TIME_DESC, limit=limit,
         )
         if not runs:
