@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_fixed
 
 from tests.conftest import run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT
@@ -50,7 +52,11 @@ class Live:
     plans: dict[str, Path] = field(default_factory=dict)
     started: dict[str, str] = field(default_factory=dict)  # plan -> flow run id
 
+    @retry(retry=retry_if_exception(
+        lambda e: isinstance(e, urllib.error.HTTPError) and e.code in (502, 503)),
+        stop=stop_after_attempt(8), wait=wait_fixed(1), reraise=True)
     def api(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the REST API; a busy SQLite answers 503 ("database is locked"): try again."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             f"{self.server.api_url}{path}", data=data, method=method,
@@ -163,7 +169,7 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     server = start_prefect_server(
         root / "prefect-home", database=database, ui=database == "sqlite",
         # Schedules become runs within seconds, not the default minute.
-        env_extra={"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"},
+        env_extra={"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"},
     )
     worker = None
     try:
