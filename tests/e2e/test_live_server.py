@@ -2,8 +2,8 @@
 ``prefect deploy --all``, a process worker started from another folder, a run from the CLI as
 CI does it, a cron schedule, ``agentfleet status``/``show``, and the UI in a real browser.
 
-One server per database for the whole module (``live``): the scheduled deployment and the
-sprint the browser looks at run while the other tests run. Agents are ``command`` agents
+One server per database (``live``), one test item each: the scheduled deployment and the
+sprint the browser looks at run while the other checks run. Agents are ``command`` agents
 (real processes, no model), so the cost is Prefect's, not the agents'.
 """
 
@@ -146,7 +146,7 @@ def _write(path: Path, plan: dict[str, Any]) -> Path:
 def _stop(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
+        process.wait(timeout=5)
     except ProcessLookupError:
         pass
     except subprocess.TimeoutExpired:
@@ -154,16 +154,10 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-@pytest.fixture(scope="module", params=[
-    pytest.param("sqlite", marks=pytest.mark.xdist_group("live-sqlite")),
-    pytest.param("postgresql", marks=pytest.mark.xdist_group("live-postgresql")),
-])
-def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-         ) -> Iterator[Live]:
-    """A server on ``request.param`` with the UI (SQLite) on, agentfleet deployed with
+def _live(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """A server on ``database`` with the UI (SQLite) on, agentfleet deployed with
     ``prefect --no-prompt deploy --all`` from the checkout, an every-minute deployment,
     and a process worker started in a folder of its own."""
-    database = request.param
     root = tmp_path_factory.mktemp(f"live-{database}")
     (root / "prefect-home").mkdir()
     server = start_prefect_server(
@@ -192,7 +186,13 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
                                 good_plan("scheduled", live.repos["scheduled"])),
             "ui": _write(root / "ui.yaml", mixed_plan(live.repos["ui"])),
         }
-        live.prefect("work-pool", "create", "agentfleet", "--type", "process")
+        # `prefect work-pool create agentfleet --type process` (as the README says), without
+        # a CLI process's start-up: the same pool with the process worker's template.
+        from prefect.workers.process import ProcessWorker
+
+        live.api("POST", "/work_pools/", {
+            "name": "agentfleet", "type": "process",
+            "base_job_template": ProcessWorker.get_default_base_job_template()})
         live.prefect("--no-prompt", "deploy", "--all")
         # The schedule: the sprint deployment once more, with a one-minute cron that is on
         # (made through the API: a second `prefect deploy` costs seconds of imports).
@@ -227,11 +227,19 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         server.stop()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[Live]:
+    """Each database's server in turn (each test item owns its server, so pytest-xdist may
+    run the two side by side)."""
+    yield from _live(request.param, tmp_path_factory)
+
+
 def _flow_run_id(output: str) -> str:
     return re.search(r"UUID: ([0-9a-f-]{36})", output).group(1)
 
 
-def test_deploy_all_from_a_checkout_deploys_every_flow_independent_of_its_folder(live: Live):
+def check_deploy_all_deploys_every_flow_independent_of_its_folder(live: Live) -> None:
     for name in ("sprint/sprint", "apply/apply", "best-of-n/best-of-n", "sprint/nightly-sprint"):
         deployment = live.deployment(name)
         # Module entrypoints and no pull step: nothing names the folder deploy ran in.
@@ -243,9 +251,7 @@ def test_deploy_all_from_a_checkout_deploys_every_flow_independent_of_its_folder
         ("0 2 * * *", False)]
 
 
-def test_a_sprint_from_ci_with_a_plan_path_completes_with_its_task_runs_and_artifacts(
-    live: Live,
-):
+def check_a_sprint_from_ci_with_a_plan_path_completes(live: Live) -> None:
     run = live.prefect("deployment", "run", "sprint/sprint", "--param",
                        f"plan={live.plans['ci']}", "--watch", "--watch-timeout", "240",
                        check=False)
@@ -267,14 +273,7 @@ def _run_agentfleet(live: Live, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
-# The mixed sprint runs on the SQLite server only (the one with the UI).
-ON_SQLITE = [pytest.mark.parametrize("live", ["sqlite"], indirect=True),
-             pytest.mark.xdist_group("live-sqlite")]
-
-
-@ON_SQLITE[0]
-@ON_SQLITE[1]
-def test_status_and_show_read_a_finished_sprint_from_the_api(live: Live):
+def check_status_and_show_read_a_finished_sprint_from_the_api(live: Live) -> None:
     flow_run = live.finished(live.started["ui"])
     status = _run_agentfleet(live, "status")
     assert status.returncode == 0, status.stderr
@@ -296,9 +295,7 @@ def test_status_and_show_read_a_finished_sprint_from_the_api(live: Live):
     assert missing.returncode == 2 and "no sprint 'no-such-sprint'" in missing.stderr
 
 
-@ON_SQLITE[0]
-@ON_SQLITE[1]
-def test_the_ui_shows_the_run_form_and_a_finished_sprint(live: Live, tmp_path: Path):
+def check_the_ui_shows_the_run_form_and_a_finished_sprint(live: Live, tmp_path: Path) -> None:
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     from playwright.sync_api import expect, sync_playwright
 
@@ -354,7 +351,7 @@ def _shoot(page: Any, tmp_path: Path, name: str) -> None:
     page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
 
 
-def test_a_one_minute_cron_creates_and_completes_a_run(live: Live):
+def check_a_one_minute_cron_creates_and_completes_a_run(live: Live) -> None:
     deployment = live.deployment("sprint/every-minute")
 
     def runs(*states: str) -> list[dict[str, Any]]:
@@ -373,3 +370,14 @@ def test_a_one_minute_cron_creates_and_completes_a_run(live: Live):
     run = wait_for(lambda: runs("COMPLETED"), 150, seen, interval=1)[0]
     assert run["auto_scheduled"] is True
     assert run_git(live.repos["scheduled"], "show", "agentfleet/scheduled:b.txt") == "a\n"
+
+
+def test_deploy_run_from_ci_watch_and_schedule_on_a_real_server(live: Live, tmp_path: Path):
+    """Everything on one server, in an order that lets the schedule's minute pass meanwhile:
+    one test item per database, so each server starts once."""
+    check_deploy_all_deploys_every_flow_independent_of_its_folder(live)
+    check_a_sprint_from_ci_with_a_plan_path_completes(live)
+    if live.database == "sqlite":  # the server with the UI, running the mixed sprint
+        check_status_and_show_read_a_finished_sprint_from_the_api(live)
+        check_the_ui_shows_the_run_form_and_a_finished_sprint(live, tmp_path)
+    check_a_one_minute_cron_creates_and_completes_a_run(live)
