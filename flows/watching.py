@@ -3,7 +3,7 @@ artifacts, hand them to ``agentfleet.watching`` as plain models. Reads only."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -116,6 +116,4 @@ async def sprint_attempts(
 
 def now() -> datetime:
     """The time that running runs' durations are counted to."""
-    from datetime import UTC
-
     return datetime.now(UTC)
