@@ -18,6 +18,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,8 @@ def _live(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
             GIT_CONFIG_NOSYSTEM="1",
         )
         live = Live(database, server, env, root)
-        live.repos = {k: _repo(root / f"repo-{k}") for k in ("ci", "scheduled", "ui")}
+        live.repos = {k: _repo(root / f"repo-{k}")
+                      for k in ("ci", "inline", "scheduled", "ui")}
         live.plans = {
             "ci": _write(root / "ci.yaml", good_plan("ci-e2e", live.repos["ci"])),
             "scheduled": _write(root / "scheduled.yaml",
@@ -202,7 +204,7 @@ def _live(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
             "entrypoint": sprint["entrypoint"], "pull_steps": [],
             "work_pool_name": "agentfleet", "work_queue_name": sprint["work_queue_name"],
             "parameter_openapi_schema": sprint["parameter_openapi_schema"],
-            "parameters": {"plan": str(live.plans["scheduled"])},
+            "parameters": {"plan_path": str(live.plans["scheduled"])},
             "schedules": [{"schedule": {"cron": "* * * * *", "timezone": "UTC"},
                            "active": True}],
         })
@@ -217,7 +219,7 @@ def _live(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
         if database == "sqlite":
             # The sprint the browser looks at runs while the CI-style test runs.
             started = live.api("POST", f"/deployments/{sprint['id']}/create_flow_run",
-                               {"parameters": {"plan": str(live.plans["ui"]),
+                               {"parameters": {"plan_path": str(live.plans["ui"]),
                                                "no_cache": True}})
             live.started["ui"] = started["id"]
         yield live
@@ -251,21 +253,22 @@ def check_deploy_all_deploys_every_flow_independent_of_its_folder(live: Live) ->
         ("0 2 * * *", False)]
 
 
-def check_a_sprint_from_ci_with_a_plan_path_completes(live: Live) -> None:
-    run = live.prefect("deployment", "run", "sprint/sprint", "--param",
-                       f"plan={live.plans['ci']}", "--watch", "--watch-timeout", "240",
-                       check=False)
+def check_a_sprint_from_ci_completes(live: Live, name: str, repo: Path, *params: str) -> None:
+    """``prefect deployment run 'sprint/sprint' --param ... --watch`` as a CI job runs it:
+    exit 0, the flow run Completed with its task runs and artifacts, the result landed."""
+    run = live.prefect("deployment", "run", "sprint/sprint", *params, "--watch",
+                       "--watch-timeout", "240", check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     flow_run = live.flow_run(_flow_run_id(run.stdout))
     assert flow_run["state"]["type"] == "COMPLETED"
-    assert flow_run["name"] == "sprint ci-e2e"
-    assert flow_run["state"]["message"].startswith("sprint ci-e2e: 2/2 tasks applied")
+    assert flow_run["name"] == f"sprint {name}"
+    assert flow_run["state"]["message"].startswith(f"sprint {name}: 2/2 tasks applied")
     names = set(live.task_runs(flow_run["id"]))
     assert {"a#1", "b#1"} <= names
     assert any(n.startswith("sequential-apply") for n in names), names
-    assert {"agentfleet-ci-e2e-a-1", "agentfleet-ci-e2e-b-1", "agentfleet-ci-e2e-summary"} <= (
-        live.artifact_keys(flow_run["id"]))
-    assert run_git(live.repos["ci"], "show", "agentfleet/ci-e2e:b.txt") == "a\n"
+    assert {f"agentfleet-{name}-a-1", f"agentfleet-{name}-b-1", f"agentfleet-{name}-summary"
+            } <= live.artifact_keys(flow_run["id"])
+    assert run_git(repo, "show", f"agentfleet/{name}:b.txt") == "a\n"
 
 
 def _run_agentfleet(live: Live, *args: str) -> subprocess.CompletedProcess[str]:
@@ -376,7 +379,15 @@ def test_deploy_run_from_ci_watch_and_schedule_on_a_real_server(live: Live, tmp_
     """Everything on one server, in an order that lets the schedule's minute pass meanwhile:
     one test item per database, so each server starts once."""
     check_deploy_all_deploys_every_flow_independent_of_its_folder(live)
-    check_a_sprint_from_ci_with_a_plan_path_completes(live)
+    # With a plan file on the worker and with the plan itself as JSON, side by side.
+    inline = json.dumps(good_plan("ci-inline", live.repos["inline"]))
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(check_a_sprint_from_ci_completes, live, "ci-e2e", live.repos["ci"],
+                            "--param", f"plan_path={live.plans['ci']}"),
+                pool.submit(check_a_sprint_from_ci_completes, live, "ci-inline",
+                            live.repos["inline"], "--param", f"plan={inline}")]
+        for run in runs:
+            run.result()
     if live.database == "sqlite":  # the server with the UI, running the mixed sprint
         check_status_and_show_read_a_finished_sprint_from_the_api(live)
         check_the_ui_shows_the_run_form_and_a_finished_sprint(live, tmp_path)

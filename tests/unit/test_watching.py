@@ -1,12 +1,10 @@
-"""``agentfleet status``/``show`` formatting and flow run names: pure, from plain data."""
+"""``agentfleet status``/``show`` formatting: pure, from plain data."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from agentfleet.artifacts import attempt_key, attempt_markdown, summary_rows
-from agentfleet.run_names import apply_run_name, best_of_n_run_name, sprint_run_name
 from agentfleet.watching import (
     AttemptArtifact,
     SprintRunView,
@@ -85,17 +83,3 @@ def test_show_sprint_lists_its_attempts_and_not_its_other_artifacts() -> None:
     text = show_sprint("orders-v2", finished_run(), attempts, NOW)
     assert text.splitlines()[0].startswith("sprint orders-v2: failed, 1/2 tasks applied")
     assert "  docs#1 failed" in text and "waves" not in text
-
-
-def test_flow_run_names_say_what_runs(tmp_path: Path) -> None:
-    plan = tmp_path / "plan.yaml"
-    plan.write_text("name: orders-v2\ntasks: []\n")
-    assert sprint_run_name({"plan": str(plan)}) == "sprint orders-v2"
-    assert sprint_run_name({"plan_path": str(plan)}) == "sprint orders-v2"
-    assert sprint_run_name({"plan": {"name": "inline"}}) == "sprint inline"
-    assert sprint_run_name({"plan": str(tmp_path / "gone.yaml")}) == "sprint gone"
-    assert sprint_run_name({}) == "sprint"
-    assert best_of_n_run_name({"prompt": "fix the flaky test", "name": "best-of-n"}) == (
-        "best-of-n fix the flaky test")
-    assert best_of_n_run_name({"prompt": "x", "name": "flaky"}) == "best-of-n flaky"
-    assert apply_run_name({"target": "release"}) == "apply release"
