@@ -317,9 +317,17 @@ def check_the_ui_shows_the_run_form_and_a_finished_sprint(live: Live, tmp_path: 
             # The deployment's custom run form: a field per flow parameter.
             page.goto(f"{ui}/deployments/deployment/{sprint['id']}/run")
             for name, spec in properties.items():
-                label = re.compile(rf"^{re.escape(spec.get('title', name))}( \(Optional\))?$")
-                expect(page.get_by_text(label).first).to_be_visible(timeout=30_000)
+                expect(page.get_by_text(_label(spec.get("title", name))).first
+                       ).to_be_visible(timeout=30_000)
             _shoot(page, tmp_path, "sprint-run-form")
+            # The plan itself in the form: its fields, and a task's once one is added.
+            page.get_by_role("button", name="Plan", exact=True).click()
+            for title in ("Name", "Repo", "Agent", "Verify", "Final Verify", "Tasks"):
+                expect(page.get_by_text(_label(title)).first).to_be_visible()
+            page.get_by_role("button", name="Add item", exact=True).first.click()
+            for title in ("Id", "Prompt", "Paths", "Depends On", "Stage", "Attempts"):
+                expect(page.get_by_text(_label(title)).first).to_be_visible()
+            _shoot(page, tmp_path, "sprint-run-form-plan")
 
             page.goto(f"{ui}/runs/flow-run/{flow_run['id']}")
             page.get_by_text("Task Runs", exact=True).first.click()
@@ -346,6 +354,11 @@ def check_the_ui_shows_the_run_form_and_a_finished_sprint(live: Live, tmp_path: 
             _shoot(page, tmp_path, "flow-run-artifacts")
         finally:
             browser.close()
+
+
+def _label(title: str) -> re.Pattern[str]:
+    """A form field's label as the UI writes it: its title, `` (Optional)`` when it is."""
+    return re.compile(rf"^{re.escape(title)}( \(Optional\))?$")
 
 
 def _shoot(page: Any, tmp_path: Path, name: str) -> None:
