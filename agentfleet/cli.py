@@ -295,9 +295,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if task is None:
         sys.stdout.write(show_sprint(args.sprint, run, attempts, now()))
         return 0
-    numbered = sorted((n, a) for a in attempts
-                      if (n := attempt_number(a.key, args.sprint, task)) is not None
-                      and (k is None or n == k))
+    numbered = sorted(((n, a) for a in attempts
+                       if (n := attempt_number(a.key, args.sprint, task)) is not None
+                       and (k is None or n == k)), key=lambda pair: pair[0])
     if not numbered:
         raise ConfigError(f"sprint {args.sprint!r} has no attempt {args.task!r} on this server "
                           f"(`agentfleet show {args.sprint}` lists its attempts)")
