@@ -197,8 +197,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.sprint import run_and_report
 
     try:
+        links: list[str] = []
         report = run_and_report(plan_path, report=args.report, no_cache=args.no_cache,
-                                redo=redo, checked=checked)
+                                redo=redo, checked=checked, on_flow_run=_collect_link(links))
     except SprintInterrupted as interrupt:
         print()
         print(interrupt.report.table())
@@ -213,6 +214,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if details:
         print()
         print(details)
+    for link in links:
+        print(f"flow run: {link}")
     return _print_ending(report)
 
 
@@ -246,6 +249,59 @@ def cmd_review(args: argparse.Namespace) -> int:
     answers = parse_answers(args.answer or [], waiting.fields, auto=args.auto)
     answer(waiting, answers)
     print("answered: " + ", ".join(f"{k}={v}" for k, v in answers.items()))
+    return 0
+
+
+def _collect_link(links: list[str]) -> Callable[[Any], None]:
+    """A callback putting the flow run's UI link (when a server with a UI runs) in ``links``."""
+
+    def collect(flow_run_id: Any) -> None:
+        from flows.watching import flow_run_link
+
+        link = flow_run_link(flow_run_id) if flow_run_id else None
+        if link:
+            links.append(link)
+
+    return collect
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``agentfleet status``: the recent sprints on the Prefect server, newest first."""
+    import asyncio
+
+    from agentfleet.watching import status_table
+    from flows.embedded import start_embedded_server
+    from flows.watching import now, recent_sprints
+
+    start_embedded_server()  # no PREFECT_API_URL: PREFECT_HOME's database, as `run` used
+    sys.stdout.write(status_table(asyncio.run(recent_sprints(args.limit)), now()))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """``agentfleet show SPRINT [TASK]``: a sprint's attempts, or one task's in full."""
+    import asyncio
+
+    from agentfleet.watching import attempt_number, parse_task_ref, show_attempt, show_sprint
+    from flows.embedded import start_embedded_server
+    from flows.watching import now, sprint_attempts
+
+    task, k = parse_task_ref(args.task) if args.task else (None, None)
+    start_embedded_server()
+    run, attempts = asyncio.run(sprint_attempts(args.sprint, task))
+    if run is None and not attempts:
+        raise ConfigError(f"no sprint {args.sprint!r} on this Prefect server "
+                          "(`agentfleet status` lists the recent ones)")
+    if task is None:
+        sys.stdout.write(show_sprint(args.sprint, run, attempts, now()))
+        return 0
+    numbered = sorted(((n, a) for a in attempts
+                       if (n := attempt_number(a.key, args.sprint, task)) is not None
+                       and (k is None or n == k)), key=lambda pair: pair[0])
+    if not numbered:
+        raise ConfigError(f"sprint {args.sprint!r} has no attempt {args.task!r} on this server "
+                          f"(`agentfleet show {args.sprint}` lists its attempts)")
+    sys.stdout.write("\n".join(show_attempt(a) for _, a in numbered))  # a blank line between
     return 0
 
 
@@ -463,6 +519,27 @@ def build_parser() -> argparse.ArgumentParser:
     rev.add_argument("--auto", action="store_true",
                      help="reviews not answered take their automatic choice")
     rev.set_defaults(func=cmd_review)
+
+    status = sub.add_parser(
+        "status",
+        help="list recent sprints on the Prefect server",
+        description="List the newest sprint flow runs from the Prefect API (PREFECT_API_URL, "
+        "else the embedded server's database in PREFECT_HOME): outcome, tasks applied, "
+        "tokens, duration and the flow run's UI link.",
+    )
+    status.add_argument("--limit", type=int, default=10, help="how many runs (default: 10)")
+    status.set_defaults(func=cmd_status)
+
+    show = sub.add_parser(
+        "show",
+        help="print what the agents of a sprint did, from its artifacts",
+        description="Without TASK: the sprint's latest run and one line per attempt. With "
+        "TASK (or TASK#K for one attempt): each attempt's prompt as sent, final message, "
+        "files changed and the tail of verify's output.",
+    )
+    show.add_argument("sprint", metavar="SPRINT", help="the sprint's name (the plan's name:)")
+    show.add_argument("task", metavar="TASK", nargs="?", help="a task id, or TASK#K")
+    show.set_defaults(func=cmd_show)
 
     schema = sub.add_parser("schema", help="print the plan file's JSON Schema")
     schema.set_defaults(func=cmd_schema)

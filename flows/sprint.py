@@ -15,9 +15,10 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, as_completed
@@ -556,8 +557,11 @@ def run_and_report(
     no_cache: bool,
     redo: list[str] | None = None,
     checked: CheckedPlan | None = None,
+    on_flow_run: Callable[[UUID | None], None] | None = None,
 ) -> SprintReport:
     """Run the flow in this process (``agentfleet run``) and return its report.
+
+    ``on_flow_run``: called with the flow run's id once it ended (for its UI link).
 
     ``checked``: the plan as the caller already loaded and checked it; the flow takes
     it as it is (the plan is read once per run). Errors that stop the flow before it
@@ -581,6 +585,8 @@ def run_and_report(
             with prechecked(plan, checked), terminal_prompt(_is_terminal(sys.stdin)):
                 state = sprint(plan_path=str(plan), report=str(path), no_cache=no_cache,
                                redo=redo or [], return_state=True)
+            if on_flow_run is not None:
+                on_flow_run(state.state_details.flow_run_id)
         except KeyboardInterrupt as interrupt:
             if path.exists():
                 report_ = SprintReport.model_validate_json(path.read_text())

@@ -163,6 +163,8 @@ def test_a_failed_dependency_blocks_its_dependents_and_the_run_fails(
     # A fatal failure is not retried by agentfleet: one Codex run (one thread).
     assert len({r.thread_id for r in model.requests_for("db-indexes")}) == 1
     assert latest_flow_run_state(prefect_server.api_url) == "FAILED"
+    # Against a server, the run ends with its flow run's page.
+    assert f"flow run: {prefect_server.api_url.removesuffix('/api')}/runs/flow-run/" in run.stdout
     # What did succeed still landed on the target, verified.
     assert "def validate_order" in run_git(repo, "show", f"{TARGET}:app/validation.py")
 

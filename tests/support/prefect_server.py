@@ -1,4 +1,4 @@
-"""A real ``prefect server`` on loopback, backed by PostgreSQL as in production."""
+"""A real ``prefect server`` on loopback, backed by PostgreSQL as in production (or SQLite)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ class PrefectServer:
     home: Path
     database: str
     process: subprocess.Popen
+    ui_url: str = ""
 
     def env(self) -> dict[str, str]:
         """Environment for a client process of this server."""
@@ -52,21 +53,36 @@ class PrefectServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        _psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        if self.database != "sqlite":
+            _psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
-def start_prefect_server(home: Path, timeout_s: float = 90) -> PrefectServer:
-    """Start a server on a fresh PostgreSQL database; wait until it answers."""
-    database = f"agentfleet_test_{uuid.uuid4().hex[:8]}"
-    _psql(f'CREATE DATABASE "{database}"')
+def start_prefect_server(
+    home: Path,
+    timeout_s: float = 90,
+    *,
+    database: str = "postgresql",
+    ui: bool = False,
+    env_extra: dict[str, str] | None = None,
+) -> PrefectServer:
+    """Start a server on a fresh database (``postgresql`` or ``sqlite`` in ``home``); wait
+    until it answers. ``ui``: serve the Prefect UI on the same port too."""
     port = free_port()
     env = dict(os.environ)
+    if database == "sqlite":
+        connection = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+    else:
+        database = f"agentfleet_test_{uuid.uuid4().hex[:8]}"
+        _psql(f'CREATE DATABASE "{database}"')
+        connection = PG_DSN.format(db=database)
     env.update(
         PREFECT_HOME=str(home),
-        PREFECT_API_DATABASE_CONNECTION_URL=PG_DSN.format(db=database),
+        PREFECT_API_DATABASE_CONNECTION_URL=connection,
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_UI_ENABLED="false",
+        PREFECT_UI_ENABLED="true" if ui else "false",
+        PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api",
         PREFECT_SERVER_API_HOST="127.0.0.1",
+        **(env_extra or {}),
     )
     env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
@@ -87,7 +103,8 @@ def start_prefect_server(home: Path, timeout_s: float = 90) -> PrefectServer:
         try:
             with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
                 if r.status == 200:
-                    return PrefectServer(api_url, home, database, process)
+                    return PrefectServer(api_url, home, database, process,
+                                         ui_url=f"http://127.0.0.1:{port}")
         except OSError:
             time.sleep(0.3)
     process.kill()
