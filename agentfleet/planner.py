@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -452,8 +452,11 @@ def plan_for_goal(
     plan_path = plan.path or checked.repo.root / "plan.yaml"
 
     def check(tasks: list[dict[str, Any]], ask: int) -> CheckedPlan:
-        return check_plan_data({**raw, "tasks": tasks}, plan_path,
-                               source=f"{plan_path.name}: planner answer {ask}")
+        proposed = check_plan_data({**raw, "tasks": tasks}, plan_path,
+                                   source=f"{plan_path.name}: planner answer {ask}")
+        # The plan's saved blocks were loaded already and their values are in ``raw``;
+        # their names carry over (an agent block's key reaches each agent by its name).
+        return replace(proposed, blocks=checked.blocks)
 
     return propose(PlannerRequest(
         goal=plan.goal, repo=checked.repo.root, base_sha=checked.repo.base_sha,

@@ -12,11 +12,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
+from agentfleet.plan_blocks import PlanBlocks
 from agentfleet.scripted import Rule, Script, ScriptedModelServer
 from tests.conftest import run_git
 
@@ -207,7 +209,8 @@ def test_plan_for_goal_gives_the_sprint_a_checked_plan_with_the_plans_own_keys(
         "name": "orders", "repo": "orders", "goal": GOAL, "verify": "true",
         "limits": {"concurrency": 2}, "planner": {"model": "gpt-5.5"},
     }))
-    checked = load_and_check(plan_file)
+    # As if the plan named a saved agent block: its name reaches the sprint's attempts.
+    checked = replace(load_and_check(plan_file), blocks=PlanBlocks(agent_block="team-codex"))
 
     proposal = plan_for_goal(checked, env=env, work_root=tmp_path / "work" / "planner",
                              codex_path=ROOT / "node_modules" / ".bin" / "codex")
@@ -216,6 +219,7 @@ def test_plan_for_goal_gives_the_sprint_a_checked_plan_with_the_plans_own_keys(
     assert proposal.usage.input_tokens == 100 and proposal.usage.output_tokens == 20
     sprint = proposal.checked
     assert sprint.plan.goal is None and sprint.plan.limits.concurrency == 2
+    assert sprint.blocks.agent_block == "team-codex"
     assert sprint.plan.task_ids == ["db-index", "orders-api", "docs"]
     assert sprint.plan.task_verify("docs") == "true"  # the plan's keys apply to its tasks
     assert sprint.decomposition.waves == [["db-index", "docs"], ["orders-api"]]
