@@ -16,8 +16,9 @@ from agentfleet.decompose import Decomposition, decompose
 from agentfleet.durations import format_duration
 from agentfleet.errors import PlanError, Problem
 from agentfleet.foreach import Template
-from agentfleet.plan import Plan, PlanReading, read_plan, read_plan_data
+from agentfleet.plan import Plan, PlanReading, SyncMirror, read_plan, read_plan_data
 from agentfleet.plan_blocks import BlockLoaders, PlanBlocks
+from agentfleet.remote import RemoteRepository
 from agentfleet.repository import RepoFacts, folder_patterns, inspect_repository
 
 
@@ -31,25 +32,36 @@ class CheckedPlan:
     warnings: list[str] = field(default_factory=list)
     templates: list[Template] = field(default_factory=list)  # foreach tasks, as expanded
     blocks: PlanBlocks = field(default_factory=PlanBlocks)  # what the plan's saved blocks add
+    remote: RemoteRepository | None = None  # a remote repo: where it is; ``repo`` is its mirror
 
 
-def load_and_check(plan_path: Path, blocks: BlockLoaders | None = None) -> CheckedPlan:
+def load_and_check(
+    plan_path: Path, blocks: BlockLoaders | None = None, *, mirror: SyncMirror | None = None
+) -> CheckedPlan:
     """Load a plan, check its repository and decompose it; ``PlanError`` lists every problem.
 
     Reads only: nothing is created in the repository. ``blocks`` loads the saved blocks
-    the plan names (without it, naming one is a problem).
+    the plan names (without it, naming one is a problem). ``mirror`` fetches a remote
+    ``repo`` into its mirror under the work dir (``agentfleet.remote.mirrors``).
     """
-    return check_reading(read_plan(Path(plan_path), blocks=blocks))
+    return check_reading(read_plan(Path(plan_path), blocks=blocks, mirror=mirror))
 
 
 def check_plan_data(
-    raw: dict[str, Any], plan_path: Path, *, source: str, blocks: BlockLoaders | None = None
+    raw: dict[str, Any],
+    plan_path: Path,
+    *,
+    source: str,
+    blocks: BlockLoaders | None = None,
+    mirror: SyncMirror | None = None,
 ) -> CheckedPlan:
     """``load_and_check`` for plan data not read from a file (a planner's answer, a form).
 
     ``plan_path`` is where the plan would be written: ``repo`` is relative to its folder.
     """
-    return check_reading(read_plan_data(raw, Path(plan_path), source=source, blocks=blocks))
+    return check_reading(
+        read_plan_data(raw, Path(plan_path), source=source, blocks=blocks, mirror=mirror)
+    )
 
 
 def check_reading(reading: PlanReading) -> CheckedPlan:
@@ -60,11 +72,18 @@ def check_reading(reading: PlanReading) -> CheckedPlan:
     # plan got far enough to say where the repository is.
     if reading.repo_path is not None:
         facts = inspect_repository(
-            reading.repo_path, reading.base, reading.target, source=reading.source
+            reading.repo_path, reading.base, reading.target, source=reading.source,
+            mirror=reading.remote is not None,
         )
         problems.extend(facts.problems)
     if facts is not None and facts.root is not None and facts.base_sha:
         problems.extend(_folder_pattern_problems(reading, facts.root, facts.base_sha))
+    if reading.plan is not None and reading.plan.placement == "pool" and reading.remote is None:
+        problems.append(Problem(
+            f"{reading.source}: placement",
+            "`pool` runs attempts on workers elsewhere, which need a remote `repo` to fetch "
+            "from and push to (a git URL or a bare repository), not a local folder",
+        ))
     if problems or reading.plan is None or facts is None:
         raise PlanError(problems)
     decomposition = decompose(reading.plan)
@@ -75,6 +94,9 @@ def check_reading(reading: PlanReading) -> CheckedPlan:
         warnings=[*facts.warnings, *decomposition.warnings],
         templates=reading.templates,
         blocks=reading.blocks,
+        remote=RemoteRepository(location=reading.remote, mirror=facts.root,
+                                block=reading.remote_block)
+        if reading.remote is not None and facts.root is not None else None,
     )
 
 
@@ -105,7 +127,8 @@ def render_plan(checked: CheckedPlan) -> str:
     target_state = f"exists at {_short(repo.target_sha)}" if repo.target_exists else "new"
     n = len(plan.tasks)
     lines = [
-        f"plan '{plan.name}': {n} task{'s' if n != 1 else ''} in {repo.root}",
+        f"plan '{plan.name}': {n} task{'s' if n != 1 else ''} in "
+        + (f"{checked.remote.shown} (mirror {repo.root})" if checked.remote else f"{repo.root}"),
         f"base {repo.base} ({_short(repo.base_sha)}) -> target {plan.target_branch} "
         f"({target_state})",
         f"up to {plan.limits.concurrency} agents at once; timeout "

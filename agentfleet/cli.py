@@ -71,9 +71,16 @@ def _secret_env(block: str | None) -> dict[str, str]:
     return agent_secret_env(block)
 
 
+def machine_mirror() -> Callable[[str, str | None], Path]:
+    """Fetching a plan's remote repo into its mirror under this machine's work dir."""
+    from tasks.remote import machine_mirror
+
+    return machine_mirror()
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     """``agentfleet plan PLAN``: check a plan and show what would run together, without running."""
-    checked = load_and_check(Path(args.plan), saved_blocks())
+    checked = load_and_check(Path(args.plan), saved_blocks(), mirror=machine_mirror())
     for warning in checked.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     sys.stdout.write(render_plan(checked))
@@ -182,7 +189,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agentfleet.settings import AgentfleetSettings
 
     plan_path = Path(args.plan).resolve()
-    checked = load_and_check(plan_path, saved_blocks())  # bad input: exit 2 before the flow
+    # Bad input: exit 2 before the flow (a remote repo is fetched now).
+    checked = load_and_check(plan_path, saved_blocks(), mirror=machine_mirror())
     redo = list(args.redo or [])
     check_run(
         repo_root=checked.repo.root,  # type: ignore[arg-type]

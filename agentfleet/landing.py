@@ -25,6 +25,7 @@ from agentfleet.merging import MergeInProgress, label_for, merge_start
 from agentfleet.naming import scratch_ref
 from agentfleet.plan import Plan
 from agentfleet.process import ShellResult, observe_spawns, run_shell
+from agentfleet.remote import REMOTE_NAME
 from agentfleet.results import (
     AttemptResult,
     CheckResult,
@@ -116,8 +117,12 @@ class LandingPolicy(JsonSafeModel):
         return self.on_conflict.get(task_id, self.default)
 
 
-def policy_of(plan: Plan) -> LandingPolicy:
-    """The landing policy a plan's keys ask for."""
+def policy_of(plan: Plan, *, remote: bool = False) -> LandingPolicy:
+    """The landing policy a plan's keys ask for.
+
+    ``remote``: the repository is a remote's mirror, so the target and the applied attempt
+    branches are pushed back to it (``origin``) unless ``push`` names another remote.
+    """
     return LandingPolicy(
         on_conflict={t.id: plan.task_on_conflict(t) for t in plan.tasks},
         default=plan.on_conflict,
@@ -125,8 +130,8 @@ def policy_of(plan: Plan) -> LandingPolicy:
         on_final_verify_failure=plan.on_final_verify_failure,
         max_ejections=plan.max_ejections,
         concurrency=plan.limits.concurrency,
-        push=plan.push,
-        push_attempts=plan.push_attempts,
+        push=plan.push or (REMOTE_NAME if remote else None),
+        push_attempts=plan.push_attempts or remote,
     )
 
 
@@ -151,6 +156,7 @@ def land(
     policy: LandingPolicy | None = None,
     depends_on: Mapping[str, Sequence[str]] | None = None,
     run_attempt: RunAttempt | None = None,
+    remote_env: Mapping[str, str] | None = None,
 ) -> Landing:
     """Apply every succeeded attempt in ``order``, verify, and move ``target``.
 
@@ -162,15 +168,18 @@ def land(
     ``policy``: conflict strategies and what a failed ``final_verify`` does;
     ``depends_on``: each task's direct dependencies (ejected with what they broke);
     ``run_attempt``: runs a rerun or resolver attempt (the flow's; without it both skip).
+    ``remote_env``: git's environment for reaching ``policy.push`` (a repository token's
+    header may be in it, so never ``final_verify``'s); default ``env``.
     """
     policy = policy or LandingPolicy()
+    git_env = remote_env if remote_env is not None else env
     old_target = gitapply.rev_parse(repo, f"refs/heads/{target}")
     remote_was: dict[str, str | None] = {}
     if policy.push:
         # The lease: the value last fetched (or, without one, what the remote holds now); a
         # push by someone else since is refused.
         remote_was[_branch_ref(target)] = gitapply.lease_value(
-            repo, policy.push, _branch_ref(target), env=env
+            repo, policy.push, _branch_ref(target), env=git_env
         )
     # What the target held when landing read it: the remote may hold no more than this.
     first_target = old_target
@@ -294,7 +303,7 @@ def land(
     landing.target_moved = landing.target_up_to_date = True
     landing.target_sha = head
     if policy.push:
-        _push(repo, policy, target, head, landing, reports, remote_was, env, log,
+        _push(repo, policy, target, head, landing, reports, remote_was, git_env, log,
               known=[t for t in (head, first_target) if t])
     return finished()
 

@@ -31,8 +31,9 @@ from pydantic import (
 from agentfleet.agent_config import AgentConfig, AgentOverride, Variant, agent_problem, merge
 from agentfleet.block_refs import UNION_TAGS, PlanAgent, PlanRepo
 from agentfleet.durations import HINT, parse_duration
-from agentfleet.errors import PlanError, Problem
+from agentfleet.errors import GitError, PlanError, Problem
 from agentfleet.foreach import DEFAULT_MAX_ITEMS, Template, expand, has_templates, needs_files
+from agentfleet.git_credentials import redact_url
 from agentfleet.naming import (
     ATTEMPTS_NAMESPACE,
     ID_PATTERN,
@@ -43,6 +44,7 @@ from agentfleet.naming import (
 )
 from agentfleet.patterns import validate_pattern
 from agentfleet.plan_blocks import BlockLoaders, PlanBlocks, resolve_plan_blocks
+from agentfleet.remote import location_problem, remote_location
 
 STAGES = ("foundation", "feature", "tests", "docs")
 Stage = Literal["foundation", "feature", "tests", "docs"]
@@ -234,7 +236,8 @@ class Plan(BaseModel):
     repo: PlanRepo = Field(
         None,
         description="The git repository, relative to the plan file's folder (default: that "
-        "folder), or a saved `agentfleet-repository` block: `{block: NAME}`.",
+        "folder), or a saved `agentfleet-repository` block: `{block: NAME}`. A git URL or a "
+        "bare repository is a remote (see Remote repositories).",
     )
     base: str | None = Field(
         None,
@@ -359,6 +362,12 @@ class Plan(BaseModel):
     )
     push_attempts: bool = Field(
         False, description="With `push`: also push every applied task's attempt branch."
+    )
+    placement: Literal["local", "pool"] = Field(
+        "local",
+        description="Where attempts run: `local`, in the sprint's own process; `pool`, each "
+        "as a flow run of the `attempt` deployment on the work pool `AGENTFLEET_ATTEMPT_POOL` "
+        "(needs a remote `repo`, which the workers fetch from and push to).",
     )
     max_ejections: StrictCount = Field(
         2, ge=0, description="How many times bisection may eject a task before giving up."
@@ -559,7 +568,9 @@ class PlanReading:
     source: str
     plan: Plan | None = None
     problems: list[Problem] = field(default_factory=list)
-    repo_path: Path | None = None
+    repo_path: Path | None = None  # for a remote: its mirror, once fetched
+    remote: str | None = None  # the remote `repo` names (a URL or a bare repository)
+    remote_block: str | None = None  # the repository block holding the remote's token
     base: str | None = None
     target: str | None = None
     # Each task's readable path patterns, by its label ("tasks[api]"), even in a plan
@@ -571,6 +582,34 @@ class PlanReading:
 
 # Lists the files of a base branch (None: HEAD) of a repository; None when it cannot.
 ListFiles = Callable[[Path, str | None], list[str] | None]
+# Brings the mirror of a remote (URL or bare repository) up to date; returns its folder.
+# Called with the remote and the repository block whose token git needs (or None).
+SyncMirror = Callable[[str, str | None], Path]
+
+
+def _read_remote(
+    reading: PlanReading,
+    repo: str | None,
+    folder: Path,
+    mirror: SyncMirror | None,
+    problem: Callable[[str, str], None],
+) -> None:
+    """A remote ``repo``: its mirror, fetched now, stands for the repository."""
+    reading.remote = remote_location(repo, folder)
+    if reading.remote is None:
+        return
+    reading.repo_path = None
+    wrong = location_problem(reading.remote)
+    if wrong:
+        problem("repo", f"{redact_url(reading.remote)!r} {wrong}")
+    elif mirror is None:
+        problem("repo", "a remote repository is fetched only by `agentfleet plan`, "
+                "`agentfleet run` and the sprint flow; use a local clone here")
+    else:
+        try:
+            reading.repo_path = mirror(reading.remote, reading.remote_block)
+        except GitError as exc:
+            problem("repo", str(exc))
 
 
 def load_plan(path: Path) -> Plan:
@@ -582,7 +621,11 @@ def load_plan(path: Path) -> Plan:
 
 
 def read_plan(
-    path: Path, list_files: ListFiles | None = None, *, blocks: BlockLoaders | None = None
+    path: Path,
+    list_files: ListFiles | None = None,
+    *,
+    blocks: BlockLoaders | None = None,
+    mirror: SyncMirror | None = None,
 ) -> PlanReading:
     """Read a plan file, collecting every problem instead of stopping at the first.
 
@@ -623,7 +666,8 @@ def read_plan(
         )
         return reading
 
-    return read_plan_data(raw, path, reading=reading, list_files=list_files, blocks=blocks)
+    return read_plan_data(raw, path, reading=reading, list_files=list_files, blocks=blocks,
+                          mirror=mirror)
 
 
 def read_plan_data(
@@ -634,10 +678,12 @@ def read_plan_data(
     reading: PlanReading | None = None,
     list_files: ListFiles | None = None,
     blocks: BlockLoaders | None = None,
+    mirror: SyncMirror | None = None,
 ) -> PlanReading:
     """Check a plan's data as if read from the file ``path`` (which need not exist).
 
     The same checks as a plan file gets: a planner's answer goes through here too.
+    ``mirror`` fetches a remote ``repo`` into its mirror (without it a remote is refused).
     """
     path = Path(path)
     reading = reading if reading is not None else PlanReading(source=source or str(path))
@@ -656,6 +702,9 @@ def read_plan_data(
     repo = raw.get("repo", None)
     if repo is None or isinstance(repo, str):
         reading.repo_path = (path.resolve().parent / (repo or ".")).resolve()
+        # A remote named by a repository block is fetched with the block's token.
+        reading.remote_block = reading.blocks.repository_block
+        _read_remote(reading, repo, path.resolve().parent, mirror, problem)
     base = raw.get("base")
     if isinstance(base, str) and not _ref_problem("base", base):
         base = branch_of(base)

@@ -120,15 +120,10 @@ def resolve_plan_blocks(raw: Mapping[str, Any], loaders: BlockLoaders | None) ->
                                             loaders.repository)
         if problem:
             out.problems.append(problem)
-        elif source.path is None:
-            out.problems.append((
-                "repo.block",
-                f"the {REPOSITORY_BLOCK_TYPE} block {repo_name!r} names the URL "
-                f"{source.location}; agentfleet runs sprints on a repository on the worker: "
-                "save a block with `path` (a clone of it)",
-            ))
         else:
-            out.raw["repo"] = str(source.path.expanduser())
+            # A URL is a remote: fetched into a mirror, with the block's token (remote.py).
+            out.raw["repo"] = (str(source.path.expanduser()) if source.path is not None
+                               else source.url)
             if raw.get("base") is None and source.base_branch is not None:
                 out.raw["base"] = source.base_branch
             blocks["repository_block"] = repo_name

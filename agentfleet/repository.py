@@ -48,13 +48,16 @@ class RepoFacts(BaseModel):
         return not self.problems
 
 
-def open_repository(path: Path) -> git.Repo:
-    """The git repository at or above ``path``; raises ``NotARepository`` naming the path."""
+def open_repository(path: Path, *, bare: bool = False) -> git.Repo:
+    """The git repository at or above ``path``; raises ``NotARepository`` naming the path.
+
+    ``bare``: ``path`` is a remote's bare mirror (``agentfleet.remote``), worked on as it is.
+    """
     try:
-        repo = git.Repo(path, search_parent_directories=True)
+        repo = git.Repo(path, search_parent_directories=not bare)
     except (InvalidGitRepositoryError, NoSuchPathError) as exc:
         raise NotARepository(f"{path} is not a git repository") from exc
-    if repo.bare:
+    if repo.bare and not bare:
         repo.close()
         raise NotARepository(f"{path} is a bare repository; agentfleet needs a working tree")
     return repo
@@ -79,11 +82,17 @@ def is_dirty(repo: git.Repo) -> bool:
 
 
 def inspect_repository(
-    repo_path: Path, base: str | None, target: str | None, *, source: str | None = None
+    repo_path: Path,
+    base: str | None,
+    target: str | None,
+    *,
+    source: str | None = None,
+    mirror: bool = False,
 ) -> RepoFacts:
     """Read the facts a plan needs from its repository, collecting problems instead of raising.
 
-    ``source`` (the plan file's name) prefixes each problem's location.
+    ``source`` (the plan file's name) prefixes each problem's location. ``mirror``: the
+    repository is a remote's bare mirror (no working tree, so nothing is uncommitted).
     """
     facts = RepoFacts(path=Path(repo_path), target=target)
 
@@ -98,7 +107,7 @@ def inspect_repository(
         problem("repo", f"{path} is not a folder")
         return facts
     try:
-        repo = open_repository(path)
+        repo = open_repository(path, bare=mirror)
     except NotARepository as exc:
         problem("repo", f"{exc} (set repo: to the repository's folder, or run git init there)")
         return facts
@@ -179,7 +188,7 @@ def _inspect(
                 f"target '{target}' is the base branch: results land directly on it"
             )
 
-    facts.dirty = is_dirty(repo)
+    facts.dirty = not repo.bare and is_dirty(repo)
     if facts.dirty and facts.base is not None:
         facts.warnings.append(
             f"uncommitted changes in {root} are not part of base '{facts.base}'; "

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from agentfleet.block_refs import REPOSITORY_BLOCK_TYPE
 from agentfleet.checking import CheckedPlan, check_plan_data, load_and_check
 from agentfleet.errors import ConfigError, PlanError, Problem
+from agentfleet.plan import SyncMirror
 from agentfleet.plan_blocks import BlockLoaders, load_block_values
 
 PLAN_SOURCE = "plan"  # how problems of a plan given as data name it
@@ -69,8 +70,12 @@ def check_sprint_request(
     *,
     blocks: BlockLoaders | None,
     cwd: Path,
+    mirror: SyncMirror | None = None,
 ) -> CheckedPlan:
-    """The checked plan a sprint run was given; ``PlanError``/``ConfigError`` (exit 2)."""
+    """The checked plan a sprint run was given; ``PlanError``/``ConfigError`` (exit 2).
+
+    ``mirror`` fetches a remote ``repo`` into its mirror (``agentfleet.remote``).
+    """
     if isinstance(plan, str | Path) and plan_path is None:
         raise ConfigError(
             f"plan: takes the plan itself (name, tasks, ...), not the text {str(plan)!r}; "
@@ -86,7 +91,7 @@ def check_sprint_request(
         path = Path(plan_path).expanduser()
         if not path.is_absolute():
             path = (root or cwd) / path
-        return load_and_check(path, blocks)
+        return load_and_check(path, blocks, mirror=mirror)
     raw = plain(plan)
     if not isinstance(raw, Mapping):
         raise PlanError([Problem(PLAN_SOURCE, "the plan must be a mapping of keys (name, "
@@ -99,7 +104,7 @@ def check_sprint_request(
         )])
     # A plan given as data has no file: its `repo` is relative to the repository (or cwd).
     return check_plan_data(without_nulls(raw), (root or cwd) / "plan.yaml", source=PLAN_SOURCE,
-                           blocks=blocks)
+                           blocks=blocks, mirror=mirror)
 
 
 def without_nulls(value: Any) -> Any:

@@ -47,6 +47,18 @@ class AgentfleetSettings(BaseSettings):
         "it doubles each retry (with jitter, at most 60 s).",
     )
 
+    attempt_pool: str = Field(
+        default="agentfleet",
+        description="The work pool of the `attempt` deployment that runs a `placement: pool` "
+        "sprint's attempts (the sprint checks that the deployment is on it).",
+    )
+
+    attempt_stale_s: float = Field(
+        default=30.0, ge=4,  # workers beat every HEARTBEAT_S (2 s)
+        description="A `placement: pool` attempt run whose worker has not beaten for this many "
+        "seconds is taken for crashed and run again elsewhere (within the task's retries).",
+    )
+
     def worktree_root(self, repo_key: str, sprint: str) -> Path:
         """The folder holding one sprint's worktrees on one repository."""
         return self.work_dir / "worktrees" / repo_key / sprint

@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import cache, fanout, gitops, plan, proxy
+from bench import cache, fanout, gitops, plan, pool, proxy
 from bench.common import Row, machine_facts, say, table
 from bench.sprints import Context
 
@@ -29,6 +29,7 @@ GROUPS = {
     "git": gitops,
     "fanout": fanout,
     "cache": cache,
+    "pool": pool,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 

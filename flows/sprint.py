@@ -55,6 +55,8 @@ from tasks.blocked import blocked
 from tasks.cache import agent_version, settle
 from tasks.decompose import decompose_stage, planned
 from tasks.observe import SprintProgress, name_task_run_lines, sprint_finished
+from tasks.pool import check_attempt_deployment, pooled_attempt
+from tasks.remote import machine_mirror
 from tasks.review import ReviewDesk, terminal_prompt
 from tasks.runtime import open_run
 from tasks.select import select_candidate
@@ -87,7 +89,7 @@ def checked_plan(plan: Any, plan_path: str | None, repository: Any = None) -> Ch
             and handed[0] == Path(plan_path).resolve()):
         return handed[1]
     return check_sprint_request(plan, plan_path, repository, blocks=saved_blocks(),
-                                cwd=Path.cwd())
+                                cwd=Path.cwd(), mirror=machine_mirror(get_run_logger().info))
 
 
 def run_name() -> str:
@@ -163,6 +165,8 @@ def run_checked(
     for warning in checked.warnings:
         logger.warning(warning)
     codex = codex_for(checked, settings)
+    if checked.plan.placement == "pool":
+        check_attempt_deployment(settings.attempt_pool)
     with open_run(checked.plan.name) as control, \
             SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
         # Agents of a killed run of this sprint may still run (and spend tokens): stop
@@ -211,6 +215,7 @@ class SprintRun:
         self.no_cache = no_cache  # True: run every attempt afresh (and overwrite its cache)
         self.plan = checked.plan
         self.repo = checked.repo
+        self.remote = checked.remote  # a remote repo: self.repo is its mirror
         self.dec = checked.decomposition
         # Run again, whatever is on the target or in the cache: named tasks and dependents.
         self.redo = redo_closure(self.dec, redo or [])
@@ -330,9 +335,10 @@ class SprintRun:
                 redo=self.redo,
                 prompts={t.id: t.prompt for t in self.plan.tasks},
                 lease_dir=lease_dir(self.settings.work_dir, repo_key(self.root), self.plan.name),
-                policy=policy_of(self.plan),
+                policy=policy_of(self.plan, remote=self.remote is not None),
                 depends_on=self.dec.depends_on,
                 run_attempt=self._run_attempt,
+                remote=self.remote,
             )
         except Exception as exc:  # noqa: BLE001 - every ending gets its summary and report
             self.logger.error(f"landing failed: {exc}")
@@ -357,7 +363,7 @@ class SprintRun:
     def _report(self, tasks: list[TaskReport], **fields: object) -> SprintReport:
         return SprintReport(
             sprint=self.plan.name,
-            repo=str(self.root),
+            repo=self.remote.shown if self.remote else str(self.root),
             base=self.repo.base,
             target=self.target,
             tasks=[with_candidates(t, self.selections.get(t.task)) for t in tasks],
@@ -400,10 +406,15 @@ class SprintRun:
         while self.pending and len(self.running) < self.plan.limits.concurrency:
             spec = self.pending.popleft()
             fresh = self.no_cache or spec.task_id in self.redo
-            future = attempt.with_options(refresh_cache=fresh or None).submit(
-                spec, agent_version=self.agent_version
-            )
-            self.running[future] = spec
+            self.running[self._submit(spec, fresh)] = spec
+
+    def _submit(self, spec: AttemptSpec, fresh: bool) -> PrefectFuture:
+        """Start an attempt: a task run here, or with ``placement: pool`` a pool's flow run."""
+        if self.plan.placement == "pool" and self.remote is not None:
+            return pooled_attempt.submit(spec, self.remote, no_cache=fresh)
+        return attempt.with_options(refresh_cache=fresh or None).submit(
+            spec, agent_version=self.agent_version
+        )
 
     def _record(self, spec: AttemptSpec, result: AttemptResult) -> None:
         """Keep an attempt's result; the first to pass may stop its siblings (early stop)."""
@@ -464,10 +475,7 @@ class SprintRun:
         spec = self.specs[(request.task_id, self.results[request.task_id].attempt)].model_copy(
             update=update
         )
-        future = attempt.with_options(refresh_cache=self.no_cache or None).submit(
-            spec, agent_version=self.agent_version
-        )
-        return settle(future, spec, self.logger.info)
+        return settle(self._submit(spec, self.no_cache), spec, self.logger.info)
 
     def _priors(
         self, task_id: str, done_before: dict[str, gitapply.AppliedCommit]
@@ -536,9 +544,11 @@ def with_candidates(report: TaskReport, selection: Selection | None) -> TaskRepo
 
 
 def codex_for(checked: CheckedPlan, settings: AgentfleetSettings) -> Path | None:
-    """The Codex CLI the plan's codex agents will run; ``AgentNotFound`` (exit 2) if none."""
+    """The Codex CLI the plan's codex agents will run here; ``AgentNotFound`` (exit 2) if none."""
     plan = checked.plan
-    if plan.goal is None and all(plan.task_agent(t).kind != "codex" for t in plan.tasks):
+    # placement: pool runs the agents on the workers, which find their own Codex.
+    if plan.placement == "pool" or (
+            plan.goal is None and all(plan.task_agent(t).kind != "codex" for t in plan.tasks)):
         return None
     # The agent block's Codex path wins over AGENTFLEET_CODEX_PATH (block > settings).
     configured = checked.blocks.codex_path or settings.codex_path
@@ -569,7 +579,7 @@ def run_and_report(
     they are, so the CLI exits with their status.
     """
     if checked is None:
-        checked = load_and_check(plan, saved_blocks())
+        checked = load_and_check(plan, saved_blocks(), mirror=machine_mirror())
     settings = AgentfleetSettings()
     check_run(repo_root=checked.repo.root, task_ids=checked.plan.task_ids,
               work_dir=settings.work_dir, report=report, redo=redo or [])

@@ -9,8 +9,10 @@ from prefect.cache_policies import NO_CACHE
 
 from agentfleet.landing import Landing, LandingPolicy, RunAttempt, conflict_rows, land
 from agentfleet.masking import Masker, mask_model
+from agentfleet.remote import RemoteRepository
 from agentfleet.results import AttemptResult
 from tasks.observe import conflicts_predicted
+from tasks.remote import remote_access
 from tasks.runtime import agent_env, run_control
 
 
@@ -34,10 +36,15 @@ def sequential_apply(
     policy: LandingPolicy | None = None,
     depends_on: dict[str, list[str]] | None = None,
     run_attempt: RunAttempt | None = None,
+    remote: RemoteRepository | None = None,
 ) -> Landing:
-    """Apply results in apply order onto a scratch ref, verify, move the target."""
+    """Apply results in apply order onto a scratch ref, verify, move the target.
+
+    ``remote``: the repository is its mirror; git reaches it with its token, if any.
+    """
     logger = get_run_logger()
     env = agent_env({}, {})
+    access = remote_access(remote)
     landing = land(
         repo=repo,
         sprint=sprint,
@@ -58,7 +65,9 @@ def sequential_apply(
         policy=policy,
         depends_on=depends_on,
         run_attempt=run_attempt,
+        remote_env=access.env,
     )
     conflicts_predicted(sprint, conflict_rows(landing))
     # final_verify's output goes into the report and the console: no secret of its env.
-    return mask_model(landing, Masker.from_env(env), keep=("tasks",))
+    return mask_model(landing, Masker([*Masker.from_env(env).values, *access.secrets]),
+                      keep=("tasks",))

@@ -12,10 +12,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_prefect_yaml_entrypoint_loads() -> None:
     deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
-    assert {d["name"] for d in deployments} == {"sprint", "apply", "best-of-n", "nightly-sprint"}
+    assert {d["name"] for d in deployments} == {"sprint", "apply", "best-of-n", "attempt",
+                                                "nightly-sprint"}
     # sprint: one of plan (data) and plan_path (a file), neither required on its own.
     required = {"sprint": [], "apply": ["repo", "target", "branches"],
-                "best-of-n": ["prompt"]}
+                "best-of-n": ["prompt"], "attempt": ["spec", "remote", "start_ref"]}
     for deployment in deployments:
         # Module paths: a worker imports them from the installed package, from any folder.
         flow = load_flow_from_entrypoint(deployment["entrypoint"])

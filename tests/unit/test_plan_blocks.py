@@ -117,8 +117,32 @@ def test_a_block_without_a_server_a_bad_name_or_a_url_is_refused(tmp_path) -> No
     url = {"remote": RepositorySource(url="https://example.com/org/svc.git")}
     remote = write(tmp_path, {"name": "s", "repo": {"block": "remote"},
                               "tasks": [{"id": "a", "prompt": "x"}]})
-    with pytest.raises(PlanError, match="repo.block: .*names the URL https://example.com"):
+    # A URL is a remote; only a caller that can fetch it (a mirror) takes it.
+    with pytest.raises(PlanError, match="repo: a remote repository is fetched only by"):
         load_and_check(remote, loaders(url))
+
+
+def test_a_repository_block_s_url_is_a_remote_fetched_with_that_block(
+    tmp_path: Path, make_repo: MakeRepo
+) -> None:
+    from agentfleet.remote import GitAccess, mirrors
+    from tests.conftest import run_git
+
+    bare = tmp_path / "svc.git"
+    run_git(tmp_path, "clone", "-q", "--bare", str(make_repo("seed")), str(bare))
+    repos = {"svc": RepositorySource(url=f"file://{bare}", base_branch="main")}
+    path = write(tmp_path, {"name": "s", "repo": {"block": "svc"},
+                            "tasks": [{"id": "a", "prompt": "x"}]})
+    asked: list[tuple[str, str | None]] = []
+
+    def access(location: str, block: str | None) -> GitAccess:
+        asked.append((location, block))  # the edge loads this block's token (tasks/remote.py)
+        return GitAccess.of({})
+
+    checked = load_and_check(path, loaders(repos), mirror=mirrors(tmp_path / "work", access))
+    assert asked == [(f"file://{bare}", "svc")]
+    assert checked.remote is not None and checked.remote.block == "svc"
+    assert checked.repo.base == "main" and checked.repo.root == checked.remote.mirror
 
 
 def test_unknown_keys_beside_a_block_are_named(tmp_path, make_repo) -> None:

@@ -1,0 +1,136 @@
+"""The ``attempt`` flow: one attempt of a ``placement: pool`` sprint, on a worker of its pool.
+
+The sprint flow starts it with ``run_deployment`` (a subflow run ``<task>#<k>``). The
+worker may be on another machine: it fetches the remote into its own mirror under its
+own work dir, fetches the attempt's start commit (which the sprint pushed to
+``refs/agentfleet/starts/...``), runs the attempt exactly as a local sprint does
+(worktree, agent, verify, commit, lease, cache in the shared result storage), pushes the
+attempt branch, and returns the result through Prefect's result storage. Cancelling the
+run (or the sprint, which cancels it) stops the agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from agentfleet.agents import find_codex
+from agentfleet.attempt import AttemptSpec
+from agentfleet.clean import reap_orphans
+from agentfleet.leases import lease_dir
+from agentfleet.liveness import HEARTBEAT_LABEL, HEARTBEAT_S
+from agentfleet.locks import repo_key
+from agentfleet.remote import (
+    RemoteRepository,
+    fetch_refs,
+    mirror_path,
+    push_branches,
+    sync_mirror,
+)
+from agentfleet.results import AttemptResult
+from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
+from tasks.attempt import attempt as attempt_task
+from tasks.cache import agent_version, settle
+from tasks.remote import remote_access
+from tasks.runtime import open_run
+
+
+@flow(
+    name="attempt",
+    flow_run_name="{spec.task_id}#{spec.attempt}",
+    task_runner=ThreadPoolTaskRunner(max_workers=1),
+    # The sprint reads the result from the shared result storage.
+    persist_result=True,
+    result_serializer="json",
+)
+def attempt(
+    spec: AttemptSpec,
+    remote: RemoteRepository,
+    start_ref: str,
+    more_refs: list[str] | None = None,
+    no_cache: bool = False,
+) -> AttemptResult:
+    """Run one attempt of a sprint on this worker, from the remote, and push its branch.
+
+    ``start_ref`` (and ``more_refs``, e.g. a resolver's other side) are fetched first.
+    ``spec``'s paths are the sprint's machine's: they are replaced by this worker's.
+    """
+    with heartbeat():
+        return _attempt(spec, remote, [start_ref, *(more_refs or [])], no_cache)
+
+
+@contextlib.contextmanager
+def heartbeat() -> Iterator[None]:
+    """Beat while the block runs (a counter in a label of this flow run) so that the sprint
+    can tell a dead worker from a slow one (``agentfleet.liveness``)."""
+    ctx = FlowRunContext.get()
+    flow_run_id = ctx.flow_run.id if ctx is not None and ctx.flow_run is not None else None
+    stop = threading.Event()
+
+    def beat() -> None:
+        with get_client(sync_client=True) as client:
+            count = 0
+            while True:
+                count += 1
+                with contextlib.suppress(Exception):  # a missed beat; the next one may pass
+                    client.update_flow_run_labels(flow_run_id, {HEARTBEAT_LABEL: str(count)})
+                if stop.wait(HEARTBEAT_S):
+                    return
+
+    thread = threading.Thread(target=beat, name="agentfleet-heartbeat", daemon=True)
+    if flow_run_id is not None:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(timeout=10)
+
+
+def _attempt(
+    spec: AttemptSpec, remote: RemoteRepository, refs: list[str], no_cache: bool
+) -> AttemptResult:
+    logger = get_run_logger()
+    settings = AgentfleetSettings()
+    access = remote_access(remote)
+    mirror = sync_mirror(remote.location, mirror_path(settings.work_dir, remote.location),
+                         access, log=logger.info)
+    here = remote.model_copy(update={"mirror": mirror})
+    fetch_refs(here, refs, access)
+    codex = (find_codex(settings.codex_path, PROJECT_ROOT, os.environ.get("PATH"))
+             if spec.agent.kind == "codex" else None)
+    key = repo_key(mirror)
+    # Agents of an attempt whose worker process was killed on this machine may still run.
+    reap_orphans(settings.work_dir, mirror, spec.sprint, grace_s=settings.stop_grace_s,
+                 log=logger.warning)
+    local = spec.model_copy(update={
+        "repo": mirror,
+        "worktree_root": settings.worktree_root(key, spec.sprint),
+        "lease_dir": lease_dir(settings.work_dir, key, spec.sprint),
+        "codex_path": codex,
+        "grace_s": settings.stop_grace_s,
+    })
+    with open_run(spec.sprint) as control:
+        future = attempt_task.with_options(refresh_cache=no_cache or None).submit(
+            local, agent_version=agent_version(codex)
+        )
+        try:
+            result = settle(future, local, logger.info)
+        except BaseException:
+            # Cancelled (the worker's SIGTERM) or interrupted: stop the agent, let the task
+            # remove its worktree, then go.
+            control.stop(settings.stop_grace_s)
+            future.wait(timeout=settings.stop_grace_s + 30)
+            raise
+    if result.head_sha:
+        push_branches(here, [spec.branch], access)
+        logger.info(f"pushed {spec.branch} to {remote.shown}")
+    return result

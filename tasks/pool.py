@@ -1,0 +1,160 @@
+"""Attempts of a ``placement: pool`` sprint: each a flow run of the ``attempt`` deployment.
+
+The sprint's side (``pooled_attempt``): push the start commit to the remote, start the
+attempt's flow run with ``run_deployment`` (linked as this task run's subflow), wait for
+it while watching the attempt's stop switch (interrupt, cancel, early stop: the flow run
+is cancelled and its worker stops the agent), retry a crashed run (a worker that died)
+within the task's ``retries``, read the result from the shared result storage and fetch
+the attempt branch the worker pushed into this run's mirror.
+"""
+
+from __future__ import annotations
+
+import time
+from uuid import UUID
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Cancelled, Cancelling, Crashed, State
+
+from agentfleet.attempt import AttemptSpec
+from agentfleet.errors import AgentfleetError, ConfigError
+from agentfleet.liveness import HEARTBEAT_LABEL, Liveness
+from agentfleet.remote import (
+    GitAccess,
+    RemoteRepository,
+    delete_remote_refs,
+    fetch_refs,
+    push_refs,
+    start_ref,
+)
+from agentfleet.results import AttemptResult
+from agentfleet.settings import AgentfleetSettings
+from tasks.remote import remote_access
+from tasks.runtime import attempt_control
+
+ATTEMPT_DEPLOYMENT = "attempt/attempt"
+POLL_S = 1.0  # how often the attempt's flow run is looked at
+CANCEL_WAIT_S = 60.0  # how long a cancelled attempt run may take to end
+START_S = 180.0  # how long a worker may take from picking a run up to its first beat
+
+
+def check_attempt_deployment(pool: str) -> None:
+    """``ConfigError`` unless the ``attempt`` deployment exists on work pool ``pool``."""
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(ATTEMPT_DEPLOYMENT)
+        except ObjectNotFound as exc:
+            raise ConfigError(
+                f"placement: pool needs the deployment '{ATTEMPT_DEPLOYMENT}' (prefect.yaml: "
+                f"`prefect --no-prompt deploy -n attempt --pool {pool}`) and workers on "
+                f"pool '{pool}'"
+            ) from exc
+    if deployment.work_pool_name != pool:
+        raise ConfigError(
+            f"the deployment '{ATTEMPT_DEPLOYMENT}' is on work pool "
+            f"'{deployment.work_pool_name}', not on '{pool}' (AGENTFLEET_ATTEMPT_POOL): "
+            f"deploy it there (`prefect --no-prompt deploy -n attempt --pool {pool}`) or set "
+            "AGENTFLEET_ATTEMPT_POOL"
+        )
+
+
+def _cancel(flow_run_id: UUID, state: State | None) -> None:
+    with get_client(sync_client=True) as client:
+        # Not yet picked up: nothing runs, it simply never will. Running: its worker stops it.
+        new = Cancelled() if state is None or state.is_scheduled() or state.is_pending() \
+            else Cancelling()
+        client.set_flow_run_state(flow_run_id, new, force=True)
+
+
+def _wait(flow_run_id: UUID, spec: AttemptSpec, stale_s: float) -> tuple[State, bool]:
+    """The flow run's final state, and whether it was cancelled from here.
+
+    A run whose worker stopped beating (``agentfleet.liveness``) is marked Crashed here.
+    """
+    control = attempt_control(f"{spec.task_id}#{spec.attempt}")
+    cancelled_at: float | None = None
+    alive = Liveness(stale_s=stale_s, start_s=max(START_S, stale_s))
+    with get_client(sync_client=True) as client:
+        while True:
+            flow_run = client.read_flow_run(flow_run_id)
+            state = flow_run.state
+            if state is not None and state.is_final():
+                return state, cancelled_at is not None
+            if control.stopped and cancelled_at is None:
+                _cancel(flow_run_id, state)
+                cancelled_at = time.monotonic()
+            if cancelled_at is not None:
+                if time.monotonic() - cancelled_at > CANCEL_WAIT_S:
+                    return state or Cancelled(), True
+                time.sleep(POLL_S)
+                continue
+            now = time.monotonic()
+            beat = flow_run.labels.get(HEARTBEAT_LABEL) if flow_run.labels else None
+            if alive.dead(now, state.type.value if state else None,
+                          None if beat is None else str(beat)):
+                crashed = Crashed(message=f"its worker has not beaten for "
+                                          f"{alive.silence(now):.0f}s (gone?)")
+                client.set_flow_run_state(flow_run_id, crashed, force=True)
+                return crashed, False
+            control.cancel.wait(POLL_S)  # wakes at once when the attempt is stopped
+
+
+@task(name="pooled-attempt", task_run_name="{spec.task_id}#{spec.attempt}",
+      cache_policy=NO_CACHE, persist_result=False)
+def pooled_attempt(
+    spec: AttemptSpec, remote: RemoteRepository, no_cache: bool = False
+) -> AttemptResult:
+    """Run ``spec`` as a flow run of the ``attempt`` deployment; its result, branch fetched."""
+    logger = get_run_logger()
+    access = remote_access(remote)
+    ref = start_ref(spec.sprint, spec.task_id, spec.attempt)
+    handed = {ref: spec.start_sha}
+    if spec.merge is not None:
+        # A resolver's merge in progress needs the other side's commit on the worker too.
+        handed[ref + "-merge"] = spec.merge.commit
+    push_refs(remote, handed, access)
+    parameters = {"spec": spec.model_dump(mode="json"), "remote": remote.model_dump(mode="json"),
+                  "start_ref": ref, "more_refs": list(handed)[1:], "no_cache": no_cache}
+    try:
+        return _run(spec, remote, parameters, access, AgentfleetSettings().attempt_stale_s)
+    finally:
+        try:
+            delete_remote_refs(remote, list(handed), access)
+        except AgentfleetError as exc:  # litter on the remote, not a failure of the attempt
+            logger.warning(f"could not delete {ref} on {remote.shown}: {exc}")
+
+
+def _run(spec: AttemptSpec, remote: RemoteRepository, parameters: dict[str, object],
+         access: GitAccess, stale_s: float) -> AttemptResult:
+    logger = get_run_logger()
+    name = f"{spec.task_id}#{spec.attempt}"
+    for run in range(1, spec.retries + 2):
+        flow_run = run_deployment(ATTEMPT_DEPLOYMENT, parameters=parameters,
+                                  flow_run_name=name, timeout=0, as_subflow=True)
+        logger.info(f"{name}: flow run {flow_run.name} ({flow_run.id}) on the attempt pool")
+        state, cancelled = _wait(flow_run.id, spec, stale_s)
+        if cancelled:
+            control = attempt_control(name)
+            return AttemptResult(task_id=spec.task_id, attempt=spec.attempt, branch=spec.branch,
+                                 start_sha=spec.start_sha, succeeded=False,
+                                 reason=f"stopped: {control.reason or 'interrupted'}")
+        if state.is_completed():
+            result = state.result()
+            if not isinstance(result, AttemptResult):
+                raise AgentfleetError(f"{name}: its flow run returned {type(result).__name__}")
+            if result.head_sha:
+                fetch_refs(remote, [spec.branch], access)
+            return result
+        # Crashed (a worker gone) or Failed (the worker could not fetch or push: the agent's
+        # own failures come back Completed, as results): another run, maybe elsewhere.
+        if not (state.is_crashed() or state.is_failed()) or run > spec.retries:
+            raise AgentfleetError(
+                f"{name}: its flow run {flow_run.name} ended {state.name}: {state.message}"
+            )
+        logger.warning(f"{name}: flow run {flow_run.name} {state.name.lower()} "
+                       f"({state.message}); running it again ({run}/{spec.retries})")
+    raise AssertionError("unreachable")  # pragma: no cover

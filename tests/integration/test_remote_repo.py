@@ -1,0 +1,157 @@
+"""Sprints on a remote repository (``file://`` URL or a bare repository's folder).
+
+The remote is a real bare repository in a tmp dir; agentfleet works in its own mirror
+under the work dir and pushes the target and the applied attempt branches back.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agentfleet.remote import mirror_path
+from agentfleet.results import TaskOutcome
+from tests.conftest import MakeRepo, run_git
+from tests.integration.conftest import command, run_sprint
+
+
+def _remote(make_repo: MakeRepo, tmp_path: Path) -> Path:
+    seed = make_repo("seed", files={"README.md": "hello\n"})
+    remote = tmp_path / "remote.git"
+    run_git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
+    return remote
+
+
+def _files(repo: Path, ref: str) -> set[str]:
+    return set(run_git(repo, "ls-tree", "--name-only", ref).split())
+
+
+def test_a_sprint_on_a_file_url_lands_and_pushes_to_the_remote(
+    harness: None, make_repo: MakeRepo, tmp_path: Path, work_dir: Path
+) -> None:
+    remote = _remote(make_repo, tmp_path)
+    url = f"file://{remote}"
+    plan = {
+        "name": "far", "repo": url,
+        "tasks": [command("alpha", "echo a > alpha.txt", paths=["alpha.txt"]),
+                  command("beta", "echo b > beta.txt", paths=["beta.txt"])],
+    }
+    completed, report = run_sprint(tmp_path, plan)
+    assert completed, report.summary_line()
+    assert report.repo == url and report.target_moved
+    # The remote's own target holds both, on top of the remote's main.
+    assert _files(remote, "agentfleet/far") == {"README.md", "alpha.txt", "beta.txt"}
+    main = run_git(remote, "rev-parse", "main").strip()
+    run_git(remote, "merge-base", "--is-ancestor", main, "agentfleet/far")
+    pushed = run_git(remote, "for-each-ref", "--format=%(refname)",
+                     "refs/heads/agentfleet-attempts")
+    assert set(pushed.split()) == {"refs/heads/agentfleet-attempts/far/alpha/1",
+                                   "refs/heads/agentfleet-attempts/far/beta/1"}
+    # The work happened in the mirror under the work dir, with no worktree left in it.
+    mirror = mirror_path(work_dir, url)
+    assert run_git(mirror, "rev-parse", "--is-bare-repository").strip() == "true"
+    assert len(run_git(mirror, "worktree", "list").splitlines()) == 1
+
+    # Another machine (a fresh work dir) finds both on the remote's target: nothing runs.
+    shutil.rmtree(work_dir)
+    completed, again = run_sprint(tmp_path, plan)
+    assert completed, again.summary_line()
+    assert {t.outcome for t in again.tasks} == {TaskOutcome.ALREADY_APPLIED}
+
+
+def test_a_bare_repository_folder_is_a_remote_and_each_run_fetches_first(
+    harness: None, make_repo: MakeRepo, tmp_path: Path, work_dir: Path
+) -> None:
+    remote = _remote(make_repo, tmp_path)
+    plan = {"name": "near", "repo": "remote.git", "target": "landed",
+            "tasks": [command("alpha", "cat base.txt > alpha.txt", paths=["alpha.txt"])]}
+    # Someone pushes to the remote's main: the run starts from it, not from a stale copy.
+    clone = tmp_path / "clone"
+    run_git(tmp_path, "clone", "-q", str(remote), str(clone))
+    (clone / "base.txt").write_text("new base\n")
+    run_git(clone, "add", "-A")
+    run_git(clone, "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-qm", "base")
+    run_git(clone, "push", "-q", "origin", "main")
+    completed, report = run_sprint(tmp_path, plan)
+    assert completed, report.summary_line()
+    assert run_git(remote, "show", "landed:alpha.txt") == "new base\n"
+    assert report.repo == str(remote)
+
+    # The remote's target moves meanwhile (another push): the next run lands on top of it.
+    run_git(clone, "fetch", "-q", "origin", "landed:landed")
+    run_git(clone, "switch", "-q", "landed")
+    (clone / "theirs.txt").write_text("theirs\n")
+    run_git(clone, "add", "-A")
+    run_git(clone, "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-qm", "theirs")
+    run_git(clone, "push", "-q", "origin", "landed")
+    plan["tasks"].append(command("beta", "echo b > beta.txt", paths=["beta.txt"]))
+    completed, report = run_sprint(tmp_path, plan)
+    assert completed, report.summary_line()
+    outcomes = {t.task: t.outcome for t in report.tasks}
+    assert outcomes == {"alpha": TaskOutcome.ALREADY_APPLIED, "beta": TaskOutcome.APPLIED}
+    assert _files(remote, "landed") >= {"alpha.txt", "beta.txt", "theirs.txt"}
+
+
+def test_a_pool_sprint_without_the_attempt_deployment_says_how_to_deploy_it(
+    harness: None, make_repo: MakeRepo, tmp_path: Path, work_dir: Path
+) -> None:
+    import flows.sprint as sprint_module
+    from agentfleet.errors import ConfigError
+
+    remote = _remote(make_repo, tmp_path)
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "pooled", "repo": f"file://{remote}", "placement": "pool",
+        "agent": {"kind": "command"},
+        "tasks": [command("alpha", "echo a > alpha.txt", paths=["alpha.txt"])],
+    }))
+    with pytest.raises(ConfigError, match="needs the deployment 'attempt/attempt'"):
+        sprint_module.run_and_report(path, report=None, no_cache=True)
+    assert "agentfleet/pooled" not in run_git(remote, "branch", "--list")
+
+
+def test_a_repository_block_s_token_is_handed_to_git_and_masked(
+    harness: None, tmp_path: Path
+) -> None:
+    from agentfleet.remote import RemoteRepository
+    from blocks.repository import RepositoryBlock
+    from tasks.remote import remote_access
+
+    token = "ghp_integration0token0value0123"
+    url = "https://git.example.com/acme/orders.git"
+    RepositoryBlock(url=url, token=token).save("orders-remote", overwrite=True)
+    access = remote_access(RemoteRepository(location=url, mirror=tmp_path, block="orders-remote"))
+    header = next(v for k, v in access.env.items() if k.startswith("GIT_CONFIG_VALUE_")
+                  and v.startswith("Authorization:"))
+    assert token not in header  # base64 of user:token, scoped to the URL's origin
+    assert any(v == "http.https://git.example.com/.extraHeader" for v in access.env.values())
+    assert access.mask(f"said {token} and {header.split()[-1]}") == "said **** and ****"
+    # Without a block: the machine's own credentials, and git never prompts.
+    plain = remote_access(RemoteRepository(location=url, mirror=tmp_path))
+    assert plain.env["GIT_TERMINAL_PROMPT"] == "0" and not plain.secrets
+
+
+def test_a_remote_behind_a_token_is_fetched_with_its_repository_block(
+    harness: None, make_repo: MakeRepo, tmp_path: Path, work_dir: Path
+) -> None:
+    from agentfleet.errors import GitError
+    from blocks.repository import RepositoryBlock
+    from tasks.remote import machine_mirror
+    from tests.support.git_http import git_http_server
+
+    token = "glpat-integration0token0value0"
+    served = tmp_path / "served"
+    served.mkdir()
+    run_git(tmp_path, "clone", "-q", "--bare", str(make_repo("seed")), str(served / "o.git"))
+    with git_http_server(served, token) as server:
+        url = server.url("o.git")
+        RepositoryBlock(url=url, token=token).save("orders-http", overwrite=True)
+        with pytest.raises(GitError, match="no credentials"):
+            machine_mirror()(url, None)  # the machine's own credentials: none here
+        mirror = machine_mirror()(url, "orders-http")
+    assert mirror.is_relative_to(work_dir)
+    assert run_git(mirror, "config", "remote.origin.url").strip() == url
+    assert token not in (mirror / "config").read_text()
