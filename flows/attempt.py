@@ -105,7 +105,9 @@ def _attempt(
                          access, log=logger.info)
     here = remote.model_copy(update={"mirror": mirror})
     fetch_refs(here, refs, access)
-    codex = (find_codex(settings.codex_path, PROJECT_ROOT, os.environ.get("PATH"))
+    # The agent block's Codex path (in the spec) wins over this worker's setting.
+    codex = (find_codex(spec.codex_path or settings.codex_path, PROJECT_ROOT,
+                        os.environ.get("PATH"))
              if spec.agent.kind == "codex" else None)
     key = repo_key(mirror)
     # Agents of an attempt whose worker process was killed on this machine may still run.

@@ -546,9 +546,11 @@ def with_candidates(report: TaskReport, selection: Selection | None) -> TaskRepo
 def codex_for(checked: CheckedPlan, settings: AgentfleetSettings) -> Path | None:
     """The Codex CLI the plan's codex agents will run here; ``AgentNotFound`` (exit 2) if none."""
     plan = checked.plan
-    # placement: pool runs the agents on the workers, which find their own Codex.
-    if plan.placement == "pool" or (
-            plan.goal is None and all(plan.task_agent(t).kind != "codex" for t in plan.tasks)):
+    if plan.placement == "pool":
+        # The agents run on the workers: each finds Codex there (the block's path, else its
+        # own AGENTFLEET_CODEX_PATH); this machine needs none.
+        return checked.blocks.codex_path
+    if plan.goal is None and all(plan.task_agent(t).kind != "codex" for t in plan.tasks):
         return None
     # The agent block's Codex path wins over AGENTFLEET_CODEX_PATH (block > settings).
     configured = checked.blocks.codex_path or settings.codex_path
