@@ -451,12 +451,17 @@ def plan_for_goal(
     raw.pop("tasks", None)
     plan_path = plan.path or checked.repo.root / "plan.yaml"
 
+    remote = checked.remote
+
     def check(tasks: list[dict[str, Any]], ask: int) -> CheckedPlan:
-        proposed = check_plan_data({**raw, "tasks": tasks}, plan_path,
-                                   source=f"{plan_path.name}: planner answer {ask}")
+        # A remote repo: its mirror is fetched already; the answer is checked against it.
+        proposed = check_plan_data(
+            {**raw, "tasks": tasks}, plan_path, source=f"{plan_path.name}: planner answer {ask}",
+            mirror=(lambda _location, _block: remote.mirror) if remote is not None else None,
+        )
         # The plan's saved blocks were loaded already and their values are in ``raw``;
         # their names carry over (an agent block's key reaches each agent by its name).
-        return replace(proposed, blocks=checked.blocks)
+        return replace(proposed, blocks=checked.blocks, remote=remote)
 
     return propose(PlannerRequest(
         goal=plan.goal, repo=checked.repo.root, base_sha=checked.repo.base_sha,
