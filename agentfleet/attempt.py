@@ -52,6 +52,7 @@ from agentfleet.merging import MergeInProgress, begin_merge, resolution_problems
 from agentfleet.naming import ATTEMPTS_NAMESPACE
 from agentfleet.outcome import AttemptOutcome, Ending, Usage
 from agentfleet.patterns import matches
+from agentfleet.pool import pool_for
 from agentfleet.process import observe_spawns, run_shell
 from agentfleet.prompts import continuation_prompt
 from agentfleet.results import AttemptResult, CheckResult
@@ -127,9 +128,15 @@ def run_attempt(
     # The lease comes first: a run killed during `worktree add` leaves a worktree that
     # the next run can still find and remove.
     lease = _take_lease(spec, manager.root / name)
+    # A run's pool (agentfleet/pool.py) hands out a released worktree reset to the start.
+    pool = pool_for(spec.worktree_root)
     try:
-        path = manager.add(spec.branch, spec.start_sha, name, reset=True)
-        worktree = manager.pinned(path)
+        if pool is not None:
+            worktree = pool.acquire(spec.branch, spec.start_sha, name)
+            path = worktree.path
+        else:
+            path = manager.add(spec.branch, spec.start_sha, name, reset=True)
+            worktree = manager.pinned(path)
     except BaseException:
         if lease is not None:
             lease.release()
@@ -157,7 +164,10 @@ def run_attempt(
             log(f"worktree kept for inspection: {path}")
             result.reason = f"{result.reason or 'failed'} (worktree kept at {path})"
         else:
-            manager.remove(path)
+            if pool is not None:
+                pool.release(worktree)
+            else:
+                manager.remove(path)
             if lease is not None:
                 lease.release()
         if not committed and not kept:

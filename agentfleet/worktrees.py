@@ -126,7 +126,9 @@ class Worktree:
         if (self.git_dir / common).resolve() != self.common_dir:
             raise WorktreeTampered(f"{self.git_dir / 'commondir'} no longer names the repository")
 
-    def run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, input: str | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run git on this worktree, repository pinned; the finished process, any status."""
         self.check()
         return run_git(
@@ -136,11 +138,14 @@ class Worktree:
             *_SAFE_CONFIG,
             *args,
             input=input,
+            env=env,
         )
 
-    def git(self, *args: str, input: str | None = None) -> str:
+    def git(
+        self, *args: str, input: str | None = None, env: Mapping[str, str] | None = None
+    ) -> str:
         """Run git on this worktree, repository pinned; stdout, ``GitError`` on failure."""
-        done = self.run(*args, input=input)
+        done = self.run(*args, input=input, env=env)
         if done.returncode != 0:
             raise git_error(self.path, args, done.returncode, done.stderr)
         return done.stdout

@@ -39,6 +39,7 @@ from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.naming import attempt_branch
 from agentfleet.plan import Plan
+from agentfleet.pool import worktree_pool
 from agentfleet.preflight import check_run, redo_closure
 from agentfleet.requests import check_sprint_request
 from agentfleet.results import AttemptResult, SprintReport, TaskReport
@@ -181,7 +182,9 @@ def run_checked(
                         control=control, land=land)
         run.planner_tokens = planner_tokens
         try:
-            sprint_report = run.run()
+            # Finished attempts' worktrees are reused by the next ones (agentfleet/pool.py).
+            with worktree_pool(checked.repo.root, run.worktree_root):
+                sprint_report = run.run()
         except BaseException:
             if report and run.interrupted is not None:
                 Path(report).write_text(run.interrupted.model_dump_json(indent=2) + "\n")

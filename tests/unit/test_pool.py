@@ -1,0 +1,154 @@
+"""Reused worktrees (agentfleet/pool.py): nothing of one attempt is visible to the next.
+
+Real attempts with `command` agents (no sandbox) through ``run_attempt`` under a run's
+pool: the first plants files, ignored files, a nested repository, forged file stats,
+index bits, refs, a stash and a reflog; the second records what it finds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agentfleet.agent_config import AgentConfig
+from agentfleet.attempt import AttemptSpec, run_attempt
+from agentfleet.pool import worktree_pool
+from agentfleet.worktrees import list_worktrees
+from tests.conftest import run_git
+
+START_FILES = {"README.md": "hello\n", "a.txt": "A1\n", "src/b.txt": "b\n",
+               ".gitignore": "build/\n"}
+
+
+@pytest.fixture
+def repo(make_repo) -> Path:
+    return make_repo(files=START_FILES)
+
+
+def spec(repo: Path, work: Path, task: str, start: str, run: str, **kw: object) -> AttemptSpec:
+    fields: dict[str, object] = dict(
+        sprint="s1", task_id=task, attempt=1, branch=f"agentfleet-attempts/s1/{task}/1",
+        repo=repo, worktree_root=work / "worktrees" / "repo-key" / "s1", start_sha=start,
+        prompt="do it", paths=None, agent=AgentConfig(kind="command", run=run), timeout_s=30,
+        retries=0, grace_s=1, lease_dir=work / "leases" / "repo-key" / "s1",
+    )  # fmt: skip
+    fields.update(kw)
+    return AttemptSpec(**fields)  # type: ignore[arg-type]
+
+
+def attempt(repo: Path, work: Path, task: str, start: str, run: str, **kw: object):
+    return run_attempt(spec(repo, work, task, start, run, **kw), env=dict(os.environ))
+
+
+ID = "-c user.name=Mallory -c user.email=mallory@example.com"
+# Same size and mtime as the original: only the ctime tells; the agent also tells git
+# to ignore ctimes and to skip the files it changed.
+FORGE = ("python3 -c \"import os; s = os.stat('README.md'); "
+         "open('README.md', 'w').write('HELLO\\n'); "
+         "os.utime('README.md', ns=(s.st_atime_ns, s.st_mtime_ns))\"")
+PLANT = " && ".join([
+    "echo s > stash.txt", "git add stash.txt", f"git {ID} stash -q",
+    f"git {ID} commit -q --allow-empty -m planted",
+    "git update-ref refs/worktree/planted HEAD", "git update-ref refs/bisect/bad HEAD",
+    "echo changed > src/b.txt", "rm a.txt", "echo new > new.txt",
+    "mkdir -p build", "echo obj > build/out.o",
+    "mkdir nested", "git -C nested init -q", "echo n > nested/n.txt",
+    FORGE, "git config core.trustctime false",
+    "git update-index --skip-worktree README.md",
+    "git update-index --assume-unchanged src/b.txt",
+    "echo 'ref: refs/heads/main' > $(git rev-parse --git-dir)/ORIG_HEAD",
+])  # fmt: skip
+
+
+def look(out: Path) -> str:
+    """A command agent that records what it sees in its worktree into ``out``."""
+    return " && ".join([
+        f"git status --porcelain --ignored --untracked-files=all > {out}/status",
+        f"git for-each-ref --format='%(refname)' > {out}/refs",
+        f"git stash list > {out}/stash",
+        f"(git log -g --format=%gs HEAD > {out}/reflog 2>&1 || true)",
+        f"ls -A \"$(git rev-parse --git-dir)\" > {out}/admin",
+        f"cp -a . {out}/tree",
+    ])  # fmt: skip
+
+
+def files_under(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): p.read_text()
+        for p in folder.rglob("*")
+        if p.is_file() and p.relative_to(folder).parts[0] != ".git"
+    }
+
+
+def test_a_reused_worktree_holds_nothing_of_the_attempt_before(repo: Path, tmp_path: Path):
+    work, out = tmp_path / "work", tmp_path / "out"
+    out.mkdir()
+    first = run_git(repo, "rev-parse", "HEAD").strip()
+    (repo / "a.txt").write_text("A2\n")
+    (repo / "c.txt").write_text("c\n")
+    run_git(repo, "add", "-A")
+    run_git(repo, "commit", "-qm", "second")
+    second = run_git(repo, "rev-parse", "HEAD").strip()
+    root = work / "worktrees" / "repo-key" / "s1"
+    with worktree_pool(repo, root) as pool:
+        planted = attempt(repo, work, "t1", first, PLANT)
+        assert "nested git repository" in (planted.reason or "")
+        seen = attempt(repo, work, "t2", second, look(out))
+        assert pool.stats.reused == 1 and pool.stats.created == 1
+    assert seen.reason == "the agent changed no file"
+    assert (out / "status").read_text() == ""
+    refs = (out / "refs").read_text().split()
+    assert not [r for r in refs if r.startswith(("refs/worktree/", "refs/bisect/", "refs/stash"))]
+    assert (out / "stash").read_text() == ""
+    assert "planted" not in (out / "reflog").read_text()
+    assert set((out / "admin").read_text().split()) <= {"HEAD", "commondir", "gitdir",
+                                                          "index", "logs"}
+    expected = {**START_FILES, "a.txt": "A2\n", "c.txt": "c\n"}
+    assert files_under(out / "tree") == expected
+    # The run's end leaves no worktree and no folder behind.
+    assert [w.path for w in list_worktrees(repo)] == [repo]
+    assert not root.exists()
+
+
+def test_a_tampered_worktree_leaves_the_pool(repo: Path, tmp_path: Path):
+    work = tmp_path / "work"
+    start = run_git(repo, "rev-parse", "HEAD").strip()
+    with worktree_pool(repo, work / "worktrees" / "repo-key" / "s1") as pool:
+        bad = attempt(repo, work, "t1", start, f'echo "gitdir: {repo}/.git" > .git')
+        assert not bad.succeeded
+        good = attempt(repo, work, "t2", start, "echo ok > ok.txt")
+        assert good.succeeded, good.reason
+        assert pool.stats.reused == 0 and pool.stats.created == 2
+    assert run_git(repo, "status", "--porcelain") == ""
+    assert [w.path for w in list_worktrees(repo)] == [repo]
+
+
+def test_a_kept_failed_worktree_leaves_the_pool(repo: Path, tmp_path: Path):
+    work = tmp_path / "work"
+    start = run_git(repo, "rev-parse", "HEAD").strip()
+    root = work / "worktrees" / "repo-key" / "s1"
+    with worktree_pool(repo, root) as pool:
+        failed = attempt(repo, work, "t1", start, "echo mine > mine.txt; exit 3",
+                         keep_failed_worktree=True)
+        assert not failed.succeeded
+        again = attempt(repo, work, "t2", start, "echo ok > ok.txt")
+        assert again.succeeded, again.reason
+        assert pool.stats.reused == 0 and pool.stats.created == 2
+    kept = root / "t1-1"
+    assert (kept / "mine.txt").read_text() == "mine\n"
+    assert [w.path for w in list_worktrees(repo)] == [repo, kept.resolve()]
+
+
+def test_released_worktrees_are_reused_in_turn(repo: Path, tmp_path: Path):
+    work = tmp_path / "work"
+    start = run_git(repo, "rev-parse", "HEAD").strip()
+    with worktree_pool(repo, work / "worktrees" / "repo-key" / "s1") as pool:
+        for k in range(3):
+            done = attempt(repo, work, f"t{k}", start, f"test ! -e f.txt && echo {k} > f.txt")
+            assert done.succeeded, done.reason
+            assert run_git(repo, "show", f"{done.branch}:f.txt") == f"{k}\n"
+            # Released, the worktree is on no branch: the user may delete the attempt's.
+            run_git(repo, "branch", "-D", done.branch)
+        assert pool.stats.reused == 2 and pool.stats.created == 1
