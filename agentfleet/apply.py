@@ -19,8 +19,10 @@ out of a target again (``--redo``), replaying what came after them.
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import tempfile
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ConfigDict
@@ -100,7 +102,109 @@ def commit_tree(repo: Path, tree: str, parents: list[str], message: str) -> str:
     args = ["commit-tree", tree]
     for parent in parents:
         args += ["-p", parent]
-    return git(repo, *identity_args(), *args, "-F", "-", input=message).strip()
+    sha = git(repo, *identity_args(), *args, "-F", "-", input=message).strip()
+    if is_oid(tree) and all(is_oid(p) for p in parents):
+        _remember(repo, Commit(sha, tree, tuple(parents)))
+    return sha
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A commit object's id, tree and parents: facts that never change for that id."""
+
+    sha: str
+    tree: str
+    parents: tuple[str, ...]
+
+
+# (repository, commit id) -> the commit: what applying a stack learns or makes, so the
+# next result needs no `git` to know it (a stack of 100 is 100 commits deep).
+_known: dict[tuple[str, str], Commit] = {}
+_KNOWN_MAX = 100_000
+
+
+def _remember(repo: Path, commit: Commit) -> None:
+    if len(_known) >= _KNOWN_MAX:
+        _known.clear()
+    _known[(str(repo), commit.sha)] = commit
+
+
+def commits(repo: Path, revs: Sequence[str]) -> list[Commit]:
+    """The commits ``revs`` name, in order; one ``git cat-file --batch`` for those not
+    known yet (a full id agentfleet made or read before is). ``GitError`` if one is none."""
+    found: list[Commit | None] = [
+        _known.get((str(repo), rev)) if is_oid(rev) else None for rev in revs
+    ]
+    ask = [i for i, c in enumerate(found) if c is None]
+    if ask:
+        query = "".join(f"{revs[i]}^{{commit}}\n" for i in ask)
+        if any("\n" in revs[i] for i in ask):
+            raise GitError(f"not a revision: {next(r for r in revs if chr(10) in r)!r}")
+        try:
+            # Names come on stdin: a rev starting with "-" is never taken for an option.
+            done = subprocess.run(["git", "-C", str(repo), "cat-file", "--batch"],
+                                  input=query.encode("utf-8", "surrogateescape"),
+                                  capture_output=True, check=False)
+        except FileNotFoundError as e:
+            raise GitError("git is not installed (or not on PATH)") from e
+        if done.returncode != 0:
+            raise git_error(repo, ("cat-file", "--batch"), done.returncode,
+                            done.stderr.decode("utf-8", "replace"))
+        out, pos = done.stdout, 0
+        for i in ask:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].decode("utf-8", "surrogateescape").split(" ")
+            pos = end + 1
+            if len(header) != 3 or header[1] != "commit":
+                resolve_commit(repo, revs[i])  # raises, with git's words for what is wrong
+                raise GitError(f"{revs[i]!r} does not name a commit in {repo}")
+            size = int(header[2])
+            body, pos = out[pos:pos + size], pos + size + 1
+            tree, parents = "", []
+            for line in body.split(b"\n"):
+                if not line:
+                    break  # the headers end at the first empty line
+                if line.startswith(b"tree "):
+                    tree = line[5:].decode()
+                elif line.startswith(b"parent "):
+                    parents.append(line[7:].decode())
+            found[i] = Commit(header[0], tree, tuple(parents))
+            _remember(repo, found[i])
+    return [c for c in found if c is not None]
+
+
+def _start_is_merge_base(repo: Path, onto: Commit, head: Commit, start: Commit) -> bool:
+    """Whether git's merge base of ``onto`` and ``head`` is ``start`` alone, known without
+    git: ``head`` a child of ``start`` only, ``onto`` ``start`` or a known single-parent
+    descendant of it (a stack applied on it), ``head`` not on the way."""
+    if head.parents != (start.sha,):
+        return False
+    current: Commit | None = onto
+    for _ in range(len(_known) + 1):
+        if current is None or current.sha == head.sha:
+            return False
+        if current.sha == start.sha:
+            return True
+        if len(current.parents) != 1:
+            return False
+        current = _known.get((str(repo), current.parents[0]))
+    return False
+
+
+def _ours(
+    repo: Path, onto: Commit, head: Commit, start: Commit | None, names: tuple[str, str | None]
+) -> str:
+    """What to merge ``head`` into so that only ``start..head`` is applied onto ``onto``
+    (``names``: how the caller named head and start, for the error)."""
+    if start is None:
+        return onto.sha
+    if start.sha not in head.parents and not is_ancestor(repo, start.sha, head.sha):
+        raise GitError(f"{names[0]} ({head.sha[:10]}) does not descend from its start {names[1]}")
+    if _start_is_merge_base(repo, onto, head, start):
+        return onto.sha  # what the stand-in below would give, one commit fewer
+    # git 2.39's merge-tree takes no merge base; a stand-in commit with onto's tree on
+    # top of start makes start the only (hence the best) common ancestor.
+    return commit_tree(repo, onto.tree, [start.sha], f"agentfleet: stand-in for {onto.sha}\n")
 
 
 def merge_trees(repo: Path, ours: str, theirs: str) -> tuple[str, list[str]]:
@@ -166,20 +270,11 @@ def apply_one(
     started from other tasks' results and edited their lines. Without it git picks
     the merge base, which for such an attempt is older and makes those edits conflict.
     """
-    onto_sha = resolve_commit(repo, onto)
-    head_sha = resolve_commit(repo, attempt_head)
-    ours = onto_sha
-    if start is not None:
-        start_sha = resolve_commit(repo, start)
-        if not is_ancestor(repo, start_sha, head_sha):
-            raise GitError(
-                f"{attempt_head} ({head_sha[:10]}) does not descend from its start {start}"
-            )
-        # git 2.39's merge-tree takes no merge base; a stand-in commit with onto's tree on
-        # top of start makes start the only (hence the best) common ancestor.
-        ours = commit_tree(
-            repo, tree_of(repo, onto_sha), [start_sha], f"agentfleet: stand-in for {onto_sha}\n"
-        )
+    # One git for the three (none for those a stack already knows), and no stand-in
+    # commit when the merge base already is the start (agentfleet's own attempt commits).
+    onto_c, head_c, *rest = commits(repo, [onto, attempt_head, *([start] if start else [])])
+    onto_sha, head_sha = onto_c.sha, head_c.sha
+    ours = _ours(repo, onto_c, head_c, rest[0] if rest else None, (attempt_head, start))
     tree, conflicts = merge_trees(repo, ours, head_sha)
     overwritten: list[str] = []
     if conflicts and overwrite_env is None:
@@ -188,7 +283,7 @@ def apply_one(
         # The seed's "Overwrite": this attempt's version of each conflicting file wins.
         tree = replace_paths(repo, tree, head_sha, conflicts, env=overwrite_env)
         overwritten = conflicts
-    if tree == tree_of(repo, onto_sha):
+    if tree == onto_c.tree:
         return ApplyResult(applied=False, empty=True)
     commit = commit_task(
         repo, onto_sha, tree, sprint=sprint, task_id=task_id, attempt_branch=attempt_branch,
@@ -220,13 +315,9 @@ def commit_task(
 
 def predict(repo: Path, onto: str, attempt_head: str, start: str | None) -> list[str]:
     """The files that would conflict applying ``start..attempt_head`` onto ``onto``."""
-    ours = resolve_commit(repo, onto)
-    if start is not None:
-        ours = commit_tree(
-            repo, tree_of(repo, ours), [resolve_commit(repo, start)],
-            f"agentfleet: stand-in for {ours}\n",
-        )  # fmt: skip
-    return merge_trees(repo, ours, resolve_commit(repo, attempt_head))[1]
+    onto_c, head_c, *rest = commits(repo, [onto, attempt_head, *([start] if start else [])])
+    ours = _ours(repo, onto_c, head_c, rest[0] if rest else None, (attempt_head, start))
+    return merge_trees(repo, ours, head_c.sha)[1]
 
 
 def replace_paths(

@@ -4,9 +4,10 @@ A repository of ``files`` files (``dNN/fNNNN.txt``) and ``results`` result branc
 each changing a different file from the base commit, is written with ``git
 fast-import`` (quick, and no working tree is needed for what is measured).
 
-- working copy: agentfleet's way of making an attempt's working copy (today
-  ``WorktreeManager.add``) against a plain ``git worktree add -b``, median of
-  ``reps`` each, interleaved, one untimed warm-up each;
+- working copy: agentfleet's way of making an attempt's working copy (a run's pooled
+  worktree, used by an attempt before, reset to the start: ``WorktreePool.acquire``)
+  against a plain ``git worktree add -b``, median of ``reps`` each, interleaved, one
+  untimed warm-up each;
 - apply: ``agentfleet.apply.apply_one`` chained over every result (no working
   tree) against a ``git cherry-pick`` loop in a worktree made beforehand;
 - predict: ``git merge-tree --write-tree`` of each result against the target
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentfleet.apply import apply_one, merge_trees
-from agentfleet.worktrees import WorktreeManager
+from agentfleet.pool import worktree_pool
 from bench.common import (
     GIT_ENV,
     Row,
@@ -86,22 +87,41 @@ def generate(repo: Path, size: Size) -> str:
 
 
 def working_copy(repo: Path, base: str, root: Path, reps: int) -> tuple[list[float], list[float]]:
-    """(plain, agentfleet) seconds per working copy, interleaved, each removed untimed."""
-    manager = WorktreeManager(repo, root / "agentfleet")
+    """(plain, agentfleet) seconds per working copy, interleaved, each removed untimed.
+
+    agentfleet's is what an attempt gets in a run: a worktree from the run's pool that
+    the attempt before used (it changed, deleted and added files, built ignored ones),
+    reset to the start commit (``WorktreePool.acquire``). The first pair warms caches and
+    makes the pool's worktree; it is not counted.
+    """
     (root / "plain").mkdir(parents=True)
     plain, ours = [], []
-    for k in range(reps + 1):  # the first pair warms caches and is not counted
-        path = root / "plain" / f"w{k}"
-        with stopwatch() as t:
-            git(repo, "worktree", "add", "-q", "-b", f"plain/{k}", str(path), base)
-        git(repo, "worktree", "remove", "--force", str(path))
-        with stopwatch() as u:
-            made = manager.add(f"agentfleet-attempts/bench/w/{k}", base, f"w{k}")
-        manager.remove(made)
-        if k:
-            plain.append(t[0])
-            ours.append(u[0])
+    with worktree_pool(repo, root / "agentfleet") as pool:
+        for k in range(reps + 1):
+            path = root / "plain" / f"w{k}"
+            with stopwatch() as t:
+                git(repo, "worktree", "add", "-q", "-b", f"plain/{k}", str(path), base)
+            git(repo, "worktree", "remove", "--force", str(path))
+            with stopwatch() as u:
+                made = pool.acquire(f"agentfleet-attempts/bench/w/{k}", base, f"w{k}")
+            _like_an_agent(made.path, k)
+            pool.release(made)
+            if k:
+                plain.append(t[0])
+                ours.append(u[0])
+        if pool.stats.reused != reps:
+            raise RuntimeError(f"the pool did not reuse its worktree: {pool.stats}")
     return plain, ours
+
+
+def _like_an_agent(tree: Path, k: int) -> None:
+    """What an attempt leaves: a few files changed, one deleted, new and ignored files."""
+    for i in range(5):
+        (tree / file_path(k * 7 + i)).write_text(f"changed by attempt {k}\n")
+    (tree / file_path(k * 7 + 5)).unlink()
+    (tree / f"new-{k}.txt").write_text("new\n")
+    (tree / "build").mkdir(exist_ok=True)
+    (tree / "build" / f"out-{k}.o").write_text("object\n")
 
 
 def cherry_pick_loop(repo: Path, base: str, root: Path, results: int) -> float:
@@ -161,7 +181,8 @@ def measure(ctx, work: Path) -> list[Row]:  # noqa: ANN001 - bench.sprints.Conte
     n = size.results
     return [
         Row("worktree", f"an attempt's working copy, repository of {size.files:,} files "
-            f"(median of {size.reps}; today WorktreeManager.add)", "git worktree add",
+            f"(median of {size.reps}; a run's pooled worktree reset to the start)",
+            "git worktree add",
             median(plain), median(ours), median(ours) / median(plain),
             details={"plain_s": plain, "agentfleet_s": ours, "files": size.files}
             ).judge(ratio_le(0.10)),

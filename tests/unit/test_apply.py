@@ -356,3 +356,21 @@ def test_checked_out_in_sees_linked_worktrees(repo: Path, tmp_path: Path):
     path = manager.add("feature", "main", "feature")
     assert ga.checked_out_in(repo, "feature") == [path]
     assert ga.checked_out_in(repo, "nobody") == []
+
+
+def commit_objects(repo: Path) -> set[str]:
+    out = sh(repo, "cat-file", "--batch-all-objects", "--batch-check=%(objectname) %(objecttype)")
+    return {line.split()[0] for line in out.splitlines() if line.endswith(" commit")}
+
+
+def test_a_stack_of_independent_results_writes_one_commit_each(repo: Path, fleet: Fleet):
+    # Their start is the merge base already: no stand-in commit is written for them.
+    base = sh(repo, "rev-parse", "main").strip()
+    heads = [fleet.attempt(t, base, {f"{t}.txt": f"{t}\n"}) for t in ("a", "b", "c")]
+    before = commit_objects(repo)
+    results = fleet.land(list(zip(("a", "b", "c"), heads, strict=True)))
+    assert [r.applied for r in results] == [True, True, True]
+    assert commit_objects(repo) - before == {r.commit for r in results}
+    top = results[-1].commit
+    assert sh(repo, "ls-tree", "--name-only", top).split() == ["a.txt", "b.txt", "c.txt",
+                                                               "shared.txt"]
