@@ -53,7 +53,7 @@ from flows.params import saved_blocks, sprint_run_name
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
 from tasks.blocked import blocked
-from tasks.cache import agent_version, settle
+from tasks.cache import agent_version, prefetch_agent_version, settle
 from tasks.decompose import decompose_stage, planned
 from tasks.observe import SprintProgress, name_task_run_lines, sprint_finished
 from tasks.pool import check_attempt_deployment, pooled_attempt
@@ -588,7 +588,7 @@ def run_and_report(
     settings = AgentfleetSettings()
     check_run(repo_root=checked.repo.root, task_ids=checked.plan.task_ids,
               work_dir=settings.work_dir, report=report, redo=redo or [])
-    codex_for(checked, settings)
+    prefetch_agent_version(codex_for(checked, settings))  # asked while Prefect starts
     with SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
         pass  # refuse a second run at once, before Prefect's start-up; the flow locks again
     # On the main thread, before any API call: the embedded server (if any) dies with us.

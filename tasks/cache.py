@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 from prefect.context import TaskRunContext
@@ -75,9 +77,48 @@ def cached_state(result: AttemptResult) -> State:
 
 
 def agent_version(codex: Path | None) -> str | None:
-    """``codex --version`` (part of every Codex attempt's key), or None without Codex."""
+    """``codex --version`` (part of every Codex attempt's key), or None without Codex.
+
+    Asked once per binary (its path, size and mtime) and process, in the background when
+    ``prefetch_agent_version`` came first: Node's start-up is off the run's critical path.
+    """
     if codex is None:
         return None
+    return _version_of(codex).result()
+
+
+def prefetch_agent_version(codex: Path | None) -> None:
+    """Start asking ``codex --version`` now, while the run starts up."""
+    if codex is not None:
+        _version_of(codex)
+
+
+_versions: dict[tuple[str, int, int], Future[str]] = {}
+_versions_lock = threading.Lock()
+
+
+def _version_of(codex: Path) -> Future[str]:
+    try:
+        st = codex.stat()
+        key = (str(codex.resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    with _versions_lock:
+        found = _versions.get(key) if key is not None else None
+        if found is not None:
+            return found
+        future: Future[str] = Future()
+        if key is not None:
+            _versions[key] = future
+
+    def ask() -> None:
+        future.set_result(_ask_version(codex))
+
+    threading.Thread(target=ask, name="codex-version", daemon=True).start()
+    return future
+
+
+def _ask_version(codex: Path) -> str:
     try:
         done = subprocess.run(
             [str(codex), "--version"], capture_output=True, text=True, timeout=60,
