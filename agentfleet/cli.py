@@ -201,7 +201,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     for warning in checked.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    # Prefect costs seconds to import and start: only now that the plan is good.
+    # Prefect costs seconds to import and start: only now that the plan is good. Its
+    # embedded server starts first, so that both start-ups overlap.
+    from flows.prestart import prestart_embedded_server
+
+    prestart_embedded_server()
     from flows.sprint import run_and_report
 
     try:

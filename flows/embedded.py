@@ -27,6 +27,8 @@ from prefect.settings import (
 )
 from prefect.settings.context import get_current_settings
 
+from flows.prestart import early_port, stop_early, take_early
+
 # Defaults for the embedded server; an environment variable or a Prefect profile wins.
 QUIET = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 # Prefect waits 20 s by default; a first start (database migrations) on a busy machine
@@ -45,6 +47,9 @@ def embedded_server_class() -> type:
 
     class EmbeddedServer(SubprocessASGIServer):
         def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            early = take_early(self.port)  # started before Prefect was imported
+            if early is not None:
+                return early
             # Prefect 3.9's command and environment, behind the lifeline.
             server_env = {
                 "PREFECT_UI_ENABLED": "0",
@@ -79,6 +84,7 @@ def start_embedded_server() -> str | None:
     and this one is the default's), so no second server starts, and it is stopped at exit.
     """
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        stop_early()
         return None
     from prefect.server.api.server import SubprocessASGIServer
 
@@ -86,6 +92,7 @@ def start_embedded_server() -> str | None:
     if server is None or not server.running:
         SubprocessASGIServer._instances.pop(None, None)
         server = embedded_server_class()()
+        server.port = server.port or early_port()  # adopt the one flows/prestart.py started
         server.start(
             timeout=max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(),
                         MIN_STARTUP_TIMEOUT_S)
