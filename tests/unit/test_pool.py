@@ -57,8 +57,10 @@ PLANT = " && ".join([
     "mkdir nested", "git -C nested init -q", "echo n > nested/n.txt",
     FORGE, "git config core.trustctime false",
     "git update-index --skip-worktree README.md",
-    "git update-index --assume-unchanged src/b.txt",
+    "echo '*.txt' >> .gitignore", "git update-index --assume-unchanged .gitignore",
     "echo 'ref: refs/heads/main' > $(git rev-parse --git-dir)/ORIG_HEAD",
+    # A tracked folder replaced by a link out: the next checkout must not write through it.
+    "rm -rf src", "ln -s {outside} src",
 ])  # fmt: skip
 
 
@@ -93,7 +95,9 @@ def test_a_reused_worktree_holds_nothing_of_the_attempt_before(repo: Path, tmp_p
     second = run_git(repo, "rev-parse", "HEAD").strip()
     root = work / "worktrees" / "repo-key" / "s1"
     with worktree_pool(repo, root) as pool:
-        planted = attempt(repo, work, "t1", first, PLANT)
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        planted = attempt(repo, work, "t1", first, PLANT.format(outside=outside))
         assert "nested git repository" in (planted.reason or "")
         seen = attempt(repo, work, "t2", second, look(out))
         assert pool.stats.reused == 1 and pool.stats.created == 1
@@ -107,6 +111,8 @@ def test_a_reused_worktree_holds_nothing_of_the_attempt_before(repo: Path, tmp_p
                                                           "index", "logs"}
     expected = {**START_FILES, "a.txt": "A2\n", "c.txt": "c\n"}
     assert files_under(out / "tree") == expected
+    assert not (out / "tree" / "src").is_symlink()
+    assert list(outside.iterdir()) == []
     # The run's end leaves no worktree and no folder behind.
     assert [w.path for w in list_worktrees(repo)] == [repo]
     assert not root.exists()
