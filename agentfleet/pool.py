@@ -145,9 +145,15 @@ class WorktreePool:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+        # Idle worktrees are only agentfleet's (no agent, detached, under .pool): their
+        # folders go, then one prune unregisters them all.
+        with contextlib.suppress(GitError, OSError), repo_lock(self.repo):
+            shutil.rmtree(self.dir, ignore_errors=True)
+            git(self.repo, "worktree", "prune")
         for item in idle:
-            self._discard(item.worktree.path, item.worktree.git_dir)
-        shutil.rmtree(self.dir, ignore_errors=True)
+            if item.worktree.git_dir.exists():  # prune kept it (e.g. git's own lock on it)
+                self._discard(item.worktree.path, item.worktree.git_dir)
+        self._index.clear()
         for folder in (self.root, self.root.parent):
             with contextlib.suppress(OSError):  # not empty: kept worktrees, other sprints
                 folder.rmdir()

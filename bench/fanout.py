@@ -170,9 +170,10 @@ def agentfleet_phases(run: AgentfleetRun) -> dict[str, float | None]:
     first_request = min(r.started_at for r in run.requests)
     last_response = max(r.finished_at or r.started_at for r in run.requests)
     flow_began = run.first(r"Beginning flow run")
-    first_submit = run.first(r"#1 starts from")
-    last_attempt = run.last(r"Task run '[^']*#\d+' - Finished in state")
-    landed = run.last(r"Task run 'sequential-apply[^']*' - Finished in state")
+    # "<task>: starts from ..." (the flow's line); task runs' lines start with their name.
+    first_submit = run.first(r" - [^ ]+: starts from")
+    last_attempt = run.last(r"Task run '[^']*#\d+' - (\S+: )?Finished in state")
+    landed = run.last(r"Task run 'sequential-apply[^']*' - (\S+: )?Finished in state")
     flow_done = run.last(r"Flow run '[^']*' - Finished in state")
 
     def span(a: float | None, b: float | None) -> float | None:
