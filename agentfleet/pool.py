@@ -90,9 +90,9 @@ class WorktreePool:
         self._lock = threading.Lock()
         self._closed = False
 
-    def acquire(self, branch: str, start: str, name: str) -> Worktree:
-        """A worktree at ``root/name`` on ``branch`` (made or moved to ``start``), exactly
-        ``start``'s files: an idle one reset, or a new one."""
+    def acquire(self, branch: str | None, start: str, name: str) -> Worktree:
+        """A worktree at ``root/name`` on ``branch`` (made or moved to ``start``; None:
+        detached at ``start``), exactly ``start``'s files: an idle one reset, or a new one."""
         with self._lock:
             idle = self._idle.pop() if self._idle else None
         if idle is not None:
@@ -103,7 +103,10 @@ class WorktreePool:
             except (GitError, WorktreeTampered, OSError):
                 self._discard(idle.worktree.path, idle.worktree.git_dir)
                 self._discard(self.root / name, idle.worktree.git_dir)
-        path = self.manager.add(branch, start, name, reset=True)
+        if branch is None:
+            path = self.manager.add_detached(start, name)
+        else:
+            path = self.manager.add(branch, start, name, reset=True)
         worktree = self.manager.pinned(path)
         try:
             self._keep_index(worktree)
@@ -158,10 +161,10 @@ class WorktreePool:
             with contextlib.suppress(OSError):  # not empty: kept worktrees, other sprints
                 folder.rmdir()
 
-    def _reuse(self, idle: _Idle, branch: str, start: str, name: str) -> Worktree:
+    def _reuse(self, idle: _Idle, branch: str | None, start: str, name: str) -> Worktree:
         old = idle.worktree
         target = self.manager._path(name)
-        ref = f"refs/heads/{branch}"
+        ref = f"refs/heads/{branch}" if branch is not None else None
         with repo_lock(self.repo):
             old.check()
             sha = resolve_commit(self.repo, start)
@@ -170,12 +173,15 @@ class WorktreePool:
             git(self.repo, "worktree", "move", str(old.path), str(target))
             worktree = replace(old, path=target, branch=branch, start=sha)
             worktree.check()
-            if _ref(self.repo, ref) != sha:
+            if ref is not None and _ref(self.repo, ref) != sha:
                 # --no-deref: an agent may have left this branch a symbolic ref.
                 git(self.repo, "update-ref", "--no-deref", "-m",
                     f"agentfleet: attempt at {sha}", ref, sha)
             self.manager._pinned[target] = worktree
-        worktree.git("symbolic-ref", "HEAD", ref)
+        if ref is None:
+            worktree.git("update-ref", "--no-deref", "HEAD", sha)
+        else:
+            worktree.git("symbolic-ref", "HEAD", ref)
         env = {**os.environ, "GIT_INDEX_FILE": str(idle.index)}
         worktree.git(*_SOUND_CONFIG, "read-tree", "--reset", "-u", sha, env=env)
         # -ff: also nested repositories; -x: ignored files too (setup's products included).

@@ -369,12 +369,24 @@ class WorktreeManager:
 def temporary_worktree(
     repo: Path, commit: str, root: Path, *, prefix: str = "verify"
 ) -> Iterator[Path]:
-    """A detached worktree at ``commit`` under ``root``, removed afterwards whatever happens.
+    """A detached worktree at ``commit`` under ``root``, removed afterwards whatever happens
+    (given back to the run's pool when one is open for ``root``).
 
     Named ``<prefix>-<random>``: what it is for, when one is left behind.
     """
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    from agentfleet.pool import pool_for  # the pool builds on this module
+
+    pool = pool_for(root)
+    if pool is not None:  # a run's: one of its idle worktrees, reset to commit
+        worktree = pool.acquire(None, commit, name)
+        try:
+            yield worktree.path
+        finally:
+            pool.release(worktree)
+        return
     manager = WorktreeManager(repo, root)
-    path = manager.add_detached(commit, f"{prefix}-{uuid.uuid4().hex[:10]}")
+    path = manager.add_detached(commit, name)
     try:
         yield path
     finally:

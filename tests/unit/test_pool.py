@@ -15,7 +15,7 @@ import pytest
 from agentfleet.agent_config import AgentConfig
 from agentfleet.attempt import AttemptSpec, run_attempt
 from agentfleet.pool import worktree_pool
-from agentfleet.worktrees import list_worktrees
+from agentfleet.worktrees import list_worktrees, temporary_worktree
 from tests.conftest import run_git
 
 START_FILES = {"README.md": "hello\n", "a.txt": "A1\n", "src/b.txt": "b\n",
@@ -158,3 +158,22 @@ def test_released_worktrees_are_reused_in_turn(repo: Path, tmp_path: Path):
             # Released, the worktree is on no branch: the user may delete the attempt's.
             run_git(repo, "branch", "-D", done.branch)
         assert pool.stats.reused == 2 and pool.stats.created == 1
+
+
+def test_a_verification_worktree_comes_from_the_pool_detached(repo: Path, tmp_path: Path):
+    work = tmp_path / "work"
+    start = run_git(repo, "rev-parse", "HEAD").strip()
+    root = work / "worktrees" / "repo-key" / "s1"
+    with worktree_pool(repo, root) as pool:
+        done = attempt(repo, work, "t1", start, "echo 1 > one.txt && mkdir -p build && "
+                       "echo o > build/x.o")
+        assert done.succeeded, done.reason
+        with temporary_worktree(repo, done.head_sha, root) as tree:
+            assert pool.stats.reused == 1
+            assert run_git(tree, "status", "--porcelain", "--ignored") == ""
+            assert run_git(tree, "rev-parse", "HEAD").strip() == done.head_sha
+            assert [w.branch for w in list_worktrees(repo) if w.path == tree.resolve()] == [None]
+            assert files_under(tree) == {**START_FILES, "one.txt": "1\n"}
+        # Detached: the attempt's branch is checked out nowhere.
+        run_git(repo, "branch", "-D", done.branch)
+    assert [w.path for w in list_worktrees(repo)] == [repo]
