@@ -203,8 +203,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     # Prefect costs seconds to import and start: only now that the plan is good. Its
     # embedded server starts first, so that both start-ups overlap.
+    from agentfleet import fast_exit
     from flows.prestart import prestart_embedded_server
 
+    fast_exit.arm()  # before Prefect registers its exit handlers: runs after them
     prestart_embedded_server()
     from flows.sprint import run_and_report
 
@@ -219,7 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "interrupted: every agent stopped, unfinished worktrees removed; finished results "
             "stay on their branches and in the cache: run again to finish"
         )
-        return 130
+        return fast_exit.settle(130)
     print()
     print(report.table())
     details = report.failure_details()
@@ -228,7 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(details)
     for link in links:
         print(f"flow run: {link}")
-    return _print_ending(report)
+    return fast_exit.settle(_print_ending(report))
 
 
 def cmd_review(args: argparse.Namespace) -> int:
