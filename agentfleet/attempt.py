@@ -52,10 +52,10 @@ from agentfleet.merging import MergeInProgress, begin_merge, resolution_problems
 from agentfleet.naming import ATTEMPTS_NAMESPACE
 from agentfleet.outcome import AttemptOutcome, Ending, Usage
 from agentfleet.patterns import matches
-from agentfleet.pool import pool_for
 from agentfleet.process import observe_spawns, run_shell
 from agentfleet.prompts import continuation_prompt
 from agentfleet.results import AttemptResult, CheckResult
+from agentfleet.worktree_pool import pool_for
 from agentfleet.worktrees import (
     Worktree,
     WorktreeManager,
@@ -128,7 +128,7 @@ def run_attempt(
     # The lease comes first: a run killed during `worktree add` leaves a worktree that
     # the next run can still find and remove.
     lease = _take_lease(spec, manager.root / name)
-    # A run's pool (agentfleet/pool.py) hands out a released worktree reset to the start.
+    # A run's pool (agentfleet/worktree_pool.py) hands out a released worktree reset to the start.
     pool = pool_for(spec.worktree_root)
     try:
         if pool is not None:

@@ -375,7 +375,7 @@ def temporary_worktree(
     Named ``<prefix>-<random>``: what it is for, when one is left behind.
     """
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    from agentfleet.pool import pool_for  # the pool builds on this module
+    from agentfleet.worktree_pool import pool_for  # the pool builds on this module
 
     pool = pool_for(root)
     if pool is not None:  # a run's: one of its idle worktrees, reset to commit

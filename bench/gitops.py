@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentfleet.apply import apply_one, merge_trees
-from agentfleet.pool import worktree_pool
+from agentfleet.worktree_pool import worktree_pool
 from bench.common import (
     GIT_ENV,
     Row,

@@ -39,7 +39,6 @@ from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.naming import attempt_branch
 from agentfleet.plan import Plan
-from agentfleet.pool import worktree_pool
 from agentfleet.preflight import check_run, redo_closure
 from agentfleet.requests import check_sprint_request
 from agentfleet.results import AttemptResult, SprintReport, TaskReport
@@ -48,6 +47,7 @@ from agentfleet.schedule import Scheduler
 from agentfleet.selection import Selection
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
 from agentfleet.submission import Prior, RunPlace, attempt_spec, decide_start, start_line
+from agentfleet.worktree_pool import worktree_pool
 from flows.embedded import start_embedded_server
 from flows.params import saved_blocks, sprint_run_name
 from tasks.apply import sequential_apply
@@ -182,7 +182,7 @@ def run_checked(
                         control=control, land=land)
         run.planner_tokens = planner_tokens
         try:
-            # Finished attempts' worktrees are reused by the next ones (agentfleet/pool.py).
+            # Finished attempts' worktrees are reused by the next ones (agentfleet/worktree_pool.py).
             with worktree_pool(checked.repo.root, run.worktree_root):
                 sprint_report = run.run()
         except BaseException:

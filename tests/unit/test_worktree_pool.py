@@ -1,4 +1,4 @@
-"""Reused worktrees (agentfleet/pool.py): nothing of one attempt is visible to the next.
+"""Reused worktrees (agentfleet/worktree_pool.py): nothing of one attempt is visible to the next.
 
 Real attempts with `command` agents (no sandbox) through ``run_attempt`` under a run's
 pool: the first plants files, ignored files, a nested repository, forged file stats,
@@ -14,7 +14,7 @@ import pytest
 
 from agentfleet.agent_config import AgentConfig
 from agentfleet.attempt import AttemptSpec, run_attempt
-from agentfleet.pool import worktree_pool
+from agentfleet.worktree_pool import worktree_pool
 from agentfleet.worktrees import list_worktrees, temporary_worktree
 from tests.conftest import run_git
 
