@@ -182,7 +182,7 @@ def run_checked(
                         control=control, land=land)
         run.planner_tokens = planner_tokens
         try:
-            # Finished attempts' worktrees are reused by the next ones (agentfleet/worktree_pool.py).
+            # Finished attempts' worktrees are reused by the next ones (worktree_pool.py).
             with worktree_pool(checked.repo.root, run.worktree_root):
                 sprint_report = run.run()
         except BaseException:
