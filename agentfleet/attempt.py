@@ -46,6 +46,7 @@ from agentfleet.agents import (
 from agentfleet.commit_text import attempt_message
 from agentfleet.errors import WORKTREE_TAMPERED, GitError, WorktreeTampered
 from agentfleet.gitcmd import git, run_git
+from agentfleet.guardrails import RunGuards
 from agentfleet.leases import AttemptLease
 from agentfleet.masking import Masker
 from agentfleet.merging import MergeInProgress, begin_merge, resolution_problems
@@ -120,8 +121,12 @@ def run_attempt(
     on_event: Callable[[object], None] | None = None,
     log: Log = lambda _: None,
     cancel: threading.Event | None = None,
+    guards: RunGuards | None = None,
 ) -> AttemptResult:
-    """Run one attempt end to end; never raises for an agent's own failure."""
+    """Run one attempt end to end; never raises for an agent's own failure.
+
+    ``guards``: the sprint's slots the agent and the checks wait for (none: no limits).
+    """
     started = time.monotonic()
     manager = WorktreeManager(spec.repo, spec.worktree_root)
     name = f"{spec.task_id}-{spec.attempt}"
@@ -153,7 +158,8 @@ def run_attempt(
     try:
         # Every process the attempt starts (setup, agent, verify) goes into its lease.
         with observe_spawns(lease.add_process) if lease else contextlib.nullcontext():
-            _run_in(worktree, spec, result, env=env, on_event=on_event, log=log, cancel=cancel)
+            _run_in(worktree, spec, result, env=env, on_event=on_event, log=log, cancel=cancel,
+                    guards=guards)
         committed = result.head_sha is not None
     finally:
         interrupted = cancel is not None and cancel.is_set()
@@ -205,6 +211,7 @@ def _run_in(
     on_event: Callable[[object], None] | None,
     log: Log,
     cancel: threading.Event | None,
+    guards: RunGuards | None = None,
 ) -> None:
     # `timeout` bounds the whole attempt: setup, every agent run (retries, continuations)
     # and verify share one deadline.
@@ -227,21 +234,49 @@ def _run_in(
             return
 
     refs_before = _refs(spec.repo)
-    try:
-        outcome = _run_agent_with_retries(
-            worktree, spec, result, env, on_event, log, cancel, deadline
-        )
-    except WorktreeTampered as exc:  # found between two agent runs
-        _remove_new_refs(spec.repo, refs_before, result, log)
-        log(str(exc))
-        result.reason = WORKTREE_TAMPERED
-        return
+    # The agent holds its slots (the sprint's, the shared pool's) only while it runs;
+    # time spent waiting for a slot does not count against the attempt's `timeout`.
+    waiting = time.monotonic()
+    with guards.agent_slot(cancel) if guards else contextlib.nullcontext(True) as held:
+        if not held:
+            result.reason = "stopped while waiting for an agent slot"
+            return
+        deadline += time.monotonic() - waiting
+        try:
+            outcome = _run_agent_with_retries(
+                worktree, spec, result, env, on_event, log, cancel, deadline
+            )
+        except WorktreeTampered as exc:  # found between two agent runs
+            _remove_new_refs(spec.repo, refs_before, result, log)
+            log(str(exc))
+            result.reason = WORKTREE_TAMPERED
+            return
     result.outcome = outcome
     _remove_new_refs(spec.repo, refs_before, result, log)
     if not outcome.ok:
         detail = f": {outcome.error}" if outcome.error else ""
         result.reason = f"agent {outcome.ending.value}{detail}"
         return
+    # Commit, verify and score use this machine: capped by limits.checks instead.
+    waiting = time.monotonic()
+    with guards.check_slot(cancel) if guards else contextlib.nullcontext(True) as held:
+        if not held:
+            result.reason = "stopped while waiting for a check slot"
+            return
+        deadline += time.monotonic() - waiting
+        _check(worktree, spec, result, env, log, cancel, deadline)
+
+
+def _check(
+    worktree: Worktree,
+    spec: AttemptSpec,
+    result: AttemptResult,
+    env: Mapping[str, str],
+    log: Log,
+    cancel: threading.Event | None,
+    deadline: float,
+) -> None:
+    """Commit the agent's work, check its scope, then ``verify`` and ``score``."""
     try:
         if not _commit(worktree, spec, result, env, log):
             return

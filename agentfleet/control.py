@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from agentfleet.guardrails import RunGuards
 from agentfleet.process import ProcessSet
 
 
@@ -55,6 +56,8 @@ class RunControl:
         self._lock = threading.Lock()
         self._attempts: dict[str, AttemptControl] = {}
         self.cancel = threading.Event()  # the whole run was stopped
+        # The run's agent and check slots (agentfleet.guardrails.RunGuards); None: no limits.
+        self.guards: RunGuards | None = None
 
     def attempt(self, name: str) -> AttemptControl:
         """The control of attempt ``name`` (``<task>#<k>``), made on first use.

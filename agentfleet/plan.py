@@ -115,6 +115,9 @@ Id = Annotated[str, Field(pattern=ID_PATTERN)]
 Prompt = Annotated[str, AfterValidator(_check_prompt)]
 PathPattern = Annotated[str, AfterValidator(_check_path)]
 StrictCount = Annotated[int, Field(strict=True)]
+DEFAULT_POOL = "agentfleet-agents"
+# A Prefect limit name that a `prefect gcl` command line takes as it is.
+PoolName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")]
 ConflictStrategy = Literal["rerun", "resolve", "overwrite", "skip"]
 
 
@@ -123,7 +126,30 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    concurrency: StrictCount = Field(4, ge=1, description="How many agents may run at once.")
+    concurrency: StrictCount = Field(
+        4, ge=1, description="How many agents of this sprint may run at once."
+    )
+    pool: PoolName = Field(
+        DEFAULT_POOL,
+        description="The Prefect global concurrency limit whose slots the agents of every "
+        "sprint on the server share (one per running agent); created with "
+        "`AGENTFLEET_POOL_SIZE` slots when missing.",
+    )
+    checks: StrictCount | None = Field(
+        None, ge=1,
+        description="How many attempts of this sprint may commit, `verify` and `score` at "
+        "once (they use this machine, not the model); default: `concurrency`.",
+    )
+    starts_per_minute: float | None = Field(
+        None, gt=0,
+        description="At most this many agent starts a minute, across every sprint sharing "
+        "the pool (a Prefect global limit with slot decay, `<pool>-starts`).",
+    )
+
+    @property
+    def checks_cap(self) -> int:
+        """``checks``, or ``concurrency`` when unset."""
+        return self.checks if self.checks is not None else self.concurrency
 
 
 class Foreach(BaseModel):

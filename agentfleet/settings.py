@@ -58,6 +58,11 @@ class AgentfleetSettings(BaseSettings):
         description="A `placement: pool` attempt run whose worker has not beaten for this many "
         "seconds is taken for crashed and run again elsewhere (within the task's retries).",
     )
+    pool_size: int = Field(
+        default=8, ge=1,
+        description="The slots of the plan's `limits.pool` when agentfleet creates that "
+        "Prefect global concurrency limit (it never changes an existing one).",
+    )
 
     def worktree_root(self, repo_key: str, sprint: str) -> Path:
         """The folder holding one sprint's worktrees on one repository."""

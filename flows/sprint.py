@@ -34,6 +34,7 @@ from agentfleet.checking import CheckedPlan, load_and_check, render_plan
 from agentfleet.clean import reap_orphans
 from agentfleet.control import RunControl
 from agentfleet.errors import AgentfleetError, SprintInterrupted
+from agentfleet.guardrails import in_flight
 from agentfleet.landing import AttemptRequest, Landing, policy_of, report_for
 from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
@@ -55,6 +56,7 @@ from tasks.attempt import attempt
 from tasks.blocked import blocked
 from tasks.cache import agent_version, prefetch_agent_version, settle
 from tasks.decompose import decompose_stage, planned
+from tasks.limits import run_guards
 from tasks.observe import SprintProgress, name_task_run_lines, sprint_finished
 from tasks.pool import check_attempt_deployment, pooled_attempt
 from tasks.remote import machine_mirror
@@ -62,8 +64,8 @@ from tasks.review import ReviewDesk, terminal_prompt
 from tasks.runtime import open_run
 from tasks.select import select_candidate
 
-# The scheduler caps agents at the plan's limits.concurrency; the pool only needs to
-# be at least that large (Prefect's default pool is unbounded).
+# The scheduler caps attempts under way at limits.concurrency + limits.checks; the
+# thread pool only needs to be at least that large (Prefect's default is unbounded).
 MAX_POOL = 64
 
 # A plan already loaded and checked by the caller in this process (``run_and_report``):
@@ -178,6 +180,7 @@ def run_checked(
         if checked.plan.goal is not None:  # the planner proposes the tasks (review_plan)
             checked, planner_tokens = planned(checked, codex, settings)
         decompose_stage(checked.plan.name, render_plan(checked))
+        control.guards = run_guards(checked.plan, settings, logger.info)
         run = SprintRun(checked, settings, codex, no_cache=no_cache, redo=redo or [],
                         control=control, land=land)
         run.planner_tokens = planner_tokens
@@ -239,6 +242,9 @@ class SprintRun:
         self.interrupted: SprintReport | None = None  # what finished, when stopped midway
         self.logger = get_run_logger()
         self.started = time.monotonic()
+        # Attempts under way: the agents' slots plus the checks' (the attempts themselves
+        # wait for a slot of the kind they need next, agentfleet/guardrails.py).
+        self.in_flight = in_flight(self.plan.limits.concurrency, self.plan.limits.checks_cap)
         self.place = RunPlace(
             repo=self.root,
             worktree_root=self.worktree_root,
@@ -253,7 +259,7 @@ class SprintRun:
         """Fan out, then land; on an interrupt stop every agent and report what finished."""
         done_before = self._already_applied()
         depends = {t.id: list(t.depends_on) for t in self.plan.tasks}
-        sched = Scheduler(self.dec.order, self.dec.waits_on, depends, self.plan.limits.concurrency)
+        sched = Scheduler(self.dec.order, self.dec.waits_on, depends, self.in_flight)
         for task_id in done_before:
             sched.mark_done_before(task_id)
             self.logger.info(f"{task_id}: already applied on {self.target}, not run again")
@@ -405,8 +411,8 @@ class SprintRun:
             self.pending.append(spec)
 
     def _submit_pending(self) -> None:
-        """Start queued attempts while ``limits.concurrency`` has room (each takes a share)."""
-        while self.pending and len(self.running) < self.plan.limits.concurrency:
+        """Start queued attempts while there is room (agents and checks wait for their slots)."""
+        while self.pending and len(self.running) < self.in_flight:
             spec = self.pending.popleft()
             fresh = self.no_cache or spec.task_id in self.redo
             self.running[self._submit(spec, fresh)] = spec

@@ -16,7 +16,7 @@ from agentfleet.process import tracked_in
 from blocks.agent import agent_secret_env
 from tasks.cache import cache_key, cached_state, finished, lookup
 from tasks.observe import attempt_finished
-from tasks.runtime import agent_env, attempt_control
+from tasks.runtime import agent_env, attempt_control, run_control
 
 
 class AttemptLog:
@@ -86,7 +86,7 @@ def attempt(spec: AttemptSpec, agent_version: str | None = None) -> State:
     control = attempt_control(f"{spec.task_id}#{spec.attempt}")
     with tracked_in(control.processes):
         result = run_attempt(spec, env=env, on_event=on_event, log=log.info,
-                             cancel=control.cancel)
+                             cancel=control.cancel, guards=run_control().guards)
     log.close()
     # What the agent printed or said may hold a secret of its environment: masked before
     # it is logged, published, persisted or reported.

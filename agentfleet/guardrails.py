@@ -1,0 +1,190 @@
+"""Slots for agents and checks: one sprint's limits and the pool every sprint shares.
+
+An attempt's agent holds, while it runs (retries and continuations included):
+
+1. one of its sprint's ``limits.concurrency`` agent slots (in this process);
+2. one slot of the shared pool (``limits.pool``, a Prefect global concurrency limit
+   shared by every sprint on the server), through the process-wide ``SlotGate``;
+3. after (2), one start of ``limits.starts_per_minute`` (a limit with slot decay;
+   taken, never given back).
+
+It gives (1) and (2) back when the agent ends, before the commit, ``verify`` and
+``score``, which hold one of the sprint's ``limits.checks`` slots instead: they use
+this machine's CPU, not the model.
+
+Why a gate in front of the pool: Prefect's server answers a slot request it cannot
+grant with a wait of up to 30 s, which would leave a freed (paid-for) slot idle.
+The gate asks the server once per try and, when refused, waits on a local
+condition: a slot given back in this process wakes the first waiter at once, and
+slots freed by other processes are seen at the next poll (``poll_s``). Waiters of
+one process are served first come, first served; only the first one polls.
+
+Prefect-free: the acquire and release calls are injected (``tasks/limits.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+H = TypeVar("H")
+
+# How often the first waiter of a process asks the server again: freed slots of other
+# processes (sprints) are taken within this plus one request.
+POLL_S = 0.5
+# How often a waiter looks at its cancel event while it waits.
+_CANCEL_SLICE_S = 0.25
+
+
+class SlotGate(Generic[H]):
+    """First come, first served access to a shared limit from the threads of one process.
+
+    ``try_acquire()`` asks the limit's owner once: a handle when granted, None when
+    full. ``release(handle)`` gives it back (and wakes this process's first waiter).
+    """
+
+    def __init__(
+        self,
+        try_acquire: Callable[[], H | None],
+        release: Callable[[H], None],
+        *,
+        poll_s: float = POLL_S,
+    ) -> None:
+        self._try_acquire = try_acquire
+        self._release = release
+        self.poll_s = poll_s
+        self._cond = threading.Condition()
+        self._queue: deque[object] = deque()
+        self._generation = 0  # counts releases, so a release during a try is not missed
+        self.waited = 0  # how many acquisitions had to wait (for logs and tests)
+
+    @property
+    def queued(self) -> int:
+        """How many threads of this process wait for a slot."""
+        with self._cond:
+            return len(self._queue)
+
+    def acquire(self, cancel: threading.Event | None = None) -> H | None:
+        """Wait for a slot; its handle, or None when ``cancel`` was set first."""
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+        counted = False
+        try:
+            while True:
+                with self._cond:
+                    while self._queue[0] is not ticket:
+                        if cancel is not None and cancel.is_set():
+                            return None
+                        self._cond.wait(_CANCEL_SLICE_S)
+                    generation = self._generation
+                if cancel is not None and cancel.is_set():
+                    return None
+                handle = self._try_acquire()
+                if handle is not None:
+                    return handle
+                if not counted:
+                    counted = True
+                    self.waited += 1
+                with self._cond:
+                    # Woken by a release in this process, else ask again after poll_s.
+                    waited = 0.0
+                    while self._generation == generation and waited < self.poll_s:
+                        if cancel is not None and cancel.is_set():
+                            return None
+                        step = min(_CANCEL_SLICE_S, self.poll_s - waited)
+                        self._cond.wait(step)
+                        waited += step
+        finally:
+            with self._cond:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+
+    def release(self, handle: H) -> None:
+        """Give a slot back and wake the first waiter of this process."""
+        try:
+            self._release(handle)
+        finally:
+            with self._cond:
+                self._generation += 1
+                self._cond.notify_all()
+
+
+def in_flight(concurrency: int, checks: int) -> int:
+    """How many attempts of a sprint may be under way at once: ``concurrency`` with their
+    agents, ``checks`` committing and verifying; the rest wait unstarted."""
+    return concurrency + checks
+
+
+def _take(sem: threading.Semaphore, cancel: threading.Event | None) -> bool:
+    """Acquire a local semaphore unless ``cancel`` is set first."""
+    while not sem.acquire(timeout=_CANCEL_SLICE_S):
+        if cancel is not None and cancel.is_set():
+            return False
+    if cancel is not None and cancel.is_set():
+        sem.release()
+        return False
+    return True
+
+
+@dataclass
+class SharedLimits:
+    """The shared pool (and optional start rate) of every sprint, as this process sees it."""
+
+    pool: str
+    gate: SlotGate  # the pool's slots
+    starts: SlotGate | None = None  # one start per slot, decaying; never released
+
+
+class RunGuards:
+    """One sprint run's slots: agents (``limits.concurrency``), checks (``limits.checks``)
+    and, when set, the shared pool."""
+
+    def __init__(self, concurrency: int, checks: int, shared: SharedLimits | None = None) -> None:
+        if concurrency < 1 or checks < 1:
+            raise ValueError("concurrency and checks must be at least 1")
+        self.concurrency = concurrency
+        self.checks = checks
+        self._agents = threading.Semaphore(concurrency)
+        self._checks = threading.Semaphore(checks)
+        self.shared = shared
+
+    @contextlib.contextmanager
+    def agent_slot(self, cancel: threading.Event | None = None) -> Iterator[bool]:
+        """Hold an agent slot (the sprint's, then the pool's, then a start) while the body
+        runs; yields False, holding nothing, when ``cancel`` was set while waiting."""
+        if not _take(self._agents, cancel):
+            yield False
+            return
+        try:
+            if self.shared is None:
+                yield True
+                return
+            handle = self.shared.gate.acquire(cancel)
+            if handle is None:
+                yield False
+                return
+            try:
+                if self.shared.starts is not None and self.shared.starts.acquire(cancel) is None:
+                    yield False
+                    return
+                yield True
+            finally:
+                self.shared.gate.release(handle)
+        finally:
+            self._agents.release()
+
+    @contextlib.contextmanager
+    def check_slot(self, cancel: threading.Event | None = None) -> Iterator[bool]:
+        """Hold one of the sprint's ``limits.checks`` slots (commit, verify, score)."""
+        if not _take(self._checks, cancel):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._checks.release()

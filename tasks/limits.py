@@ -1,0 +1,189 @@
+"""The shared pool as Prefect global concurrency limits: created when missing, held by lease.
+
+``limits.pool`` names a global concurrency limit (one slot per running agent of every
+sprint on the server); ``limits.starts_per_minute`` a second one, ``<pool>-starts``,
+with one slot decaying at that rate, which spaces agent starts. A person sees and
+changes both on the UI's Concurrency page or with ``prefect gcl``.
+
+Slots are taken one request at a time (``increment-with-lease``; a full limit answers
+423 at once) behind the process-wide ``SlotGate``, so a slot freed in this process is
+taken at once and one freed elsewhere within ``POLL_S``: Prefect's own waiting sleeps
+for the server's retry-after, up to 30 s. A slot is leased and the lease renewed
+while the agent runs: a killed process's slots come back when its leases expire.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import httpx
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    GlobalConcurrencyLimitUpdate,
+)
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.settings import get_current_settings
+
+from agentfleet.guardrails import RunGuards, SharedLimits, SlotGate
+from agentfleet.plan import Plan
+from agentfleet.settings import AgentfleetSettings
+
+LEASE_S = 60.0  # a killed process's slots come back after this
+_RENEW_EVERY_S = LEASE_S / 3
+_LOCKED = 423
+
+Log = Callable[[str], None]
+
+
+def starts_limit_name(pool: str) -> str:
+    """The name of the limit that spaces agent starts of ``pool``."""
+    return f"{pool}-starts"
+
+
+def ensure_pool(name: str, size: int, log: Log) -> int:
+    """Make sure the global limit ``name`` exists (created with ``size`` slots, and said
+    so); return its number of slots."""
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_global_concurrency_limit_by_name(name).limit
+        except ObjectNotFound:
+            pass
+        try:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=size)
+            )
+        except ObjectAlreadyExists:  # another sprint created it meanwhile
+            return client.read_global_concurrency_limit_by_name(name).limit
+    log(
+        f"created the Prefect global concurrency limit '{name}' with {size} slots "
+        f"(AGENTFLEET_POOL_SIZE), shared by the agents of every sprint on this server; "
+        f"see and change it on the UI's Concurrency page or with `prefect gcl update {name} "
+        "--limit N`"
+    )
+    return size
+
+
+def ensure_starts(pool: str, per_minute: float, log: Log) -> str:
+    """The limit spacing agent starts at ``per_minute`` (one slot, decaying), created or
+    set to that rate; its name."""
+    name = starts_limit_name(pool)
+    decay = per_minute / 60.0
+    with get_client(sync_client=True) as client:
+        try:
+            found = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            found = None
+        if found is None:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1, slot_decay_per_second=decay)
+                )
+                log(f"created the Prefect global concurrency limit '{name}' (one slot, decaying "
+                    f"{decay:g}/s): at most {per_minute:g} agent starts a minute on '{pool}'")
+            except ObjectAlreadyExists:
+                pass
+        elif found.slot_decay_per_second != decay or found.limit != 1:
+            client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(limit=1, slot_decay_per_second=decay)
+            )
+            log(f"set '{name}' to {per_minute:g} agent starts a minute (was "
+                f"{found.slot_decay_per_second * 60:g} with {found.limit} slots)")
+    return name
+
+
+@dataclass
+class Lease:
+    """One held slot of the pool, renewed until released (None: the limit was gone)."""
+
+    lease_id: UUID | None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def _try_pool(name: str) -> Lease | None:
+    with get_client(sync_client=True) as client:
+        try:
+            response = client.increment_concurrency_slots_with_lease(
+                names=[name], slots=1, mode="concurrency", lease_duration=LEASE_S
+            )
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == _LOCKED:
+                return None
+            raise
+    data: dict[str, Any] = response.json()
+    if not data.get("limits"):  # deleted (or deactivated) by someone meanwhile: no limit
+        return Lease(None)
+    lease = Lease(UUID(str(data["lease_id"])))
+    threading.Thread(target=_renew, args=(lease,), daemon=True,
+                     name=f"agentfleet-lease-{name}").start()
+    return lease
+
+
+def _renew(lease: Lease) -> None:
+    while not lease.stop.wait(_RENEW_EVERY_S):
+        try:
+            with get_client(sync_client=True) as client:
+                client.renew_concurrency_lease(lease.lease_id, LEASE_S)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - the next renewal may work; expiry frees it anyway
+            continue
+
+
+def _release_pool(lease: Lease) -> None:
+    lease.stop.set()
+    if lease.lease_id is None:
+        return
+    with get_client(sync_client=True) as client:
+        try:
+            client.release_concurrency_slots_with_lease(lease.lease_id)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:  # expired already: nothing held
+                raise
+
+
+def _try_start(name: str) -> bool | None:
+    with get_client(sync_client=True) as client:
+        try:
+            client.increment_concurrency_slots(names=[name], slots=1, mode="rate_limit")
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == _LOCKED:
+                return None
+            raise
+    return True
+
+
+_gates_lock = threading.Lock()
+_gates: dict[tuple[str, str], SlotGate] = {}
+
+
+def _gate(name: str, make: Callable[[], SlotGate]) -> SlotGate:
+    """The process's gate of limit ``name`` on the current Prefect API (one per server)."""
+    key = (str(get_current_settings().api.url or "ephemeral"), name)
+    with _gates_lock:
+        gate = _gates.get(key)
+        if gate is None:
+            gate = _gates[key] = make()
+        return gate
+
+
+def shared_limits(pool: str, size: int, starts_per_minute: float | None, log: Log) -> SharedLimits:
+    """The pool (and start rate) every sprint on this Prefect server shares."""
+    slots = ensure_pool(pool, size, log)
+    gate = _gate(pool, lambda: SlotGate(lambda: _try_pool(pool), _release_pool))
+    starts = None
+    if starts_per_minute:
+        name = ensure_starts(pool, starts_per_minute, log)
+        starts = _gate(name, lambda: SlotGate(lambda: _try_start(name), lambda _: None))
+    rate = f", at most {starts_per_minute:g} starts a minute" if starts_per_minute else ""
+    log(f"agents share the pool '{pool}' ({slots} slots{rate})")
+    return SharedLimits(pool=pool, gate=gate, starts=starts)
+
+
+def run_guards(plan: Plan, settings: AgentfleetSettings, log: Log) -> RunGuards:
+    """One sprint run's slots: its own agents and checks, and the server's shared pool."""
+    limits = plan.limits
+    shared = shared_limits(limits.pool, settings.pool_size, limits.starts_per_minute, log)
+    return RunGuards(limits.concurrency, limits.checks_cap, shared)

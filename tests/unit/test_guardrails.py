@@ -1,0 +1,140 @@
+"""The slot gate and a run's guards, with an in-memory limit standing for Prefect's."""
+
+from __future__ import annotations
+
+import threading
+
+from agentfleet.guardrails import RunGuards, SharedLimits, SlotGate, in_flight
+
+
+class Limit:
+    """A counting limit like a global concurrency limit: grants up to ``size`` slots."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.held = 0
+        self.peak = 0
+        self.tries = 0
+        self.lock = threading.Lock()
+
+    def try_acquire(self) -> int | None:
+        with self.lock:
+            self.tries += 1
+            if self.held >= self.size:
+                return None
+            self.held += 1
+            self.peak = max(self.peak, self.held)
+            return self.held
+
+    def release(self, _handle: int) -> None:
+        with self.lock:
+            self.held -= 1
+
+
+def test_a_release_in_the_process_wakes_the_first_waiter_without_polling():
+    limit = Limit(1)
+    # A poll interval far longer than the test: only the local wakeup can hand it over.
+    gate = SlotGate(limit.try_acquire, limit.release, poll_s=3600)
+    first = gate.acquire()
+    got: list[int | None] = []
+    waiter = threading.Thread(target=lambda: got.append(gate.acquire()))
+    waiter.start()
+    while gate.waited == 0:
+        threading.Event().wait(0.01)
+    gate.release(first)  # type: ignore[arg-type]
+    waiter.join(timeout=30)
+    assert not waiter.is_alive() and got == [1]
+    assert limit.tries == 3  # the first, the refused try, the try after the wakeup
+
+
+def test_waiters_are_served_in_arrival_order_and_never_exceed_the_limit():
+    limit = Limit(2)
+    gate = SlotGate(limit.try_acquire, limit.release, poll_s=3600)
+    order: list[int] = []
+    held = [gate.acquire(), gate.acquire()]
+    threads = []
+    for i in range(4):
+        def work(i: int = i) -> None:
+            handle = gate.acquire()
+            order.append(i)
+            gate.release(handle)  # type: ignore[arg-type]
+        t = threading.Thread(target=work)
+        t.start()
+        threads.append(t)
+        while gate.queued < i + 1:  # each queued before the next arrives
+            threading.Event().wait(0.01)
+    gate.release(held[0])  # type: ignore[arg-type]  # one slot: they go one by one
+    for t in threads:
+        t.join(timeout=30)
+    gate.release(held[1])  # type: ignore[arg-type]
+    assert order == [0, 1, 2, 3]
+    assert limit.peak == 2 and limit.held == 0
+
+
+def test_a_slot_freed_elsewhere_is_seen_at_the_next_poll():
+    limit = Limit(1)
+    gate = SlotGate(limit.try_acquire, limit.release, poll_s=0.05)
+    limit.held = 1  # held by another process: no local release will come
+    got: list[int | None] = []
+    waiter = threading.Thread(target=lambda: got.append(gate.acquire()))
+    waiter.start()
+    while limit.tries < 3:
+        threading.Event().wait(0.01)
+    limit.release(0)
+    waiter.join(timeout=30)
+    assert got == [1]
+
+
+def test_a_cancelled_waiter_gives_up_holding_nothing():
+    limit = Limit(1)
+    gate = SlotGate(limit.try_acquire, limit.release, poll_s=3600)
+    first = gate.acquire()
+    cancel = threading.Event()
+    got: list[int | None] = []
+    waiter = threading.Thread(target=lambda: got.append(gate.acquire(cancel)))
+    waiter.start()
+    while gate.waited == 0:
+        threading.Event().wait(0.01)
+    cancel.set()
+    waiter.join(timeout=30)
+    assert got == [None] and limit.held == 1
+    gate.release(first)  # type: ignore[arg-type]
+    assert gate.acquire() == 1  # the queue holds no stale ticket
+
+
+def test_agent_slots_go_back_before_checks_and_are_capped_by_the_pool():
+    pool = Limit(1)
+    guards = RunGuards(2, 1, SharedLimits("p", SlotGate(pool.try_acquire, pool.release)))
+    with guards.agent_slot() as held:
+        assert held and pool.held == 1
+    assert pool.held == 0
+    with guards.check_slot() as held:
+        assert held and pool.held == 0
+    # The sprint's own concurrency is 2, but the shared pool has one slot.
+    cancel = threading.Event()
+    seen: list[bool] = []
+
+    def second() -> None:
+        with guards.agent_slot(cancel) as held:
+            seen.append(held)
+
+    with guards.agent_slot():
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        while guards.shared.gate.waited == 0:  # type: ignore[union-attr]
+            threading.Event().wait(0.01)
+        cancel.set()
+        waiter.join(timeout=30)
+    assert seen == [False] and pool.held == 0
+
+
+def test_checks_are_capped_on_their_own():
+    guards = RunGuards(4, 1)
+    cancel = threading.Event()
+    with guards.check_slot() as first:
+        cancel.set()
+        with guards.check_slot(cancel) as second:
+            assert first and second is False
+        with guards.agent_slot(threading.Event()) as agent:  # agents do not wait for checks
+            assert agent
+    assert in_flight(4, 1) == 5
