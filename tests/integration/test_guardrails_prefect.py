@@ -1,0 +1,130 @@
+"""Limits that hold across sprints: the shared pool, checks, starts a minute (harness).
+
+`command` agents and checks append ``<what> <task> <start|end> <time>`` lines to one
+file outside the repositories; the tests read who ran at once from it.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from agentfleet.results import SprintReport
+from tests.conftest import MakeRepo
+from tests.integration.conftest import command, run_sprint
+
+
+def stamped(events: Path, what: str, body: str) -> str:
+    """A shell command recording when ``what`` of this task starts and ends."""
+    mark = f'echo "{what} $AGENTFLEET_TASK {{}} $(date +%s.%N)" >> {events}'
+    return f"{mark.format('start')}; {body}; {mark.format('end')}"
+
+
+def intervals(events: Path, what: str) -> dict[str, tuple[float, float]]:
+    """Per task: when ``what`` started and ended."""
+    seen: dict[str, dict[str, float]] = {}
+    for line in events.read_text().splitlines():
+        kind, task, edge, at = line.split()
+        if kind == what:
+            seen.setdefault(task, {})[edge] = float(at)
+    return {t: (e["start"], e["end"]) for t, e in seen.items()}
+
+
+def most_at_once(spans: dict[str, tuple[float, float]]) -> int:
+    """The largest number of intervals open at one moment."""
+    edges = sorted([(s, 1) for s, _ in spans.values()] + [(e, -1) for _, e in spans.values()],
+                   key=lambda x: (x[0], x[1]))
+    live = peak = 0
+    for _, step in edges:
+        live += step
+        peak = max(peak, live)
+    return peak
+
+
+def read_limit(name: str):
+    with get_client(sync_client=True) as client:
+        return client.read_global_concurrency_limit_by_name(name)
+
+
+def tasks_writing(events: Path, names: list[str], **keys: object) -> list[dict[str, object]]:
+    return [command(n, stamped(events, "agent", f"sleep 1; echo {n} > {n}.txt"),
+                    paths=[f"{n}.txt"], **keys) for n in names]
+
+
+def test_two_sprints_sharing_a_pool_of_one_never_run_two_agents_at_once(
+    harness, make_repo: MakeRepo, work_dir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("AGENTFLEET_POOL_SIZE", "1")
+    events = tmp_path / "events.log"
+    reports: dict[str, tuple[bool, SprintReport]] = {}
+
+    def one(name: str) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        repo = make_repo(name=f"repo-{name}")
+        reports[name] = run_sprint(folder, {
+            "name": name, "repo": str(repo), "limits": {"concurrency": 2, "pool": "shared-1"},
+            "tasks": tasks_writing(events, [f"{name}-a", f"{name}-b"]),
+        })
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in ("left", "right")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert all(ok for ok, _ in reports.values()), [r.summary_line() for _, r in reports.values()]
+    agents = intervals(events, "agent")
+    assert len(agents) == 4
+    assert most_at_once(agents) == 1, agents
+    # Missing, so created with AGENTFLEET_POOL_SIZE slots; all of them given back.
+    limit = read_limit("shared-1")
+    assert limit.limit == 1 and limit.active_slots == 0
+
+
+def test_an_existing_pool_is_used_as_it_is(harness, make_repo, work_dir, tmp_path):
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name("kept-pool", 3)
+    ok, report = run_sprint(tmp_path, {
+        "name": "kept", "repo": str(make_repo()), "limits": {"pool": "kept-pool"},
+        "tasks": [command("a", "echo a > a.txt", paths=["a.txt"])],
+    })
+    assert ok, report.summary_line()
+    assert read_limit("kept-pool").limit == 3  # AGENTFLEET_POOL_SIZE (8) changes nothing
+
+
+def test_checks_are_capped_apart_and_a_verify_does_not_hold_an_agent_slot(
+    harness, make_repo, work_dir, tmp_path
+):
+    events = tmp_path / "events.log"
+    ok, report = run_sprint(tmp_path, {
+        "name": "checks", "repo": str(make_repo()),
+        "limits": {"concurrency": 1, "checks": 1, "pool": "checks-pool"},
+        "verify": stamped(events, "verify", "sleep 3"),
+        "tasks": tasks_writing(events, ["a", "b", "c"]),
+    })
+    assert ok, report.summary_line()
+    agents, verifies = intervals(events, "agent"), intervals(events, "verify")
+    assert most_at_once(agents) == 1 and most_at_once(verifies) == 1
+    # The next agent started while a verify ran: the slot went back when the agent ended.
+    assert any(vs < a_start < ve for a_start, _ in agents.values()
+               for vs, ve in verifies.values()), (agents, verifies)
+
+
+def test_starts_per_minute_spaces_agent_starts(harness, make_repo, work_dir, tmp_path):
+    events = tmp_path / "events.log"
+    ok, report = run_sprint(tmp_path, {
+        "name": "paced", "repo": str(make_repo()),
+        "limits": {"concurrency": 3, "pool": "paced-pool", "starts_per_minute": 60},
+        "tasks": [command(n, stamped(events, "agent", f"echo {n} > {n}.txt"),
+                          paths=[f"{n}.txt"]) for n in ("a", "b", "c")],
+    })
+    assert ok, report.summary_line()
+    starts = sorted(s for s, _ in intervals(events, "agent").values())
+    # One start a second (a limit of one slot decaying at 1/s); the agents' own
+    # timestamps come a little after their slot, hence the margin.
+    assert all(b - a >= 0.75 for a, b in zip(starts, starts[1:])), starts
+    starts_limit = read_limit("paced-pool-starts")
+    assert starts_limit.limit == 1 and starts_limit.slot_decay_per_second == 1.0
