@@ -105,6 +105,7 @@ class AttemptSpec(BaseModel):
     # The saved agentfleet-agent block whose secrets (the API key) join the agent's
     # environment when it starts: a name here, the value never.
     agent_block: str | None = None
+    max_tokens: int | None = None  # the attempt's token budget (metered Codex agents)
 
 
 def outside_paths(files: list[str], paths: list[str] | None) -> list[str]:

@@ -29,7 +29,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 H = TypeVar("H")
 
@@ -188,3 +188,30 @@ class RunGuards:
             yield True
         finally:
             self._checks.release()
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def budget_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """Budgets that cannot all hold (read leniently: each key's own check reports its type):
+    an attempt's ``max_tokens`` over the sprint's ``limits.tokens``."""
+    limits = raw.get("limits")
+    sprint = _count(limits.get("tokens")) if isinstance(limits, dict) else None
+    if sprint is None:
+        return []
+    problems: list[tuple[str, str]] = []
+    plan_max = _count(raw.get("max_tokens"))
+    if plan_max is not None and plan_max > sprint:
+        problems.append(("max_tokens", f"{plan_max:,} tokens per attempt is more than the "
+                         f"sprint's limits.tokens ({sprint:,}): lower one or raise the other"))
+    tasks = raw.get("tasks")
+    for index, task in enumerate(tasks if isinstance(tasks, list) else []):
+        own = _count(task.get("max_tokens")) if isinstance(task, dict) else None
+        if own is not None and own > sprint:
+            label = task.get("id") if isinstance(task.get("id"), str) else index
+            problems.append((f"tasks[{label}].max_tokens",
+                             f"{own:,} tokens is more than the sprint's limits.tokens "
+                             f"({sprint:,}): lower one or raise the other"))
+    return problems

@@ -34,6 +34,7 @@ from agentfleet.durations import HINT, parse_duration
 from agentfleet.errors import GitError, PlanError, Problem
 from agentfleet.foreach import DEFAULT_MAX_ITEMS, Template, expand, has_templates, needs_files
 from agentfleet.git_credentials import redact_url
+from agentfleet.guardrails import budget_problems
 from agentfleet.naming import (
     ATTEMPTS_NAMESPACE,
     ID_PATTERN,
@@ -146,6 +147,13 @@ class Limits(BaseModel):
         "the pool (a Prefect global limit with slot decay, `<pool>-starts`).",
     )
 
+    tokens: StrictCount | None = Field(
+        None, ge=1,
+        description="Tokens the sprint's Codex agents may spend in all (every attempt, rerun "
+        "and continuation): once spent, running agents are refused their next request and "
+        "no attempt starts.",
+    )
+
     @property
     def checks_cap(self) -> int:
         """``checks``, or ``concurrency`` when unset."""
@@ -239,6 +247,9 @@ class Task(BaseModel):
     on_review_timeout: OnReviewTimeout | None = Field(
         None, description="Overrides the plan's `on_review_timeout` for this task."
     )
+    max_tokens: Annotated[StrictCount, Field(ge=1)] | None = Field(
+        None, description="Overrides the plan's `max_tokens` for this task."
+    )
     foreach: Foreach | None = Field(
         None,
         description="Makes the task a template, expanded before the plan is checked: "
@@ -250,7 +261,7 @@ class Task(BaseModel):
 # Task keys that fall back to the plan key of the same name when unset.
 INHERITED_KEYS = ("setup", "verify", "timeout", "retries", "idle_timeout", "attempts",
                   "variants", "early_stop", "score", "score_goal", "review_timeout",
-                  "on_review_timeout")
+                  "on_review_timeout", "max_tokens")
 
 
 class Plan(BaseModel):
@@ -349,6 +360,12 @@ class Plan(BaseModel):
     )
     limits: Limits = Field(
         default_factory=Limits, description="Resource limits (see `limits` keys)."
+    )
+    max_tokens: Annotated[StrictCount, Field(ge=1)] | None = Field(
+        None,
+        description="Tokens (input plus output, as the metering proxy counts them) one "
+        "attempt of a Codex agent may spend, retries and continuations included; the request "
+        "after the one that reached it is refused and the attempt ends over budget.",
     )
     overlap: Literal["serialize", "merge"] = Field(
         "serialize",
@@ -1139,6 +1156,7 @@ def _semantic_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
             )
         )
     problems.extend(_agent_problems(raw, tasks, ids))
+    problems.extend(budget_problems(raw))
     return problems
 
 

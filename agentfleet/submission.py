@@ -127,6 +127,7 @@ def attempt_spec(
         allow_external_symlinks=plan.allow_external_symlinks,
         lease_dir=place.lease_dir,
         agent_block=place.agent_block,
+        max_tokens=plan.effective(task, "max_tokens"),
     )
 
 

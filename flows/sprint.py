@@ -56,7 +56,7 @@ from tasks.attempt import attempt
 from tasks.blocked import blocked
 from tasks.cache import agent_version, prefetch_agent_version, settle
 from tasks.decompose import decompose_stage, planned
-from tasks.limits import run_guards
+from tasks.limits import guarded
 from tasks.observe import SprintProgress, name_task_run_lines, sprint_finished
 from tasks.pool import check_attempt_deployment, pooled_attempt
 from tasks.remote import machine_mirror
@@ -180,13 +180,13 @@ def run_checked(
         if checked.plan.goal is not None:  # the planner proposes the tasks (review_plan)
             checked, planner_tokens = planned(checked, codex, settings)
         decompose_stage(checked.plan.name, render_plan(checked))
-        control.guards = run_guards(checked.plan, settings, logger.info)
         run = SprintRun(checked, settings, codex, no_cache=no_cache, redo=redo or [],
                         control=control, land=land)
         run.planner_tokens = planner_tokens
         try:
             # Finished attempts' worktrees are reused by the next ones (worktree_pool.py).
-            with worktree_pool(checked.repo.root, run.worktree_root):
+            with worktree_pool(checked.repo.root, run.worktree_root), \
+                    guarded(checked.plan, settings, control, logger.info, logger.warning):
                 sprint_report = run.run()
         except BaseException:
             if report and run.interrupted is not None:

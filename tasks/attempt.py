@@ -15,6 +15,7 @@ from agentfleet.masking import Masker, mask_model
 from agentfleet.process import tracked_in
 from blocks.agent import agent_secret_env
 from tasks.cache import cache_key, cached_state, finished, lookup
+from tasks.limits import metered_spec, skipped, with_metered_usage
 from tasks.observe import attempt_finished
 from tasks.runtime import agent_env, attempt_control, run_control
 
@@ -83,10 +84,18 @@ def attempt(spec: AttemptSpec, agent_version: str | None = None) -> State:
         if line:
             log.agent(line)
 
-    control = attempt_control(f"{spec.task_id}#{spec.attempt}")
+    name = f"{spec.task_id}#{spec.attempt}"
+    control = attempt_control(name)
+    run = run_control()
+    if run.meter is not None and (spent := run.meter.sprint_spent()):
+        return skipped(spec, f"skipped: {spent}", log.warning)
+    # A Codex agent's requests go through the sprint's metering proxy, for this run only.
+    ran = metered_spec(spec, run.meter, name, env)
     with tracked_in(control.processes):
-        result = run_attempt(spec, env=env, on_event=on_event, log=log.info,
-                             cancel=control.cancel, guards=run_control().guards)
+        result = run_attempt(ran, env=env, on_event=on_event, log=log.info,
+                             cancel=control.cancel, guards=run.guards)
+    if run.meter is not None and run.meter.metered(name):
+        result = with_metered_usage(result, run.meter, name)
     log.close()
     # What the agent printed or said may hold a secret of its environment: masked before
     # it is logged, published, persisted or reported.

@@ -14,8 +14,9 @@ while the agent runs: a killed process's slots come back when its leases expire.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -28,10 +29,16 @@ from prefect.client.schemas.actions import (
 )
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.settings import get_current_settings
+from prefect.states import Failed, State
 
+from agentfleet.attempt import AttemptSpec
+from agentfleet.control import RunControl
 from agentfleet.guardrails import RunGuards, SharedLimits, SlotGate
+from agentfleet.metering.sprint import SprintMeter
 from agentfleet.plan import Plan
+from agentfleet.results import AttemptResult
 from agentfleet.settings import AgentfleetSettings
+from tasks.observe import attempt_finished
 
 LEASE_S = 60.0  # a killed process's slots come back after this
 _RENEW_EVERY_S = LEASE_S / 3
@@ -187,3 +194,56 @@ def run_guards(plan: Plan, settings: AgentfleetSettings, log: Log) -> RunGuards:
     limits = plan.limits
     shared = shared_limits(limits.pool, settings.pool_size, limits.starts_per_minute, log)
     return RunGuards(limits.concurrency, limits.checks_cap, shared)
+
+
+@contextlib.contextmanager
+def guarded(plan: Plan, settings: AgentfleetSettings, control: RunControl, log: Log,
+            warn: Log) -> Iterator[None]:
+    """For the length of a sprint run: its slots, and (with Codex agents) its metering
+    proxy, on ``control`` for its attempts to find."""
+    control.guards = run_guards(plan, settings, log)
+    if all(plan.task_agent(t).kind != "codex" for t in plan.tasks):
+        yield
+        return
+    with SprintMeter(plan.limits.tokens, log, warn) as meter:
+        control.meter = meter
+        budgets = []
+        if plan.limits.tokens is not None:
+            budgets.append(f"{plan.limits.tokens:,} tokens for the sprint")
+        if plan.max_tokens is not None or any(t.max_tokens for t in plan.tasks):
+            budgets.append("max_tokens per attempt")
+        log(f"metering proxy on {meter.proxy.url}: Codex agents' tokens counted as they "
+            f"stream" + (f"; budgets: {', '.join(budgets)}" if budgets else ""))
+        try:
+            yield
+        finally:
+            control.meter = None
+
+
+def metered_spec(spec: AttemptSpec, meter: SprintMeter | None, name: str,
+                 env: Mapping[str, str]) -> AttemptSpec:
+    """``spec`` with its Codex agent routed through ``meter`` (unchanged otherwise)."""
+    if meter is None or spec.agent.kind != "codex":
+        return spec
+    agent = meter.route(name, spec.task_id, spec.agent, env, spec.max_tokens)
+    return spec.model_copy(update={"agent": agent})
+
+
+def with_metered_usage(result: AttemptResult, meter: SprintMeter, name: str) -> AttemptResult:
+    """The tokens the proxy counted, and "over budget: ..." for an attempt it stopped."""
+    if result.outcome is not None:
+        result.outcome = result.outcome.model_copy(update={"usage": meter.usage(name)})
+    over = meter.over_budget(name)
+    if over is not None and not result.succeeded:
+        result.reason = over
+    return result
+
+
+def skipped(spec: AttemptSpec, reason: str, warn: Log) -> State:
+    """An attempt not started (the sprint's budget is spent): failed, not cached."""
+    result = AttemptResult(task_id=spec.task_id, attempt=spec.attempt, branch=spec.branch,
+                           start_sha=spec.start_sha, succeeded=False, reason=reason,
+                           prompt=spec.prompt)
+    warn(reason)
+    attempt_finished(spec, result)
+    return Failed(data=result, message=f"{reason} (not cached)")

@@ -1,0 +1,132 @@
+"""The metering proxy as one sprint uses it: route each Codex attempt through it, enforce
+budgets, end attempts over budget with a clear reason, tell the log what is spent.
+
+One ``SprintMeter`` per sprint run, started before its first attempt and stopped after
+its last (``tasks/limits.py``). Each Codex attempt is registered under its name
+(``<task>#<k>``) with its ``max_tokens``; its run gets the ``-c`` overrides that send
+it through the proxy (``codex_route``), added to its agent's ``config`` for that run
+only. Command agents are not metered.
+"""
+
+from __future__ import annotations
+
+import threading
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agentfleet.agent_config import AgentConfig
+from agentfleet.metering.codex_route import provider_route, route_overrides
+from agentfleet.metering.ledger import Ledger, TokenUsage, UsageEvent, over_budget_text
+from agentfleet.metering.proxy import BackoffEvent, MeteringProxy
+from agentfleet.outcome import Usage
+
+Log = Callable[[str], None]
+
+
+def _codex_config(env: Mapping[str, str]) -> dict[str, Any]:
+    """The agent's ``config.toml`` (``$CODEX_HOME``, default ``~/.codex``); {} if none."""
+    home = env.get("CODEX_HOME") or (str(Path(env["HOME"]) / ".codex") if env.get("HOME") else None)
+    if not home:
+        return {}
+    try:
+        return tomllib.loads((Path(home) / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def as_usage(usage: TokenUsage) -> Usage:
+    """The proxy's figures in the report's terms."""
+    return Usage(input_tokens=usage.input_tokens, cached_input_tokens=usage.cached_input_tokens,
+                 output_tokens=usage.output_tokens,
+                 reasoning_output_tokens=usage.reasoning_output_tokens)
+
+
+class SprintMeter:
+    """The sprint's metering proxy and its ledger, with the sprint's log."""
+
+    def __init__(self, sprint_tokens: int | None, log: Log, warn: Log | None = None) -> None:
+        self.log = log
+        self.warn = warn or log
+        self.ledger = Ledger(sprint_tokens)
+        self.proxy = MeteringProxy(self.ledger, on_usage=self._on_usage,
+                                   on_backoff=self._on_backoff)
+        self._lock = threading.Lock()
+        self._sprint_spent_said = False
+
+    def __enter__(self) -> SprintMeter:
+        self.proxy.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proxy.stop()
+
+    # -- attempts ----------------------------------------------------------------------
+
+    def route(self, name: str, task_id: str, agent: AgentConfig, env: Mapping[str, str],
+              max_tokens: int | None) -> AgentConfig:
+        """The agent of attempt ``name`` for this run: its Codex requests go through the
+        proxy. An agent whose provider cannot be routed runs unmetered (and is told so)."""
+        try:
+            route = provider_route(_codex_config(env), agent.config, profile=agent.profile)
+        except ValueError as exc:
+            self.warn(f"{name}: not metered ({exc}); its tokens count when it ends")
+            return agent
+        url = self.proxy.register(name, task_id, route.upstream, max_tokens)
+        return agent.model_copy(update={"config": {**agent.config,
+                                                   **route_overrides(route, url)}})
+
+    def metered(self, name: str) -> bool:
+        """Whether attempt ``name`` went through the proxy."""
+        return self.ledger.upstream_of(name) is not None
+
+    def over_budget(self, name: str) -> str | None:
+        """``over budget: 3,300 of 2,500 tokens`` when attempt ``name`` reached its budget,
+        ``sprint over budget: ...`` when it was refused for the sprint's."""
+        own = self.ledger.over_budget(name)
+        if own is not None:
+            return own
+        view = self.ledger.snapshot().attempts.get(name)
+        if view is not None and view.refused:
+            return self.sprint_spent()
+        return None
+
+    def usage(self, name: str) -> Usage:
+        """What attempt ``name`` spent, as the proxy counted it."""
+        return as_usage(self.ledger.usage_of(name))
+
+    def sprint_spent(self) -> str | None:
+        """``sprint over budget: ...`` once ``limits.tokens`` is spent, else None."""
+        snap = self.ledger.snapshot()
+        if not snap.sprint_over_budget or snap.sprint_tokens is None:
+            return None
+        return "sprint " + over_budget_text(snap.sprint.total, snap.sprint_tokens)
+
+    # -- the live view -------------------------------------------------------------------
+
+    def _on_usage(self, event: UsageEvent) -> None:
+        attempt = f"{event.attempt.total:,}"
+        if event.max_tokens is not None:
+            attempt += f" of {event.max_tokens:,}"
+        sprint = f"{event.sprint.total:,}"
+        if event.sprint_tokens is not None:
+            sprint += f" of {event.sprint_tokens:,}"
+        self.log(f"{event.attempt_id}: tokens {attempt} (+{event.usage.total:,}); "
+                 f"sprint {sprint}{self._limits_line()}")
+        if event.sprint_tokens is not None and event.sprint.total >= event.sprint_tokens:
+            with self._lock:
+                said, self._sprint_spent_said = self._sprint_spent_said, True
+            if not said:
+                self.warn(f"sprint over budget: {event.sprint.total:,} of "
+                          f"{event.sprint_tokens:,} tokens; running agents are refused "
+                          "their next request and no attempt starts")
+
+    def _limits_line(self) -> str:
+        """The provider's remaining-limit headers, when it sends them."""
+        seen = {k: v for headers in self.ledger.snapshot().rate_limits.values()
+                for k, v in headers.items() if "remaining" in k}
+        return "; " + ", ".join(f"{k}: {v}" for k, v in sorted(seen.items())) if seen else ""
+
+    def _on_backoff(self, event: BackoffEvent) -> None:
+        self.warn(event.message)

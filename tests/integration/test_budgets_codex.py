@@ -1,0 +1,82 @@
+"""Token budgets in a sprint: the real Codex CLI through the sprint's metering proxy, the
+scripted model upstream, the flow under Prefect's harness."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentfleet.scripted import Rule, Script, ScriptedModelServer
+from agentfleet.settings import PROJECT_ROOT
+from tests.conftest import MakeRepo
+from tests.integration.conftest import run_sprint
+
+pytestmark = pytest.mark.codex
+
+CODEX = PROJECT_ROOT / "node_modules" / ".bin" / "codex"
+SPEND = {"input_tokens": 1000, "output_tokens": 100}  # 1,100 tokens a response
+
+
+@pytest.fixture
+def model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedModelServer]:
+    """The scripted model; every Codex agent of the test talks to it (through the proxy)."""
+    assert CODEX.exists(), f"the pinned Codex CLI is missing at {CODEX}: run make setup"
+    with ScriptedModelServer(Script(rules=[])) as server:
+        home = server.write_codex_home(tmp_path / "codex-home")
+        for key, value in server.agent_env(home).items():
+            monkeypatch.setenv(key, value)
+        yield server
+
+
+def patch_step(path: str) -> dict[str, object]:
+    return {"do": "patch",
+            "patch": f"*** Begin Patch\n*** Add File: {path}\n+done\n*** End Patch\n"}
+
+
+def codex_task(task_id: str, **keys: object) -> dict[str, object]:
+    return {"id": task_id, "prompt": f"Please work on {task_id}.", "paths": [f"{task_id}.txt"],
+            **keys}
+
+
+def test_an_attempt_over_its_budget_gets_no_further_response(
+    harness, model, make_repo: MakeRepo, work_dir, tmp_path
+):
+    model.set_script(Script(rules=[Rule.model_validate({
+        "name": "spend", "match": "work on spend", "usage": SPEND,
+        "responses": [{"steps": [{"do": "exec", "cmd": f"echo {i}"}]} for i in range(5)],
+    })]))
+    ok, report = run_sprint(tmp_path, {
+        "name": "budget", "repo": str(make_repo()), "agent": {"kind": "codex"},
+        "tasks": [codex_task("spend", max_tokens=2500)],
+    })
+    assert not ok
+    (row,) = report.tasks
+    assert row.detail == "over budget: 3,300 of 2,500 tokens"
+    assert row.tokens == 3300  # as the proxy counted: the three responses it let through
+    assert len(model.requests_for("spend")) == 3  # the fourth was refused, not retried
+
+
+def test_a_spent_sprint_budget_skips_the_tasks_left_and_says_so(
+    harness, model, make_repo: MakeRepo, work_dir, tmp_path
+):
+    model.set_script(Script(rules=[
+        Rule.model_validate({
+            "name": "first", "match": "work on first", "usage": SPEND,
+            "responses": [{"steps": [patch_step("first.txt")]},
+                          {"steps": [{"do": "message", "text": "Done."}]}],
+        }),
+        Rule.model_validate({"name": "second", "match": "work on second", "usage": SPEND}),
+    ]))
+    ok, report = run_sprint(tmp_path, {
+        "name": "spent", "repo": str(make_repo()), "agent": {"kind": "codex"},
+        "limits": {"tokens": 2000},
+        "tasks": [codex_task("first"), codex_task("second", depends_on=["first"])],
+    })
+    assert not ok
+    first, second = report.tasks
+    assert first.outcome == "applied" or first.applied, first
+    assert first.tokens == 2200  # equal to what the scripted model reported for its two
+    assert second.detail == "skipped: sprint over budget: 2,200 of 2,000 tokens"
+    assert model.requests_for("second") == []
