@@ -16,6 +16,7 @@ from agentfleet.decompose import Decomposition, decompose
 from agentfleet.durations import format_duration
 from agentfleet.errors import PlanError, Problem
 from agentfleet.foreach import Template
+from agentfleet.guardrails import limits_line
 from agentfleet.plan import Plan, PlanReading, SyncMirror, read_plan, read_plan_data
 from agentfleet.plan_blocks import BlockLoaders, PlanBlocks
 from agentfleet.remote import RemoteRepository
@@ -133,6 +134,7 @@ def render_plan(checked: CheckedPlan) -> str:
         f"({target_state})",
         f"up to {plan.limits.concurrency} agents at once; timeout "
         f"{format_duration(plan.timeout_seconds)}, retries {plan.retries}",
+        limits_line(plan),
         "",
     ]
     if plan.goal is not None:

@@ -29,7 +29,10 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from agentfleet.plan import Plan
 
 H = TypeVar("H")
 
@@ -215,3 +218,22 @@ def budget_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
                              f"{own:,} tokens is more than the sprint's limits.tokens "
                              f"({sprint:,}): lower one or raise the other"))
     return problems
+
+
+def limits_line(plan: Plan) -> str:
+    """The plan's shared limits and budgets in one line (``agentfleet plan``, a run's start)."""
+    limits = plan.limits
+    parts = [f"pool '{limits.pool}' (slots shared by every sprint on the Prefect server)",
+             f"checks {limits.checks_cap} at once"]
+    if limits.starts_per_minute:
+        parts.append(f"at most {limits.starts_per_minute:g} agent starts a minute")
+    own = sorted({t.max_tokens for t in plan.tasks if t.max_tokens is not None})
+    budgets = []
+    if plan.max_tokens is not None:
+        budgets.append(f"{plan.max_tokens:,} tokens per attempt")
+    if own:
+        budgets.append("tasks' own: " + ", ".join(f"{n:,}" for n in own))
+    if limits.tokens is not None:
+        budgets.append(f"{limits.tokens:,} tokens for the sprint")
+    parts.append("budgets: " + ("; ".join(budgets) if budgets else "none"))
+    return "; ".join(parts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from agentfleet.guardrails import RunGuards, SharedLimits, SlotGate, in_flight
+from agentfleet.guardrails import RunGuards, SharedLimits, SlotGate, in_flight, limits_line
 
 
 class Limit:
@@ -138,3 +138,50 @@ def test_checks_are_capped_on_their_own():
         with guards.agent_slot(threading.Event()) as agent:  # agents do not wait for checks
             assert agent
     assert in_flight(4, 1) == 5
+
+
+# -- plan keys -------------------------------------------------------------------------
+
+
+def plan_problems(tmp_path, text: str) -> list[str]:
+    from tests.unit.test_plan import problems
+
+    return problems(tmp_path, text)
+
+
+def test_limits_defaults_and_the_one_line_summary(tmp_path):
+    from agentfleet.plan import load_plan
+
+    path = tmp_path / "plan.yaml"
+    path.write_text("name: s\nlimits: {concurrency: 3}\ntasks:\n  - {id: a, prompt: do it}\n")
+    plan = load_plan(path)
+    assert plan.limits.pool == "agentfleet-agents" and plan.limits.checks_cap == 3
+    assert plan.limits.starts_per_minute is None and plan.limits.tokens is None
+    assert limits_line(plan) == ("pool 'agentfleet-agents' (slots shared by every sprint on "
+                                 "the Prefect server); checks 3 at once; budgets: none")
+    path.write_text(
+        "name: s\nmax_tokens: 2500\nlimits: {pool: team-a, checks: 1, starts_per_minute: 30, "
+        "tokens: 50000}\ntasks:\n  - {id: a, prompt: do it, max_tokens: 4000}\n"
+    )
+    plan = load_plan(path)
+    assert plan.effective("a", "max_tokens") == 4000
+    assert limits_line(plan) == (
+        "pool 'team-a' (slots shared by every sprint on the Prefect server); checks 1 at "
+        "once; at most 30 agent starts a minute; budgets: 2,500 tokens per attempt; tasks' "
+        "own: 4,000; 50,000 tokens for the sprint"
+    )
+
+
+def test_inconsistent_budgets_are_refused_with_where_they_are(tmp_path):
+    found = plan_problems(tmp_path, (
+        "name: s\nmax_tokens: 9000\nlimits: {tokens: 5000}\ntasks:\n"
+        "  - {id: a, prompt: do it, max_tokens: 6000}\n  - {id: b, prompt: do it}\n"
+    ))
+    assert any("max_tokens: 9,000 tokens per attempt is more than the sprint's limits.tokens "
+               "(5,000)" in p for p in found), found
+    assert any("tasks[a].max_tokens: 6,000 tokens is more than" in p for p in found), found
+    one_task = "tasks:\n  - {id: a, prompt: x}\n"
+    zero = plan_problems(tmp_path, "name: s\nlimits: {tokens: 0}\n" + one_task)
+    assert any("limits.tokens" in p for p in zero), zero
+    bad_pool = plan_problems(tmp_path, "name: s\nlimits: {pool: a/b}\n" + one_task)
+    assert any("limits.pool" in p for p in bad_pool), bad_pool
