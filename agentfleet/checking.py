@@ -8,6 +8,7 @@ sprint's ``decompose`` task run publishes. Prefect-free, reads only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from agentfleet.decompose import Decomposition, decompose
 from agentfleet.durations import format_duration
 from agentfleet.errors import PlanError, Problem
 from agentfleet.foreach import Template
-from agentfleet.guardrails import limits_line
+from agentfleet.guardrails import limits_line, model_note
 from agentfleet.plan import Plan, PlanReading, SyncMirror, read_plan, read_plan_data
 from agentfleet.plan_blocks import BlockLoaders, PlanBlocks
 from agentfleet.remote import RemoteRepository
@@ -122,8 +123,11 @@ def _short(sha: str | None) -> str:
     return sha[:10] if sha else "?"
 
 
-def render_plan(checked: CheckedPlan) -> str:
-    """The human summary ``agentfleet plan`` prints: waves, serializations, apply order."""
+def render_plan(checked: CheckedPlan, models: Mapping[str, str] | None = None) -> str:
+    """The human summary ``agentfleet plan`` prints: waves, serializations, apply order.
+
+    ``models``: the settings' model of each task complexity (when the plan names none).
+    """
     plan, repo, dec = checked.plan, checked.repo, checked.decomposition
     target_state = f"exists at {_short(repo.target_sha)}" if repo.target_exists else "new"
     n = len(plan.tasks)
@@ -167,7 +171,8 @@ def render_plan(checked: CheckedPlan) -> str:
             n_attempts = plan.task_attempts(task)
             several = f"  {n_attempts} attempts" if n_attempts > 1 else ""
             several += "  review" if task.review else ""
-            lines.append(f"  {tid:<{width}}  {task.stage:<10}  {paths}{waits}{several}")
+            model = model_note(plan, tid, models)
+            lines.append(f"  {tid:<{width}}  {task.stage:<10}  {paths}{waits}{several}{model}")
     lines.append("")
     reasons = dec.serialization_lines()
     if reasons:

@@ -83,7 +83,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     checked = load_and_check(Path(args.plan), saved_blocks(), mirror=machine_mirror())
     for warning in checked.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    sys.stdout.write(render_plan(checked))
+    from agentfleet.settings import AgentfleetSettings
+
+    sys.stdout.write(render_plan(checked, AgentfleetSettings().default_models))
     return 0
 
 

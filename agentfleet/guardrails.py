@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -237,3 +237,30 @@ def limits_line(plan: Plan) -> str:
         budgets.append(f"{limits.tokens:,} tokens for the sprint")
     parts.append("budgets: " + ("; ".join(budgets) if budgets else "none"))
     return "; ".join(parts)
+
+
+def task_model(plan: Plan, task_id: str, defaults: Mapping[str, str] | None = None) -> str | None:
+    """The model a task's agent runs: the one its agent names (the plan's `agent.model` or
+    the task's own), else its `complexity`'s from `models` (else ``defaults``, the
+    settings'), else None: Codex's configured default."""
+    task = plan.task(task_id)
+    named = plan.task_agent(task).model
+    if named or task.complexity is None:
+        return named
+    routed = getattr(plan.models, task.complexity) if plan.models is not None else None
+    return routed or (defaults or {}).get(task.complexity)
+
+
+def model_note(plan: Plan, task_id: str, defaults: Mapping[str, str] | None = None) -> str:
+    """``  model NAME`` (with its complexity when routed) for a task's line in the plan;
+    empty for a command agent or Codex's own default."""
+    if plan.task_agent(task_id).kind != "codex":
+        return ""
+    model = task_model(plan, task_id, defaults)
+    complexity = plan.task(task_id).complexity
+    if model is None:
+        if complexity is not None:  # routed by a setting not known here
+            return f"  model: {complexity} (AGENTFLEET_MODEL_{complexity.upper()})"
+        return "  model: Codex's default"
+    routed = complexity is not None and not plan.task_agent(task_id).model
+    return f"  model {model}" + (f" ({complexity})" if routed else "")

@@ -117,9 +117,24 @@ Prompt = Annotated[str, AfterValidator(_check_prompt)]
 PathPattern = Annotated[str, AfterValidator(_check_path)]
 StrictCount = Annotated[int, Field(strict=True)]
 DEFAULT_POOL = "agentfleet-agents"
+Complexity = Literal["simple", "complex"]
+ModelName = Annotated[str, Field(min_length=1, pattern=r"^\S+$")]
 # A Prefect limit name that a `prefect gcl` command line takes as it is.
 PoolName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")]
 ConflictStrategy = Literal["rerun", "resolve", "overwrite", "skip"]
+
+
+class ModelRouting(BaseModel):
+    """The model of each task `complexity`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    simple: ModelName | None = Field(
+        None, description="Default: the setting `AGENTFLEET_MODEL_SIMPLE`."
+    )
+    complex: ModelName | None = Field(
+        None, description="Default: the setting `AGENTFLEET_MODEL_COMPLEX`."
+    )
 
 
 class Limits(BaseModel):
@@ -250,6 +265,11 @@ class Task(BaseModel):
     max_tokens: Annotated[StrictCount, Field(ge=1)] | None = Field(
         None, description="Overrides the plan's `max_tokens` for this task."
     )
+    complexity: Complexity | None = Field(
+        None,
+        description="`simple` or `complex`: picks the model from the plan's `models` "
+        "unless the task's agent names a `model`.",
+    )
     foreach: Foreach | None = Field(
         None,
         description="Makes the task a template, expanded before the plan is checked: "
@@ -360,6 +380,11 @@ class Plan(BaseModel):
     )
     limits: Limits = Field(
         default_factory=Limits, description="Resource limits (see `limits` keys)."
+    )
+    models: ModelRouting | None = Field(
+        None,
+        description="The model for each task `complexity`: `{simple: NAME, complex: NAME}` "
+        "(default: the settings `AGENTFLEET_MODEL_SIMPLE`, `AGENTFLEET_MODEL_COMPLEX`).",
     )
     max_tokens: Annotated[StrictCount, Field(ge=1)] | None = Field(
         None,

@@ -58,6 +58,18 @@ class AgentfleetSettings(BaseSettings):
         description="A `placement: pool` attempt run whose worker has not beaten for this many "
         "seconds is taken for crashed and run again elsewhere (within the task's retries).",
     )
+    # From the pinned Codex 0.169's model list: gpt-6-luna is "Fast and affordable model for
+    # easier tasks", gpt-6.1-sol "Latest workhorse model for coding and everyday work".
+    model_simple: str = Field(
+        default="gpt-6-luna",
+        description="The model of tasks with `complexity: simple` when the plan's `models` "
+        "names none.",
+    )
+    model_complex: str = Field(
+        default="gpt-6.1-sol",
+        description="The model of tasks with `complexity: complex` when the plan's `models` "
+        "names none.",
+    )
     pool_size: int = Field(
         default=8, ge=1,
         description="The slots of the plan's `limits.pool` when agentfleet creates that "
@@ -67,6 +79,11 @@ class AgentfleetSettings(BaseSettings):
     def worktree_root(self, repo_key: str, sprint: str) -> Path:
         """The folder holding one sprint's worktrees on one repository."""
         return self.work_dir / "worktrees" / repo_key / sprint
+
+    @property
+    def default_models(self) -> dict[str, str]:
+        """The model of each task complexity when the plan's ``models`` names none."""
+        return {"simple": self.model_simple, "complex": self.model_complex}
 
     @property
     def lock_dir(self) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agentfleet.agent_config import merge
 from agentfleet.attempt import AttemptSpec
+from agentfleet.guardrails import task_model
 from agentfleet.naming import attempt_branch
 from agentfleet.plan import Plan
 from agentfleet.prompts import Predecessor, compose_prompt
@@ -54,6 +55,8 @@ class RunPlace:
     backoff_initial_s: float = 2.0
     lease_dir: Path | None = None
     agent_block: str | None = None  # the saved agent block whose secrets agents get
+    # The model of each task complexity when the plan's `models` names none (settings).
+    models: Mapping[str, str] = field(default_factory=dict)
 
 
 def decide_start(
@@ -98,6 +101,8 @@ def attempt_spec(
     task = plan.task(task_id)
     variant = plan.task_variant(task, k)
     agent = plan.task_agent(task)
+    if agent.kind == "codex" and agent.model is None:
+        agent = agent.model_copy(update={"model": task_model(plan, task_id, place.models)})
     prompt = compose_prompt(task.prompt, predecessors, task.paths)
     if variant is not None:
         agent = merge(agent, variant.agent_override())

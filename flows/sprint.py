@@ -253,6 +253,7 @@ class SprintRun:
             backoff_initial_s=settings.retry_backoff_s,
             lease_dir=lease_dir(settings.work_dir, repo_key(self.root), self.plan.name),
             agent_block=checked.blocks.agent_block,
+            models=settings.default_models,
         )
 
     def run(self) -> SprintReport:
