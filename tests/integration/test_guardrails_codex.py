@@ -80,3 +80,54 @@ def test_a_spent_sprint_budget_skips_the_tasks_left_and_says_so(
     assert first.tokens == 2200  # equal to what the scripted model reported for its two
     assert second.detail == "skipped: sprint over budget: 2,200 of 2,000 tokens"
     assert model.requests_for("second") == []
+
+
+def test_complexity_picks_the_model_each_request_names(
+    harness, model, make_repo: MakeRepo, work_dir, tmp_path
+):
+    model.set_script(Script(rules=[
+        Rule.model_validate({"name": n, "match": f"work on {n}",
+                             "responses": [{"steps": [patch_step(f"{n}.txt")]}]})
+        for n in ("easy", "hard", "named")
+    ]))
+    ok, report = run_sprint(tmp_path, {
+        "name": "routed", "repo": str(make_repo()), "agent": {"kind": "codex"},
+        "models": {"complex": "gpt-6-astra"},
+        "tasks": [codex_task("easy", complexity="simple"),
+                  codex_task("hard", complexity="complex"),
+                  codex_task("named", complexity="simple", agent={"model": "gpt-5.5"})],
+    })
+    assert ok, report.summary_line()
+    used = {n: {r.body.get("model") for r in model.requests_for(n)}
+            for n in ("easy", "hard", "named")}
+    # simple: the setting's default; complex: the plan's; a named model wins.
+    assert used == {"easy": {"gpt-6-luna"}, "hard": {"gpt-6-astra"}, "named": {"gpt-5.5"}}
+
+
+def test_a_429_with_retry_after_holds_every_agent(
+    harness, model, make_repo: MakeRepo, work_dir, tmp_path
+):
+    model.set_script(Script(rules=[
+        Rule.model_validate({
+            "name": "limited", "match": "work on limited",
+            "faults": [{"kind": "http", "status": 429, "retry_after": 2}],
+            "responses": [{"steps": [patch_step("limited.txt")]}],
+        }),
+        Rule.model_validate({
+            "name": "other", "match": "work on other",
+            "responses": [{"steps": [{"do": "exec", "cmd": f"echo {i}"}]} for i in range(3)]
+            + [{"steps": [patch_step("other.txt")]}],
+        }),
+    ]))
+    ok, report = run_sprint(tmp_path, {
+        "name": "backoff", "repo": str(make_repo()), "agent": {"kind": "codex"},
+        "tasks": [codex_task("limited"), codex_task("other")],
+    })
+    assert ok, report.summary_line()
+    records = model.requests
+    (limited,) = [r for r in records if r.status == 429]
+    after = [r.started_at - limited.started_at for r in records
+             if r.started_at > limited.started_at]
+    assert after, "no request after the 429"
+    # Nothing reached the model server while the hold ran (the proxy held every agent).
+    assert min(after) >= 1.9, after

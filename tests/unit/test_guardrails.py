@@ -185,3 +185,27 @@ def test_inconsistent_budgets_are_refused_with_where_they_are(tmp_path):
     assert any("limits.tokens" in p for p in zero), zero
     bad_pool = plan_problems(tmp_path, "name: s\nlimits: {pool: a/b}\n" + one_task)
     assert any("limits.pool" in p for p in bad_pool), bad_pool
+
+
+def test_a_tasks_model_named_routed_or_codexs_default(tmp_path):
+    from agentfleet.guardrails import model_note, task_model
+    from agentfleet.plan import load_plan
+
+    path = tmp_path / "plan.yaml"
+    path.write_text(
+        "name: s\nagent: {kind: codex}\nmodels: {simple: small-1}\ntasks:\n"
+        "  - {id: easy, prompt: x, complexity: simple}\n"
+        "  - {id: hard, prompt: x, complexity: complex}\n"
+        "  - {id: named, prompt: x, complexity: simple, agent: {model: big-2}}\n"
+        "  - {id: plain, prompt: x}\n"
+        "  - {id: cmd, prompt: x, complexity: simple, agent: {kind: command, run: 'true'}}\n"
+    )
+    plan = load_plan(path)
+    defaults = {"simple": "luna", "complex": "sol"}
+    assert [task_model(plan, t, defaults) for t in ("easy", "hard", "named", "plain")] == [
+        "small-1", "sol", "big-2", None]
+    assert model_note(plan, "easy", defaults) == "  model small-1 (simple)"
+    assert model_note(plan, "hard") == "  model: complex (AGENTFLEET_MODEL_COMPLEX)"
+    assert model_note(plan, "named", defaults) == "  model big-2"
+    assert model_note(plan, "plain") == "  model: Codex's default"
+    assert model_note(plan, "cmd", defaults) == ""
