@@ -238,7 +238,7 @@ def _run_in(
     # The agent holds its slots (the sprint's, the shared pool's) only while it runs;
     # time spent waiting for a slot does not count against the attempt's `timeout`.
     waiting = time.monotonic()
-    with guards.agent_slot(cancel) if guards else contextlib.nullcontext(True) as held:
+    with guards.agent_slot(cancel, log) if guards else contextlib.nullcontext(True) as held:
         if not held:
             result.reason = "stopped while waiting for an agent slot"
             return

@@ -71,8 +71,12 @@ class SlotGate(Generic[H]):
         with self._cond:
             return len(self._queue)
 
-    def acquire(self, cancel: threading.Event | None = None) -> H | None:
-        """Wait for a slot; its handle, or None when ``cancel`` was set first."""
+    def acquire(
+        self, cancel: threading.Event | None = None, on_wait: Callable[[], None] | None = None
+    ) -> H | None:
+        """Wait for a slot; its handle, or None when ``cancel`` was set first.
+
+        ``on_wait`` is called once if the first try was refused."""
         ticket = object()
         with self._cond:
             self._queue.append(ticket)
@@ -93,6 +97,8 @@ class SlotGate(Generic[H]):
                 if not counted:
                     counted = True
                     self.waited += 1
+                    if on_wait is not None:
+                        on_wait()
                 with self._cond:
                     # Woken by a release in this process, else ask again after poll_s.
                     waited = 0.0
@@ -157,9 +163,13 @@ class RunGuards:
         self.shared = shared
 
     @contextlib.contextmanager
-    def agent_slot(self, cancel: threading.Event | None = None) -> Iterator[bool]:
+    def agent_slot(
+        self, cancel: threading.Event | None = None, log: Callable[[str], None] | None = None
+    ) -> Iterator[bool]:
         """Hold an agent slot (the sprint's, then the pool's, then a start) while the body
-        runs; yields False, holding nothing, when ``cancel`` was set while waiting."""
+        runs; yields False, holding nothing, when ``cancel`` was set while waiting.
+
+        ``log`` hears when the agent has to wait for the shared pool or the start rate."""
         if not _take(self._agents, cancel):
             yield False
             return
@@ -167,12 +177,20 @@ class RunGuards:
             if self.shared is None:
                 yield True
                 return
-            handle = self.shared.gate.acquire(cancel)
+            pool = self.shared.pool
+
+            def waiting(what: str) -> Callable[[], None] | None:
+                return (lambda: log(f"waiting for {what}")) if log is not None else None
+
+            handle = self.shared.gate.acquire(
+                cancel, waiting(f"a free slot of the shared pool '{pool}'"))
             if handle is None:
                 yield False
                 return
             try:
-                if self.shared.starts is not None and self.shared.starts.acquire(cancel) is None:
+                starts = self.shared.starts
+                if starts is not None and starts.acquire(
+                        cancel, waiting(f"its turn to start ('{pool}-starts')")) is None:
                     yield False
                     return
                 yield True

@@ -179,7 +179,7 @@ def run_checked(
         planner_tokens = 0
         if checked.plan.goal is not None:  # the planner proposes the tasks (review_plan)
             checked, planner_tokens = planned(checked, codex, settings)
-        decompose_stage(checked.plan.name, render_plan(checked))
+        decompose_stage(checked.plan.name, render_plan(checked, settings.default_models))
         run = SprintRun(checked, settings, codex, no_cache=no_cache, redo=redo or [],
                         control=control, land=land)
         run.planner_tokens = planner_tokens
@@ -265,6 +265,8 @@ class SprintRun:
             sched.mark_done_before(task_id)
             self.logger.info(f"{task_id}: already applied on {self.target}, not run again")
         progress = SprintProgress(self.plan.name, sched.state)
+        if self.control.meter is not None:  # tokens against budget, live, in the artifact
+            self.control.meter.on_total = progress.tokens
         try:
             while not sched.done:
                 ready = sched.take_ready()

@@ -90,12 +90,12 @@ def attempt(spec: AttemptSpec, agent_version: str | None = None) -> State:
     if run.meter is not None and (spent := run.meter.sprint_spent()):
         return skipped(spec, f"skipped: {spent}", log.warning)
     # A Codex agent's requests go through the sprint's metering proxy, for this run only.
-    ran = metered_spec(spec, run.meter, name, env)
+    ran = metered_spec(spec, run.meter, name, env, log.info)
     with tracked_in(control.processes):
         result = run_attempt(ran, env=env, on_event=on_event, log=log.info,
                              cancel=control.cancel, guards=run.guards)
     if run.meter is not None and run.meter.metered(name):
-        result = with_metered_usage(result, run.meter, name)
+        result = with_metered_usage(result, run.meter, name, log.warning)
     log.close()
     # What the agent printed or said may hold a secret of its environment: masked before
     # it is logged, published, persisted or reported.

@@ -221,18 +221,29 @@ def guarded(plan: Plan, settings: AgentfleetSettings, control: RunControl, log: 
 
 
 def metered_spec(spec: AttemptSpec, meter: SprintMeter | None, name: str,
-                 env: Mapping[str, str]) -> AttemptSpec:
+                 env: Mapping[str, str], log: Log) -> AttemptSpec:
     """``spec`` with its Codex agent routed through ``meter`` (unchanged otherwise)."""
     if meter is None or spec.agent.kind != "codex":
         return spec
     agent = meter.route(name, spec.task_id, spec.agent, env, spec.max_tokens)
+    added = {k: v for k, v in agent.config.items() if spec.agent.config.get(k) != v}
+    if added:
+        budget = f"; budget {spec.max_tokens:,} tokens" if spec.max_tokens else ""
+        log("metered: its model requests go through the sprint's proxy ("
+            + ", ".join(f"-c {k}={v}" for k, v in added.items()) + f"){budget}")
     return spec.model_copy(update={"agent": agent})
 
 
-def with_metered_usage(result: AttemptResult, meter: SprintMeter, name: str) -> AttemptResult:
+def with_metered_usage(result: AttemptResult, meter: SprintMeter, name: str,
+                       warn: Log) -> AttemptResult:
     """The tokens the proxy counted, and "over budget: ..." for an attempt it stopped."""
     if result.outcome is not None:
-        result.outcome = result.outcome.model_copy(update={"usage": meter.usage(name)})
+        counted = meter.usage(name)
+        own = result.outcome.usage
+        if own.total and own.total != counted.total:  # Codex reports usage of a turn it ends
+            warn(f"Codex reported {own.total:,} tokens, the metering proxy counted "
+                 f"{counted.total:,}; the report shows the proxy's")
+        result.outcome = result.outcome.model_copy(update={"usage": counted})
     over = meter.over_budget(name)
     if over is not None and not result.succeeded:
         result.reason = over

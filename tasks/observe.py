@@ -69,6 +69,8 @@ class SprintProgress:
 
     def __init__(self, sprint: str, states: Mapping[str, str]) -> None:
         self.sprint = sprint
+        self.tokens_line = ""  # the metering proxy's live count, when the sprint is metered
+        self._states = dict(states)
         percent, line = artifacts.progress(states)
         self.artifact_id: UUID | None = _best_effort(
             "the progress artifact",
@@ -79,16 +81,25 @@ class SprintProgress:
 
     def update(self, states: Mapping[str, str]) -> None:
         """Show the scheduler's current states (call as attempts finish)."""
+        self._states = dict(states)
         if self.artifact_id is None:
             return
         artifact_id = self.artifact_id
         percent, line = artifacts.progress(states)
+        if self.tokens_line:
+            line = f"{line}; {self.tokens_line}"
         _best_effort(
             "progress",
             lambda: update_progress_artifact(
                 artifact_id=artifact_id, progress=percent, description=line
             ),
         )
+
+
+    def tokens(self, line: str) -> None:
+        """Show what the sprint's agents spent so far (from the metering proxy)."""
+        self.tokens_line = line
+        self.update(self._states)
 
 
 def conflicts_predicted(sprint: str, rows: list[dict[str, str]]) -> None:

@@ -11,6 +11,7 @@ only. Command agents are not metered.
 from __future__ import annotations
 
 import threading
+import time
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ from agentfleet.metering.proxy import BackoffEvent, MeteringProxy
 from agentfleet.outcome import Usage
 
 Log = Callable[[str], None]
+_TOTAL_EVERY_S = 1.0
 
 
 def _codex_config(env: Mapping[str, str]) -> dict[str, Any]:
@@ -54,6 +56,10 @@ class SprintMeter:
                                    on_backoff=self._on_backoff)
         self._lock = threading.Lock()
         self._sprint_spent_said = False
+        # Hears "tokens: 12,300 of 50,000" as the sprint's count grows, at most once a
+        # second (the progress artifact); None: nobody listens.
+        self.on_total: Log | None = None
+        self._total_at = 0.0
 
     def __enter__(self) -> SprintMeter:
         self.proxy.start()
@@ -114,6 +120,7 @@ class SprintMeter:
             sprint += f" of {event.sprint_tokens:,}"
         self.log(f"{event.attempt_id}: tokens {attempt} (+{event.usage.total:,}); "
                  f"sprint {sprint}{self._limits_line()}")
+        self._tell_total(sprint)
         if event.sprint_tokens is not None and event.sprint.total >= event.sprint_tokens:
             with self._lock:
                 said, self._sprint_spent_said = self._sprint_spent_said, True
@@ -121,6 +128,15 @@ class SprintMeter:
                 self.warn(f"sprint over budget: {event.sprint.total:,} of "
                           f"{event.sprint_tokens:,} tokens; running agents are refused "
                           "their next request and no attempt starts")
+
+    def _tell_total(self, sprint: str) -> None:
+        listener = self.on_total
+        now = time.monotonic()
+        with self._lock:
+            if listener is None or now - self._total_at < _TOTAL_EVERY_S:
+                return
+            self._total_at = now
+        listener(f"tokens: {sprint}")
 
     def _limits_line(self) -> str:
         """The provider's remaining-limit headers, when it sends them."""
