@@ -15,6 +15,7 @@ while the agent runs: a killed process's slots come back when its leases expire.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -125,7 +126,9 @@ def _try_pool(name: str) -> Lease | None:
     if not data.get("limits"):  # deleted (or deactivated) by someone meanwhile: no limit
         return Lease(None)
     lease = Lease(UUID(str(data["lease_id"])))
-    threading.Thread(target=_renew, args=(lease,), daemon=True,
+    # With this thread's Prefect settings (the API it holds the lease on).
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(_renew, lease), daemon=True,
                      name=f"agentfleet-lease-{name}").start()
     return lease
 
