@@ -266,7 +266,8 @@ class SprintRun:
             self.logger.info(f"{task_id}: already applied on {self.target}, not run again")
         progress = SprintProgress(self.plan.name, sched.state)
         if self.control.meter is not None:  # tokens against budget, live, in the artifact
-            self.control.meter.on_total = progress.tokens
+            progress.tokens_line = self.control.meter.total_line
+            self.control.meter.on_total = progress.refresh
         try:
             while not sched.done:
                 ready = sched.take_ready()

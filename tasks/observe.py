@@ -69,7 +69,8 @@ class SprintProgress:
 
     def __init__(self, sprint: str, states: Mapping[str, str]) -> None:
         self.sprint = sprint
-        self.tokens_line = ""  # the metering proxy's live count, when the sprint is metered
+        # The metering proxy's live count ("tokens: 2,200 of 5,000"), when the sprint is metered.
+        self.tokens_line: Callable[[], str] = lambda: ""
         self._states = dict(states)
         percent, line = artifacts.progress(states)
         self.artifact_id: UUID | None = _best_effort(
@@ -86,8 +87,8 @@ class SprintProgress:
             return
         artifact_id = self.artifact_id
         percent, line = artifacts.progress(states)
-        if self.tokens_line:
-            line = f"{line}; {self.tokens_line}"
+        if tokens := self.tokens_line():
+            line = f"{line}; {tokens}"
         _best_effort(
             "progress",
             lambda: update_progress_artifact(
@@ -96,9 +97,8 @@ class SprintProgress:
         )
 
 
-    def tokens(self, line: str) -> None:
-        """Show what the sprint's agents spent so far (from the metering proxy)."""
-        self.tokens_line = line
+    def refresh(self) -> None:
+        """Show the latest tokens spent (called by the metering proxy as they grow)."""
         self.update(self._states)
 
 

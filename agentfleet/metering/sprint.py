@@ -56,9 +56,9 @@ class SprintMeter:
                                    on_backoff=self._on_backoff)
         self._lock = threading.Lock()
         self._sprint_spent_said = False
-        # Hears "tokens: 12,300 of 50,000" as the sprint's count grows, at most once a
-        # second (the progress artifact); None: nobody listens.
-        self.on_total: Log | None = None
+        # Told, at most once a second, that the sprint's count grew (the progress artifact
+        # then reads ``total_line``); None: nobody listens.
+        self.on_total: Callable[[], None] | None = None
         self._total_at = 0.0
 
     def __enter__(self) -> SprintMeter:
@@ -120,7 +120,7 @@ class SprintMeter:
             sprint += f" of {event.sprint_tokens:,}"
         self.log(f"{event.attempt_id}: tokens {attempt} (+{event.usage.total:,}); "
                  f"sprint {sprint}{self._limits_line()}")
-        self._tell_total(sprint)
+        self._tell_total()
         if event.sprint_tokens is not None and event.sprint.total >= event.sprint_tokens:
             with self._lock:
                 said, self._sprint_spent_said = self._sprint_spent_said, True
@@ -129,14 +129,20 @@ class SprintMeter:
                           f"{event.sprint_tokens:,} tokens; running agents are refused "
                           "their next request and no attempt starts")
 
-    def _tell_total(self, sprint: str) -> None:
+    def total_line(self) -> str:
+        """``tokens: 2,200 of 5,000`` (the sprint's so far, against ``limits.tokens``)."""
+        snap = self.ledger.snapshot()
+        budget = f" of {snap.sprint_tokens:,}" if snap.sprint_tokens is not None else ""
+        return f"tokens: {snap.sprint.total:,}{budget}"
+
+    def _tell_total(self) -> None:
         listener = self.on_total
         now = time.monotonic()
         with self._lock:
             if listener is None or now - self._total_at < _TOTAL_EVERY_S:
                 return
             self._total_at = now
-        listener(f"tokens: {sprint}")
+        listener()
 
     def _limits_line(self) -> str:
         """The provider's remaining-limit headers, when it sends them."""

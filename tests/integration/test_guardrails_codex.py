@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prefect.artifacts import Artifact
 
+from agentfleet.artifacts import progress_key
 from agentfleet.scripted import Rule, Script, ScriptedModelServer
 from agentfleet.settings import PROJECT_ROOT
 from tests.conftest import MakeRepo
@@ -80,6 +82,9 @@ def test_a_spent_sprint_budget_skips_the_tasks_left_and_says_so(
     assert first.tokens == 2200  # equal to what the scripted model reported for its two
     assert second.detail == "skipped: sprint over budget: 2,200 of 2,000 tokens"
     assert model.requests_for("second") == []
+    # The live view: the progress artifact shows the tokens against the sprint's budget.
+    progress = Artifact.get(progress_key("spent"))
+    assert progress is not None and progress.description.endswith("; tokens: 2,200 of 2,000")
 
 
 def test_complexity_picks_the_model_each_request_names(
