@@ -7,6 +7,7 @@ file outside the repositories; the tests read who ran at once from it.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,9 @@ def read_limit(name: str):
         return client.read_global_concurrency_limit_by_name(name)
 
 
-def tasks_writing(events: Path, names: list[str], **keys: object) -> list[dict[str, object]]:
-    return [command(n, stamped(events, "agent", f"sleep 1; echo {n} > {n}.txt"),
+def tasks_writing(events: Path, names: list[str], seconds: float = 1,
+                  **keys: object) -> list[dict[str, object]]:
+    return [command(n, stamped(events, "agent", f"sleep {seconds}; echo {n} > {n}.txt"),
                     paths=[f"{n}.txt"], **keys) for n in names]
 
 
@@ -129,3 +131,58 @@ def test_starts_per_minute_spaces_agent_starts(harness, make_repo, work_dir, tmp
     assert all(b - a >= 0.75 for a, b in zip(starts, starts[1:], strict=False)), starts
     starts_limit = read_limit("paced-pool-starts")
     assert starts_limit.limit == 1 and starts_limit.slot_decay_per_second == 1.0
+
+
+def test_a_sprint_in_another_process_waits_for_the_pool_too(
+    harness, make_repo: MakeRepo, work_dir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+):
+    """The slot handoff across processes: refused by the server (423), asked again."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+    from prefect.settings import get_current_settings
+
+    monkeypatch.setenv("AGENTFLEET_POOL_SIZE", "1")
+    events = tmp_path / "events.log"
+    other = tmp_path / "other"
+    other.mkdir()
+    plan = other / "plan.yaml"
+    plan.write_text(yaml.safe_dump({
+        "name": "other", "repo": str(make_repo(name="repo-other")), "agent": {"kind": "command"},
+        "limits": {"pool": "shared-procs"},
+        # Long enough for this process's sprint to start meanwhile and wait for the slot.
+        "tasks": tasks_writing(events, ["other-a", "other-b"], seconds=4),
+    }))
+    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url),
+           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
+           "AGENTFLEET_WORK_DIR": str(tmp_path / "work-other")}
+    agentfleet = Path(sys.executable).parent / "agentfleet"
+    proc = subprocess.Popen([str(agentfleet), "run", str(plan)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        # Start here once the other process's first agent holds the only slot.
+        deadline = time.monotonic() + 120
+        while not (events.exists() and "agent other-" in events.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.1)
+        ok, report = run_sprint(tmp_path, {
+            "name": "here", "repo": str(make_repo(name="repo-here")),
+            "limits": {"pool": "shared-procs"},
+            "tasks": tasks_writing(events, ["here-a", "here-b"]),
+        })
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert ok, report.summary_line()
+    assert proc.returncode == 0, out[-3000:]
+    agents = intervals(events, "agent")
+    assert len(agents) == 4 and most_at_once(agents) == 1, agents
+    # This process's agents had to wait for the other process's slot: the server said no.
+    printed = capfd.readouterr()
+    assert "waiting for a free slot of the shared pool 'shared-procs'" in (
+        printed.out + printed.err), agents
+    assert read_limit("shared-procs").active_slots == 0
