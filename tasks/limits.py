@@ -179,6 +179,15 @@ def _gate(name: str, make: Callable[[], SlotGate]) -> SlotGate:
         return gate
 
 
+def waits(name: str) -> int:
+    """How many agents of this process had to wait for a slot of limit ``name`` (the server
+    refused their first try)."""
+    key = (str(get_current_settings().api.url or "ephemeral"), name)
+    with _gates_lock:
+        gate = _gates.get(key)
+    return gate.waited if gate is not None else 0
+
+
 def shared_limits(pool: str, size: int, starts_per_minute: float | None, log: Log) -> SharedLimits:
     """The pool (and start rate) every sprint on this Prefect server shares."""
     slots = ensure_pool(pool, size, log)

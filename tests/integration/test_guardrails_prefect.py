@@ -14,6 +14,7 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from agentfleet.results import SprintReport
+from tasks.limits import waits
 from tests.conftest import MakeRepo
 from tests.integration.conftest import command, run_sprint
 
@@ -135,7 +136,6 @@ def test_starts_per_minute_spaces_agent_starts(harness, make_repo, work_dir, tmp
 
 def test_a_sprint_in_another_process_waits_for_the_pool_too(
     harness, make_repo: MakeRepo, work_dir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
 ):
     """The slot handoff across processes: refused by the server (423), asked again."""
     import os
@@ -182,7 +182,6 @@ def test_a_sprint_in_another_process_waits_for_the_pool_too(
     agents = intervals(events, "agent")
     assert len(agents) == 4 and most_at_once(agents) == 1, agents
     # This process's agents had to wait for the other process's slot: the server said no.
-    printed = capfd.readouterr()
-    assert "waiting for a free slot of the shared pool 'shared-procs'" in (
-        printed.out + printed.err), agents
+    # This process's agents were refused by the server while the other process held it.
+    assert waits("shared-procs") >= 1, agents
     assert read_limit("shared-procs").active_slots == 0
