@@ -245,6 +245,10 @@ class SprintRun:
         # Attempts under way: the agents' slots plus the checks' (the attempts themselves
         # wait for a slot of the kind they need next, agentfleet/guardrails.py).
         self.in_flight = in_flight(self.plan.limits.concurrency, self.plan.limits.checks_cap)
+        if self.plan.placement == "pool":
+            # Attempts on a pool's workers hold none of this run's slots: at most
+            # limits.concurrency of them under way, as before.
+            self.in_flight = self.plan.limits.concurrency
         self.place = RunPlace(
             repo=self.root,
             worktree_root=self.worktree_root,
