@@ -195,9 +195,12 @@ def test_interrupt_stops_every_agent_and_a_second_run_is_refused_meanwhile(
             in run_git(repo, "branch", "--list", "agentfleet-attempts/*"),
             60, "a ticket to finish",
         )
+        # The branch exists from the worktree's creation (the agent may still wait for a
+        # slot): the ticket is finished once agentfleet committed on it.
+        base = run_git(repo, "rev-parse", "HEAD").strip()
         wait_for(lambda: run_git(repo, "rev-parse", "-q", "--verify",
-                                 "agentfleet-attempts/orders-v2/auth-strict/1^{commit}") != "",
-                 30, "its commit")
+                                 "agentfleet-attempts/orders-v2/auth-strict/1^{commit}").strip()
+                 not in ("", base), 60, "its commit")
 
         second = run_agentfleet("run", str(plan), env=sprint_env, timeout=60)
         assert second.returncode == 2
