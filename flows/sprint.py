@@ -39,6 +39,7 @@ from agentfleet.landing import AttemptRequest, Landing, policy_of, report_for
 from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.naming import attempt_branch
+from agentfleet.outcome import Usage
 from agentfleet.plan import Plan
 from agentfleet.preflight import check_run, redo_closure
 from agentfleet.requests import check_sprint_request
@@ -176,17 +177,19 @@ def run_checked(
         # them and free their worktrees before starting new ones.
         reap_orphans(settings.work_dir, checked.repo.root, checked.plan.name,
                      grace_s=settings.stop_grace_s, log=logger.warning)
-        planner_tokens = 0
+        planner = Usage()
         if checked.plan.goal is not None:  # the planner proposes the tasks (review_plan)
-            checked, planner_tokens = planned(checked, codex, settings)
+            checked, planner = planned(checked, codex, settings)
         decompose_stage(checked.plan.name, render_plan(checked, settings.default_models))
         run = SprintRun(checked, settings, codex, no_cache=no_cache, redo=redo or [],
                         control=control, land=land)
-        run.planner_tokens = planner_tokens
+        run.planner_tokens = planner.total
         try:
             # Finished attempts' worktrees are reused by the next ones (worktree_pool.py).
             with worktree_pool(checked.repo.root, run.worktree_root), \
                     guarded(checked.plan, settings, control, logger.info, logger.warning):
+                if control.meter is not None and planner.total:
+                    control.meter.count_spent("planner", "planner", planner)  # limits.tokens
                 sprint_report = run.run()
         except BaseException:
             if report and run.interrupted is not None:

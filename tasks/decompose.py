@@ -21,6 +21,7 @@ from agentfleet.checking import CheckedPlan
 from agentfleet.durations import parse_duration
 from agentfleet.errors import PlanRejected, ProposalRejected
 from agentfleet.locks import repo_key
+from agentfleet.outcome import Usage
 from agentfleet.planner import Proposal, plan_for_goal, proposal_markdown, usage_line
 from agentfleet.process import tracked_in
 from agentfleet.review import Reviews, plan_item
@@ -93,7 +94,7 @@ def propose_tasks(checked: CheckedPlan, codex: Path | None, work_dir: Path,
 
 
 def planned(checked: CheckedPlan, codex: Path | None,
-            settings: AgentfleetSettings) -> tuple[CheckedPlan, int]:
+            settings: AgentfleetSettings) -> tuple[CheckedPlan, Usage]:
     """A goal plan's tasks (the planner's proposal, approved by a person with ``review_plan``)
     and the planner's tokens."""
     proposal = propose_tasks(checked, codex, settings.work_dir, settings.stop_grace_s)
@@ -115,4 +116,4 @@ def planned(checked: CheckedPlan, codex: Path | None,
                 why = "rejected in review" if decision.by == "review" else decision.line
                 raise PlanRejected(f"sprint {plan.name}: the proposed plan was not run "
                                    f"({why}); no task ran")
-    return proposal.checked, proposal.usage.total
+    return proposal.checked, proposal.usage

@@ -83,6 +83,16 @@ class SprintMeter:
         return agent.model_copy(update={"config": {**agent.config,
                                                    **route_overrides(route, url)}})
 
+    def count_spent(self, name: str, task_id: str, usage: Usage) -> None:
+        """Count tokens spent before the proxy ran (the planner's) against ``limits.tokens``."""
+        self.ledger.register(name, task_id, upstream="(counted when it ended)")
+        self.ledger.record_usage(name, TokenUsage(
+            input_tokens=usage.input_tokens, cached_input_tokens=usage.cached_input_tokens,
+            output_tokens=usage.output_tokens,
+            reasoning_output_tokens=usage.reasoning_output_tokens))
+        self.log(f"{name}: {usage.total:,} tokens counted against the sprint's budget"
+                 f"{'; ' + self.total_line() if self.ledger.snapshot().sprint_tokens else ''}")
+
     def metered(self, name: str) -> bool:
         """Whether attempt ``name`` went through the proxy."""
         return self.ledger.upstream_of(name) is not None

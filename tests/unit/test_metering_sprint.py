@@ -62,3 +62,16 @@ def test_the_sprint_budget_once_spent_is_said_once(tmp_path):
         assert meter.sprint_spent() == "sprint over budget: 1,200 of 1,000 tokens"
     assert said[0] == "a#1: tokens 600 (+600); sprint 600 of 1,000"
     assert sum("running agents are refused" in line for line in said) == 1
+
+
+def test_the_planners_tokens_count_against_the_sprint_budget():
+    from agentfleet.outcome import Usage
+
+    said: list[str] = []
+    with SprintMeter(1000, said.append) as meter:
+        meter.count_spent("planner", "planner", Usage(input_tokens=900, output_tokens=150))
+        assert meter.usage("planner").total == 1050
+        assert meter.ledger.sprint_over_budget  # so no attempt starts
+        assert meter.sprint_spent() == "sprint over budget: 1,050 of 1,000 tokens"
+    assert "planner: 1,050 tokens counted against the sprint's budget; tokens: 1,050 of 1,000" \
+        in said
