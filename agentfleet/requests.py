@@ -51,8 +51,9 @@ def repository_root(
             raise ConfigError(f"{problem[0]}: {problem[1]}")
         if source.path is None:
             raise ConfigError(
-                f"repository.block: the block {name!r} names the URL {source.location}; "
-                "a sprint runs on a repository on the worker: save a block with `path`"
+                f"repository.block: the block {name!r} names the URL {source.location}, "
+                "where a plan_path cannot be read: give the plan itself (`plan`), or a "
+                "plan file with `repo: {block: " + str(name) + "}` in it"
             )
         return source.path.expanduser().resolve()
     if not isinstance(repository, str) or not repository.strip():
@@ -86,13 +87,21 @@ def check_sprint_request(
             "give either plan_path (a plan file on the worker) or plan (the plan itself)"
             + (", not both" if plan is not None else "")
         )
+    given = plain(repository)
+    raw = plain(plan)
+    if (plan_path is None and isinstance(given, Mapping) and "block" in given
+            and isinstance(raw, Mapping) and raw.get("repo") is None):
+        # The block is the plan's repository, as `repo: {block: NAME}` in it would be:
+        # a folder on the worker, or a remote fetched into its mirror.
+        return check_plan_data({**without_nulls(raw), "repo": {"block": given["block"]}},
+                               cwd / "plan.yaml", source=PLAN_SOURCE, blocks=blocks,
+                               mirror=mirror)
     root = repository_root(repository, blocks, cwd=cwd)
     if plan_path is not None:
         path = Path(plan_path).expanduser()
         if not path.is_absolute():
             path = (root or cwd) / path
         return load_and_check(path, blocks, mirror=mirror)
-    raw = plain(plan)
     if not isinstance(raw, Mapping):
         raise PlanError([Problem(PLAN_SOURCE, "the plan must be a mapping of keys (name, "
                                               f"tasks, ...), got {type(raw).__name__}")])

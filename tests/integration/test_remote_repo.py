@@ -62,6 +62,28 @@ def test_a_sprint_on_a_file_url_lands_and_pushes_to_the_remote(
     assert {t.outcome for t in again.tasks} == {TaskOutcome.ALREADY_APPLIED}
 
 
+def test_the_run_form_s_repository_block_may_name_a_remote(
+    harness: None, make_repo: MakeRepo, tmp_path: Path, work_dir: Path
+) -> None:
+    import flows.sprint as sprint_module
+    from agentfleet.results import SprintReport
+    from blocks.repository import RepositoryBlock
+
+    remote = _remote(make_repo, tmp_path)
+    RepositoryBlock(url=f"file://{remote}").save("far-remote", overwrite=True)
+    report = tmp_path / "report.json"
+    # As the UI's form sends it: the plan as data, the repository as a saved block.
+    state = sprint_module.sprint(
+        plan={"name": "formed", "agent": {"kind": "command"},
+              "tasks": [command("alpha", "echo a > alpha.txt", paths=["alpha.txt"])]},
+        repository={"block": "far-remote"}, report=str(report), no_cache=True,
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    assert SprintReport.model_validate_json(report.read_text()).target_moved
+    assert _files(remote, "agentfleet/formed") == {"README.md", "alpha.txt"}
+
+
 def test_a_bare_repository_folder_is_a_remote_and_each_run_fetches_first(
     harness: None, make_repo: MakeRepo, tmp_path: Path, work_dir: Path
 ) -> None:
