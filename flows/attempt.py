@@ -24,6 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from agentfleet.agents import find_codex
 from agentfleet.attempt import AttemptSpec
 from agentfleet.clean import reap_orphans
+from agentfleet.guardrails import RunGuards
 from agentfleet.leases import lease_dir
 from agentfleet.liveness import HEARTBEAT_LABEL, HEARTBEAT_S
 from agentfleet.locks import repo_key
@@ -38,6 +39,7 @@ from agentfleet.results import AttemptResult
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
 from tasks.attempt import attempt as attempt_task
 from tasks.cache import agent_version, settle
+from tasks.limits import shared_limits
 from tasks.remote import remote_access
 from tasks.runtime import open_run
 
@@ -56,6 +58,8 @@ def attempt(
     start_ref: str,
     more_refs: list[str] | None = None,
     no_cache: bool = False,
+    pool: str | None = None,
+    starts_per_minute: float | None = None,
 ) -> AttemptResult:
     """Run one attempt of a sprint on this worker, from the remote, and push its branch.
 
@@ -63,7 +67,8 @@ def attempt(
     ``spec``'s paths are the sprint's machine's: they are replaced by this worker's.
     """
     with heartbeat():
-        return _attempt(spec, remote, [start_ref, *(more_refs or [])], no_cache)
+        return _attempt(spec, remote, [start_ref, *(more_refs or [])], no_cache, pool,
+                        starts_per_minute)
 
 
 @contextlib.contextmanager
@@ -96,7 +101,8 @@ def heartbeat() -> Iterator[None]:
 
 
 def _attempt(
-    spec: AttemptSpec, remote: RemoteRepository, refs: list[str], no_cache: bool
+    spec: AttemptSpec, remote: RemoteRepository, refs: list[str], no_cache: bool,
+    pool: str | None, starts_per_minute: float | None,
 ) -> AttemptResult:
     logger = get_run_logger()
     settings = AgentfleetSettings()
@@ -121,6 +127,12 @@ def _attempt(
         "grace_s": settings.stop_grace_s,
     })
     with open_run(spec.sprint) as control:
+        if pool is not None:
+            # Its agent holds a slot of the pool every sprint on this server shares (the
+            # sprint's own limits.concurrency is held where the sprint runs).
+            control.guards = RunGuards(1, 1, shared_limits(pool, settings.pool_size,
+                                                           starts_per_minute, logger.info))
+            logger.info(f"its agent holds a slot of the shared pool {pool} while it runs")
         future = attempt_task.with_options(refresh_cache=no_cache or None).submit(
             local, agent_version=agent_version(codex)
         )

@@ -431,7 +431,9 @@ class SprintRun:
     def _submit(self, spec: AttemptSpec, fresh: bool) -> PrefectFuture:
         """Start an attempt: a task run here, or with ``placement: pool`` a pool's flow run."""
         if self.plan.placement == "pool" and self.remote is not None:
-            return pooled_attempt.submit(spec, self.remote, no_cache=fresh)
+            limits = self.plan.limits  # the worker takes the shared pool's slot
+            return pooled_attempt.submit(spec, self.remote, no_cache=fresh, pool=limits.pool,
+                                         starts_per_minute=limits.starts_per_minute)
         return attempt.with_options(refresh_cache=fresh or None).submit(
             spec, agent_version=self.agent_version
         )

@@ -106,9 +106,13 @@ def _wait(flow_run_id: UUID, spec: AttemptSpec, stale_s: float) -> tuple[State, 
 @task(name="pooled-attempt", task_run_name="{spec.task_id}#{spec.attempt}",
       cache_policy=NO_CACHE, persist_result=False)
 def pooled_attempt(
-    spec: AttemptSpec, remote: RemoteRepository, no_cache: bool = False
+    spec: AttemptSpec, remote: RemoteRepository, no_cache: bool = False,
+    pool: str | None = None, starts_per_minute: float | None = None,
 ) -> AttemptResult:
-    """Run ``spec`` as a flow run of the ``attempt`` deployment; its result, branch fetched."""
+    """Run ``spec`` as a flow run of the ``attempt`` deployment; its result, branch fetched.
+
+    ``pool`` and ``starts_per_minute`` (the plan's limits) are the worker's to hold: its
+    agent takes a slot of the shared pool as a local sprint's agent does."""
     logger = get_run_logger()
     access = remote_access(remote)
     ref = start_ref(spec.sprint, spec.task_id, spec.attempt)
@@ -118,7 +122,8 @@ def pooled_attempt(
         handed[ref + "-merge"] = spec.merge.commit
     push_refs(remote, handed, access)
     parameters = {"spec": spec.model_dump(mode="json"), "remote": remote.model_dump(mode="json"),
-                  "start_ref": ref, "more_refs": list(handed)[1:], "no_cache": no_cache}
+                  "start_ref": ref, "more_refs": list(handed)[1:], "no_cache": no_cache,
+                  "pool": pool, "starts_per_minute": starts_per_minute}
     try:
         return _run(spec, remote, parameters, access, AgentfleetSettings().attempt_stale_s)
     finally:

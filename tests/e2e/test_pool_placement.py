@@ -102,6 +102,9 @@ def test_a_pool_sprint_runs_its_attempts_on_the_workers_and_lands_on_the_remote(
                   if f"Flow run '{t}' submitted to infrastructure" in log.read_text()}
                  for _, log in workers]
         assert sorted(map(len, taken)) == [1, 1] and set.union(*taken) == {"alpha#1", "beta#1"}
+        # There, each agent held a slot of the pool every sprint on the server shares.
+        held = "its agent holds a slot of the shared pool agentfleet-agents while it runs"
+        assert all(held in log.read_text() for _, log in workers)
         # Every worker worked in its own work dir; the sprint's machine ran no agent.
         for name in ("w1", "w2"):
             assert (tmp_path / name / "work" / "remotes").is_dir()
