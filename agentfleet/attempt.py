@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 from tenacity import (
@@ -225,14 +226,9 @@ def _run_in(
             result.reason = f"could not set up the merge to resolve: {exc}"
             return
         log(f"merging {spec.merge.label}: conflicts in {', '.join(conflicted) or 'no file'}")
-    if spec.setup:
-        log(f"setup: {spec.setup}")
-        result.setup = CheckResult.from_shell(
-            run_shell(spec.setup, worktree.path, env, timeout_s=_left(deadline), cancel=cancel)
-        )
-        if not result.setup.passed:
-            result.reason = f"setup failed (exit {result.setup.exit_status})"
-            return
+    if spec.setup and not _shell_check("setup", spec.setup, worktree, result, env, log,
+                                       cancel, deadline):
+        return
 
     refs_before = _refs(spec.repo)
     # The agent holds its slots (the sprint's, the shared pool's) only while it runs;
@@ -286,23 +282,33 @@ def _check(
         result.reason = WORKTREE_TAMPERED
         return
 
-    if spec.verify:
-        log(f"verify: {spec.verify}")
-        result.verify = CheckResult.from_shell(
-            run_shell(spec.verify, worktree.path, env, timeout_s=_left(deadline), cancel=cancel)
-        )
-        if not result.verify.passed:
-            result.reason = f"verify failed (exit {result.verify.exit_status})"
-            return
-    if spec.score:
-        log(f"score: {spec.score}")
-        result.score = CheckResult.from_shell(
-            run_shell(spec.score, worktree.path, env, timeout_s=_left(deadline), cancel=cancel)
-        )
-        if not result.score.passed:
-            result.reason = f"score failed (exit {result.score.exit_status})"
+    for name, command in (("verify", spec.verify), ("score", spec.score)):
+        if command and not _shell_check(name, command, worktree, result, env, log, cancel,
+                                        deadline):
             return
     result.succeeded = True
+
+
+def _shell_check(
+    name: Literal["setup", "verify", "score"],
+    command: str,
+    worktree: Worktree,
+    result: AttemptResult,
+    env: Mapping[str, str],
+    log: Log,
+    cancel: threading.Event | None,
+    deadline: float,
+) -> bool:
+    """Run ``command`` in the worktree as the attempt's check ``name`` (the result field of
+    that name records it); False, with the reason set, when it failed."""
+    log(f"{name}: {command}")
+    check = CheckResult.from_shell(
+        run_shell(command, worktree.path, env, timeout_s=_left(deadline), cancel=cancel)
+    )
+    setattr(result, name, check)
+    if not check.passed:
+        result.reason = f"{name} failed (exit {check.exit_status})"
+    return check.passed
 
 
 def _commit(
