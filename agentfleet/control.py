@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from agentfleet.guardrails import RunGuards
 from agentfleet.metering.sprint import SprintMeter
-from agentfleet.process import ProcessSet
+from agentfleet.process import ProcessSet, all_at_once
 
 
 @dataclass
@@ -89,14 +89,4 @@ class RunControl:
         for c in controls:  # every wait wakes at once; then the groups go, in parallel
             c.reason = c.reason or "interrupted"
             c.cancel.set()
-        counts: list[int] = []
-        threads = [
-            threading.Thread(target=lambda c=c: counts.append(c.processes.stop(grace_s)),
-                             daemon=True)
-            for c in controls
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return sum(counts)
+        return sum(all_at_once([lambda c=c: c.processes.stop(grace_s) for c in controls]))

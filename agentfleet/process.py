@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 MARKER_VAR = "AGENTFLEET_ATTEMPT_ID"
 Stream = Literal["stdout", "stderr"]
@@ -194,6 +194,25 @@ def stop_all(grace_s: float | None = None, *, wait: bool = True) -> int:
     return len(procs)
 
 
+T = TypeVar("T")
+
+
+def all_at_once(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Run ``calls`` each in its own thread and wait for all: stopping N process groups
+    then takes one grace period, not N. Their results, in order."""
+    results: list[T | None] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results  # type: ignore[return-value]
+
+
 class ProcessSet:
     """The live processes started in one context (an attempt): stopped together, alone."""
 
@@ -221,14 +240,7 @@ class ProcessSet:
         """Stop every process of the set (and only those); returns how many."""
         with self._lock:
             procs = list(self._procs.values())
-        threads = [
-            threading.Thread(target=p.stop, kwargs={"grace_s": grace_s}, daemon=True)
-            for p in procs
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        all_at_once([lambda p=p: p.stop(grace_s=grace_s) for p in procs])
         return len(procs)
 
 
