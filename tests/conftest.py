@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.support.git_env"]
+
 # Git must not read the developer's own configuration (signing, hooks, templates).
 GIT_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",

@@ -18,11 +18,12 @@ from agentfleet.landing import AttemptRequest, LandingPolicy
 from agentfleet.naming import attempt_branch
 from agentfleet.results import AttemptResult, TaskOutcome
 from agentfleet.scripted import Response, Rule, Script, ScriptedModelServer
-from tests.support.git_env import fixture_commit, sh, without_git_identity
+from tests.support.git_env import sh, user_repo
 from tests.unit.test_landing import SPRINT, TARGET, do_land
 from tests.unit.test_merge_queue import two_conflicting
 
-pytestmark = [pytest.mark.codex, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.codex, pytest.mark.timeout(90),
+              pytest.mark.usefixtures("no_git_identity")]
 
 CODEX = Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "codex"
 
@@ -35,16 +36,8 @@ SCRIPT = Script(rules=[
 ])
 
 
-@pytest.fixture(autouse=True)
-def no_git_identity(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    without_git_identity(tmp_path_factory.mktemp("home"), monkeypatch)
-
-
 def test_a_codex_resolver_sees_git_status_of_the_merge_and_resolves_it(tmp_path: Path):
-    repo = tmp_path / "repo"
-    sh(tmp_path, "init", "-q", "-b", "main", str(repo))
-    (repo / "README.md").write_text("hello\n")
-    fixture_commit(repo, "initial")
+    repo = user_repo(tmp_path / "repo", {"README.md": "hello\n"})
     base, results = two_conflicting(repo)
     with ScriptedModelServer(SCRIPT) as model:
         env = {**os.environ, "LANG": "C.UTF-8",

@@ -39,3 +39,18 @@ def fixture_commit(repo: Path, message: str, name: str = "User") -> str:
     sh(repo, "-c", f"user.name={name}", "-c", "user.email=user@example.com",
        "commit", "-q", "-m", message)
     return sh(repo, "rev-parse", "HEAD").strip()
+
+
+@pytest.fixture
+def no_git_identity(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """A CI-like environment for a test (``pytest.mark.usefixtures("no_git_identity")``)."""
+    without_git_identity(tmp_path_factory.mktemp("home"), monkeypatch)
+
+
+def user_repo(path: Path, files: dict[str, str]) -> Path:
+    """A repository on ``main`` whose one commit, the user's, holds ``files``."""
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    for rel, text in files.items():
+        (path / rel).write_text(text)
+    fixture_commit(path, "initial")
+    return path

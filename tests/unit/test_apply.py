@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,11 @@ from agentfleet.errors import ConflictError, GitError
 from agentfleet.gitcmd import AGENTFLEET_IDENTITY
 from agentfleet.naming import scratch_ref
 from agentfleet.worktrees import WorktreeManager, commit_all
-from tests.support.git_env import fixture_commit, sh, without_git_identity
+from tests.support.git_env import fixture_commit, sh, user_repo
+
+pytestmark = pytest.mark.usefixtures("no_git_identity")
 
 SPRINT = "s1"
-
-
-@pytest.fixture(autouse=True)
-def no_git_identity(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """A CI-like environment: no global/system config, no identity, no guessing one."""
-    without_git_identity(tmp_path_factory.mktemp("home"), monkeypatch)
 
 
 LINES = "".join(f"line {i}\n" for i in range(1, 21))
@@ -28,11 +23,7 @@ LINES = "".join(f"line {i}\n" for i in range(1, 21))
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
-    (path / "shared.txt").write_text(LINES)
-    fixture_commit(path, "initial")
-    return path
+    return user_repo(tmp_path / "repo", {"shared.txt": LINES})
 
 
 class Fleet:

@@ -17,24 +17,17 @@ from agentfleet import apply as ga
 from agentfleet.landing import land, report_for
 from agentfleet.naming import attempt_branch
 from agentfleet.results import AttemptResult, CheckResult, SprintReport, TaskOutcome
-from tests.support.git_env import fixture_commit, sh, without_git_identity
+from tests.support.git_env import sh, user_repo
+
+pytestmark = pytest.mark.usefixtures("no_git_identity")
 
 SPRINT = "s1"
 TARGET = "agentfleet/s1"
 
 
-@pytest.fixture(autouse=True)
-def no_git_identity(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    without_git_identity(tmp_path_factory.mktemp("home"), monkeypatch)
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
-    (path / "README.md").write_text("hello\n")
-    fixture_commit(path, "initial")
-    return path
+    return user_repo(tmp_path / "repo", {"README.md": "hello\n"})
 
 
 def git_bytes(repo: Path, *args: str | bytes, input: bytes | None = None, env=None) -> bytes:

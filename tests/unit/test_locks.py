@@ -15,6 +15,9 @@ import pytest
 from agentfleet.errors import SprintLocked
 from agentfleet.locks import SprintLock, lock_path, read_holder
 from agentfleet.worktrees import WorktreeManager
+from tests.support.git_env import user_repo
+
+pytestmark = pytest.mark.usefixtures("no_git_identity")
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -30,39 +33,9 @@ HOLDER = textwrap.dedent(
 )
 
 
-@pytest.fixture(autouse=True)
-def no_git_identity(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """A CI-like environment: no global/system config, no identity."""
-    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
-    monkeypatch.setenv("GIT_CONFIG_SYSTEM", "/dev/null")
-
-
-def make_repo(path: Path) -> Path:
-    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
-    (path / "f.txt").write_text("x\n")
-    subprocess.run(["git", "-C", str(path), "add", "-A"], check=True)
-    subprocess.run(
-        [
-            "git",
-            "-C",
-            str(path),
-            "-c",
-            "user.name=U",
-            "-c",
-            "user.email=u@x",
-            "commit",
-            "-qm",
-            "init",
-        ],
-        check=True,
-    )
-    return path
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "repo")
+    return user_repo(tmp_path / "repo", {"f.txt": "x\n"})
 
 
 @pytest.fixture
@@ -108,7 +81,7 @@ def test_a_second_run_of_the_same_sprint_is_refused_with_the_holder_named(
 def test_other_sprints_and_repositories_lock_independently(
     lock_dir: Path, repo: Path, tmp_path: Path, holder: subprocess.Popen[str]
 ):
-    other_repo = make_repo(tmp_path / "other")
+    other_repo = user_repo(tmp_path / "other", {"f.txt": "x\n"})
     with SprintLock(lock_dir, repo, "s2"), SprintLock(lock_dir, other_repo, "s1"):
         assert read_holder(lock_dir, other_repo, "s1").pid == os.getpid()  # type: ignore[union-attr]
     # A linked worktree of the same repository is the same repository.

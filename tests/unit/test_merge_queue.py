@@ -19,24 +19,15 @@ from agentfleet.attempt import AttemptSpec, run_attempt
 from agentfleet.landing import AttemptRequest, LandingPolicy, conflict_rows
 from agentfleet.naming import attempt_branch
 from agentfleet.results import AttemptResult, SprintReport, TaskOutcome
-from tests.support.git_env import fixture_commit, sh, without_git_identity
+from tests.support.git_env import fixture_commit, sh, user_repo
 from tests.unit.test_landing import SPRINT, TARGET, commit_files, do_land, result
 
-pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(autouse=True)
-def no_git_identity(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    without_git_identity(tmp_path_factory.mktemp("home"), monkeypatch)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_git_identity")]
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    sh(tmp_path, "init", "-q", "-b", "main", str(path))
-    (path / "README.md").write_text("hello\n")
-    fixture_commit(path, "initial")
-    return path
+    return user_repo(tmp_path / "repo", {"README.md": "hello\n"})
 
 
 def runner(repo: Path, tmp_path: Path, run: str, verify: str | None = None,

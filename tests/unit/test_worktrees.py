@@ -26,25 +26,16 @@ from agentfleet.worktrees import (
     temporary_worktree,
     uncommitted_files,
 )
-from tests.support.git_env import fixture_commit, sh, without_git_identity
+from tests.support.git_env import fixture_commit, sh, user_repo
+
+pytestmark = pytest.mark.usefixtures("no_git_identity")
 
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def no_git_identity(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """A CI-like environment: no global/system config, no identity, no guessing one."""
-    without_git_identity(tmp_path_factory.mktemp("home"), monkeypatch)
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
-    (path / "f.txt").write_text("one\ntwo\nthree\n")
-    (path / ".gitignore").write_text("*.log\n")
-    fixture_commit(path, "initial")
-    return path
+    return user_repo(tmp_path / "repo", {"f.txt": "one\ntwo\nthree\n", ".gitignore": "*.log\n"})
 
 
 @pytest.fixture
