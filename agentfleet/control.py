@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 
 from agentfleet.guardrails import RunGuards
-from agentfleet.metering.sprint import SprintMeter
+from agentfleet.metering.sprint import HandedRoute, SprintMeter
 from agentfleet.process import ProcessSet, all_at_once
 
 
@@ -59,8 +59,9 @@ class RunControl:
         self.cancel = threading.Event()  # the whole run was stopped
         # The run's agent and check slots (agentfleet.guardrails.RunGuards); None: no limits.
         self.guards: RunGuards | None = None
-        # The run's metering proxy (agentfleet.metering.sprint.SprintMeter); None: unmetered.
-        self.meter: SprintMeter | None = None
+        # The run's metering proxy (agentfleet.metering.sprint.SprintMeter), or on a pool's
+        # worker the route the sprint's proxy handed its attempt; None: unmetered.
+        self.meter: SprintMeter | HandedRoute | None = None
 
     def attempt(self, name: str) -> AttemptControl:
         """The control of attempt ``name`` (``<task>#<k>``), made on first use.

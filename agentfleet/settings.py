@@ -58,6 +58,23 @@ class AgentfleetSettings(BaseSettings):
         description="A `placement: pool` attempt run whose worker has not beaten for this many "
         "seconds is taken for crashed and run again elsewhere (within the task's retries).",
     )
+    proxy_host: str = Field(
+        default="127.0.0.1",
+        description="Where the sprint's metering proxy listens. Workers of a `placement: pool` "
+        "sprint on other machines need an address they can reach (e.g. `0.0.0.0`): see the "
+        "README's security note.",
+    )
+    proxy_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="The metering proxy's port; 0: any free port (say which in "
+        "`AGENTFLEET_PROXY_URL` only when it is fixed).",
+    )
+    proxy_url: str | None = Field(
+        default=None,
+        description="Where a `placement: pool` sprint's workers reach its metering proxy, e.g. "
+        "`http://sprint-host` (the bound port is added when the URL names none); "
+        "unset: `http://127.0.0.1:<port>`, for workers on the sprint's machine.",
+    )
     # From the pinned Codex 0.169's model list: gpt-6-luna is "Fast and affordable model for
     # easier tasks", gpt-6.1-sol "Latest workhorse model for coding and everyday work".
     model_simple: str = Field(

@@ -28,6 +28,7 @@ from agentfleet.guardrails import RunGuards
 from agentfleet.leases import lease_dir
 from agentfleet.liveness import HEARTBEAT_LABEL, HEARTBEAT_S
 from agentfleet.locks import repo_key
+from agentfleet.metering.sprint import HandedRoute
 from agentfleet.remote import (
     RemoteRepository,
     fetch_refs,
@@ -60,15 +61,18 @@ def attempt(
     no_cache: bool = False,
     pool: str | None = None,
     starts_per_minute: float | None = None,
+    metering: dict[str, str] | None = None,
 ) -> AttemptResult:
     """Run one attempt of a sprint on this worker, from the remote, and push its branch.
 
     ``start_ref`` (and ``more_refs``, e.g. a resolver's other side) are fetched first.
     ``spec``'s paths are the sprint's machine's: they are replaced by this worker's.
+    ``metering``: the ``-c`` overrides that send its Codex through the sprint's metering
+    proxy (apart from ``spec``: they are not part of its cache key).
     """
     with heartbeat():
         return _attempt(spec, remote, [start_ref, *(more_refs or [])], no_cache, pool,
-                        starts_per_minute)
+                        starts_per_minute, metering)
 
 
 @contextlib.contextmanager
@@ -102,7 +106,7 @@ def heartbeat() -> Iterator[None]:
 
 def _attempt(
     spec: AttemptSpec, remote: RemoteRepository, refs: list[str], no_cache: bool,
-    pool: str | None, starts_per_minute: float | None,
+    pool: str | None, starts_per_minute: float | None, metering: dict[str, str] | None,
 ) -> AttemptResult:
     logger = get_run_logger()
     settings = AgentfleetSettings()
@@ -133,6 +137,8 @@ def _attempt(
             control.guards = RunGuards(1, 1, shared_limits(pool, settings.pool_size,
                                                            starts_per_minute, logger.info))
             logger.info(f"its agent holds a slot of the shared pool {pool} while it runs")
+        if metering:  # counted, and held to its budgets, by the sprint's proxy
+            control.meter = HandedRoute(metering)
         future = attempt_task.with_options(refresh_cache=no_cache or None).submit(
             local, agent_version=agent_version(codex)
         )

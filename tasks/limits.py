@@ -35,7 +35,7 @@ from prefect.states import Failed, State
 from agentfleet.attempt import AttemptSpec
 from agentfleet.control import RunControl
 from agentfleet.guardrails import RunGuards, SharedLimits, SlotGate
-from agentfleet.metering.sprint import SprintMeter
+from agentfleet.metering.sprint import HandedRoute, SprintMeter
 from agentfleet.plan import Plan
 from agentfleet.results import AttemptResult
 from agentfleet.settings import AgentfleetSettings
@@ -217,14 +217,18 @@ def guarded(plan: Plan, settings: AgentfleetSettings, control: RunControl, log: 
     if all(plan.task_agent(t).kind != "codex" for t in plan.tasks):
         yield
         return
-    with SprintMeter(plan.limits.tokens, log, warn) as meter:
+    with SprintMeter(plan.limits.tokens, log, warn, host=settings.proxy_host,
+                     port=settings.proxy_port, public_url=settings.proxy_url) as meter:
         control.meter = meter
         budgets = []
         if plan.limits.tokens is not None:
             budgets.append(f"{plan.limits.tokens:,} tokens for the sprint")
         if plan.max_tokens is not None or any(t.max_tokens for t in plan.tasks):
             budgets.append("max_tokens per attempt")
-        log(f"metering proxy on {meter.proxy.url}: Codex agents' tokens counted as they "
+        where = meter.proxy.url
+        if plan.placement == "pool":  # the workers' agents talk to it from their machines
+            where += f", workers reach it at {meter.proxy.public_url}"
+        log(f"metering proxy on {where}: Codex agents' tokens counted as they "
             f"stream" + (f"; budgets: {', '.join(budgets)}" if budgets else ""))
         try:
             yield
@@ -232,7 +236,7 @@ def guarded(plan: Plan, settings: AgentfleetSettings, control: RunControl, log: 
             control.meter = None
 
 
-def metered_spec(spec: AttemptSpec, meter: SprintMeter | None, name: str,
+def metered_spec(spec: AttemptSpec, meter: SprintMeter | HandedRoute | None, name: str,
                  env: Mapping[str, str], log: Log) -> AttemptSpec:
     """``spec`` with its Codex agent routed through ``meter`` (unchanged otherwise)."""
     if meter is None or spec.agent.kind != "codex":

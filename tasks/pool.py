@@ -6,6 +6,12 @@ it while watching the attempt's stop switch (interrupt, cancel, early stop: the 
 is cancelled and its worker stops the agent), retry a crashed run (a worker that died)
 within the task's ``retries``, read the result from the shared result storage and fetch
 the attempt branch the worker pushed into this run's mirror.
+
+A Codex attempt is metered by the sprint's proxy as a local one is: each of its flow
+runs gets a route of its own (``SprintMeter.hand``) and only the ``-c`` overrides that
+send the worker's Codex there (the ``metering`` parameter: URLs, never a key); the
+route is closed when the run ends in any state, and the result that comes back carries
+the proxy's count and, past a budget, "over budget: ...".
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from uuid import UUID
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling, Crashed, State
@@ -23,6 +30,7 @@ from prefect.states import Cancelled, Cancelling, Crashed, State
 from agentfleet.attempt import AttemptSpec
 from agentfleet.errors import AgentfleetError, ConfigError
 from agentfleet.liveness import HEARTBEAT_LABEL, Liveness
+from agentfleet.metering.sprint import SprintMeter
 from agentfleet.remote import (
     GitAccess,
     RemoteRepository,
@@ -33,8 +41,9 @@ from agentfleet.remote import (
 )
 from agentfleet.results import AttemptResult
 from agentfleet.settings import AgentfleetSettings
+from tasks.limits import skipped, with_metered_usage
 from tasks.remote import remote_access
-from tasks.runtime import attempt_control
+from tasks.runtime import agent_env, attempt_control, run_control
 
 ATTEMPT_DEPLOYMENT = "attempt/attempt"
 POLL_S = 1.0  # how often the attempt's flow run is looked at
@@ -108,12 +117,16 @@ def _wait(flow_run_id: UUID, spec: AttemptSpec, stale_s: float) -> tuple[State, 
 def pooled_attempt(
     spec: AttemptSpec, remote: RemoteRepository, no_cache: bool = False,
     pool: str | None = None, starts_per_minute: float | None = None,
-) -> AttemptResult:
+) -> AttemptResult | State:
     """Run ``spec`` as a flow run of the ``attempt`` deployment; its result, branch fetched.
 
     ``pool`` and ``starts_per_minute`` (the plan's limits) are the worker's to hold: its
     agent takes a slot of the shared pool as a local sprint's agent does."""
     logger = get_run_logger()
+    meter = run_control().meter
+    meter = meter if isinstance(meter, SprintMeter) else None
+    if meter is not None and (spent := meter.sprint_spent()):
+        return skipped(spec, f"skipped: {spent}", logger.warning)
     access = remote_access(remote)
     ref = start_ref(spec.sprint, spec.task_id, spec.attempt)
     handed = {ref: spec.start_sha}
@@ -125,7 +138,8 @@ def pooled_attempt(
                   "start_ref": ref, "more_refs": list(handed)[1:], "no_cache": no_cache,
                   "pool": pool, "starts_per_minute": starts_per_minute}
     try:
-        return _run(spec, remote, parameters, access, AgentfleetSettings().attempt_stale_s)
+        return _run(spec, remote, parameters, access, AgentfleetSettings().attempt_stale_s,
+                    meter)
     finally:
         try:
             delete_remote_refs(remote, list(handed), access)
@@ -133,15 +147,41 @@ def pooled_attempt(
             logger.warning(f"could not delete {ref} on {remote.shown}: {exc}")
 
 
-def _run(spec: AttemptSpec, remote: RemoteRepository, parameters: dict[str, object],
-         access: GitAccess, stale_s: float) -> AttemptResult:
+def _metered_run(spec: AttemptSpec, parameters: dict[str, object], stale_s: float,
+                 meter: SprintMeter | None) -> tuple[FlowRun, State, bool]:
+    """One flow run of the attempt, its Codex routed through the sprint's proxy on a route
+    of its own, closed when the run ends (whatever its state: an agent its killed worker
+    left behind is refused from then on)."""
     logger = get_run_logger()
     name = f"{spec.task_id}#{spec.attempt}"
-    for run in range(1, spec.retries + 2):
-        flow_run = run_deployment(ATTEMPT_DEPLOYMENT, parameters=parameters,
+    # The routing reads the agent's Codex configuration only: no key is loaded here.
+    handed = (meter.hand(name, spec.task_id, spec.agent, agent_env({}, spec.agent.env),
+                         spec.max_tokens) if meter is not None else None)
+    route, overrides = handed if handed is not None else (None, None)
+    if overrides:
+        budget = f"; budget {spec.max_tokens:,} tokens" if spec.max_tokens else ""
+        logger.info(f"{name}: metered: its worker's Codex goes through the sprint's proxy ("
+                    + ", ".join(f"-c {k}={v}" for k, v in overrides.items()) + f"){budget}")
+    try:
+        flow_run = run_deployment(ATTEMPT_DEPLOYMENT,
+                                  parameters={**parameters, "metering": overrides},
                                   flow_run_name=name, timeout=0, as_subflow=True)
         logger.info(f"{name}: flow run {flow_run.name} ({flow_run.id}) on the attempt pool")
         state, cancelled = _wait(flow_run.id, spec, stale_s)
+        return flow_run, state, cancelled
+    finally:
+        if meter is not None and route is not None:
+            meter.close(route)
+
+
+def _run(spec: AttemptSpec, remote: RemoteRepository, parameters: dict[str, object],
+         access: GitAccess, stale_s: float, meter: SprintMeter | None) -> AttemptResult | State:
+    logger = get_run_logger()
+    name = f"{spec.task_id}#{spec.attempt}"
+    for run in range(1, spec.retries + 2):
+        if meter is not None and run > 1 and (spent := meter.sprint_spent()):
+            return skipped(spec, f"skipped: {spent}", logger.warning)
+        flow_run, state, cancelled = _metered_run(spec, parameters, stale_s, meter)
         if cancelled:
             control = attempt_control(name)
             return AttemptResult(task_id=spec.task_id, attempt=spec.attempt, branch=spec.branch,
@@ -153,6 +193,9 @@ def _run(spec: AttemptSpec, remote: RemoteRepository, parameters: dict[str, obje
                 raise AgentfleetError(f"{name}: its flow run returned {type(result).__name__}")
             if result.head_sha:
                 fetch_refs(remote, [spec.branch], access)
+            # The proxy's count and budget; a result served from the cache ran no agent.
+            if meter is not None and meter.saw(name):
+                result = with_metered_usage(result, meter, name, logger.warning)
             return result
         # Crashed (a worker gone) or Failed (the worker could not fetch or push: the agent's
         # own failures come back Completed, as results): another run, maybe elsewhere.

@@ -6,6 +6,11 @@ and gets its own URL prefix, ``http://127.0.0.1:P/a/<attempt-id>`` followed by t
 upstream's path (``…/a/api-1/v1`` for ``https://api.openai.com/v1``): the prefix
 says whose request it is, the rest of the path goes upstream as it came.
 
+An attempt on another machine (a ``placement: pool`` worker) gets a route of its own
+for each run, ``/a/<attempt-id>~<token>`` under the address the workers reach
+(``public_url``), closed when that run ends: an agent its killed worker left behind
+is refused from then on, while what it spent stays counted for the attempt.
+
 Requests and responses pass unchanged: every header but the hop-by-hop ones (so
 ``Authorization`` goes through; ``Host`` names the upstream), the request body as
 read, the response body chunk by chunk as it arrives (a streamed response is never
@@ -346,10 +351,16 @@ class MeteringProxy:
         on_backoff: OnBackoff | None = None,
         on_refusal: OnRefusal | None = None,
         upstream_timeout_s: float = 600.0,
+        public_url: str | None = None,
     ) -> None:
         self.ledger = ledger if ledger is not None else Ledger()
         self._host = host
         self._port = port
+        # Where other machines reach it (``http://sprint-host``: the bound port is added).
+        self._public_url = public_url.rstrip("/") if public_url else None
+        self._routes: dict[str, str] = {}  # route -> attempt id (runs elsewhere)
+        self._closed: set[str] = set()
+        self._remote: set[str] = set()  # attempts reached by their routes only
         self.on_usage = on_usage
         self.on_backoff = on_backoff
         self.on_refusal = on_refusal
@@ -410,26 +421,70 @@ class MeteringProxy:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
+        """``http://127.0.0.1:PORT`` (a wildcard bind is reached on loopback from here)."""
         if self._httpd is None:
             raise RuntimeError("start the metering proxy first")
-        return f"http://{self._host}:{self.port}"
+        host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
+        host = "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def public_url(self) -> str:
+        """Where agents on other machines reach it: ``public_url`` (with the bound port
+        when it names none), else ``url``."""
+        if self._public_url is None:
+            return self.url
+        if urlsplit(self._public_url).port is not None:
+            return self._public_url
+        parts = urlsplit(self._public_url)
+        return f"{parts.scheme}://{parts.netloc}:{self.port}{parts.path}"
 
     # -- attempts ----------------------------------------------------------------------
 
     def register(self, attempt_id: str, task_id: str, upstream: str,
-                 max_tokens: int | None = None) -> str:
-        """Make an attempt known; returns the base URL its Codex run must use."""
+                 max_tokens: int | None = None, *, route: str | None = None) -> str:
+        """Make an attempt known; returns the base URL its Codex run must use.
+
+        ``route``: a route of its own for one run elsewhere (under ``public_url``), until
+        ``close(route)``; without it the attempt's id is its route, under ``url``.
+        """
         if not attempt_id:
             raise ValueError("an attempt id is not empty")
         upstream = normalize_upstream(upstream)
         self.ledger.register(attempt_id, task_id, upstream, max_tokens)
-        return self.base_url_for(attempt_id, upstream)
+        if route is None:
+            return self.base_url_for(attempt_id, upstream)
+        with self._lock:
+            if route in self._closed or self._routes.get(route, attempt_id) != attempt_id:
+                raise ValueError(f"route {route!r} is taken")
+            self._routes[route] = attempt_id
+            self._remote.add(attempt_id)
+        path = urlsplit(upstream).path
+        return f"{self.public_url}{ROUTE_PREFIX}{quote(route, safe='')}{path}"
+
+    def close(self, route: str) -> None:
+        """End a route made by ``register(route=...)``: its requests are refused from now
+        on (not retried by Codex); what its attempt spent stays counted."""
+        with self._lock:
+            if self._routes.pop(route, None) is not None:
+                self._closed.add(route)
 
     def base_url_for(self, attempt_id: str, upstream: str) -> str:
         """``http://127.0.0.1:P/a/<attempt-id>`` plus the upstream's path."""
         path = urlsplit(normalize_upstream(upstream)).path
         return f"{self.url}{ROUTE_PREFIX}{quote(attempt_id, safe='')}{path}"
+
+    def _attempt_of(self, route: str) -> tuple[str | None, str | None]:
+        """The attempt a route serves, or why it serves none."""
+        with self._lock:
+            if route in self._routes:
+                return self._routes[route], None
+            if route in self._closed:
+                return None, f"attempt route {route!r} is closed (its run ended)"
+            remote = route in self._remote
+        if remote or self.ledger.upstream_of(route) is None:
+            return None, f"unknown attempt {route!r}"
+        return route, None
 
     def snapshot(self) -> LedgerSnapshot:
         """Tokens per attempt, task and sprint, budgets, rate-limit headers, holds."""
@@ -456,18 +511,18 @@ class MeteringProxy:
     # -- one request ---------------------------------------------------------------------
 
     def _handle(self, h: _Handler) -> None:
-        attempt_id, rest = _split_route(h.path)
+        route, rest = _split_route(h.path)
         try:
             body = h.read_body()
         except (OSError, ValueError):
             h.close_connection = True
             return
+        attempt_id, why = self._attempt_of(route) if route else (None, "no /a/<attempt> route")
         upstream = self.ledger.upstream_of(attempt_id) if attempt_id is not None else None
         if attempt_id is None or upstream is None:
             # Not retried by Codex: a mistake in routing must not loop.
-            what = f"unknown attempt {attempt_id!r}" if attempt_id else "no /a/<attempt> route"
-            self._finish_log(attempt_id, h, 400)
-            h.answer(400, error_body(f"metering proxy: {what}", "invalid_prompt"))
+            self._finish_log(route, h, 400)
+            h.answer(400, error_body(f"metering proxy: {why}", "invalid_prompt"))
             return
         if "websocket" in (h.headers.get("upgrade") or "").lower():
             self._finish_log(attempt_id, h, 426)

@@ -6,10 +6,18 @@ its last (``tasks/limits.py``). Each Codex attempt is registered under its name
 (``<task>#<k>``) with its ``max_tokens``; its run gets the ``-c`` overrides that send
 it through the proxy (``codex_route``), added to its agent's ``config`` for that run
 only. Command agents are not metered.
+
+An attempt of a ``placement: pool`` sprint runs on a worker, maybe on another machine:
+the sprint registers it here just the same (``hand``: a route of its own per flow run,
+closed when that run ends) and hands the worker only the ``-c`` overrides, which the
+worker's ``HandedRoute`` adds to its agent's run. The worker's Codex then talks to this
+proxy, with the worker's own credentials, so budgets, the shared backoff and the live
+count span every worker; the API key never leaves the worker.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 import tomllib
@@ -18,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agentfleet.agent_config import AgentConfig
+from agentfleet.errors import ConfigError
 from agentfleet.metering.codex_route import provider_route, route_overrides
 from agentfleet.metering.ledger import Ledger, TokenUsage, UsageEvent, over_budget_text
 from agentfleet.metering.proxy import BackoffEvent, MeteringProxy
@@ -48,12 +57,16 @@ def as_usage(usage: TokenUsage) -> Usage:
 class SprintMeter:
     """The sprint's metering proxy and its ledger, with the sprint's log."""
 
-    def __init__(self, sprint_tokens: int | None, log: Log, warn: Log | None = None) -> None:
+    def __init__(self, sprint_tokens: int | None, log: Log, warn: Log | None = None, *,
+                 host: str = "127.0.0.1", port: int = 0,
+                 public_url: str | None = None) -> None:
         self.log = log
         self.warn = warn or log
         self.ledger = Ledger(sprint_tokens)
+        # ``host``/``port``: where it listens; ``public_url``: where workers reach it.
         self.proxy = MeteringProxy(self.ledger, on_usage=self._on_usage,
-                                   on_backoff=self._on_backoff)
+                                   on_backoff=self._on_backoff, host=host, port=port,
+                                   public_url=public_url)
         self._lock = threading.Lock()
         self._sprint_spent_said = False
         # Told, at most once a second, that the sprint's count grew (the progress artifact
@@ -83,6 +96,25 @@ class SprintMeter:
         return agent.model_copy(update={"config": {**agent.config,
                                                    **route_overrides(route, url)}})
 
+    def hand(self, name: str, task_id: str, agent: AgentConfig, env: Mapping[str, str],
+             max_tokens: int | None) -> tuple[str, dict[str, str]] | None:
+        """Register attempt ``name`` for one run on a worker: its route (``close`` it when
+        the run ends) and the ``-c`` overrides the worker adds; None: not metered."""
+        if agent.kind != "codex":
+            return None
+        try:
+            route = provider_route(_codex_config(env), agent.config, profile=agent.profile)
+        except ValueError as exc:
+            self.warn(f"{name}: not metered ({exc}); its tokens count when it ends")
+            return None
+        key = f"{name}~{secrets.token_hex(4)}"  # this run's; an orphan of another run has none
+        url = self.proxy.register(name, task_id, route.upstream, max_tokens, route=key)
+        return key, route_overrides(route, url)
+
+    def close(self, route: str) -> None:
+        """The run behind ``route`` (``hand``) ended: its requests are refused from now on."""
+        self.proxy.close(route)
+
     def count_spent(self, name: str, task_id: str, usage: Usage) -> None:
         """Count tokens spent before the proxy ran (the planner's) against ``limits.tokens``."""
         self.ledger.register(name, task_id, upstream="(counted when it ended)")
@@ -96,6 +128,12 @@ class SprintMeter:
     def metered(self, name: str) -> bool:
         """Whether attempt ``name`` went through the proxy."""
         return self.ledger.upstream_of(name) is not None
+
+    def saw(self, name: str) -> bool:
+        """Whether any response or refusal of attempt ``name`` went through the proxy (a
+        worker that served the attempt from the cache sent nothing)."""
+        view = self.ledger.snapshot().attempts.get(name)
+        return view is not None and (view.responses > 0 or view.refused > 0)
 
     def over_budget(self, name: str) -> str | None:
         """``over budget: 3,300 of 2,500 tokens`` when attempt ``name`` reached its budget,
@@ -162,3 +200,44 @@ class SprintMeter:
 
     def _on_backoff(self, event: BackoffEvent) -> None:
         self.warn(event.message)
+
+
+class HandedRoute:
+    """On a worker: the route the sprint's meter handed one pool attempt (``SprintMeter.hand``).
+
+    Stands where a sprint's ``SprintMeter`` would (``RunControl.meter``): the attempt's
+    Codex run gets the handed ``-c`` overrides; the counting, budgets and the report's
+    figures are the sprint's.
+    """
+
+    def __init__(self, overrides: Mapping[str, str]) -> None:
+        self.overrides = dict(overrides)
+
+    def route(self, name: str, task_id: str, agent: AgentConfig, env: Mapping[str, str],
+              max_tokens: int | None) -> AgentConfig:
+        """The agent with the sprint's overrides; ``ConfigError`` when this worker's Codex
+        would not use them (another provider than the sprint's): its budget would not hold."""
+        try:
+            here = provider_route(_codex_config(env), agent.config, profile=agent.profile)
+        except ValueError as exc:
+            here_keys: set[str] = set()
+            reason = str(exc)
+        else:
+            here_keys = set(route_overrides(here, "").keys())
+            reason = f"this worker's Codex uses the provider {here.provider_id!r}"
+        if here_keys != set(self.overrides):
+            raise ConfigError(
+                f"{name}: the sprint meters it through {', '.join(sorted(self.overrides))} but "
+                f"{reason}: give the workers the same Codex provider configuration "
+                "(config.toml) as the sprint's machine, or name the provider in the plan's "
+                "agent.config"
+            )
+        return agent.model_copy(update={"config": {**agent.config, **self.overrides}})
+
+    def sprint_spent(self) -> str | None:
+        """Never here: the sprint does not start an attempt once its budget is spent."""
+        return None
+
+    def metered(self, name: str) -> bool:
+        """False: the sprint, which holds the ledger, puts the proxy's figures in the result."""
+        return False

@@ -233,6 +233,32 @@ def test_an_unknown_attempt_gets_a_non_retryable_error(upstream, proxy, client):
     assert upstream.requests == []
 
 
+def test_a_route_of_one_run_elsewhere_is_refused_once_closed(upstream, client):
+    use(upstream, {"name": "r", "match": "go", "usage": PER_REQUEST, "responses": steps(3)})
+    # Bound on every interface; workers reach it under the name they know it by.
+    with MeteringProxy(Ledger(), host="0.0.0.0", public_url="http://localhost/") as proxy:
+        assert proxy.url == f"http://127.0.0.1:{proxy.port}"
+        assert proxy.public_url == f"http://localhost:{proxy.port}"
+        first = proxy.register("a#1", "a", upstream.base_url, 2500, route="a#1~run1")
+        assert first == f"http://localhost:{proxy.port}/a/a%231~run1/v1"
+        assert post(client, first, "go").status_code == 200
+        proxy.close("a#1~run1")
+        # An agent its killed worker left behind: refused (not retried by Codex).
+        reply = post(client, first, "go")
+        assert reply.status_code == 400 and reply.json()["error"]["code"] == "invalid_prompt"
+        assert "closed (its run ended)" in reply.json()["error"]["message"]
+        # Nor may anyone reach the attempt by its bare id.
+        assert post(client, proxy.base_url_for("a#1", upstream.base_url), "go"
+                    ).status_code == 400
+        # The next run: its own route, the same attempt, its spending so far still counted.
+        second = proxy.register("a#1", "a", upstream.base_url, 2500, route="a#1~run2")
+        assert post(client, second, "go").status_code == 200
+        with pytest.raises(ValueError, match="taken"):
+            proxy.register("a#1", "a", upstream.base_url, route="a#1~run1")
+        assert proxy.snapshot().attempts["a#1"].usage.total == 2 * 1100
+    assert len(upstream.requests) == 2
+
+
 def test_a_websocket_upgrade_is_declined_so_codex_uses_https(upstream, proxy, client):
     base = proxy.register("a1", "api", upstream.base_url)
     reply = client.get(f"{base}/responses", headers={

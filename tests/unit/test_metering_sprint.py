@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agentfleet.agent_config import AgentConfig
+from agentfleet.errors import ConfigError
 from agentfleet.metering.ledger import TokenUsage
-from agentfleet.metering.sprint import SprintMeter
+from agentfleet.metering.sprint import HandedRoute, SprintMeter
 
 
 def codex_home(tmp_path: Path, text: str) -> dict[str, str]:
@@ -75,3 +78,30 @@ def test_the_planners_tokens_count_against_the_sprint_budget():
         assert meter.sprint_spent() == "sprint over budget: 1,050 of 1,000 tokens"
     assert "planner: 1,050 tokens counted against the sprint's budget; tokens: 1,050 of 1,000" \
         in said
+
+
+def test_a_pool_attempt_is_handed_a_route_of_its_own_and_the_worker_uses_it(tmp_path):
+    env = codex_home(tmp_path, 'model_provider = "corp"\n[model_providers.corp]\n'
+                               'base_url = "https://llm.example/v1"\n')
+    agent = AgentConfig(kind="codex", config={"model_reasoning_effort": "low"})
+    with SprintMeter(None, lambda _: None, public_url="http://sprint-host") as meter:
+        handed = meter.hand("api#1", "api", agent, env, max_tokens=100)
+        assert handed is not None
+        route, overrides = handed
+        assert route.startswith("api#1~")
+        assert overrides == {"model_providers.corp.base_url":
+                             f"http://sprint-host:{meter.proxy.port}/a/api%231~{route[6:]}/v1"}
+        assert meter.metered("api#1") and not meter.saw("api#1")
+        meter.ledger.record_usage("api#1", TokenUsage(input_tokens=10))
+        assert meter.saw("api#1")
+        assert meter.hand("api#1", "api", AgentConfig(kind="command"), env, None) is None
+        # The worker: the same provider in its config, the overrides join its agent's run.
+        worker = HandedRoute(overrides)
+        routed = worker.route("api#1", "api", agent, env, 100)
+        assert routed.config == {"model_reasoning_effort": "low", **overrides}
+        assert worker.sprint_spent() is None and not worker.metered("api#1")
+        # A worker whose Codex uses another provider would not be metered: refused.
+        (tmp_path / "other").mkdir()
+        other = codex_home(tmp_path / "other", 'model = "gpt-6-luna"\n')
+        with pytest.raises(ConfigError, match="this worker's Codex uses the provider 'openai'"):
+            worker.route("api#1", "api", agent, other, 100)
