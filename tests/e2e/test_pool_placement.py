@@ -7,12 +7,9 @@ for a bucket. The sprint runs in `agentfleet run`; it lands on the remote's targ
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,8 @@ import yaml
 
 from tests.conftest import MakeRepo, run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
-from tests.e2e.test_deployment import PREFECT, prefect
+from tests.support.attempt_pool import attempt_pool
+from tests.support.attempt_pool import flow_runs as _flow_runs
 from tests.support.prefect_server import PrefectServer
 from tests.support.waiting import processes_under, wait_for
 
@@ -29,49 +27,14 @@ pytestmark = [pytest.mark.server]
 POOL = "agentfleet-attempts-e2e"
 
 
-def _flow_runs(api_url: str, names: list[str]) -> list[dict]:
-    body = json.dumps({"flow_runs": {"name": {"any_": names}}}).encode()
-    request = urllib.request.Request(f"{api_url}/flow_runs/filter", data=body,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
 def test_a_pool_sprint_runs_its_attempts_on_the_workers_and_lands_on_the_remote(
     make_repo: MakeRepo, tmp_path: Path, prefect_server: PrefectServer
 ) -> None:
     seed = make_repo("seed")
     remote = tmp_path / "remote.git"
     run_git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTFLEET_", "PREFECT_"))}
-    env = {
-        **base, **prefect_server.env(),
-        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "bucket"),  # shared, as a bucket
-        "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO",
-        "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
-        "AGENTFLEET_ATTEMPT_POOL": POOL, "AGENTFLEET_WORK_DIR": str(tmp_path / "sprint-work"),
-        "PWD": str(ROOT),
-    }
-    prefect("work-pool", "create", POOL, "--type", "process", "--overwrite", env=env)
-    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    config["deployments"] = [d for d in config["deployments"] if d["name"] == "attempt"]
-    config["deployments"][0]["work_pool"]["name"] = POOL
-    pinned = tmp_path / "prefect-attempt.yaml"
-    pinned.write_text(yaml.safe_dump(config))
-    prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(pinned), env=env)
-
-    workers: list[tuple[subprocess.Popen, Path]] = []
-    for name in ("w1", "w2"):
-        home = tmp_path / name
-        home.mkdir()
-        log = home / "worker.log"
-        worker_env = {**env, "AGENTFLEET_WORK_DIR": str(home / "work"), "PWD": str(home)}
-        workers.append((subprocess.Popen(
-            [*PREFECT, "worker", "start", "--pool", POOL, "--limit", "1", "--name", name],
-            env=worker_env, cwd=home, stdout=log.open("w"), stderr=subprocess.STDOUT,
-            start_new_session=True,
-        ), log))
-    try:
+    with attempt_pool(prefect_server, tmp_path, POOL, ["w1", "w2"]) as (env, pool_workers):
+        workers = [(w.process, w.log) for w in pool_workers]
         plan = tmp_path / "plan.yaml"
         plan.write_text(yaml.safe_dump({
             "name": "spread", "repo": f"file://{remote}", "placement": "pool",
@@ -171,17 +134,3 @@ def test_a_pool_sprint_runs_its_attempts_on_the_workers_and_lands_on_the_remote(
         wait_for(lambda: _flow_runs(prefect_server.api_url, ["delta#1"])[0]["state"]["type"]
                  == "CANCELLED", 90, "the attempt's flow run to be cancelled")
         wait_for(lambda: not processes_under(survivor_work), 60, "the agent to stop")
-    finally:
-        for worker, _ in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGTERM)
-        for worker, _ in workers:
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-        # The killed worker's agent outlived it (its own session); that worker's next
-        # attempt of the sprint would reap it. Nobody restarts it here.
-        for pid in processes_under(tmp_path):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
