@@ -18,12 +18,14 @@ count span every worker; the API key never leaves the worker.
 from __future__ import annotations
 
 import secrets
+import socket
 import threading
 import time
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from agentfleet.agent_config import AgentConfig
 from agentfleet.errors import ConfigError
@@ -34,6 +36,7 @@ from agentfleet.outcome import Usage
 
 Log = Callable[[str], None]
 _TOTAL_EVERY_S = 1.0
+_REACH_S = 5.0
 
 
 def _codex_config(env: Mapping[str, str]) -> dict[str, Any]:
@@ -232,6 +235,8 @@ class HandedRoute:
                 "(config.toml) as the sprint's machine, or name the provider in the plan's "
                 "agent.config"
             )
+        for url in self.overrides.values():
+            _reachable(name, url)
         return agent.model_copy(update={"config": {**agent.config, **self.overrides}})
 
     def sprint_spent(self) -> str | None:
@@ -241,3 +246,20 @@ class HandedRoute:
     def metered(self, name: str) -> bool:
         """False: the sprint, which holds the ledger, puts the proxy's figures in the result."""
         return False
+
+
+def _reachable(name: str, url: str) -> None:
+    """``ConfigError`` unless this machine can connect to the proxy at ``url``: Codex would
+    retry an unreachable provider for ever."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=_REACH_S):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{name}: the sprint's metering proxy at {parts.scheme}://{parts.netloc} is not "
+            f"reachable from this worker ({exc.strerror or type(exc).__name__}): where the "
+            "sprint runs, set AGENTFLEET_PROXY_HOST (e.g. 0.0.0.0) and AGENTFLEET_PROXY_URL "
+            "(an address the workers reach)"
+        ) from exc

@@ -84,13 +84,13 @@ def test_a_pool_attempt_is_handed_a_route_of_its_own_and_the_worker_uses_it(tmp_
     env = codex_home(tmp_path, 'model_provider = "corp"\n[model_providers.corp]\n'
                                'base_url = "https://llm.example/v1"\n')
     agent = AgentConfig(kind="codex", config={"model_reasoning_effort": "low"})
-    with SprintMeter(None, lambda _: None, public_url="http://sprint-host") as meter:
+    with SprintMeter(None, lambda _: None, public_url="http://localhost") as meter:
         handed = meter.hand("api#1", "api", agent, env, max_tokens=100)
         assert handed is not None
         route, overrides = handed
         assert route.startswith("api#1~")
         assert overrides == {"model_providers.corp.base_url":
-                             f"http://sprint-host:{meter.proxy.port}/a/api%231~{route[6:]}/v1"}
+                             f"http://localhost:{meter.proxy.port}/a/api%231~{route[6:]}/v1"}
         assert meter.metered("api#1") and not meter.saw("api#1")
         meter.ledger.record_usage("api#1", TokenUsage(input_tokens=10))
         assert meter.saw("api#1")
@@ -105,3 +105,6 @@ def test_a_pool_attempt_is_handed_a_route_of_its_own_and_the_worker_uses_it(tmp_
         other = codex_home(tmp_path / "other", 'model = "gpt-6-luna"\n')
         with pytest.raises(ConfigError, match="this worker's Codex uses the provider 'openai'"):
             worker.route("api#1", "api", agent, other, 100)
+    # A proxy the worker cannot reach: said at once (Codex would retry it for ever).
+    with pytest.raises(ConfigError, match="not reachable from this worker"):
+        worker.route("api#1", "api", agent, env, 100)
