@@ -155,16 +155,18 @@ def _metered_run(spec: AttemptSpec, parameters: dict[str, object], stale_s: floa
     logger = get_run_logger()
     name = f"{spec.task_id}#{spec.attempt}"
     # The routing reads the agent's Codex configuration only: no key is loaded here.
-    handed = (meter.hand(name, spec.task_id, spec.agent, agent_env({}, spec.agent.env),
+    routed = (meter.hand(name, spec.task_id, spec.agent, agent_env({}, spec.agent.env),
                          spec.max_tokens) if meter is not None else None)
-    route, overrides = handed if handed is not None else (None, None)
+    route, overrides = routed if routed is not None else (None, None)
     if overrides:
         budget = f"; budget {spec.max_tokens:,} tokens" if spec.max_tokens else ""
         logger.info(f"{name}: metered: its worker's Codex goes through the sprint's proxy ("
                     + ", ".join(f"-c {k}={v}" for k, v in overrides.items()) + f"){budget}")
     try:
-        flow_run = run_deployment(ATTEMPT_DEPLOYMENT,
-                                  parameters={**parameters, "metering": overrides},
+        # Only when metered: an attempt deployment made before this parameter still takes
+        # the others (redeploy it to meter pool attempts).
+        given = {**parameters, "metering": overrides} if overrides else parameters
+        flow_run = run_deployment(ATTEMPT_DEPLOYMENT, parameters=given,
                                   flow_run_name=name, timeout=0, as_subflow=True)
         logger.info(f"{name}: flow run {flow_run.name} ({flow_run.id}) on the attempt pool")
         state, cancelled = _wait(flow_run.id, spec, stale_s)

@@ -67,6 +67,7 @@ class SprintMeter:
         self.warn = warn or log
         self.ledger = Ledger(sprint_tokens)
         # ``host``/``port``: where it listens; ``public_url``: where workers reach it.
+        self._where = f"{host}:{port}"
         self.proxy = MeteringProxy(self.ledger, on_usage=self._on_usage,
                                    on_backoff=self._on_backoff, host=host, port=port,
                                    public_url=public_url)
@@ -78,7 +79,14 @@ class SprintMeter:
         self._total_at = 0.0
 
     def __enter__(self) -> SprintMeter:
-        self.proxy.start()
+        try:
+            self.proxy.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"the metering proxy cannot listen on {self._where}: {exc.strerror or exc} "
+                "(AGENTFLEET_PROXY_HOST, AGENTFLEET_PROXY_PORT; a fixed port serves one sprint "
+                "at a time: 0 takes any free one)"
+            ) from exc
         return self
 
     def __exit__(self, *exc: object) -> None:

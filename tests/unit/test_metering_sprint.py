@@ -108,3 +108,11 @@ def test_a_pool_attempt_is_handed_a_route_of_its_own_and_the_worker_uses_it(tmp_
     # A proxy the worker cannot reach: said at once (Codex would retry it for ever).
     with pytest.raises(ConfigError, match="not reachable from this worker"):
         worker.route("api#1", "api", agent, env, 100)
+
+
+def test_a_port_taken_is_a_configuration_error_that_names_the_settings():
+    with SprintMeter(None, lambda _: None) as first:
+        taken = first.proxy.port
+        with pytest.raises(ConfigError, match="AGENTFLEET_PROXY_PORT"):
+            with SprintMeter(None, lambda _: None, port=taken):
+                pass
