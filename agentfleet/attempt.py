@@ -160,8 +160,9 @@ def run_attempt(
     try:
         # Every process the attempt starts (setup, agent, verify) goes into its lease.
         with observe_spawns(lease.add_process) if lease else contextlib.nullcontext():
+            # The pool slot its agent holds goes into the lease too (the reaper gives it back).
             _run_in(worktree, spec, result, env=env, on_event=on_event, log=log, cancel=cancel,
-                    guards=guards)
+                    guards=guards.recording(lease.hold_slot) if guards and lease else guards)
         committed = result.head_sha is not None
     finally:
         interrupted = cancel is not None and cancel.is_set()

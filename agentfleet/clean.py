@@ -4,9 +4,10 @@ Two callers:
 
 - ``reap_orphans`` at the start of a sprint run, holding the sprint's lock: every
   active lease of that sprint whose owner is dead belongs to a run that was killed
-  (``kill -9``). Its agents may still run and spend tokens: stop them, remove their
-  worktree (unfinished work that the new run redoes anyway), delete an attempt branch
-  that holds nothing beyond its start, delete the lease.
+  (``kill -9``). Its agents may still run and spend tokens: stop them, give back the
+  shared pool's slot an agent held (``release_slot``: else it is lost until its Prefect
+  lease expires, 60 s), remove their worktree (unfinished work that the new run redoes
+  anyway), delete an attempt branch that holds nothing beyond its start, delete the lease.
 - ``agentfleet clean`` (``survey`` then ``remove``), across every sprint and repository
   under the work dir: the same for dead runs, plus worktrees kept for inspection
   (``keep_failed_worktrees``) and worktree folders that no lease explains (a run killed
@@ -27,6 +28,7 @@ from agentfleet.errors import AgentfleetError, GitError
 from agentfleet.gitcmd import run_git
 from agentfleet.leases import (
     Lease,
+    PoolSlot,
     list_leases,
     live_processes,
     process_name,
@@ -37,6 +39,8 @@ from agentfleet.locks import is_held, lock_file, repo_key
 from agentfleet.worktrees import WorktreeManager, pin_worktree, uncommitted_files
 
 Log = Callable[[str], None]
+# Gives a killed agent's pool slot back to its Prefect server; what it did, for the log.
+ReleaseSlot = Callable[[PoolSlot], str]
 Kind = Literal["orphaned", "kept", "stale"]
 
 
@@ -192,14 +196,30 @@ def _delete_unused_branch(lease: Lease) -> bool:
     return False
 
 
-def remove(item: Leftover, *, grace_s: float = 5.0) -> list[str]:
-    """Stop the item's processes, then remove its worktree, branch and lease; what was done."""
+def _give_back(lease: Lease, release_slot: ReleaseSlot | None) -> str | None:
+    """Give back the pool slot a dead run's agent held; None when it held none."""
+    if lease.slot is None or release_slot is None:
+        return None
+    try:
+        return release_slot(lease.slot)
+    except Exception as exc:  # noqa: BLE001 - the server unreachable, say: the lease expires
+        return (f"could not give back its slot of '{lease.slot.limit}' ({exc}); it comes "
+                "back when its lease expires (60 s)")
+
+
+def remove(item: Leftover, *, grace_s: float = 5.0,
+           release_slot: ReleaseSlot | None = None) -> list[str]:
+    """Stop the item's processes and give back its pool slot, then remove its worktree,
+    branch and lease; what was done."""
     done: list[str] = []
     if item.lease is not None:
         stopped = stop_processes(item.lease, grace_s)
         if stopped:
             done.append(f"stopped {len(stopped)} process(es) of {item.lease.label}: "
                         + ", ".join(str(p) for p in stopped))
+        given = _give_back(item.lease, release_slot)
+        if given is not None:
+            done.append(given)
     if item.keep_worktree:
         return done
     what = "worktree" if (item.worktree / ".git").exists() else "folder"
@@ -223,12 +243,14 @@ def reap_orphans(
     *,
     grace_s: float = 5.0,
     log: Log = lambda _: None,
+    release_slot: ReleaseSlot | None = None,
 ) -> list[Leftover]:
     """Clean up after killed runs of this sprint on this repository; call holding its lock.
 
     Leases of live owners and worktrees kept for inspection are left alone; a worktree
     folder of the sprint that no lease explains (a verification worktree of a killed run)
     goes too. A failure is logged, never raised: the new run resets what it reuses.
+    ``release_slot`` gives back the pool slots their agents held.
     """
     repo = Path(repo).resolve()
     reaped: list[Leftover] = []
@@ -240,7 +262,8 @@ def reap_orphans(
         if lease.state != "active" or lease.owner.is_alive():
             continue
         item = Leftover("orphaned", lease.worktree, path, lease, lease.repo)
-        _reap(item, grace_s, log, f"orphan of a killed run ({lease.owner.describe()})")
+        _reap(item, grace_s, log, f"orphan of a killed run ({lease.owner.describe()})",
+              release_slot)
         reaped.append(item)
     folder = Path(work_dir) / "worktrees" / repo_key(repo) / sprint
     for tree in sorted(folder.iterdir()) if folder.is_dir() else []:
@@ -251,16 +274,19 @@ def reap_orphans(
     return reaped
 
 
-def _reap(item: Leftover, grace_s: float, log: Log, why: str) -> None:
+def _reap(item: Leftover, grace_s: float, log: Log, why: str,
+          release_slot: ReleaseSlot | None = None) -> None:
     try:
-        for line in remove(item, grace_s=grace_s):
+        for line in remove(item, grace_s=grace_s, release_slot=release_slot):
             log(f"{why}: {line}")
     except (AgentfleetError, OSError) as exc:
         log(f"{why}: could not clean up {item.worktree}: {exc}")
 
 
-def clean(work_dir: Path, *, yes: bool, force: bool, grace_s: float = 5.0) -> list[str]:
-    """``agentfleet clean``: the lines it prints; removes only with ``yes``."""
+def clean(work_dir: Path, *, yes: bool, force: bool, grace_s: float = 5.0,
+          release_slot: ReleaseSlot | None = None) -> list[str]:
+    """``agentfleet clean``: the lines it prints; removes only with ``yes`` (and gives back
+    the pool slots dead runs' agents held, with ``release_slot``)."""
     found = survey(work_dir, force=force)
     lines: list[str] = []
     if not found.removable:
@@ -268,17 +294,20 @@ def clean(work_dir: Path, *, yes: bool, force: bool, grace_s: float = 5.0) -> li
     for item in found.removable:
         if yes:
             lines += [f"removing {item.describe()}",
-                      *(f"  {d}" for d in remove(item, grace_s=grace_s))]
+                      *(f"  {d}" for d in remove(item, grace_s=grace_s,
+                                                 release_slot=release_slot))]
         else:
             lines += [f"would remove {item.describe()}",
-                      *(f"  would stop {p}" for p in item.process_lines())]
+                      *(f"  would stop {p}" for p in item.process_lines()), *_slot_line(item)]
     for item in found.skipped:
         lines.append(f"skipped {item.worktree}: {item.skip}")
-        if item.processes and item.lease is not None and not item.lease.owner.is_alive():
+        dead = item.lease is not None and not item.lease.owner.is_alive()
+        if dead and (item.processes or _slot_line(item)):
             if yes:
-                lines += [f"  {d}" for d in remove(item, grace_s=grace_s)]
+                lines += [f"  {d}" for d in remove(item, grace_s=grace_s,
+                                                   release_slot=release_slot)]
             else:
-                lines += [f"  would stop {p}" for p in item.process_lines()]
+                lines += [f"  would stop {p}" for p in item.process_lines()] + _slot_line(item)
     empty = _empty_folders(work_dir)
     for folder in empty:
         if yes:
@@ -290,6 +319,13 @@ def clean(work_dir: Path, *, yes: bool, force: bool, grace_s: float = 5.0) -> li
     if (found.removable or empty) and not yes:
         lines.append("run `agentfleet clean --yes` to remove them")
     return lines
+
+
+def _slot_line(item: Leftover) -> list[str]:
+    """``would give back its slot ...`` for a dead run's agent that held one."""
+    slot = item.lease.slot if item.lease is not None else None
+    return [] if slot is None else [f"  would give back its slot of the shared pool "
+                                    f"'{slot.limit}'"]
 
 
 def _empty_folders(work_dir: Path) -> list[Path]:

@@ -35,6 +35,7 @@ from agentfleet.plan import plan_json_schema
 from agentfleet.plan_blocks import BlockLoaders
 
 if TYPE_CHECKING:
+    from agentfleet.leases import PoolSlot
     from agentfleet.results import SprintReport
 
 Command = Callable[[argparse.Namespace], int]
@@ -180,9 +181,17 @@ def cmd_clean(args: argparse.Namespace) -> int:
     work_dir = Path(args.work_dir).expanduser() if args.work_dir else settings.work_dir
     if work_dir.exists() and not work_dir.is_dir():
         raise ConfigError(f"the work dir {work_dir} is not a folder")
-    for line in clean(work_dir, yes=args.yes, force=args.force, grace_s=settings.stop_grace_s):
+    for line in clean(work_dir, yes=args.yes, force=args.force, grace_s=settings.stop_grace_s,
+                      release_slot=_give_back_slot):
         print(line)
     return 0
+
+
+def _give_back_slot(slot: PoolSlot) -> str:
+    """A dead run's pool slot back to its Prefect server (Prefect imported only then)."""
+    from tasks.limits import give_back_slot
+
+    return give_back_slot(slot)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

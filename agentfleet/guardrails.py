@@ -8,7 +8,9 @@ An attempt's agent holds, while it runs (retries and continuations included):
 3. after (2), one start of ``limits.starts_per_minute`` (a limit with slot decay;
    taken, never given back).
 
-It gives (1) and (2) back when the agent ends, before the commit, ``verify`` and
+While it holds (2), the slot (its Prefect lease) is in the attempt's lease file, so the
+reaper of a killed run gives it back at once (``clean.py``) instead of when the lease
+expires. It gives (1) and (2) back when the agent ends, before the commit, ``verify`` and
 ``score``, which hold one of the sprint's ``limits.checks`` slots instead: they use
 this machine's CPU, not the model.
 
@@ -25,11 +27,14 @@ Prefect-free: the acquire and release calls are injected (``tasks/limits.py``).
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from agentfleet.leases import PoolSlot
 
 if TYPE_CHECKING:
     from agentfleet.plan import Plan
@@ -147,6 +152,8 @@ class SharedLimits:
     pool: str
     gate: SlotGate  # the pool's slots
     starts: SlotGate | None = None  # one start per slot, decaying; never released
+    # What a handle of ``gate`` is, for the attempt's lease file (None: nothing to record).
+    slot_of: Callable[[Any], PoolSlot | None] = lambda _: None
 
 
 class RunGuards:
@@ -161,6 +168,14 @@ class RunGuards:
         self._agents = threading.Semaphore(concurrency)
         self._checks = threading.Semaphore(checks)
         self.shared = shared
+        self.on_slot: Callable[[PoolSlot | None], None] | None = None
+
+    def recording(self, on_slot: Callable[[PoolSlot | None], None]) -> RunGuards:
+        """The same slots, reporting each pool slot an agent takes to ``on_slot`` (then
+        None when it is given back): one attempt's view, for its lease file."""
+        view = copy.copy(self)
+        view.on_slot = on_slot
+        return view
 
     @contextlib.contextmanager
     def agent_slot(
@@ -187,7 +202,11 @@ class RunGuards:
             if handle is None:
                 yield False
                 return
+            on_slot = self.on_slot
+            slot = self.shared.slot_of(handle) if on_slot is not None else None
             try:
+                if slot is not None and on_slot is not None:
+                    on_slot(slot)
                 starts = self.shared.starts
                 if starts is not None and starts.acquire(
                         cancel, waiting(f"its turn to start ('{pool}-starts')")) is None:
@@ -196,6 +215,8 @@ class RunGuards:
                 yield True
             finally:
                 self.shared.gate.release(handle)
+                if slot is not None and on_slot is not None:
+                    on_slot(None)
         finally:
             self._agents.release()
 

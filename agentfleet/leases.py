@@ -7,12 +7,16 @@ the worktree is released::
     {"sprint", "task_id", "attempt", "repo", "worktree", "branch", "start_sha",
      "owner": {"pid", "start_ticks", "boot_id", "hostname"},
      "state": "active" | "kept",
-     "processes": [{"pid", "pgid", "marker", "argv0"}, ...]}
+     "processes": [{"pid", "pgid", "marker", "argv0"}, ...],
+     "slot": {"limit", "lease_id", "api_url"} | null}
 
 The owner is the agentfleet process running the attempt. A pid alone can be reused
 by an unrelated process, so an owner is alive only while a process with its pid has
 the same start time (``/proc/<pid>/stat`` field 22) in the same boot. An owner on
 another host cannot be checked and always counts as alive: nothing of it is touched.
+
+``slot`` is the shared pool's slot (a Prefect concurrency lease) while the agent holds
+it: the reaper of a killed run gives it back at once instead of after the lease expires.
 
 Every file is replaced atomically (write a temporary file, ``fsync``, ``rename``), so
 a ``kill -9`` at any moment leaves either the old lease or the new one.
@@ -120,6 +124,14 @@ class LeasedProcess(BaseModel):
     argv0: str = ""
 
 
+class PoolSlot(BaseModel):
+    """A slot of the shared pool an attempt's agent holds: a lease on a Prefect server."""
+
+    limit: str = Field(description="the global concurrency limit's name (limits.pool)")
+    lease_id: str
+    api_url: str | None = Field(None, description="the Prefect API; None: the embedded server")
+
+
 class Lease(BaseModel):
     """One attempt's hold on a worktree, a branch and the processes working there."""
 
@@ -133,6 +145,7 @@ class Lease(BaseModel):
     owner: Owner
     state: Literal["active", "kept"] = "active"
     processes: list[LeasedProcess] = Field(default_factory=list)
+    slot: PoolSlot | None = Field(None, description="the pool slot its agent holds, if any")
     created_at: str = Field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
     )
@@ -215,6 +228,12 @@ class AttemptLease:
                 procs[same[0]] = entry
             else:
                 procs.append(entry)
+            write_lease(self.path, self.lease)
+
+    def hold_slot(self, slot: PoolSlot | None) -> None:
+        """Record the pool slot the agent took (None: it gave it back)."""
+        with self._lock:
+            self.lease.slot = slot
             write_lease(self.path, self.lease)
 
     def keep(self) -> None:

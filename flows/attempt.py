@@ -40,7 +40,7 @@ from agentfleet.results import AttemptResult
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
 from tasks.attempt import attempt as attempt_task
 from tasks.cache import agent_version, settle
-from tasks.limits import shared_limits
+from tasks.limits import give_back_slot, shared_limits
 from tasks.remote import remote_access
 from tasks.runtime import open_run
 
@@ -122,7 +122,7 @@ def _attempt(
     key = repo_key(mirror)
     # Agents of an attempt whose worker process was killed on this machine may still run.
     reap_orphans(settings.work_dir, mirror, spec.sprint, grace_s=settings.stop_grace_s,
-                 log=logger.warning)
+                 log=logger.warning, release_slot=give_back_slot)
     local = spec.model_copy(update={
         "repo": mirror,
         "worktree_root": settings.worktree_root(key, spec.sprint),

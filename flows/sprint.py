@@ -57,7 +57,7 @@ from tasks.attempt import attempt
 from tasks.blocked import blocked
 from tasks.cache import agent_version, prefetch_agent_version, settle
 from tasks.decompose import decompose_stage, planned
-from tasks.limits import guarded
+from tasks.limits import give_back_slot, guarded
 from tasks.observe import SprintProgress, name_task_run_lines, sprint_finished
 from tasks.pool import check_attempt_deployment, pooled_attempt
 from tasks.remote import machine_mirror
@@ -176,7 +176,8 @@ def run_checked(
         # Agents of a killed run of this sprint may still run (and spend tokens): stop
         # them and free their worktrees before starting new ones.
         reap_orphans(settings.work_dir, checked.repo.root, checked.plan.name,
-                     grace_s=settings.stop_grace_s, log=logger.warning)
+                     grace_s=settings.stop_grace_s, log=logger.warning,
+                     release_slot=give_back_slot)
         planner = Usage()
         if checked.plan.goal is not None:  # the planner proposes the tasks (review_plan)
             checked, planner = planned(checked, codex, settings)

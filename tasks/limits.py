@@ -9,7 +9,9 @@ Slots are taken one request at a time (``increment-with-lease``; a full limit an
 423 at once) behind the process-wide ``SlotGate``, so a slot freed in this process is
 taken at once and one freed elsewhere within ``POLL_S``: Prefect's own waiting sleeps
 for the server's retry-after, up to 30 s. A slot is leased and the lease renewed
-while the agent runs: a killed process's slots come back when its leases expire.
+while the agent runs, and recorded in the attempt's lease file: the reaper of a killed
+run (``agentfleet clean``, the sprint's next run) gives it back with ``give_back_slot``;
+else it comes back when its lease expires.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitUpdate,
 )
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-from prefect.settings import get_current_settings
+from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 from prefect.states import Failed, State
 
 from agentfleet.attempt import AttemptSpec
 from agentfleet.control import RunControl
 from agentfleet.guardrails import RunGuards, SharedLimits, SlotGate
+from agentfleet.leases import PoolSlot
 from agentfleet.metering.sprint import HandedRoute, SprintMeter
 from agentfleet.plan import Plan
 from agentfleet.results import AttemptResult
@@ -44,6 +47,7 @@ from tasks.observe import attempt_finished
 LEASE_S = 60.0  # a killed process's slots come back after this
 _RENEW_EVERY_S = LEASE_S / 3
 _LOCKED = 423
+_GONE = 410  # renewing a lease that expired or was released
 
 Log = Callable[[str], None]
 
@@ -109,7 +113,21 @@ class Lease:
     """One held slot of the pool, renewed until released (None: the limit was gone)."""
 
     lease_id: UUID | None
+    limit: str = ""
+    api_url: str | None = None  # the server holding it; None: the embedded one
     stop: threading.Event = field(default_factory=threading.Event)
+
+
+def _slot_of(lease: Lease) -> PoolSlot | None:
+    """The lease as the attempt's lease file records it."""
+    if lease.lease_id is None:
+        return None
+    return PoolSlot(limit=lease.limit, lease_id=str(lease.lease_id), api_url=lease.api_url)
+
+
+def _api_url() -> str | None:
+    url = get_current_settings().api.url
+    return str(url) if url else None
 
 
 def _try_pool(name: str) -> Lease | None:
@@ -125,7 +143,7 @@ def _try_pool(name: str) -> Lease | None:
     data: dict[str, Any] = response.json()
     if not data.get("limits"):  # deleted (or deactivated) by someone meanwhile: no limit
         return Lease(None)
-    lease = Lease(UUID(str(data["lease_id"])))
+    lease = Lease(UUID(str(data["lease_id"])), name, _api_url())
     # With this thread's Prefect settings (the API it holds the lease on).
     context = contextvars.copy_context()
     threading.Thread(target=context.run, args=(_renew, lease), daemon=True,
@@ -147,11 +165,37 @@ def _release_pool(lease: Lease) -> None:
     if lease.lease_id is None:
         return
     with get_client(sync_client=True) as client:
+        # An expired (repossessed) lease is no error: the server then does nothing.
+        client.release_concurrency_slots_with_lease(lease.lease_id)
+
+
+def give_back_slot(slot: PoolSlot) -> str:
+    """Give back the pool slot a killed run's agent held (the reaper's call), at once rather
+    than when its lease expires (60 s); what happened, for the log.
+
+    On a server the lease is released by id. The embedded server of a killed process kept
+    its leases in that process's memory: no lease is left to expire, and the slot stays
+    counted in the database until it is decremented here."""
+    label = f"slot of the shared pool '{slot.limit}'"
+    here = _api_url()
+    if slot.api_url is None and here is not None:
+        return (f"its {label} was taken on an embedded server; run `agentfleet clean` without "
+                f"PREFECT_API_URL to give it back")
+    settings = ({PREFECT_API_URL: slot.api_url}
+                if slot.api_url is not None and slot.api_url != here else {})
+    with temporary_settings(settings), get_client(sync_client=True) as client:
+        lease_id = UUID(slot.lease_id)
         try:
-            client.release_concurrency_slots_with_lease(lease.lease_id)
+            client.renew_concurrency_lease(lease_id, LEASE_S)  # is it still held?
         except httpx.HTTPStatusError as exc:
-            if exc.response.status_code != 404:  # expired already: nothing held
+            if exc.response.status_code not in (404, _GONE):
                 raise
+            if slot.api_url is not None:
+                return f"its {label} was back already (its lease had expired)"
+            client.release_concurrency_slots(names=[slot.limit], slots=1, occupancy_seconds=0)
+            return f"gave back its {label} (the embedded server's lease was lost with it)"
+        client.release_concurrency_slots_with_lease(lease_id)
+    return f"gave back its {label} (lease {slot.lease_id}, not left to expire)"
 
 
 def _try_start(name: str) -> bool | None:
@@ -198,7 +242,7 @@ def shared_limits(pool: str, size: int, starts_per_minute: float | None, log: Lo
         starts = _gate(name, lambda: SlotGate(lambda: _try_start(name), lambda _: None))
     rate = f", at most {starts_per_minute:g} starts a minute" if starts_per_minute else ""
     log(f"agents share the pool '{pool}' ({slots} slots{rate})")
-    return SharedLimits(pool=pool, gate=gate, starts=starts)
+    return SharedLimits(pool=pool, gate=gate, starts=starts, slot_of=_slot_of)
 
 
 def run_guards(plan: Plan, settings: AgentfleetSettings, log: Log) -> RunGuards:
