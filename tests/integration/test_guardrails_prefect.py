@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 
+from agentfleet.leases import Lease, list_leases
 from agentfleet.results import SprintReport
 from tasks.limits import waits
 from tests.conftest import MakeRepo
@@ -185,3 +186,78 @@ def test_a_sprint_in_another_process_waits_for_the_pool_too(
     # This process's agents were refused by the server while the other process held it.
     assert waits("shared-procs") >= 1, agents
     assert read_limit("shared-procs").active_slots == 0
+
+
+def _held_slot(work_dir: Path, deadline_s: float, proc) -> Lease:  # noqa: ANN001
+    """The lease of the run's attempt once it records a slot of the pool."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        held = [lease for _, lease in list_leases(work_dir) if lease and lease.slot]
+        if held:
+            return held[0]
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the agent never held a slot"
+        time.sleep(0.1)
+
+
+def test_a_killed_runs_slot_comes_back_when_reaped_not_after_its_lease(
+    harness, make_repo: MakeRepo, work_dir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+):
+    """kill -9 of a real run holding the pool's only slot: `agentfleet clean`, and the
+    sprint's next run, give it back at once (the lease would hold it 60 s)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+    from prefect.settings import get_current_settings
+
+    monkeypatch.setenv("AGENTFLEET_POOL_SIZE", "1")
+    events = tmp_path / "events.log"
+    repo = make_repo()
+    plan = tmp_path / "killed.yaml"
+    plan.write_text(yaml.safe_dump({
+        "name": "killed", "repo": str(repo), "agent": {"kind": "command"},
+        "limits": {"pool": "killed-pool"},
+        "tasks": tasks_writing(events, ["slow"], seconds=120),
+    }))
+    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url),
+           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
+    agentfleet = str(Path(sys.executable).parent / "agentfleet")
+
+    def killed_run() -> tuple[Lease, float]:
+        proc = subprocess.Popen([agentfleet, "run", str(plan)], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            lease = _held_slot(work_dir, 120, proc)
+            assert read_limit("killed-pool").active_slots == 1
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            return lease, time.monotonic()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+    # 1. `agentfleet clean --yes` after the kill.
+    lease, killed_at = killed_run()
+    assert lease.slot is not None and lease.slot.limit == "killed-pool"
+    assert read_limit("killed-pool").active_slots == 1  # the orphan's lease still holds it
+    done = subprocess.run([agentfleet, "clean", "--yes"], env=env, text=True,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "gave back its slot of the shared pool 'killed-pool'" in done.stdout, done.stdout
+    assert read_limit("killed-pool").active_slots == 0
+    assert time.monotonic() - killed_at < 45, "no faster than the lease's expiry"
+
+    # 2. The sprint's next run reaps the orphan and takes the only slot at once.
+    lease, killed_at = killed_run()
+    ok, report = run_sprint(tmp_path, {
+        "name": "killed", "repo": str(repo), "limits": {"pool": "killed-pool"},
+        "tasks": tasks_writing(events, ["slow"], seconds=0),
+    })
+    assert ok, report.summary_line()
+    assert time.monotonic() - killed_at < 45, "the new run waited for the lease to expire"
+    assert read_limit("killed-pool").active_slots == 0
+    assert list_leases(work_dir) == []
