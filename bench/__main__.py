@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import cache, fanout, gitops, plan, pool, proxy
+from bench import cache, fanout, gap, gitops, plan, pool, proxy
 from bench.common import Row, machine_facts, say, table
 from bench.sprints import Context
 
@@ -28,6 +28,7 @@ GROUPS = {
     "proxy": proxy,
     "git": gitops,
     "fanout": fanout,
+    "gap": gap,
     "cache": cache,
     "pool": pool,
 }

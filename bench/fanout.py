@@ -33,7 +33,6 @@ from bench.common import (
     git,
     init_repo,
     median,
-    not_measurable,
     ratio_le,
     say,
 )
@@ -48,8 +47,8 @@ from bench.sprints import (
     write_plan,
 )
 
-ROWS = ("fanout-cold", "fanout-warm", "idle-gap", "idle-gap-across-sprints",
-        "fixed-start-cold", "fixed-end-cold", "fixed-start-warm", "fixed-end-warm")
+ROWS = ("fanout-cold", "fanout-warm", "idle-gap", "fixed-start-cold", "fixed-end-cold",
+        "fixed-start-warm", "fixed-end-warm")
 
 
 @dataclass(frozen=True)
@@ -263,9 +262,6 @@ def measure(ctx: Context, work: Path) -> list[Row]:
         details={"medians_s": {k: median(v) for k, v in gaps.items()},
                  "gaps_s": {k: [round(g, 3) for g in v] for k, v in gaps.items()}},
     ).judge(Goal("≤ the shell's", lambda r: r.agentfleet_s <= r.baseline_s)))
-    rows.append(not_measurable(
-        "idle-gap-across-sprints", "idle gap across two sprints sharing a pool", "—", "< 2 s",
-        "two sprints sharing a pool of agent slots is not built yet"))
 
     for label, run, shell in (("cold", cold, shell_cold), ("warm", warm, shell_warm)):
         ours, theirs = agentfleet_phases(run), shell_phases(shell)
