@@ -192,7 +192,8 @@ def give_back_slot(slot: PoolSlot) -> str:
                 raise
             if slot.api_url is not None:
                 return f"its {label} was back already (its lease had expired)"
-            client.release_concurrency_slots(names=[slot.limit], slots=1, occupancy_seconds=0)
+            # occupancy_seconds only feeds the limit's statistics, and must be over 0.
+            client.release_concurrency_slots(names=[slot.limit], slots=1, occupancy_seconds=1)
             return f"gave back its {label} (the embedded server's lease was lost with it)"
         client.release_concurrency_slots_with_lease(lease_id)
     return f"gave back its {label} (lease {slot.lease_id}, not left to expire)"
