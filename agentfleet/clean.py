@@ -34,6 +34,7 @@ from agentfleet.leases import (
     process_name,
     remove_lease,
     stop_processes,
+    write_lease,
 )
 from agentfleet.locks import is_held, lock_file, repo_key
 from agentfleet.worktrees import WorktreeManager, pin_worktree, uncommitted_files
@@ -220,6 +221,9 @@ def remove(item: Leftover, *, grace_s: float = 5.0,
         given = _give_back(item.lease, release_slot)
         if given is not None:
             done.append(given)
+            if item.lease_path is not None and item.lease_path.exists():  # given back once
+                item.lease = item.lease.model_copy(update={"slot": None})
+                write_lease(item.lease_path, item.lease)
     if item.keep_worktree:
         return done
     what = "worktree" if (item.worktree / ".git").exists() else "folder"

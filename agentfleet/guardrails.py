@@ -214,9 +214,13 @@ class RunGuards:
                     return
                 yield True
             finally:
-                self.shared.gate.release(handle)
-                if slot is not None and on_slot is not None:
-                    on_slot(None)
+                # Unrecorded first: a run killed in between leaves the slot to its lease's
+                # expiry, never to a reaper giving back a slot that is no longer its own.
+                try:
+                    if slot is not None and on_slot is not None:
+                        on_slot(None)
+                finally:
+                    self.shared.gate.release(handle)
         finally:
             self._agents.release()
 

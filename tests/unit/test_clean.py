@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agentfleet.clean import clean
+from agentfleet.clean import clean, reap_orphans
 from agentfleet.cli import main
-from agentfleet.leases import Owner, list_leases
+from agentfleet.leases import Owner, PoolSlot, lease_dir, list_leases, write_lease
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.process import find_processes
 from agentfleet.worktrees import WorktreeManager, list_worktrees, resolve_commit
@@ -165,3 +165,37 @@ def test_a_hanging_setup_or_verify_of_a_killed_run_is_leased_and_stopped_by_clea
     finally:
         if run.poll() is None:
             run.kill()
+
+
+def test_a_dead_runs_pool_slot_is_given_back_with_its_worktree(make_repo, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    repo = make_repo()
+    slot = PoolSlot(limit="agents", lease_id="7d1c6f0e-0000-4000-8000-000000000001",
+                    api_url="http://127.0.0.1:4200/api")
+    for task, dirty in (("gone", False), ("half", True)):
+        lease = leftover(work, repo, task, owner=dead_owner(), dirty=dirty)
+        write_lease(lease_dir(work, repo_key(repo), "s1") / f"{task}-1.json",
+                    lease.model_copy(update={"slot": slot}))
+    given: list[PoolSlot] = []
+
+    def release(s: PoolSlot) -> str:
+        given.append(s)
+        return f"gave back its slot of the shared pool '{s.limit}'"
+
+    listed = clean(work, yes=False, force=False, release_slot=release)
+    assert sum("would give back its slot of the shared pool 'agents'" in line
+               for line in listed) == 2 and given == []
+    lines = clean(work, yes=True, force=False, grace_s=1, release_slot=release)
+    # Both agents are gone, so both slots go back; the uncommitted work stays.
+    assert given == [slot, slot]
+    assert sum("gave back its slot" in line for line in lines) == 2, lines
+    lines = clean(work, yes=True, force=False, grace_s=1, release_slot=release)
+    assert len(given) == 2, lines  # the kept worktree's lease no longer names the slot
+
+    reaped_repo = make_repo("reaped")
+    lease = leftover(work, reaped_repo, "slow", owner=dead_owner())
+    write_lease(lease_dir(work, repo_key(reaped_repo), "s1") / "slow-1.json",
+                lease.model_copy(update={"slot": slot}))
+    logged: list[str] = []
+    reap_orphans(work, reaped_repo, "s1", grace_s=1, log=logged.append, release_slot=release)
+    assert len(given) == 3 and any("gave back its slot" in line for line in logged), logged

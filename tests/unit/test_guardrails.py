@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from agentfleet.guardrails import RunGuards, SharedLimits, SlotGate, in_flight, limits_line
+from agentfleet.leases import PoolSlot
 
 
 class Limit:
@@ -126,6 +127,19 @@ def test_agent_slots_go_back_before_checks_and_are_capped_by_the_pool():
         cancel.set()
         waiter.join(timeout=30)
     assert seen == [False] and pool.held == 0
+
+
+def test_an_attempts_view_records_its_pool_slot_while_its_agent_holds_it():
+    pool = Limit(2)
+    shared = SharedLimits("p", SlotGate(pool.try_acquire, pool.release),
+                          slot_of=lambda h: PoolSlot(limit="p", lease_id=f"lease-{h}"))
+    guards = RunGuards(2, 1, shared)
+    recorded: list[PoolSlot | None] = []
+    with guards.recording(recorded.append).agent_slot() as held:
+        assert held and recorded == [PoolSlot(limit="p", lease_id="lease-1")]
+        with guards.agent_slot():  # the sprint's other agents record nothing of it
+            assert pool.held == 2
+    assert recorded[-1] is None and pool.held == 0  # no longer recorded, then given back
 
 
 def test_checks_are_capped_on_their_own():
