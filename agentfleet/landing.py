@@ -35,6 +35,7 @@ from agentfleet.results import (
     one_line,
 )
 from agentfleet.text import JsonSafeModel
+from agentfleet.verified import VerifiedTrees
 from agentfleet.worktrees import temporary_worktree
 
 Log = Callable[[str], None]
@@ -157,6 +158,7 @@ def land(
     depends_on: Mapping[str, Sequence[str]] | None = None,
     run_attempt: RunAttempt | None = None,
     remote_env: Mapping[str, str] | None = None,
+    verified: VerifiedTrees | None = None,
 ) -> Landing:
     """Apply every succeeded attempt in ``order``, verify, and move ``target``.
 
@@ -170,6 +172,8 @@ def land(
     ``run_attempt``: runs a rerun or resolver attempt (the flow's; without it both skip).
     ``remote_env``: git's environment for reaching ``policy.push`` (a repository token's
     header may be in it, so never ``final_verify``'s); default ``env``.
+    ``verified``: earlier passes of ``final_verify``: a tree that passed with the same
+    command and environment is not verified again (and each new pass is recorded).
     """
     policy = policy or LandingPolicy()
     git_env = remote_env if remote_env is not None else env
@@ -241,7 +245,7 @@ def land(
     verifier = _Verifier(
         command=final_verify, repo=repo, sprint=sprint, worktree_root=worktree_root,
         lease_dir=lease_dir, env=env, timeout_s=verify_timeout_s, cancel=cancel, log=log,
-        concurrency=policy.concurrency,
+        concurrency=policy.concurrency, verified=verified,
     )  # fmt: skip
     for rebuild in range(MAX_REBUILDS + 1):
         if final_verify:
@@ -743,11 +747,13 @@ class _Verifier:
         cancel: threading.Event | None,
         log: Log,
         concurrency: int,
+        verified: VerifiedTrees | None = None,
     ) -> None:
         self.command, self.repo, self.sprint = command, repo, sprint
         self.worktree_root, self.lease_dir, self.env = worktree_root, lease_dir, env
         self.timeout_s, self.cancel, self.log = timeout_s, cancel, log
         self.concurrency = max(1, concurrency)
+        self.verified = verified
         self.runs = 0
 
     def run(self, commits: Sequence[str]) -> list[CheckResult]:
@@ -761,12 +767,23 @@ class _Verifier:
 
     def _one(self, commit: str, slot: int) -> CheckResult:
         assert self.command is not None
+        tree = gitapply.tree_of(self.repo, commit) if self.verified is not None else ""
+        if self.verified is not None:
+            found = self.verified.find(tree, self.command, self.timeout_s)
+            if found is not None:
+                self.log(f"final_verify: this tree ({tree[:10]}) passed it before, with the "
+                         f"same command and environment ({found.label()}): not run again "
+                         "(--no-cache runs it)")
+                return VerifiedTrees.reused(found)
         shell = _final_verify(
             self.command, self.repo, self.sprint, commit, self.worktree_root, self.lease_dir,
             env=self.env, timeout_s=self.timeout_s, cancel=self.cancel,
             lease_name="final_verify.json" if slot == 0 else f"final_verify-{slot}.json",
         )  # fmt: skip
-        return CheckResult.from_shell(shell)
+        check = CheckResult.from_shell(shell)
+        if self.verified is not None:
+            self.verified.keep(tree, check)
+        return check
 
 
 def _take_out_redone(

@@ -118,13 +118,11 @@ def restore_branch(
     worktree is never moved (``GitError``).
     """
     ref = f"refs/heads/{branch}"
+    if patch.tree and (kept := _holding(repo, ref, patch.tree, start)) is not None:
+        return kept  # the usual rerun: one git call, no patch applied
     current = rev_parse(repo, ref)
     if patch.omitted_bytes is not None:
         # Too large to keep: only a branch that still holds the commit can serve it.
-        if current is not None and tree_of(repo, current) == patch.tree:
-            parent = rev_parse(repo, f"{current}^1")
-            if parent is not None and tree_of(repo, parent) == tree_of(repo, start):
-                return Restored(head_sha=current, start_sha=parent, restored=False)
         raise GitError(
             f"its patch ({_megabytes(patch.omitted_bytes)}) was too large to keep in the result "
             f"and the branch {branch} that held it is "
@@ -146,3 +144,23 @@ def restore_branch(
     git(repo, "update-ref", "--no-deref", "-m", "agentfleet: restored from the cache", ref, head,
         current or "")
     return Restored(head_sha=head, start_sha=start, restored=True)
+
+
+def _holding(repo: Path, ref: str, tree: str, start: str) -> Restored | None:
+    """``ref`` as it is, when it holds the result: its commit has ``tree`` and a parent
+    with ``start``'s tree (a start commit rebuilt by another run has new dates, same tree).
+
+    One ``cat-file`` for the five names (read from stdin: none is taken for an option);
+    None when any is missing or they differ.
+    """
+    names = [f"{ref}^{{commit}}", f"{ref}^1^{{commit}}", f"{ref}^{{tree}}",
+             f"{ref}^1^{{tree}}", f"{start}^{{tree}}"]
+    done = run_git(repo, "cat-file", "--batch-check=%(objectname)", input="\n".join(names) + "\n")
+    found = done.stdout.split("\n")[: len(names)]
+    if done.returncode != 0 or len(found) != len(names) or any(
+            len(sha) not in (40, 64) or " " in sha for sha in found):
+        return None
+    head, parent, head_tree, parent_tree, start_tree = found
+    if head_tree != tree or parent_tree != start_tree:
+        return None
+    return Restored(head_sha=head, start_sha=parent, restored=False)

@@ -43,6 +43,9 @@ class CheckResult(JsonSafeModel):
     output_tail: str = ""
     duration_s: float = 0.0
     timed_out: bool = False
+    # final_verify only: not run, the earlier pass of the same tree, command and
+    # environment stands (agentfleet/verified.py); names that run and when.
+    reused_from: str | None = None
 
     @classmethod
     def from_shell(cls, result: ShellResult) -> CheckResult:
@@ -261,7 +264,9 @@ class SprintReport(JsonSafeModel):
         fv = (
             "no final_verify"
             if self.final_verify is None
-            else ("final_verify passed" if self.final_verify.passed else "final_verify FAILED")
+            else ("final_verify FAILED" if not self.final_verify.passed
+                  else f"final_verify passed (reused: {self.final_verify.reused_from})"
+                  if self.final_verify.reused_from else "final_verify passed")
         )
         where = (
             f"{self.target} -> {self.target_sha[:10]}"

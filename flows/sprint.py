@@ -49,6 +49,7 @@ from agentfleet.schedule import Scheduler
 from agentfleet.selection import Selection
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
 from agentfleet.submission import Prior, RunPlace, attempt_spec, decide_start, start_line
+from agentfleet.verified import verified_dir
 from agentfleet.worktree_pool import worktree_pool
 from flows.embedded import start_embedded_server
 from flows.params import saved_blocks, sprint_run_name
@@ -221,7 +222,7 @@ class SprintRun:
         self.codex = codex
         self.control = control or RunControl(checked.plan.name)
         # Part of every Codex attempt's cache key; asked once per run.
-        self.agent_version = agent_version(codex)
+        self.agent_version = agent_version(codex, settings.work_dir)
         self.no_cache = no_cache  # True: run every attempt afresh (and overwrite its cache)
         self.plan = checked.plan
         self.repo = checked.repo
@@ -360,6 +361,10 @@ class SprintRun:
                 depends_on=self.dec.depends_on,
                 run_attempt=self._run_attempt,
                 remote=self.remote,
+                # A tree that passed final_verify before, in this environment, is not
+                # verified again; --no-cache verifies (agentfleet/verified.py).
+                verified_dir=verified_dir(self.settings.work_dir, repo_key(self.root)),
+                reuse_verified=not self.no_cache,
             )
         except Exception as exc:  # noqa: BLE001 - every ending gets its summary and report
             self.logger.error(f"landing failed: {exc}")
@@ -608,7 +613,8 @@ def run_and_report(
     settings = AgentfleetSettings()
     check_run(repo_root=checked.repo.root, task_ids=checked.plan.task_ids,
               work_dir=settings.work_dir, report=report, redo=redo or [])
-    prefetch_agent_version(codex_for(checked, settings))  # asked while Prefect starts
+    # Asked while Prefect starts (or read from the work dir, as an earlier run found it).
+    prefetch_agent_version(codex_for(checked, settings), settings.work_dir)
     with SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
         pass  # refuse a second run at once, before Prefect's start-up; the flow locks again
     # On the main thread, before any API call: the embedded server (if any) dies with us.

@@ -14,6 +14,7 @@ A hit is a state named ``Cached``, Completed or Failed as the result was.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -76,31 +77,36 @@ def cached_state(result: AttemptResult) -> State:
     return Failed(name=CACHED, data=result, message=f"cached failure: {result.reason}")
 
 
-def agent_version(codex: Path | None) -> str | None:
+def agent_version(codex: Path | None, record_dir: Path | None = None) -> str | None:
     """``codex --version`` (part of every Codex attempt's key), or None without Codex.
 
-    Asked once per binary (its path, size and mtime) and process, in the background when
-    ``prefetch_agent_version`` came first: Node's start-up is off the run's critical path.
+    Asked once per binary (its path, size and mtime): per process, and with ``record_dir``
+    (the work dir) across runs, where the answer is kept in ``codex-version.json``; in the
+    background when ``prefetch_agent_version`` came first. Node's start-up (half a second)
+    is off the run's critical path, and a rerun pays none of it.
     """
     if codex is None:
         return None
-    return _version_of(codex).result()
+    return _version_of(codex, record_dir).result()
 
 
-def prefetch_agent_version(codex: Path | None) -> None:
+def prefetch_agent_version(codex: Path | None, record_dir: Path | None = None) -> None:
     """Start asking ``codex --version`` now, while the run starts up."""
     if codex is not None:
-        _version_of(codex)
+        _version_of(codex, record_dir)
 
+
+VERSION_RECORD = "codex-version.json"
 
 _versions: dict[tuple[str, int, int], Future[str]] = {}
 _versions_lock = threading.Lock()
 
 
-def _version_of(codex: Path) -> Future[str]:
+def _version_of(codex: Path, record_dir: Path | None = None) -> Future[str]:
     try:
-        st = codex.stat()
-        key = (str(codex.resolve()), st.st_size, st.st_mtime_ns)
+        resolved = codex.resolve()
+        st = resolved.stat()
+        key = (str(resolved), st.st_size, st.st_mtime_ns)
     except OSError:
         key = None
     with _versions_lock:
@@ -110,12 +116,55 @@ def _version_of(codex: Path) -> Future[str]:
         future: Future[str] = Future()
         if key is not None:
             _versions[key] = future
+            recorded = _recorded_version(record_dir, key)
+            if recorded is not None:
+                future.set_result(recorded)
+                return future
 
     def ask() -> None:
-        future.set_result(_ask_version(codex))
+        version = _ask_version(codex)
+        if key is not None and not version.startswith("unknown"):
+            _record_version(record_dir, key, version)
+        future.set_result(version)
 
     threading.Thread(target=ask, name="codex-version", daemon=True).start()
     return future
+
+
+def _recorded_version(record_dir: Path | None, key: tuple[str, int, int]) -> str | None:
+    """The version an earlier run asked of this very binary (same path, size, mtime)."""
+    if record_dir is None:
+        return None
+    try:
+        entry = json.loads((record_dir / VERSION_RECORD).read_text()).get(key[0])
+    except (OSError, ValueError, AttributeError):
+        return None
+    if (isinstance(entry, dict) and entry.get("size") == key[1]
+            and entry.get("mtime_ns") == key[2] and isinstance(entry.get("version"), str)):
+        return entry["version"]
+    return None
+
+
+def _record_version(record_dir: Path | None, key: tuple[str, int, int], version: str) -> None:
+    """Keep the answer for later runs; best effort (a run without it asks again)."""
+    if record_dir is None:
+        return
+    path = record_dir / VERSION_RECORD
+    try:
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = {}
+        if not isinstance(known, dict):
+            known = {}
+        known[key[0]] = {"size": key[1], "mtime_ns": key[2], "version": version}
+        record_dir.mkdir(parents=True, exist_ok=True)
+        # Written aside and renamed: a run reading it at the same time sees all or nothing.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_text(json.dumps(known, indent=1) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def _ask_version(codex: Path) -> str:
