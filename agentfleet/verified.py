@@ -9,11 +9,12 @@ Landing then reuses the earlier pass and says so, naming the run it comes from.
 The record's key: the tree, the command and a digest of the environment the command
 runs in (every variable, names and values, but for the few that name a shell session
 rather than what a command sees: ``VOLATILE``). Values are never stored, only their
-digest. Only passes are kept (a failure, perhaps flaky, is always run again), and a
-pass is reused only if it took no longer than the current timeout allows. A different
-tree, command or environment, or ``--no-cache``, verifies again (and records the new
-pass). Records live on this machine, under the work dir (``verified/<repo>/``): another
-machine's tools may differ in ways no variable shows.
+digest, and no output (it may show a secret). Only passes are kept (a failure, perhaps
+flaky, is always run again), and a pass is reused only if it took no longer than the
+current timeout allows. A different tree, command or environment, or ``--no-cache``,
+verifies again (and records the new pass). Records live on this machine, under the
+work dir (``verified/<repo>/``): another machine's tools may differ in ways no
+variable shows.
 
 Prefect-free: the caller passes the folder, the environment and the run's name.
 """
@@ -47,7 +48,6 @@ class VerifiedTree(JsonSafeModel):
     command: str
     env_digest: str
     duration_s: float
-    output_tail: str = ""
     run: str  # the run that verified it, as the report names it
     at: str  # when it finished (UTC, ISO 8601)
 
@@ -108,7 +108,7 @@ class VerifiedTrees:
             return
         record = VerifiedTree(
             tree=tree, command=check.command, env_digest=self.digest,
-            duration_s=check.duration_s, output_tail=check.output_tail, run=self.run,
+            duration_s=check.duration_s, run=self.run,
             at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         )  # fmt: skip
         path = self._path(tree, check.command)
@@ -125,6 +125,6 @@ class VerifiedTrees:
     def reused(record: VerifiedTree) -> CheckResult:
         """The check result a reused pass stands for."""
         return CheckResult(
-            command=record.command, passed=True, exit_status=0,
-            output_tail=record.output_tail, duration_s=0.0, reused_from=record.label(),
+            command=record.command, passed=True, exit_status=0, duration_s=0.0,
+            reused_from=record.label(),
         )  # fmt: skip

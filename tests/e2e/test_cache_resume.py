@@ -101,6 +101,18 @@ def test_a_rerun_after_a_failed_final_verify_asks_the_model_nothing(
     assert all(again[t] == 2 * served[t] for t in served), (served, again)
     assert "#1: cached" not in third.stdout + third.stderr
     assert applied(repo) == ["db-indexes", "orders-endpoint", "validation"]
+    # It built the tree the second run verified, and verified it again all the same.
+    assert "final_verify passed (reused" not in third.stdout + third.stderr
+
+    # A plain rerun of that tree: final_verify's pass (of the --no-cache run) is reused.
+    run_git(repo, "branch", "-D", TARGET)
+    fourth = run_agentfleet("run", str(plan), env=sprint_env)
+    out = fourth.stdout + fourth.stderr
+    assert fourth.returncode == 0, out[-3000:]
+    assert counts(model) == again
+    assert "with the same command and environment (flow run " in out
+    assert "final_verify passed (reused: flow run " in out
+    assert applied(repo) == ["db-indexes", "orders-endpoint", "validation"]
 
 
 def test_kill_9_mid_sprint_then_the_same_plan_finishes_it_without_paying_twice(

@@ -155,8 +155,9 @@ def test_the_environment_digest_ignores_only_the_shell_session(tmp_path: Path) -
                                            "PREFECT__FLOW_RUN_ID": "abc"})
     assert env_digest(base) != env_digest({**base, "SECRET": "other"})
     assert env_digest(base) != env_digest({**base, "VIRTUAL_ENV": "/venv"})
-    # Values are never stored, only their digest.
+    # Values are never stored, only their digest; nor the output, which may show them.
     store = VerifiedTrees(tmp_path, base, run="flow run x")
-    store.keep("t" * 40, CheckResult(command="true", passed=True, exit_status=0))
+    store.keep("t" * 40, CheckResult(command="env", passed=True, exit_status=0,
+                                     output_tail="SECRET=s3cret"))
     (record,) = tmp_path.glob("*.json")
     assert "s3cret" not in record.read_text()
