@@ -309,6 +309,7 @@ class SprintRun:
                     if not self.desk.hold(task_id, self.selections.get(task_id),
                                           self.attempts[task_id]):
                         self._finish(sched, progress, task_id, result)
+            progress.close()  # the artifact shows the final count before landing starts
             # Every blocked task gets a task run of its own, naming all that blocked it
             # (known only now: a second failed dependency may come later than the first).
             for task_id in self.dec.order:
@@ -319,6 +320,7 @@ class SprintRun:
             # tasks remove their worktrees, keep what finished. Errors of one task never
             # get here (they are that task's failure).
             self.logger.warning("interrupted: stopping every agent of this sprint")
+            progress.close(timeout_s=1)
             sched.stop()
             self.control.stop(self.settings.stop_grace_s)
             for future, spec in list(self.running.items()):
