@@ -52,6 +52,7 @@ from agentfleet.submission import Prior, RunPlace, attempt_spec, decide_start, s
 from agentfleet.verified import verified_dir
 from agentfleet.worktree_pool import worktree_pool
 from flows.embedded import start_embedded_server
+from flows.heartbeat import beaten_here, heartbeat
 from flows.params import saved_blocks, sprint_run_name
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
@@ -142,8 +143,9 @@ def sprint(
         redo: Tasks to run again with the tasks depending on them; their commits on the
             target are replaced by the new results.
     """
-    checked = checked_plan(plan, plan_path, repository)
-    sprint_report = run_checked(checked, report=report, no_cache=no_cache, redo=redo or [])
+    with heartbeat():  # agentfleet run's flow run: beaten here (flows/heartbeat.py)
+        checked = checked_plan(plan, plan_path, repository)
+        sprint_report = run_checked(checked, report=report, no_cache=no_cache, redo=redo or [])
     if sprint_report.exit_status != 0:
         # No data: Prefect turns a Failed state's data into the exception a deployment run
         # raises, and a report is none ("Unexpected result for failed state"). The message
@@ -625,7 +627,9 @@ def run_and_report(
         path = Path(report) if report else Path(tmp) / "report.json"
         path.unlink(missing_ok=True)
         try:
-            with prechecked(plan, checked), terminal_prompt(_is_terminal(sys.stdin)):
+            # beaten_here: no second lost waiting for Prefect's heartbeat thread at the end.
+            with prechecked(plan, checked), terminal_prompt(_is_terminal(sys.stdin)), \
+                    beaten_here():
                 state = sprint(plan_path=str(plan), report=str(path), no_cache=no_cache,
                                redo=redo or [], return_state=True)
             if on_flow_run is not None:

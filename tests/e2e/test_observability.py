@@ -294,6 +294,14 @@ def check_sprint_with_a_failing_task(
     assert sprint["resource"]["agentfleet.target"] == "agentfleet/watch-events"
     assert related(sprint, "target") == ["agentfleet.branch.agentfleet/watch-events"]
     assert sprint["payload"]["not_applied"] == {"bad": "failed"}
+    # The flow run's heartbeat (beaten by agentfleet, flows/heartbeat.py), as Prefect's:
+    # the flow run as resource, its flow related; one at the start of a short run.
+    [beat] = wait_for(lambda: api(prefect_server, "/events/filter", {
+        "filter": {"occurred": {"since": since}, "event": {"name": ["prefect.flow-run.heartbeat"]}},
+        "limit": 50})["events"], 30, "the flow run's heartbeat")
+    assert [beat["resource"]["prefect.resource.id"]] == related(sprint, "flow-run")
+    assert beat["resource"]["prefect.resource.name"] == "sprint watch-events"
+    assert [r["prefect.resource.role"] for r in beat["related"]][:1] == ["flow"]
 
     # Artifacts: each attempt's markdown, the sprint's table, its progress at 100%.
     [bad_md] = artifacts(prefect_server, "agentfleet-watch-events-bad-1")
