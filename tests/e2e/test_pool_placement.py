@@ -62,6 +62,8 @@ def test_a_pool_sprint_spreads_over_three_workers_survives_a_killed_one_and_reru
     run_git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
     with ScriptedModelServer(_script()) as model, attempt_pool(
         prefect_server, tmp_path, POOL, list(WORKERS),
+        # The sprint's machine names the workers' Codex provider (its metering proxy).
+        model.agent_env(model.write_codex_home(tmp_path / "codex-home")),
         # Each worker its own Codex home; the bucket and the remote are all they share.
         own=lambda home: model.agent_env(model.write_codex_home(home / "codex-home")),
     ) as (env, started):
