@@ -12,7 +12,9 @@ from typing import Any
 
 from agentfleet.checking import CheckedPlan, check_plan_data
 from agentfleet.naming import attempt_branch
+from agentfleet.plan import SyncMirror
 from agentfleet.plan_blocks import BlockLoaders
+from agentfleet.remote import remote_location
 from agentfleet.requests import plain
 from agentfleet.results import AttemptResult
 from agentfleet.selection import Candidate, ScoreGoal, Selection, apply_score, choose
@@ -79,17 +81,21 @@ def best_of_n_plan(
     target: str | None = None,
     name: str = "best-of-n",
     blocks: BlockLoaders | None = None,
+    mirror: SyncMirror | None = None,
 ) -> CheckedPlan:
     """The one-task plan of a best-of-n run, checked; ``PlanError`` lists every problem.
 
     ``repo``, ``agent`` and ``variants`` may be mappings or their models (a flow's form);
     ``repo`` and ``agent`` may name a saved block (``{block: NAME}``), loaded through
-    ``blocks``.
+    ``blocks``; a remote ``repo`` is fetched by ``mirror`` (as ``load_and_check``'s).
     """
-    # A folder on this machine, or a saved repository block ({block: NAME}).
+    # A folder on this machine, a remote (fetched by ``mirror``: a git URL, a bare
+    # repository) or a saved repository block ({block: NAME}).
     repo = plain(repo)
-    folder = Path.cwd() if isinstance(repo, dict) else Path(repo).resolve()
-    raw: dict[str, Any] = {"name": name, "repo": repo if isinstance(repo, dict) else str(folder),
+    remote = remote_location(str(repo), Path.cwd()) if not isinstance(repo, dict) else None
+    folder = Path.cwd() if isinstance(repo, dict) or remote else Path(repo).resolve()
+    where = repo if isinstance(repo, dict) else remote or str(folder)
+    raw: dict[str, Any] = {"name": name, "repo": where,
                            "attempts": attempts, "score_goal": score_goal,
                            "tasks": [{"id": TASK_ID, "prompt": prompt}]}
     optional = {"base": base, "verify": verify, "score": score, "variants": plain(variants),
@@ -98,4 +104,4 @@ def best_of_n_plan(
     if paths:
         raw["tasks"][0]["paths"] = list(paths)
     return check_plan_data(raw, folder / "best-of-n.yaml", source="best-of-n",
-                           blocks=blocks)
+                           blocks=blocks, mirror=mirror)

@@ -90,12 +90,27 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch_once(
+    mirror: Callable[[str, str | None], Path],
+) -> Callable[[str, str | None], Path]:
+    """``mirror`` fetching each remote once: a command checks its plan more than once."""
+    fetched: dict[tuple[str, str | None], Path] = {}
+
+    def fetch(location: str, block: str | None = None) -> Path:
+        if (location, block) not in fetched:
+            fetched[location, block] = mirror(location, block)
+        return fetched[location, block]
+
+    return fetch
+
+
 def cmd_decompose(args: argparse.Namespace) -> int:
     """``agentfleet decompose GOAL``: the planner proposes a checked plan; write it, show waves."""
     from agentfleet.agents import find_codex
     from agentfleet.foreach import sanitize_id_part
     from agentfleet.locks import repo_key
     from agentfleet.planner import PlannerRequest, plan_yaml, propose, usage_line
+    from agentfleet.remote import remote_location
     from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
 
     settings = AgentfleetSettings()
@@ -103,16 +118,23 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     plan_path = out if out is not None else Path.cwd() / "plan.yaml"
     header: dict[str, Any] = {}
     repo_dir = Path(args.repo or ".").resolve()
+    # A remote (URL, bare repository) goes into the written plan as it is, fetched once.
+    remote: Any = remote_location(args.repo, Path.cwd()) if args.repo else None
+    mirror = _fetch_once(machine_mirror())
     goal = args.goal
     if args.plan:
         # A plan file's keys (agent, planner, verify, limits ...) go into the written plan.
         source = Path(args.plan).resolve()
-        given = load_and_check(source, saved_blocks())
+        given = load_and_check(source, saved_blocks(), mirror=mirror)
         if given.plan.goal is None:
             raise ConfigError(f"{args.plan} has tasks already; decompose needs a plan with goal:")
         header = {k: v for k, v in (yaml.safe_load(source.read_text()) or {}).items()
                   if k not in ("goal", "tasks")}
         goal = goal or given.plan.goal
+        if args.repo is None and given.remote is not None:
+            # Its own words when a block names it (the block holds the token).
+            remote = header["repo"] if isinstance(header.get("repo"), dict) \
+                else given.remote.location
         repo_dir = given.repo.path.resolve() if args.repo is None else repo_dir
     if not goal or not goal.strip():
         raise ConfigError("say what to decompose: agentfleet decompose GOAL (or --plan FILE "
@@ -120,7 +142,7 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     header.setdefault("name", args.name or sanitize_id_part(goal)[:40].strip("-") or "sprint")
     if args.name:
         header["name"] = args.name
-    repo = os.path.relpath(repo_dir, plan_path.parent)
+    repo = remote or os.path.relpath(repo_dir, plan_path.parent)
     header.pop("repo", None)
     if repo != ".":
         header = {"name": header.pop("name"), "repo": repo, **header}
@@ -129,7 +151,7 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     # The goal plan first: a bad repository or base costs no tokens (exit 2).
     blocks = saved_blocks()
     start = check_plan_data({**header, "goal": goal}, plan_path, source=args.plan or "decompose",
-                            blocks=blocks)
+                            blocks=blocks, mirror=mirror)
     if start.repo.root is None or start.repo.base_sha is None:  # pragma: no cover - checked
         raise ConfigError("the repository has no base commit")
     agent = start.plan.planner_agent
@@ -138,7 +160,7 @@ def cmd_decompose(args: argparse.Namespace) -> int:
 
     def check(tasks: list[dict[str, Any]], ask: int) -> CheckedPlan:
         return check_plan_data({**header, "tasks": tasks}, plan_path, source=f"answer {ask}",
-                               blocks=blocks)
+                               blocks=blocks, mirror=mirror)
 
     proposal = propose(PlannerRequest(
         goal=goal, repo=start.repo.root, base_sha=start.repo.base_sha, agent=agent,
@@ -341,6 +363,14 @@ def _print_ending(report: SprintReport) -> int:
     return report.exit_status
 
 
+def _repo_arg(repo: str) -> str:
+    """A ``--repo`` as a flow takes it: a remote (a git URL, a bare repository) as given or
+    made absolute, a local folder made absolute."""
+    from agentfleet.remote import remote_location
+
+    return remote_location(repo, Path.cwd()) or str(Path(repo).resolve())
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     """``agentfleet apply --target T BRANCH...``: the apply flow; exit statuses as ``run``."""
     import json
@@ -352,7 +382,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from flows.apply import apply_and_report
 
     report = apply_and_report(
-        repo=str(Path(args.repo).resolve()), target=args.target, branches=args.branches,
+        repo=_repo_arg(args.repo), target=args.target, branches=args.branches,
         final_verify=args.final_verify, on_conflict=args.on_conflict, resolver=resolver,
         on_final_verify_failure=args.on_final_verify_failure, push=args.push, base=args.base,
     )  # fmt: skip
@@ -372,12 +402,12 @@ def cmd_best_of_n(args: argparse.Namespace) -> int:
     if args.model:
         agent["model"] = args.model
     options: dict[str, Any] = dict(
-        repo=args.repo, base=args.base, attempts=args.attempts, verify=args.verify,
+        repo=_repo_arg(args.repo), base=args.base, attempts=args.attempts, verify=args.verify,
         score=args.score, score_goal=args.score_goal, paths=args.paths or None,
         agent=agent or None, target=args.target, name=args.name,
     )
-    # Bad input: exit 2 before Prefect even starts.
-    best_of_n_plan(args.prompt, **options)
+    # Bad input: exit 2 before Prefect even starts (a remote repo is fetched now).
+    best_of_n_plan(args.prompt, **options, mirror=machine_mirror())
     from flows.best_of_n import BestOfNResult, best_of_n
     from flows.embedded import start_embedded_server
 
@@ -466,7 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit statuses as `run`.",
     )
     app.add_argument("branches", nargs="+", metavar="BRANCH", help="branches to apply, in order")
-    app.add_argument("--repo", default=".", help="the git repository (default: .)")
+    app.add_argument("--repo", default=".",
+                     help="the git repository: a folder, or a remote (git URL or bare "
+                     "repository: fetched first, the target pushed back) (default: .)")
     app.add_argument("--target", required=True,
                      help="the branch to land them on (missing: created from --base)")
     app.add_argument("--base", help="where a missing target starts (default: HEAD)")
@@ -476,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--resolver", metavar="JSON",
                      help="with --on-conflict resolve: the resolver agent as a JSON mapping")
     app.add_argument("--on-final-verify-failure", choices=["bisect", "fail"], default="bisect")
-    app.add_argument("--push", metavar="REMOTE", help="push the moved target to REMOTE")
+    app.add_argument("--push", metavar="REMOTE",
+                     help="push the moved target to REMOTE (a remote --repo: to it)")
     app.set_defaults(func=cmd_apply)
 
     dec = sub.add_parser(
@@ -493,7 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--plan", metavar="FILE",
                      help="a plan with goal: whose keys (agent, planner, verify, limits ...) "
                      "the planner and the written plan use")
-    dec.add_argument("--repo", help="the git repository (default: --plan's, else .)")
+    dec.add_argument("--repo", help="the git repository: a folder, or a remote (git URL or "
+                     "bare repository, fetched first) (default: --plan's, else .)")
     dec.add_argument("--base", help="the branch to plan from (default: the current branch)")
     dec.add_argument("-o", "--output", metavar="FILE",
                      help="write the plan to FILE (default: print it)")
@@ -510,7 +544,10 @@ def build_parser() -> argparse.ArgumentParser:
         "a winner; 1: no candidate passed; 2: bad input.",
     )
     bon.add_argument("prompt", metavar="PROMPT", help="what every attempt should do")
-    bon.add_argument("--repo", default=".", help="the git repository (default: .)")
+    bon.add_argument("--repo", default=".",
+                     help="the git repository: a folder, or a remote (git URL or bare "
+                     "repository: fetched first; the winner lands there, or without "
+                     "--target the candidates' branches are pushed there) (default: .)")
     bon.add_argument("--base", help="the branch to start from (default: the current branch)")
     bon.add_argument("--attempts", type=int, default=3, help="how many attempts (1-8; 3)")
     bon.add_argument("--verify", metavar="CMD", help="shell command a candidate must pass")

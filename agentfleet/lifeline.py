@@ -6,14 +6,21 @@ of the parent runs). It is set here, then ``ARGV`` is exec'd and keeps it. ``PID
 the parent: if it died before the lifeline was tied, ``ARGV`` never starts. Used for
 Prefect's embedded server (``flows/embedded.py``): started from the main thread, it
 cannot outlive ``agentfleet run``.
+
+The other way round, ``watch_parent`` is for a process that must notice its parent's end
+and wind down itself (an attempt's flow run whose worker was killed: its agents run in
+their own sessions, which no signal of the kernel reaches).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator
 
 PR_SET_PDEATHSIG = 1
 
@@ -24,6 +31,27 @@ def tie_to_parent(parent: int) -> bool:
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         return False
     return os.getppid() == parent
+
+
+@contextlib.contextmanager
+def watch_parent(on_gone: Callable[[int], None], poll_s: float = 0.5) -> Iterator[None]:
+    """Call ``on_gone(parent_pid)`` once, from a thread, if this process's parent ends while
+    the block runs (the process is then re-parented: ``getppid`` changes)."""
+    parent = os.getppid()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(poll_s):
+            if os.getppid() != parent:
+                on_gone(parent)
+                return
+
+    thread = threading.Thread(target=watch, name="agentfleet-parent-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def main(argv: list[str]) -> int:

@@ -4,13 +4,16 @@ For branches made by hand, by the Codex app's worktree threads or by other tools
 is checked against the target (``git merge-tree``), applied in the order given with
 ``on_conflict`` (``resolve`` with a ``resolver`` agent, ``overwrite`` or ``skip``),
 verified with ``final_verify`` (a failing stack is bisected), and the target moves by
-compare-and-swap; ``push`` then pushes it with a lease.
+compare-and-swap; ``push`` then pushes it with a lease. ``repo`` may be a remote (a git
+URL or a bare repository): it is fetched into its mirror first, worked on there as a
+sprint does, and the moved target is pushed back to it.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +28,8 @@ from agentfleet.gitcmd import git
 from agentfleet.landing import AttemptRequest, LandingPolicy
 from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
-from agentfleet.naming import attempt_branch
+from agentfleet.naming import attempt_branch, is_attempt_branch
+from agentfleet.remote import REMOTE_NAME, RemoteRepository, fetch_refs, remote_location
 from agentfleet.requests import plain
 from agentfleet.results import AttemptResult, SprintReport
 from agentfleet.settings import AgentfleetSettings
@@ -35,6 +39,7 @@ from flows.params import apply_run_name
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
 from tasks.cache import settle
+from tasks.remote import git_access, machine_mirror
 
 
 @flow(name="apply", flow_run_name=apply_run_name, task_runner=ThreadPoolTaskRunner(max_workers=8))
@@ -57,7 +62,8 @@ def apply(
     A ``target`` that does not exist is created from ``base`` (default: ``repo``'s HEAD).
 
     Args:
-        repo: The git repository, a folder on the worker.
+        repo: The git repository: a folder on the worker, or a remote (a git URL or a
+            bare repository), fetched first and pushed to (the target) after.
         target: The branch to land them on (created from base when it does not exist).
         branches: The branches to apply, in order; each lands its own change.
         final_verify: Shell command run on the result before the target moves.
@@ -65,7 +71,8 @@ def apply(
             or skip.
         resolver: The agent resolving conflicts (with on_conflict resolve).
         on_final_verify_failure: bisect (eject the breaking branch, land the rest) or fail.
-        push: A remote to push the moved target to, leased on its value.
+        push: A remote to push the moved target to, leased on its value (a remote repo:
+            itself, unless this names another).
         base: Where a target that does not exist starts (default: repo's HEAD).
         concurrency: How many bisection verifications may run at once.
         verify_timeout_s: Seconds final_verify may run.
@@ -75,8 +82,12 @@ def apply(
     started = time.monotonic()
     check_apply(on_conflict, resolver)
     agent = AgentConfig.model_validate(plain(resolver)) if resolver is not None else None
-    root = Path(git(Path(repo), "rev-parse", "--show-toplevel").strip())
     settings = AgentfleetSettings()
+    remote = _remote(repo, list(branches), logger.info)
+    if remote is not None:
+        root, push = remote.mirror, push or REMOTE_NAME
+    else:
+        root = Path(git(Path(repo), "rev-parse", "--show-toplevel").strip())
     worktree_root = settings.worktree_root(repo_key(root), APPLY_SPRINT)
     leases = lease_dir(settings.work_dir, repo_key(root), APPLY_SPRINT)
 
@@ -105,9 +116,11 @@ def apply(
                 concurrency=concurrency, push=push,
             ),
             run_attempt=run_resolver if agent is not None else None,
+            remote=remote,
         )  # fmt: skip
     result = SprintReport(
-        sprint=APPLY_SPRINT, repo=str(root), base=target, target=target, tasks=landing.tasks,
+        sprint=APPLY_SPRINT, repo=remote.shown if remote is not None else str(root),
+        base=target, target=target, tasks=landing.tasks,
         final_verify=landing.final_verify, target_moved=landing.target_moved,
         target_up_to_date=landing.target_up_to_date, target_sha=landing.target_sha,
         target_note=landing.note or (
@@ -124,6 +137,17 @@ def apply(
     if result.exit_status != 0:
         return Failed(message=result.summary_line())  # type: ignore[return-value]
     return Completed(message=result.summary_line(), data=result)  # type: ignore[return-value]
+
+
+def _remote(repo: str, branches: list[str], log: Callable[[str], None]) -> RemoteRepository | None:
+    """A remote ``repo`` fetched into its mirror (with the named attempt branches, which a
+    mirror's fetch leaves out), or None for a local repository."""
+    location = remote_location(repo, Path.cwd())
+    if location is None:
+        return None
+    remote = RemoteRepository(location=location, mirror=machine_mirror(log)(location, None))
+    fetch_refs(remote, [b for b in branches if is_attempt_branch(b)], git_access())
+    return remote
 
 
 def apply_and_report(**parameters: Any) -> SprintReport:

@@ -6,13 +6,15 @@ own work dir, fetches the attempt's start commit (which the sprint pushed to
 ``refs/agentfleet/starts/...``), runs the attempt exactly as a local sprint does
 (worktree, agent, verify, commit, lease, cache in the shared result storage), pushes the
 attempt branch, and returns the result through Prefect's result storage. Cancelling the
-run (or the sprint, which cancels it) stops the agent.
+run (or the sprint, which cancels it) stops the agent. A worker killed outright (``kill
+-9``) stops nothing: the run notices that its worker is gone and ends as if cancelled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -26,9 +28,11 @@ from agentfleet.attempt import AttemptSpec
 from agentfleet.clean import reap_orphans
 from agentfleet.guardrails import RunGuards
 from agentfleet.leases import lease_dir
+from agentfleet.lifeline import watch_parent
 from agentfleet.liveness import HEARTBEAT_LABEL, HEARTBEAT_S
 from agentfleet.locks import repo_key
 from agentfleet.metering.sprint import HandedRoute
+from agentfleet.process import stop_all
 from agentfleet.remote import (
     RemoteRepository,
     fetch_refs,
@@ -70,7 +74,7 @@ def attempt(
     ``metering``: the ``-c`` overrides that send its Codex through the sprint's metering
     proxy (apart from ``spec``: they are not part of its cache key).
     """
-    with heartbeat():
+    with heartbeat(), dies_with_worker():
         return _attempt(spec, remote, [start_ref, *(more_refs or [])], no_cache, pool,
                         starts_per_minute, metering)
 
@@ -102,6 +106,35 @@ def heartbeat() -> Iterator[None]:
         stop.set()
         if thread.is_alive():
             thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def dies_with_worker() -> Iterator[None]:
+    """End this flow run when the worker that started it is gone (killed with -9).
+
+    Its agents run in their own sessions: nothing else stops them. SIGTERM to this process
+    takes the cancel path (the agent stops, its worktree goes) and the engine marks the run
+    Crashed, so the sprint runs the attempt again on another worker at once. Only in a
+    flow-run process a worker started (the worker's environment names the run)."""
+    if not os.environ.get("PREFECT__FLOW_RUN_ID"):
+        yield
+        return
+    logger = get_run_logger()
+    grace_s = AgentfleetSettings().stop_grace_s
+
+    def gone(worker: int) -> None:
+        # At the main thread: a signal to the process may reach another thread, and then
+        # a main thread blocked on a lock never sees it.
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        logger.warning(f"its worker (process {worker}) is gone: stopping the agent; the "
+                       "sprint runs this attempt again on another worker")
+        # A main thread that does not unwind in time: its agents go, then the process.
+        last = threading.Timer(grace_s + 30, lambda: (stop_all(grace_s=0), os._exit(1)))
+        last.daemon = True  # a process that did unwind does not wait for it
+        last.start()
+
+    with watch_parent(gone):
+        yield
 
 
 def _attempt(

@@ -12,19 +12,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from agentfleet.agent_config import Variant
+from agentfleet.apply import rev_parse
 from agentfleet.best_of_n import TASK_ID, best_of_n_plan
 from agentfleet.block_refs import PlanAgent, RepositoryBlockRef
+from agentfleet.errors import AgentfleetError
 from agentfleet.plan import ScoreGoal
+from agentfleet.remote import RemoteRepository, push_branches
 from agentfleet.results import SprintReport, TaskOutcome
 from agentfleet.selection import Candidate, Selection, candidates_table
 from flows.params import best_of_n_run_name, saved_blocks
 from flows.sprint import MAX_POOL, run_checked
+from tasks.remote import machine_mirror, remote_access
 
 
 class BestOfNResult(BaseModel):
@@ -42,6 +46,19 @@ class BestOfNResult(BaseModel):
     )
     applied: bool = Field(False, description="landed on the target (only with a target)")
     report: SprintReport
+
+
+def _push_candidates(remote: RemoteRepository, judged: list[Candidate]) -> None:
+    """Nothing lands without a target: the candidates' branches go to the remote repo,
+    where whoever chooses looks at them (a landing pushes the attempts it applies)."""
+    made = [c.branch for c in judged if rev_parse(remote.mirror, f"refs/heads/{c.branch}")]
+    try:
+        push_branches(remote, made, remote_access(remote))
+    except AgentfleetError as exc:  # the choice stands; the branches stay in the mirror
+        get_run_logger().warning(f"the candidates' branches stay in {remote.mirror}: {exc}")
+    else:
+        if made:
+            get_run_logger().info(f"pushed {', '.join(made)} to {remote.shown}")
 
 
 def result_of(report: SprintReport) -> BestOfNResult:
@@ -100,8 +117,10 @@ def best_of_n(
 
     Args:
         prompt: What every attempt should do.
-        repo: The git repository, a folder on the worker, or a saved
-            agentfleet-repository block as {block: NAME}.
+        repo: The git repository: a folder on the worker, a remote (a git URL or a bare
+            repository: fetched first; the winner lands there, or without a target the
+            candidates' branches are pushed there), or a saved agentfleet-repository
+            block as {block: NAME}.
         base: The branch to start from (default: the repository's current branch).
         attempts: How many attempts (1 to 8), each in its own worktree and branch.
         verify: Shell command a candidate must pass.
@@ -119,10 +138,12 @@ def best_of_n(
     checked = best_of_n_plan(
         prompt, repo=repo, base=base, attempts=attempts, verify=verify, score=score,
         score_goal=score_goal, paths=paths, variants=variants, agent=agent, target=target,
-        name=name, blocks=saved_blocks(),
+        name=name, blocks=saved_blocks(), mirror=machine_mirror(),
     )
     report = run_checked(checked, no_cache=no_cache, land=target is not None)
     result = result_of(report)
+    if checked.remote is not None and target is None:
+        _push_candidates(checked.remote, result.judged)
     if answer:
         Path(answer).write_text(result.model_dump_json(indent=2) + "\n")
     ok = result.winner is not None and (target is None or report.exit_status == 0)

@@ -1,8 +1,13 @@
 """`placement: pool`: a sprint's attempts as flow runs of the `attempt` deployment on workers.
 
-A real `prefect server`, two process workers each started from its own folder with its
-own work dir, a bare repository as the remote and one result storage folder standing
-for a bucket. The sprint runs in `agentfleet run`; it lands on the remote's target.
+The issue's proof on one machine: a real `prefect server`, three process workers each
+started from its own folder (its own work dir, Codex home and temp dir), a bare
+repository as the remote and one result storage folder standing for a bucket. A sprint
+of nine Codex tasks (the scripted model) runs in `agentfleet run` with attempts on all
+three workers; one worker is killed with -9 while its agent waits on the model: the
+agent stops within seconds and another worker finishes the attempt; the target on the
+remote holds all nine; a rerun reuses every result (no model request). Then Ctrl-C on a
+sprint cancels its attempt's run and the worker stops the agent.
 """
 
 from __future__ import annotations
@@ -10,127 +15,158 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from agentfleet.scripted import Script, ScriptedModelServer
 from tests.conftest import MakeRepo, run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
-from tests.support.attempt_pool import attempt_pool
-from tests.support.attempt_pool import flow_runs as _flow_runs
+from tests.support.attempt_pool import Worker, attempt_pool, flow_runs
 from tests.support.prefect_server import PrefectServer
 from tests.support.waiting import processes_under, wait_for
 
-pytestmark = [pytest.mark.server]
+pytestmark = [pytest.mark.server, pytest.mark.codex]
 
 POOL = "agentfleet-attempts-e2e"
+TASKS = [f"t{k}" for k in range(1, 10)]
+VICTIM = "t2"  # its first model request never gets an answer: its worker is killed then
+WORKERS = ("w1", "w2", "w3")
 
 
-def test_a_pool_sprint_runs_its_attempts_on_the_workers_and_lands_on_the_remote(
+def _script() -> Script:
+    """Each task: a patch adding ``<task>.txt``, then the final message."""
+    return Script.model_validate({"rules": [
+        {"name": t, "match": f"[{t}]",
+         "faults": [{"kind": "silent"}] if t == VICTIM else [],
+         "responses": [
+             {"delay_s": 0.2, "steps": [{"do": "patch", "patch": (
+                 f"*** Begin Patch\n*** Add File: {t}.txt\n+{t}\n*** End Patch\n")}]},
+             {"steps": [{"do": "message", "text": f"Added {t}.txt."}]},
+         ]}
+        for t in TASKS
+    ]})
+
+
+def _took(worker: Worker, run: str) -> bool:
+    return f"Flow run '{run}' submitted to infrastructure" in worker.text()
+
+
+def test_a_pool_sprint_spreads_over_three_workers_survives_a_killed_one_and_reruns_cached(
     make_repo: MakeRepo, tmp_path: Path, prefect_server: PrefectServer
 ) -> None:
     seed = make_repo("seed")
     remote = tmp_path / "remote.git"
     run_git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
-    with attempt_pool(prefect_server, tmp_path, POOL, ["w1", "w2"]) as (env, pool_workers):
-        workers = [(w.process, w.log) for w in pool_workers]
-        plan = tmp_path / "plan.yaml"
-        plan.write_text(yaml.safe_dump({
-            "name": "spread", "repo": f"file://{remote}", "placement": "pool",
-            "agent": {"kind": "command"},
-            "tasks": [
-                {"id": t, "prompt": f"do {t}", "paths": [f"{t}.txt"],
-                 # Long enough that one worker (limit 1) cannot take both.
-                 "agent": {"run": f"sleep 2; echo {t} > {t}.txt"}}
-                for t in ("alpha", "beta")
-            ] + [
-                # Starts from a commit holding alpha's result, made on the sprint's machine:
-                # the worker gets it from the remote (a start ref).
-                {"id": "after", "prompt": "after alpha", "paths": ["after.txt"],
-                 "depends_on": ["alpha"], "agent": {"run": "cp alpha.txt after.txt"}},
-            ],
-        }))
-        done = run_agentfleet("run", str(plan), env={**env, "PWD": str(tmp_path)})
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        assert set(run_git(remote, "ls-tree", "--name-only", "agentfleet/spread").split()) == {
-            "README.md", "alpha.txt", "beta.txt", "after.txt"}
-        assert run_git(remote, "show", "agentfleet/spread:after.txt") == "alpha\n"
-        # Each attempt ran on a worker, as a subflow run of the sprint.
-        runs = _flow_runs(prefect_server.api_url, ["alpha#1", "beta#1"])
-        assert {r["name"] for r in runs} == {"alpha#1", "beta#1"}
-        assert all(r["parent_task_run_id"] and r["state"]["type"] == "COMPLETED" for r in runs)
-        # One attempt on each worker (each takes one run at a time), seen in their logs.
-        taken = [{t for t in ("alpha#1", "beta#1")
-                  if f"Flow run '{t}' submitted to infrastructure" in log.read_text()}
-                 for _, log in workers]
-        assert sorted(map(len, taken)) == [1, 1] and set.union(*taken) == {"alpha#1", "beta#1"}
-        # There, each agent held a slot of the pool every sprint on the server shares.
-        held = "its agent holds a slot of the shared pool agentfleet-agents while it runs"
-        assert all(held in log.read_text() for _, log in workers)
-        # Every worker worked in its own work dir; the sprint's machine ran no agent.
-        for name in ("w1", "w2"):
-            assert (tmp_path / name / "work" / "remotes").is_dir()
-        assert not (tmp_path / "sprint-work" / "worktrees").exists() or not any(
-            (tmp_path / "sprint-work" / "worktrees").rglob("*.txt"))
-        # The start refs the sprint pushed for the workers are gone again.
-        assert not run_git(remote, "for-each-ref", "refs/agentfleet")
+    with ScriptedModelServer(_script()) as model, attempt_pool(
+        prefect_server, tmp_path, POOL, list(WORKERS),
+        # The sprint's machine names the workers' Codex provider (its metering proxy).
+        model.agent_env(model.write_codex_home(tmp_path / "codex-home")),
+        # Each worker its own Codex home; the bucket and the remote are all they share.
+        own=lambda home: model.agent_env(model.write_codex_home(home / "codex-home")),
+    ) as (env, started):
+        workers = {w.name: w for w in started}
+        for w in started:
+            wait_for(lambda w=w: f"Worker '{w.name}' started" in w.text(), 90,
+                     f"worker {w.name} to start")
+        victim = _nine_tasks(tmp_path, remote, env, model, workers, prefect_server.api_url)
+        survivors = {n: w for n, w in workers.items() if n != victim}
+        _ctrl_c_cancels(tmp_path, remote, env, survivors, prefect_server.api_url)
 
-        # The same attempts again (onto another target): every result comes from the shared
-        # storage, whichever worker computed it; no agent runs.
-        plan.write_text(yaml.safe_dump({**yaml.safe_load(plan.read_text()), "target": "again"}))
-        before = sum(log.read_text().count("cached (succeeded") for _, log in workers)
-        done = run_agentfleet("run", str(plan), env={**env, "PWD": str(tmp_path)})
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        assert sum(log.read_text().count("cached (succeeded") for _, log in workers) \
-            == before + 3
-        assert set(run_git(remote, "ls-tree", "--name-only", "again").split()) == {
-            "README.md", "alpha.txt", "beta.txt", "after.txt"}
 
-        # A worker killed mid-attempt: its flow run crashes, its agent stops, and the
-        # attempt runs again on the other worker.
-        marker = tmp_path / "first-try"
-        plan.write_text(yaml.safe_dump({
-            "name": "crash", "repo": f"file://{remote}", "placement": "pool",
-            "agent": {"kind": "command"}, "retries": 1,
-            "tasks": [{"id": "gamma", "prompt": "do gamma", "paths": ["gamma.txt"],
-                       "agent": {"run": f"if [ -e {marker} ]; then echo g > gamma.txt; "
-                                        f"else touch {marker}; sleep 300; fi"}}],
-        }))
-        # A worker silent for 8 s is taken for gone (default 30 s).
-        sprint_env = {**env, "PWD": str(tmp_path), "AGENTFLEET_ATTEMPT_STALE_S": "8"}
-        sprint = subprocess.Popen([AGENTFLEET, "run", str(plan)], env=sprint_env,
-                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True)
-        wait_for(marker.exists, 120, "the first try's agent to start")
-        victim = next(i for i, (_, log) in enumerate(workers)
-                      if "Flow run 'gamma#1' submitted" in log.read_text())
-        os.killpg(workers[victim][0].pid, signal.SIGTERM)
+def _nine_tasks(tmp_path: Path, remote: Path, env: dict[str, str], model: ScriptedModelServer,
+                workers: dict[str, Worker], api_url: str) -> str:
+    """The sprint of nine, a worker killed in it, and its rerun; the killed worker's name."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({
+        "name": "spread", "repo": f"file://{remote}", "placement": "pool",
+        "limits": {"concurrency": 3}, "retries": 1,
+        "tasks": [{"id": t, "prompt": f"[{t}] add {t}.txt", "paths": [f"{t}.txt"],
+                   # t9 starts from a commit holding t1's result, made on the sprint's
+                   # machine: its worker gets it from the remote (a start ref).
+                   **({"depends_on": ["t1"]} if t == "t9" else {})}
+                  for t in TASKS],
+    }))
+    sprint_env = {**env, "PWD": str(tmp_path)}
+    sprint = subprocess.Popen([AGENTFLEET, "run", str(plan)], env=sprint_env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # The victim's agent waits on the model: kill its worker outright.
+        wait_for(lambda: model.requests_for(VICTIM), 120, f"{VICTIM}'s agent to ask the model")
+        victim = next(n for n, w in workers.items() if _took(w, f"{VICTIM}#1"))
+        victim_home = tmp_path / victim
+        assert processes_under(victim_home / "work"), "the agent runs in the worker's work dir"
+        killed_at = time.monotonic()
+        os.kill(workers[victim].process.pid, signal.SIGKILL)
+        # Its flow run notices, stops its agent (Codex in its own session) and ends.
+        wait_for(lambda: not processes_under(victim_home), 30,
+                 lambda: f"the killed worker's processes to end: {processes_under(victim_home)}")
+        stopped_s = time.monotonic() - killed_at
         out, _ = sprint.communicate(timeout=240)
-        assert sprint.returncode == 0, out[-3000:]
-        assert run_git(remote, "show", "agentfleet/crash:gamma.txt") == "g\n"
-        assert "has not beaten" in out and "running it again" in out, out[-3000:]
-        survivor = workers[1 - victim][1].read_text()
-        assert "Flow run 'gamma#1' submitted" in survivor
-        runs = _flow_runs(prefect_server.api_url, ["gamma#1"])
-        assert sorted(r["state"]["type"] for r in runs) == ["COMPLETED", "CRASHED"]
+    finally:
+        if sprint.poll() is None:
+            sprint.kill()
+    assert sprint.returncode == 0, out[-3000:]
+    assert stopped_s < 20, f"the killed worker's agent took {stopped_s:.1f}s to stop"
+    # The target on the remote holds all nine.
+    assert set(run_git(remote, "ls-tree", "--name-only", "agentfleet/spread").split()) == {
+        "README.md", *(f"{t}.txt" for t in TASKS)}
+    # Attempts ran on all three workers (each took at least one run, from its log) ...
+    taken = {n: {t for t in TASKS if _took(w, f"{t}#1")} for n, w in workers.items()}
+    assert all(taken.values()), taken
+    assert set().union(*taken.values()) == set(TASKS)
+    # ... the killed one's attempt was run again and finished on another.
+    runs = flow_runs(api_url, [f"{VICTIM}#1"])
+    assert sorted(r["state"]["type"] for r in runs) == ["COMPLETED", "CRASHED"], runs
+    assert any(VICTIM in tasks for n, tasks in taken.items() if n != victim)
+    assert "running it again" in out, out[-3000:]
+    assert "t1.txt" in run_git(remote, "ls-tree", "--name-only", "agentfleet-attempts/spread/t9/1")
+    # There, each agent held a slot of the pool every sprint on the server shares.
+    held = "its agent holds a slot of the shared pool agentfleet-agents while it runs"
+    assert all(held in w.text() for w in workers.values())
+    # Every worker worked in its own work dir; the sprint's machine ran no agent.
+    for name in workers:
+        assert (tmp_path / name / "work" / "remotes").is_dir()
+    assert not any((tmp_path / "sprint-work").rglob("t*.txt"))
+    # The start refs the sprint pushed for the workers are gone again.
+    assert not run_git(remote, "for-each-ref", "refs/agentfleet")
 
-        # Ctrl-C on the sprint cancels its attempt's flow run; the worker stops the agent.
-        started = tmp_path / "delta-started"
-        plan.write_text(yaml.safe_dump({
-            "name": "stop", "repo": f"file://{remote}", "placement": "pool",
-            "agent": {"kind": "command"},
-            "tasks": [{"id": "delta", "prompt": "do delta", "paths": ["delta.txt"],
-                       "agent": {"run": f"touch {started}; sleep 300"}}],
-        }))
-        sprint = subprocess.Popen([AGENTFLEET, "run", str(plan)], env=sprint_env, cwd=ROOT,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_for(started.exists, 120, "the agent to start")
-        survivor_work = tmp_path / ("w1", "w2")[1 - victim] / "work"
-        assert processes_under(survivor_work)
-        sprint.send_signal(signal.SIGINT)
-        out, _ = sprint.communicate(timeout=180)
-        assert sprint.returncode == 130, out[-3000:]
-        wait_for(lambda: _flow_runs(prefect_server.api_url, ["delta#1"])[0]["state"]["type"]
-                 == "CANCELLED", 90, "the attempt's flow run to be cancelled")
-        wait_for(lambda: not processes_under(survivor_work), 60, "the agent to stop")
+    # The same nine again (onto another target): every result comes from the shared
+    # storage, whichever worker computed it; no agent asks the model.
+    asked = len(model.requests)
+    plan.write_text(yaml.safe_dump({**yaml.safe_load(plan.read_text()), "target": "again"}))
+    done = run_agentfleet("run", str(plan), env=sprint_env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert len(model.requests) == asked
+    assert set(run_git(remote, "ls-tree", "--name-only", "again").split()) == {
+        "README.md", *(f"{t}.txt" for t in TASKS)}
+    cached = sum(w.text().count("cached (succeeded") for w in workers.values())
+    assert cached == len(TASKS)
+    return victim
+
+
+def _ctrl_c_cancels(tmp_path: Path, remote: Path, env: dict[str, str],
+                    workers: dict[str, Worker], api_url: str) -> None:
+    """Ctrl-C on the sprint cancels its attempt's flow run; the worker stops the agent."""
+    started = tmp_path / "delta-started"
+    plan = tmp_path / "stop.yaml"
+    plan.write_text(yaml.safe_dump({
+        "name": "stop", "repo": f"file://{remote}", "placement": "pool",
+        "agent": {"kind": "command"},
+        "tasks": [{"id": "delta", "prompt": "do delta", "paths": ["delta.txt"],
+                   "agent": {"run": f"touch {started}; sleep 300"}}],
+    }))
+    sprint = subprocess.Popen([AGENTFLEET, "run", str(plan)], env={**env, "PWD": str(tmp_path)},
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    wait_for(started.exists, 120, "the agent to start")
+    where = next(n for n, w in workers.items() if _took(w, "delta#1"))
+    assert processes_under(tmp_path / where / "work")
+    sprint.send_signal(signal.SIGINT)
+    out, _ = sprint.communicate(timeout=180)
+    assert sprint.returncode == 130, out[-3000:]
+    wait_for(lambda: flow_runs(api_url, ["delta#1"])[0]["state"]["type"] == "CANCELLED", 90,
+             "the attempt's flow run to be cancelled")
+    wait_for(lambda: not processes_under(tmp_path / where / "work"), 60, "the agent to stop")

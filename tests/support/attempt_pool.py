@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,8 @@ def pool_env(prefect_server: PrefectServer, tmp_path: Path, pool: str,
         "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO",
         "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
         "AGENTFLEET_ATTEMPT_POOL": pool, "AGENTFLEET_WORK_DIR": str(tmp_path / "sprint-work"),
+        # The deployment runs `python -m prefect.engine`: agentfleet's Python first.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "PWD": str(ROOT),
         **(extra or {}),
     }
@@ -78,11 +80,15 @@ class Worker:
         return self.log.read_text()
 
 
-def start_worker(name: str, tmp_path: Path, env: Mapping[str, str], pool: str) -> Worker:
-    """A process worker taking one flow run at a time, from ``tmp_path/name``."""
+def start_worker(name: str, tmp_path: Path, env: Mapping[str, str], pool: str,
+                 own: Callable[[Path], Mapping[str, str]] | None = None) -> Worker:
+    """A process worker taking one flow run at a time, from ``tmp_path/name``: its work dir,
+    temp dir and Prefect home there, plus ``own(home)`` (e.g. its own Codex home)."""
     home = tmp_path / name
-    home.mkdir()
-    worker_env = {**env, "AGENTFLEET_WORK_DIR": str(home / "work"), "PWD": str(home)}
+    (home / "tmp").mkdir(parents=True)
+    worker_env = {**env, "AGENTFLEET_WORK_DIR": str(home / "work"), "TMPDIR": str(home / "tmp"),
+                  "PREFECT_HOME": str(home / "prefect"), "PWD": str(home),
+                  **(own(home) if own is not None else {})}
     process = subprocess.Popen(
         [*PREFECT, "worker", "start", "--pool", pool, "--limit", "1", "--name", name],
         env=worker_env, cwd=home, stdout=(home / "worker.log").open("w"),
@@ -101,7 +107,7 @@ def stop_workers(workers: list[Worker], tmp_path: Path) -> None:
             worker.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(worker.process.pid, signal.SIGKILL)
-    # A killed worker's agent outlives it (its own session); nobody restarts that worker.
+    # Whatever a test that failed midway left running.
     for pid in processes_under(tmp_path):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -109,16 +115,17 @@ def stop_workers(workers: list[Worker], tmp_path: Path) -> None:
 
 @contextlib.contextmanager
 def attempt_pool(prefect_server: PrefectServer, tmp_path: Path, pool: str, names: list[str],
-                 extra: Mapping[str, str] | None = None
+                 extra: Mapping[str, str] | None = None,
+                 own: Callable[[Path], Mapping[str, str]] | None = None,
                  ) -> Iterator[tuple[dict[str, str], list[Worker]]]:
     """The sprint's environment and started workers on a freshly deployed ``pool``; the
-    workers are stopped at the end."""
+    workers are stopped at the end. ``own``: each worker's own settings, from its folder."""
     env = pool_env(prefect_server, tmp_path, pool, extra)
     deploy_attempt(env, tmp_path, pool)
     workers: list[Worker] = []
     try:
         for name in names:
-            workers.append(start_worker(name, tmp_path, env, pool))
+            workers.append(start_worker(name, tmp_path, env, pool, own))
         yield env, workers
     finally:
         stop_workers(workers, tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -67,3 +68,34 @@ def test_a_parent_that_is_already_gone_starts_nothing(tmp_path: Path) -> None:
         capture_output=True, timeout=30,
     )
     assert done.returncode == 1 and not (tmp_path / "x").exists()
+
+
+# A parent that starts a child watching it; the child writes a file when the parent is gone.
+WATCHER = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", '''
+import pathlib, sys, time
+from agentfleet.lifeline import watch_parent
+with watch_parent(lambda pid: pathlib.Path(sys.argv[1]).write_text(str(pid)), poll_s=0.05):
+    print("watching", flush=True)
+    time.sleep(60)
+''', sys.argv[1]], stdout=sys.stdout)
+time.sleep(1000)
+"""
+
+
+def test_a_watcher_hears_that_its_parent_is_gone(tmp_path: Path) -> None:
+    told = tmp_path / "told"
+    parent = subprocess.Popen([sys.executable, "-c", WATCHER, str(told)],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert parent.stdout is not None
+        assert parent.stdout.readline().strip() == "watching"
+        assert not told.exists()
+        os.kill(parent.pid, signal.SIGKILL)  # no handler of the parent runs
+        _wait(told.exists)
+        assert told.read_text() == str(parent.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
