@@ -256,57 +256,97 @@ def run_codex_agent(
 ) -> AttemptOutcome:
     """``codex exec --json`` in the worktree, the prompt on stdin, events parsed as they come."""
     started = time.monotonic()
-    codex = find_codex(req.codex_path, None, req.env.get("PATH"))
     if cancel is not None and cancel.is_set():
+        find_codex(req.codex_path, None, req.env.get("PATH"))
         return _killed_before_start(started)
-    transcript = Transcript()
-    stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
+    return start_codex_agent(req, on_event=on_event).wait(cancel)
 
-    def on_line(stream: Stream, line: str) -> None:
-        if stream == "stderr":
-            stderr_tail.append(tail_line(line))
-            _emit(on_event, OutputLine(stream=stream, text=line))
-            return
-        if not line.strip():
-            return
-        event = parse_event(line)
-        transcript.add(event)
-        _emit(on_event, event)
 
-    # The private TMPDIR goes under agent.env: a TMPDIR the plan sets is the user's choice.
-    tmp = {"TMPDIR": str(req.private_tmp)} if req.private_tmp is not None else {}
-    env = {**req.env, **tmp, **req.agent.env}
-    private = req.private_tmp is not None and env.get("TMPDIR") == str(req.private_tmp)
-    argv = codex_argv(codex, req.agent, req.extra_codex_args, private_tmp=private)
-    proc = _start(argv, req, env, on_line, _CODEX_LINE_BYTES)
-    waited = proc.wait(req.timeout_s, cancel, req.idle_timeout_s, transcript.is_busy)
-    stderr = "\n".join(stderr_tail)
-    ending, error = classify(
-        waited.exit_status, transcript, timed_out=waited.timed_out, stuck=waited.stuck,
-        killed=waited.killed, stderr_tail=stderr,
-    )
-    if waited.timed_out or waited.stuck:
-        # Say what stopped it; Codex's last warning (e.g. "Reconnecting...") says why.
-        what = (
-            f"timed out after {_timeout_named(req)}" if waited.timed_out
-            else f"no event for {req.idle_timeout_s:g}s while no command was running"
+class CodexRun:
+    """A started ``codex exec``: its process and what it printed so far.
+
+    Started and waited for apart, so an attempt can start its agent ahead of its agent
+    slot (``agentfleet/start_ahead.py``) and count its time from the grant.
+    """
+
+    def __init__(self, req: AgentRequest, on_event: OnEvent | None) -> None:
+        self.req = req
+        self.started = time.monotonic()
+        codex = find_codex(req.codex_path, None, req.env.get("PATH"))
+        self.transcript = transcript = Transcript()
+        self._stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
+
+        def on_line(stream: Stream, line: str) -> None:
+            if stream == "stderr":
+                self._stderr_tail.append(tail_line(line))
+                _emit(on_event, OutputLine(stream=stream, text=line))
+                return
+            if not line.strip():
+                return
+            event = parse_event(line)
+            transcript.add(event)
+            _emit(on_event, event)
+
+        # The private TMPDIR goes under agent.env: a TMPDIR the plan sets is the user's choice.
+        tmp = {"TMPDIR": str(req.private_tmp)} if req.private_tmp is not None else {}
+        self.env = env = {**req.env, **tmp, **req.agent.env}
+        private = req.private_tmp is not None and env.get("TMPDIR") == str(req.private_tmp)
+        argv = codex_argv(codex, req.agent, req.extra_codex_args, private_tmp=private)
+        self.proc = _start(argv, req, env, on_line, _CODEX_LINE_BYTES)
+
+    def ended(self) -> bool:
+        """Whether the process has exited."""
+        return self.proc.poll() is not None
+
+    def restart_clock(self) -> None:
+        """Count the timeout, the idle timeout and the duration from now."""
+        self.started = time.monotonic()
+        self.proc.restart_clock()
+
+    def stop(self) -> None:
+        """Stop it and everything it started (nothing of it is reported)."""
+        self.proc.stop()
+
+    def wait(self, cancel: threading.Event | None = None, timeout_s: float | None = None
+             ) -> AttemptOutcome:
+        """Wait for the end (``timeout_s``, default the request's, from the clock's start)
+        and say how it went."""
+        req, transcript = self.req, self.transcript
+        waited = self.proc.wait(req.timeout_s if timeout_s is None else timeout_s, cancel,
+                                req.idle_timeout_s, transcript.is_busy)
+        stderr = "\n".join(self._stderr_tail)
+        ending, error = classify(
+            waited.exit_status, transcript, timed_out=waited.timed_out, stuck=waited.stuck,
+            killed=waited.killed, stderr_tail=stderr,
         )
-        error = f"{what} ({error})" if error else what
-    files = _relative(transcript.files_changed, req.worktree)
-    files += [f for f in git_changed_files(req.worktree, env, req.git_dir) if f not in files]
-    return AttemptOutcome(
-        ending=ending,
-        final_message=transcript.final_message,
-        commands=transcript.commands,
-        files_changed=files,
-        usage=transcript.usage,
-        duration_s=time.monotonic() - started,
-        exit_status=waited.exit_status,
-        error=error,
-        warnings=list(transcript.warnings),
-        thread_id=transcript.thread_id,
-        stderr_tail=stderr,
-    )
+        if waited.timed_out or waited.stuck:
+            # Say what stopped it; Codex's last warning (e.g. "Reconnecting...") says why.
+            what = (
+                f"timed out after {_timeout_named(req)}" if waited.timed_out
+                else f"no event for {req.idle_timeout_s:g}s while no command was running"
+            )
+            error = f"{what} ({error})" if error else what
+        files = _relative(transcript.files_changed, req.worktree)
+        files += [f for f in git_changed_files(req.worktree, self.env, req.git_dir)
+                  if f not in files]
+        return AttemptOutcome(
+            ending=ending,
+            final_message=transcript.final_message,
+            commands=transcript.commands,
+            files_changed=files,
+            usage=transcript.usage,
+            duration_s=time.monotonic() - self.started,
+            exit_status=waited.exit_status,
+            error=error,
+            warnings=list(transcript.warnings),
+            thread_id=transcript.thread_id,
+            stderr_tail=stderr,
+        )
+
+
+def start_codex_agent(req: AgentRequest, *, on_event: OnEvent | None = None) -> CodexRun:
+    """Start ``codex exec --json`` in the worktree; ``CodexRun.wait`` for its outcome."""
+    return CodexRun(req, on_event)
 
 
 def run_command_agent(

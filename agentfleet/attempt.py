@@ -2,7 +2,8 @@
 
     worktree add (own branch, from the start commit)
     -> a resolver's: `git merge` of the conflicting commit left in progress (merging.py)
-    -> setup -> agent (transient failures retried, a full context window continued)
+    -> setup -> (a Codex agent may start here, ahead of its slot: start_ahead.py)
+    -> agent slot -> agent (transient failures retried, a full context window continued)
     -> refs the agent created in the repository removed
     -> commit: the worktree's files onto the start commit (agentfleet's identity), however
        the agent moved HEAD; no nested repository, no .git pointer changed
@@ -38,10 +39,12 @@ from agentfleet.agents import (
     EXCLUDE_SLASH_TMP,
     EXCLUDE_TMPDIR,
     AgentRequest,
+    CodexRun,
     codex_home,
     isolation_overrides,
     rollout_usage,
     run_agent,
+    start_codex_agent,
     toml_value,
 )
 from agentfleet.commit_text import attempt_message
@@ -57,8 +60,10 @@ from agentfleet.patterns import matches
 from agentfleet.process import observe_spawns, run_shell
 from agentfleet.prompts import continuation_prompt
 from agentfleet.results import AttemptResult, CheckResult
-from agentfleet.worktree_pool import pool_for
+from agentfleet.start_ahead import Gate, HeldAgent, StartAhead
+from agentfleet.worktree_pool import WorktreePool, pool_for
 from agentfleet.worktrees import (
+    Snapshot,
     Worktree,
     WorktreeManager,
     commit_staged,
@@ -100,6 +105,7 @@ class AttemptSpec(BaseModel):
     backoff_initial_s: float = 2.0
     backoff_max_s: float = 60.0
     keep_failed_worktree: bool = False
+    keep_setup_products: bool = False  # a reused worktree keeps what the same setup made
     lease_dir: Path | None = None  # where the attempt's lease goes; None: no lease
     allow_external_symlinks: bool = False  # symlinks out of the repository pass the scope check
     merge: MergeInProgress | None = None  # a resolver's: this merge is in progress at start
@@ -124,10 +130,14 @@ def run_attempt(
     log: Log = lambda _: None,
     cancel: threading.Event | None = None,
     guards: RunGuards | None = None,
+    ahead: StartAhead | None = None,
+    gate: Gate | None = None,
 ) -> AttemptResult:
     """Run one attempt end to end; never raises for an agent's own failure.
 
     ``guards``: the sprint's slots the agent and the checks wait for (none: no limits).
+    ``ahead`` and ``gate``: the sprint's places for agents started ahead of their slot,
+    and this attempt's route on the metering proxy (start_ahead.py); None: no head start.
     """
     started = time.monotonic()
     manager = WorktreeManager(spec.repo, spec.worktree_root)
@@ -139,7 +149,8 @@ def run_attempt(
     pool = pool_for(spec.worktree_root)
     try:
         if pool is not None:
-            worktree = pool.acquire(spec.branch, spec.start_sha, name)
+            keep = spec.setup if spec.keep_setup_products else None
+            worktree = pool.acquire(spec.branch, spec.start_sha, name, setup=keep)
             path = worktree.path
         else:
             path = manager.add(spec.branch, spec.start_sha, name, reset=True)
@@ -162,7 +173,8 @@ def run_attempt(
         with observe_spawns(lease.add_process) if lease else contextlib.nullcontext():
             # The pool slot its agent holds goes into the lease too (the reaper gives it back).
             _run_in(worktree, spec, result, env=env, on_event=on_event, log=log, cancel=cancel,
-                    guards=guards.recording(lease.hold_slot) if guards and lease else guards)
+                    guards=guards.recording(lease.hold_slot) if guards and lease else guards,
+                    pool=pool, ahead=ahead, gate=gate)
         committed = result.head_sha is not None
     finally:
         interrupted = cancel is not None and cancel.is_set()
@@ -215,6 +227,9 @@ def _run_in(
     log: Log,
     cancel: threading.Event | None,
     guards: RunGuards | None = None,
+    pool: WorktreePool | None = None,
+    ahead: StartAhead | None = None,
+    gate: Gate | None = None,
 ) -> None:
     # `timeout` bounds the whole attempt: setup, every agent run (retries, continuations)
     # and verify share one deadline.
@@ -230,25 +245,30 @@ def _run_in(
     if spec.setup and not _shell_check("setup", spec.setup, worktree, result, env, log,
                                        cancel, deadline):
         return
+    if spec.setup and spec.keep_setup_products and pool is not None:
+        pool.record_setup(worktree, spec.setup)  # before any agent: setup's own products
 
     refs_before = _refs(spec.repo)
-    # The agent holds its slots (the sprint's, the shared pool's) only while it runs;
-    # time spent waiting for a slot does not count against the attempt's `timeout`.
-    waiting = time.monotonic()
-    with guards.agent_slot(cancel, log) if guards else contextlib.nullcontext(True) as held:
-        if not held:
-            result.reason = "stopped while waiting for an agent slot"
-            return
-        deadline += time.monotonic() - waiting
+    private_tmp = _private_tmp(worktree.path, spec.agent)
+    try:
+        _log_isolation(spec.agent, private_tmp, log)
+        # Taken before the slot, as is the head start: the slot is the agent's alone.
+        snapshot = snapshot_worktree(worktree)
+        held = None
+        if guards is not None and ahead is not None and gate is not None:
+            held = _start_ahead(worktree, spec, env, on_event, log, cancel, deadline,
+                                private_tmp, ahead, gate)
         try:
-            outcome = _run_agent_with_retries(
-                worktree, spec, result, env, on_event, log, cancel, deadline
-            )
-        except WorktreeTampered as exc:  # found between two agent runs
-            _remove_new_refs(spec.repo, refs_before, result, log)
-            log(str(exc))
-            result.reason = WORKTREE_TAMPERED
-            return
+            outcome = _in_agent_slot(worktree, spec, result, env, on_event, log, cancel,
+                                     deadline, guards, private_tmp, snapshot, held, refs_before)
+        finally:
+            if held is not None:
+                held.drop()  # not granted (stopped while waiting): not a try, no token
+    finally:
+        if private_tmp is not None:
+            shutil.rmtree(private_tmp, ignore_errors=True)
+    if outcome is None:
+        return
     result.outcome = outcome
     _remove_new_refs(spec.repo, refs_before, result, log)
     if not outcome.ok:
@@ -263,6 +283,92 @@ def _run_in(
             return
         deadline += time.monotonic() - waiting
         _check(worktree, spec, result, env, log, cancel, deadline)
+
+
+def _in_agent_slot(
+    worktree: Worktree,
+    spec: AttemptSpec,
+    result: AttemptResult,
+    env: Mapping[str, str],
+    on_event: Callable[[object], None] | None,
+    log: Log,
+    cancel: threading.Event | None,
+    deadline: float,
+    guards: RunGuards | None,
+    private_tmp: Path | None,
+    snapshot: Snapshot,
+    held: HeldAgent | None,
+    refs_before: Mapping[str, str],
+) -> AttemptOutcome | None:
+    """Wait for an agent slot and run the agent in it; None (the reason set) when it
+    never ran."""
+    # The agent holds its slots (the sprint's, the shared pool's) only while it runs;
+    # time spent waiting for a slot does not count against the attempt's `timeout`.
+    waiting = time.monotonic()
+    with guards.agent_slot(cancel, log) if guards else contextlib.nullcontext(True) as granted:
+        if not granted:
+            result.reason = "stopped while waiting for an agent slot"
+            return None
+        deadline += time.monotonic() - waiting
+        first = held.grant() if held is not None else None
+        try:
+            return _run_agent_with_retries(
+                worktree, spec, result, env, on_event, log, cancel, deadline, private_tmp,
+                snapshot, first
+            )
+        except WorktreeTampered as exc:  # found between two agent runs
+            _remove_new_refs(spec.repo, refs_before, result, log)
+            log(str(exc))
+            result.reason = WORKTREE_TAMPERED
+            return None
+        finally:
+            if first is not None and not first.ended():  # never waited for (an error)
+                first.stop()
+
+
+def _start_ahead(
+    worktree: Worktree,
+    spec: AttemptSpec,
+    env: Mapping[str, str],
+    on_event: Callable[[object], None] | None,
+    log: Log,
+    cancel: threading.Event | None,
+    deadline: float,
+    private_tmp: Path | None,
+    ahead: StartAhead,
+    gate: Gate,
+) -> HeldAgent | None:
+    """Start the Codex agent now, its requests held until its slot is granted; None when
+    it cannot (not Codex, no free place, stopped)."""
+    if spec.agent.kind != "codex" or (cancel is not None and cancel.is_set()):
+        return None
+    if not ahead.claim():
+        return None
+    held = HeldAgent(ahead, gate, log)
+    request = _agent_request(worktree, spec, env, spec.prompt, deadline, private_tmp)
+    held.start(lambda: start_codex_agent(request, on_event=on_event))
+    log("agent started ahead of its slot: its model requests wait until the slot is free")
+    return held
+
+
+def _agent_request(
+    worktree: Worktree, spec: AttemptSpec, env: Mapping[str, str], prompt: str,
+    deadline: float, private_tmp: Path | None,
+) -> AgentRequest:
+    """One agent run of the attempt, bounded by what is left before ``deadline``."""
+    return AgentRequest(
+        worktree=worktree.path,
+        prompt=prompt,
+        agent=spec.agent,
+        timeout_s=_left(deadline),
+        timeout_named_s=spec.timeout_s,
+        env=env,
+        codex_path=spec.codex_path,
+        idle_timeout_s=spec.idle_timeout_s,
+        grace_s=spec.grace_s,
+        private_tmp=private_tmp,
+        git_dir=worktree.git_dir,
+    )
 
 
 def _check(
@@ -444,48 +550,37 @@ def _run_agent_with_retries(
     log: Log,
     cancel: threading.Event | None,
     deadline: float,
+    private_tmp: Path | None,
+    snapshot: Snapshot,
+    first: CodexRun | None = None,
 ) -> AttemptOutcome:
     """Run the agent: transient failures retried (the one retry layer), an exhausted
-    context window continued in a fresh session on the same worktree."""
-    private_tmp = _private_tmp(worktree.path, spec.agent)
-    _log_isolation(spec.agent, private_tmp, log)
+    context window continued in a fresh session on the same worktree.
+
+    ``snapshot``: the files the first session starts from; ``first``: its first try,
+    already started (ahead of the slot)."""
     tries: list[AttemptOutcome] = []
     sessions: list[AttemptOutcome] = []  # ended with the context window full, work kept
-    try:
-        while True:
-            prompt = continuation_prompt(spec.prompt, sessions) if sessions else spec.prompt
-            request = AgentRequest(
-                worktree=worktree.path,
-                prompt=prompt,
-                agent=spec.agent,
-                timeout_s=_left(deadline),
-                timeout_named_s=spec.timeout_s,
-                env=env,
-                codex_path=spec.codex_path,
-                idle_timeout_s=spec.idle_timeout_s,
-                grace_s=spec.grace_s,
-                private_tmp=private_tmp,
-                git_dir=worktree.git_dir,
-            )
-            outcome = _retry_transient(
-                request, worktree, spec, tries, on_event, log, cancel, deadline
-            )
-            stopped = cancel is not None and cancel.is_set()
-            if outcome.ending is not Ending.CONTEXT_WINDOW or stopped:
-                break
-            if len(sessions) >= MAX_CONTINUATIONS:
-                log(f"context window exhausted again; no continuation left "
-                    f"({MAX_CONTINUATIONS} used)")
-                break
-            sessions.append(outcome)
-            log(
-                f"context window exhausted in session {len(sessions)}; continuing in a fresh "
-                f"session on the same worktree ({len(sessions)}/{MAX_CONTINUATIONS}), "
-                f"files so far: {', '.join(outcome.files_changed) or 'none'}"
-            )
-    finally:
-        if private_tmp is not None:
-            shutil.rmtree(private_tmp, ignore_errors=True)
+    while True:
+        prompt = continuation_prompt(spec.prompt, sessions) if sessions else spec.prompt
+        request = _agent_request(worktree, spec, env, prompt, deadline, private_tmp)
+        outcome = _retry_transient(
+            request, worktree, spec, tries, on_event, log, cancel, deadline,
+            snapshot=None if sessions else snapshot, first=None if sessions else first,
+        )
+        stopped = cancel is not None and cancel.is_set()
+        if outcome.ending is not Ending.CONTEXT_WINDOW or stopped:
+            break
+        if len(sessions) >= MAX_CONTINUATIONS:
+            log(f"context window exhausted again; no continuation left "
+                f"({MAX_CONTINUATIONS} used)")
+            break
+        sessions.append(outcome)
+        log(
+            f"context window exhausted in session {len(sessions)}; continuing in a fresh "
+            f"session on the same worktree ({len(sessions)}/{MAX_CONTINUATIONS}), "
+            f"files so far: {', '.join(outcome.files_changed) or 'none'}"
+        )
     result.tries = len(tries)
     result.continuations = len(sessions)
     if outcome.ending is Ending.KILLED:
@@ -502,16 +597,27 @@ def _retry_transient(
     log: Log,
     cancel: threading.Event | None,
     deadline: float,
+    *,
+    snapshot: Snapshot | None = None,
+    first: CodexRun | None = None,
 ) -> AttemptOutcome:
-    """One session: the agent run again, from the same files, while it fails transiently."""
+    """One session: the agent run again, from the same files, while it fails transiently.
+
+    ``first``: the session's first try, started already; ``snapshot``: its files, taken
+    already."""
     # Each try starts from the files the session started from: after setup, or after the
     # sessions before it. Ignored files (setup's products) are kept.
-    snapshot = snapshot_worktree(worktree)
+    if snapshot is None:
+        snapshot = snapshot_worktree(worktree)
+    started = [first] if first is not None else []
 
     def one_try() -> AttemptOutcome:
-        outcome = run_agent(
-            replace(request, timeout_s=_left(deadline)), on_event=on_event, cancel=cancel
-        )
+        if started:
+            outcome = started.pop().wait(cancel, timeout_s=_left(deadline))
+        else:
+            outcome = run_agent(
+                replace(request, timeout_s=_left(deadline)), on_event=on_event, cancel=cancel
+            )
         if request.agent.kind == "codex" and not outcome.ok and outcome.usage.total == 0:
             # A failed turn's tokens are not in --json, but they were spent.
             spent = rollout_usage(codex_home({**request.env, **request.agent.env}),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from agentfleet.guardrails import RunGuards
 from agentfleet.metering.sprint import HandedRoute, SprintMeter
 from agentfleet.process import ProcessSet, all_at_once
+from agentfleet.start_ahead import StartAhead
 
 
 @dataclass
@@ -62,6 +63,8 @@ class RunControl:
         # The run's metering proxy (agentfleet.metering.sprint.SprintMeter), or on a pool's
         # worker the route the sprint's proxy handed its attempt; None: unmetered.
         self.meter: SprintMeter | HandedRoute | None = None
+        # Places for Codex agents started ahead of their slot (start_ahead.py); None: none.
+        self.ahead: StartAhead | None = None
 
     def attempt(self, name: str) -> AttemptControl:
         """The control of attempt ``name`` (``<task>#<k>``), made on first use.

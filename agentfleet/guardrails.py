@@ -134,6 +134,43 @@ def in_flight(concurrency: int, checks: int) -> int:
     return concurrency + checks
 
 
+class FifoSlots:
+    """Slots of this process handed out first come, first served.
+
+    A ``threading.Semaphore`` wakes whichever waiter runs first: an attempt whose Codex
+    agent started ahead (start_ahead.py) could watch later attempts take slot after slot.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._cond = threading.Condition()
+        self._free = slots
+        self._queue: deque[object] = deque()
+
+    def acquire(self, cancel: threading.Event | None = None) -> bool:
+        """Wait for a slot, in turn; False when ``cancel`` was set first."""
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+            try:
+                while self._queue[0] is not ticket or self._free == 0:
+                    if cancel is not None and cancel.is_set():
+                        return False
+                    self._cond.wait(_CANCEL_SLICE_S)
+                if cancel is not None and cancel.is_set():
+                    return False
+                self._free -= 1
+                return True
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+
+    def release(self) -> None:
+        """Give a slot back; the first waiter takes it at once."""
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
+
+
 def _take(sem: threading.Semaphore, cancel: threading.Event | None) -> bool:
     """Acquire a local semaphore unless ``cancel`` is set first."""
     while not sem.acquire(timeout=_CANCEL_SLICE_S):
@@ -165,7 +202,7 @@ class RunGuards:
             raise ValueError("concurrency and checks must be at least 1")
         self.concurrency = concurrency
         self.checks = checks
-        self._agents = threading.Semaphore(concurrency)
+        self._agents = FifoSlots(concurrency)
         self._checks = threading.Semaphore(checks)
         self.shared = shared
         self.on_slot: Callable[[PoolSlot | None], None] | None = None
@@ -185,7 +222,7 @@ class RunGuards:
         runs; yields False, holding nothing, when ``cancel`` was set while waiting.
 
         ``log`` hears when the agent has to wait for the shared pool or the start rate."""
-        if not _take(self._agents, cancel):
+        if not self._agents.acquire(cancel):
             yield False
             return
         try:

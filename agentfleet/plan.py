@@ -162,6 +162,14 @@ class Limits(BaseModel):
         "the pool (a Prefect global limit with slot decay, `<pool>-starts`).",
     )
 
+    start_ahead: StrictCount | None = Field(
+        None, ge=0,
+        description="How many attempts waiting for an agent slot may start their Codex agent "
+        "ahead (worktree and `setup` ready), the metering proxy holding its first model "
+        "request until the slot is theirs: the next agent then asks the model as soon as "
+        "one ends. Each held agent takes about 200 MB. Default: `concurrency`; 0: none.",
+    )
+
     tokens: StrictCount | None = Field(
         None, ge=1,
         description="Tokens the sprint's Codex agents may spend in all (every attempt, rerun "
@@ -173,6 +181,11 @@ class Limits(BaseModel):
     def checks_cap(self) -> int:
         """``checks``, or ``concurrency`` when unset."""
         return self.checks if self.checks is not None else self.concurrency
+
+    @property
+    def start_ahead_cap(self) -> int:
+        """``start_ahead``, or ``concurrency`` when unset."""
+        return self.start_ahead if self.start_ahead is not None else self.concurrency
 
 
 class Foreach(BaseModel):
@@ -345,6 +358,13 @@ class Plan(BaseModel):
         False,
         description="Keep the worktree of a failed attempt for inspection (the report says "
         "where) instead of removing it; `agentfleet clean` removes it later.",
+    )
+    keep_setup_products: bool = Field(
+        False,
+        description="When an attempt reuses a finished attempt's worktree, keep the ignored "
+        "files the last `setup` there made (e.g. `node_modules`, `.venv`) that nothing "
+        "changed since, if this attempt's `setup` is the same command; everything else "
+        "untracked or ignored goes. Default: all of it goes.",
     )
     allow_external_symlinks: bool = Field(
         False,

@@ -399,6 +399,10 @@ class ManagedProcess:
         """The exit status if the process has exited."""
         return self._popen.poll()
 
+    def restart_clock(self) -> None:
+        """Count ``wait``'s timeout and idleness from now (an agent started ahead of its slot)."""
+        self.started = self._last_line = time.monotonic()
+
     def leftovers(self) -> list[int]:
         """Processes of this attempt still alive (the group and everything with the marker)."""
         return find_processes(pgid=self.pgid, marker=self.marker)

@@ -129,6 +129,7 @@ def attempt_spec(
         backoff_initial_s=place.backoff_initial_s,
         idle_timeout_s=plan.task_idle_timeout(task),
         keep_failed_worktree=plan.keep_failed_worktrees,
+        keep_setup_products=plan.keep_setup_products,
         allow_external_symlinks=plan.allow_external_symlinks,
         lease_dir=place.lease_dir,
         agent_block=place.agent_block,

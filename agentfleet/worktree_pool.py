@@ -13,7 +13,8 @@ run's pool keeps the worktrees its finished attempts released, idle under
        index, taken when the worktree was last made ready: the stat data an agent could
        have forged in the worktree's index is never trusted, so every file it touched
        (its ctime moved) is written anew; then ``clean -ffdx``: untracked, ignored and
-       nested repositories go
+       nested repositories go (with ``keep_setup_products`` and the same ``setup``: all
+       but the unchanged ignored files that ``setup`` made, ``setup_products.py``)
     -> that index copied into the worktree's admin dir.
 
 Only git's own checks of file stat data stand between two attempts, with the config that
@@ -37,8 +38,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from agentfleet import setup_products
 from agentfleet.errors import GitError, WorktreeTampered
 from agentfleet.gitcmd import git
+from agentfleet.setup_products import SetupProducts
 from agentfleet.worktrees import (
     Worktree,
     WorktreeManager,
@@ -74,6 +77,7 @@ class PoolStats:
     created: int = 0
     reused: int = 0
     discarded: int = 0
+    kept_setup: int = 0  # reuses that kept ``setup``'s products
 
 
 class WorktreePool:
@@ -87,18 +91,27 @@ class WorktreePool:
         self.stats = PoolStats()
         self._idle: list[_Idle] = []
         self._index: dict[Path, Path] = {}  # admin dir -> agentfleet's copy of its index
+        self._products: dict[Path, SetupProducts] = {}  # admin dir -> its last setup's
         self._lock = threading.Lock()
         self._closed = False
 
-    def acquire(self, branch: str | None, start: str, name: str) -> Worktree:
+    def acquire(self, branch: str | None, start: str, name: str, *,
+                setup: str | None = None) -> Worktree:
         """A worktree at ``root/name`` on ``branch`` (made or moved to ``start``; None:
-        detached at ``start``), exactly ``start``'s files: an idle one reset, or a new one."""
+        detached at ``start``), exactly ``start``'s files: an idle one reset, or a new one.
+
+        ``setup``: the attempt's command, when it keeps setup products: an idle worktree
+        whose last ``setup`` was this command keeps the ignored files it made, unchanged."""
         with self._lock:
             idle = self._idle.pop() if self._idle else None
         if idle is not None:
+            products = self._products.pop(idle.worktree.git_dir, None)
+            if products is not None and (setup is None or products.command != setup):
+                products = None
             try:
-                worktree = self._reuse(idle, branch, start, name)
+                worktree = self._reuse(idle, branch, start, name, products)
                 self.stats.reused += 1
+                self.stats.kept_setup += products is not None
                 return worktree
             except (GitError, WorktreeTampered, OSError):
                 self._discard(idle.worktree.path, idle.worktree.git_dir)
@@ -115,6 +128,14 @@ class WorktreePool:
             raise
         self.stats.created += 1
         return worktree
+
+    def record_setup(self, worktree: Worktree, command: str) -> None:
+        """Record the ignored files ``command`` (``setup``, just passed) left in a worktree
+        of this pool: kept when the next attempt with the same ``setup`` reuses it."""
+        listed = worktree.git(*_SOUND_CONFIG, "ls-files", "-z", "--others", "--ignored",
+                              "--exclude-standard", "--directory")
+        self._products[worktree.git_dir] = setup_products.record(
+            worktree.path, command, listed.split("\0"))
 
     def release(self, worktree: Worktree) -> None:
         """Take back an attempt's worktree (its agent gone): idle until the next acquire;
@@ -157,11 +178,13 @@ class WorktreePool:
             if item.worktree.git_dir.exists():  # prune kept it (e.g. git's own lock on it)
                 self._discard(item.worktree.path, item.worktree.git_dir)
         self._index.clear()
+        self._products.clear()
         for folder in (self.root, self.root.parent):
             with contextlib.suppress(OSError):  # not empty: kept worktrees, other sprints
                 folder.rmdir()
 
-    def _reuse(self, idle: _Idle, branch: str | None, start: str, name: str) -> Worktree:
+    def _reuse(self, idle: _Idle, branch: str | None, start: str, name: str,
+               products: SetupProducts | None = None) -> Worktree:
         old = idle.worktree
         target = self.manager._path(name)
         ref = f"refs/heads/{branch}" if branch is not None else None
@@ -184,8 +207,15 @@ class WorktreePool:
             worktree.git("symbolic-ref", "HEAD", ref)
         env = {**os.environ, "GIT_INDEX_FILE": str(idle.index)}
         worktree.git(*_SOUND_CONFIG, "read-tree", "--reset", "-u", sha, env=env)
-        # -ff: also nested repositories; -x: ignored files too (setup's products included).
-        worktree.git(*_SOUND_CONFIG, "clean", "-ffdxq", env=env)
+        if products is not None:
+            # Every untracked path, ignored or not (no exclude rules: an agent may have
+            # changed them); all go but the setup products still as recorded.
+            listed = worktree.git(*_SOUND_CONFIG, "ls-files", "-z", "--others", "--directory",
+                                  env=env)
+            setup_products.prune(worktree.path, products, listed.split("\0"))
+        else:
+            # -ff: also nested repositories; -x: ignored files too (setup's products included).
+            worktree.git(*_SOUND_CONFIG, "clean", "-ffdxq", env=env)
         shutil.copy2(idle.index, worktree.git_dir / "index")
         return worktree
 
@@ -200,6 +230,7 @@ class WorktreePool:
     def _discard(self, path: Path, git_dir: Path) -> None:
         """Remove a worktree that will not be reused; never raises (clean finds leftovers)."""
         self.stats.discarded += path.exists() or path.is_symlink()
+        self._products.pop(git_dir, None)
         index = self._index.pop(git_dir, None)
         with contextlib.suppress(GitError, OSError):
             if path.exists() or path.is_symlink():

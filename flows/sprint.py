@@ -48,6 +48,7 @@ from agentfleet.review import Decision
 from agentfleet.schedule import Scheduler
 from agentfleet.selection import Selection
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
+from agentfleet.start_ahead import StartAhead
 from agentfleet.submission import Prior, RunPlace, attempt_spec, decide_start, start_line
 from agentfleet.verified import verified_dir
 from agentfleet.worktree_pool import worktree_pool
@@ -194,6 +195,8 @@ def run_checked(
                     guarded(checked.plan, settings, control, logger.info, logger.warning):
                 if control.meter is not None and planner.total:
                     control.meter.count_spent("planner", "planner", planner)  # limits.tokens
+                # Codex agents waiting for a slot start ahead, their requests held.
+                control.ahead = StartAhead(checked.plan.limits.start_ahead_cap)
                 sprint_report = run.run()
         except BaseException:
             if report and run.interrupted is not None:

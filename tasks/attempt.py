@@ -12,7 +12,9 @@ from agentfleet.attempt import AttemptSpec, run_attempt
 from agentfleet.best_of_n import EARLY_STOP
 from agentfleet.event_lines import LineCap, describe
 from agentfleet.masking import Masker, mask_model
+from agentfleet.metering.sprint import SprintMeter
 from agentfleet.process import tracked_in
+from agentfleet.start_ahead import Gate
 from blocks.agent import agent_secret_env
 from tasks.cache import cache_key, cached_state, finished, lookup
 from tasks.limits import metered_spec, skipped, with_metered_usage
@@ -53,6 +55,16 @@ class AttemptLog:
             self.info(shown)
 
 
+def held_start_gate(meter: object, name: str) -> Gate | None:
+    """Attempt ``name``'s gate on the sprint's metering proxy (its Codex agent routed
+    through it), for a start ahead of its agent slot; None elsewhere (a pool's worker)."""
+    if not isinstance(meter, SprintMeter) or not meter.metered(name):
+        return None
+    gates = meter.proxy.start_gates
+    return Gate(hold=lambda: gates.hold(name), open=lambda: gates.open(name),
+                shut=lambda: gates.shut(name), arrived=lambda: gates.arrived(name))
+
+
 @task(
     name="attempt",
     task_run_name="{spec.task_id}#{spec.attempt}",
@@ -91,9 +103,11 @@ def attempt(spec: AttemptSpec, agent_version: str | None = None) -> State:
         return skipped(spec, f"skipped: {spent}", log.warning)
     # A Codex agent's requests go through the sprint's metering proxy, for this run only.
     ran = metered_spec(spec, run.meter, name, env, log.info)
+    gate = held_start_gate(run.meter, name)
     with tracked_in(control.processes):
         result = run_attempt(ran, env=env, on_event=on_event, log=log.info,
-                             cancel=control.cancel, guards=run.guards)
+                             cancel=control.cancel, guards=run.guards, ahead=run.ahead,
+                             gate=gate)
     if run.meter is not None and run.meter.metered(name):
         result = with_metered_usage(result, run.meter, name, log.warning)
     log.close()

@@ -72,6 +72,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from agentfleet.metering.ledger import Ledger, LedgerSnapshot, Refusal, TokenUsage, UsageEvent
+from agentfleet.metering.start_gate import StartGates
 
 log = logging.getLogger("agentfleet.metering")
 
@@ -369,6 +370,8 @@ class MeteringProxy:
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._stopping = threading.Event()
+        # Attempts started ahead of their agent slot: their requests wait here (start_gate.py).
+        self.start_gates = StartGates()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -528,6 +531,9 @@ class MeteringProxy:
             self._finish_log(attempt_id, h, 426)
             h.answer(426, error_body("metering proxy: WebSocket is not supported, use HTTPS",
                                      "upgrade_required"), {"upgrade": "HTTP/1.1"})
+            return
+        if not self.start_gates.wait(attempt_id, self._stopping):
+            h.close_connection = True
             return
         if self._refused(h, attempt_id):
             return

@@ -1,0 +1,171 @@
+"""Starting an attempt's Codex agent before it holds an agent slot, its model requests held.
+
+Between one agent's end and the next agent's first model request the seed's shell loop
+pays, in every slot, Codex's own start-up (about 1 to 2 s on a loaded 2-core machine).
+An attempt whose worktree and ``setup`` are ready while it waits for its slot starts
+its Codex agent at once, and the sprint's metering proxy holds that agent's requests
+(``metering/start_gate.py``) until the slot is granted; then they go through. The
+next agent asks the model as soon as the slot is free: the start-up overlaps the
+running agents instead of following them.
+
+What stays true:
+
+- the model never sees more sessions than slots: nothing of a held agent reaches it
+  (the proxy sends no byte upstream before the grant);
+- the attempt's timeout, and its idle timeout, count from the grant;
+- at most ``places`` agents are held at once (``limits.start_ahead``, default one per
+  agent slot; a held Codex 0.169 takes about 185 MB and no CPU);
+- a held agent still waiting after ``max_hold_s`` is stopped, and its attempt starts
+  its agent normally once its slot comes (a long wait gains nothing from a head start);
+- a held agent whose attempt is cancelled (or early-stopped) before its grant is
+  stopped with everything it started; no try is counted, no token spent;
+- an agent that exited while held (e.g. a bad config) is dropped at the grant and the
+  agent starts normally, which shows the same error if it is the agent's own.
+
+Prefect-free: the gate's calls and the places come from ``tasks/attempt.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from agentfleet.agents import CodexRun
+
+# Codex 0.169 waited 200 s for a held request without complaint (metering/start_gate.py);
+# a wait this long is one the second of start-up saved no longer matters to.
+MAX_HOLD_S = 60.0
+
+
+class StartAhead:
+    """One sprint run's places for agents started ahead of their slot."""
+
+    def __init__(self, places: int, max_hold_s: float = MAX_HOLD_S) -> None:
+        self.places = places
+        self.max_hold_s = max_hold_s
+        self._free = threading.Semaphore(places)
+        self.lock = threading.Lock()
+        self.started = 0  # agents started ahead (for logs and tests)
+        self.dropped = 0  # of those, stopped before their grant or found ended at it
+        self.ready = 0  # of those, granted with their first model request already waiting
+
+    def claim(self) -> bool:
+        """Take a place if one is free (never waits)."""
+        return self.places > 0 and self._free.acquire(blocking=False)
+
+    def give_back(self) -> None:
+        """Free a place taken with ``claim``."""
+        self._free.release()
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The attempt's route on the metering proxy (``StartGates``, bound to its name)."""
+
+    hold: Callable[[], None]
+    open: Callable[[], None]
+    shut: Callable[[], None]
+    arrived: Callable[[], float | None]  # when its first held request arrived
+
+
+class _State(Enum):
+    WAITING = "waiting"
+    GRANTED = "granted"
+    DROPPED = "dropped"
+
+
+class HeldAgent:
+    """One agent started ahead: waiting for its slot, then handed over or stopped.
+
+    ``start()`` makes the run (the gate is held before it starts); ``grant()`` hands it
+    over with its clock restarted, or None when it was dropped; ``drop()`` stops it.
+    """
+
+    def __init__(self, ahead: StartAhead, gate: Gate, log: Callable[[str], None]) -> None:
+        self.ahead = ahead
+        self.gate = gate
+        self.log = log
+        self.run: CodexRun | None = None
+        self._state = _State.WAITING
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._dropped = threading.Event()  # a drop has stopped the agent
+
+    def start(self, make: Callable[[], CodexRun]) -> None:
+        """Hold the gate, start the agent (``make``), arm the ``max_hold_s`` timer."""
+        self.gate.hold()
+        try:
+            self.run = make()
+        except BaseException:
+            self._finish(_State.DROPPED)
+            self._dropped.set()
+            self.gate.open()
+            raise
+        with self.ahead.lock:
+            self.ahead.started += 1
+        self._timer = threading.Timer(self.ahead.max_hold_s, self.drop,
+                                      args=(f"still no agent slot after "
+                                            f"{self.ahead.max_hold_s:g}s",))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _finish(self, state: _State) -> bool:
+        """Leave WAITING for ``state``; False if something else did first."""
+        with self._lock:
+            if self._state is not _State.WAITING:
+                return False
+            self._state = state
+        if self._timer is not None:
+            self._timer.cancel()
+        self.ahead.give_back()
+        return True
+
+    def grant(self) -> CodexRun | None:
+        """The slot is granted: the agent's requests go through, its clock starts now.
+        None (the gate opened all the same) when it was dropped or has ended meanwhile."""
+        if not self._finish(_State.GRANTED):
+            # Dropped (by the timer): its requests stay shut until it is gone.
+            self._dropped.wait()
+            self.gate.open()
+            return None
+        run = self.run
+        assert run is not None
+        if run.ended():
+            self._count_drop()
+            run.stop()
+            self.log("the agent started ahead ended before its slot came; starting it again")
+            self.gate.open()
+            return None
+        run.restart_clock()
+        arrived = self.gate.arrived()
+        self.gate.open()
+        if arrived is not None:
+            with self.ahead.lock:
+                self.ahead.ready += 1
+            self.log(f"agent slot granted: the agent's first model request, held "
+                     f"{time.monotonic() - arrived:.1f}s, goes through")
+        return run
+
+    def drop(self, why: str = "stopped") -> None:
+        """Stop the held agent (cancelled, or waiting too long); its attempt starts its
+        agent normally if its slot still comes."""
+        if not self._finish(_State.DROPPED):
+            return
+        self._count_drop()
+        # Shut first: what it sends until it is gone (a retry of the dropped request) is
+        # dropped too, never forwarded.
+        self.gate.shut()
+        try:
+            if self.run is not None:
+                self.run.stop()
+        finally:
+            self._dropped.set()
+        if why != "stopped":
+            self.log(f"agent started ahead stopped: {why}")
+
+    def _count_drop(self) -> None:
+        with self.ahead.lock:
+            self.ahead.dropped += 1
