@@ -177,3 +177,56 @@ def test_a_verification_worktree_comes_from_the_pool_detached(repo: Path, tmp_pa
         # Detached: the attempt's branch is checked out nowhere.
         run_git(repo, "branch", "-D", done.branch)
     assert [w.path for w in list_worktrees(repo)] == [repo]
+
+
+# Makes its products only when missing; `made` holds a number of the setup run that made it,
+# and every run appends its own to {runs}.
+SETUP = ("n=$RANDOM$RANDOM && echo $n >> {runs} && mkdir -p build/deps"
+         " && {{ test -e build/made || echo $n > build/made; }}"
+         " && {{ test -e build/deps/lib.txt || echo lib > build/deps/lib.txt; }}"
+         " && mkdir -p build/cache && touch build/cache/c")
+# The first attempt's agent: all of PLANT, plus changes to setup's products (a kept file
+# rewritten with its mtime restored, a file added among them, a folder swapped for a link).
+PLANT_IN_PRODUCTS = " && ".join([
+    "python3 -c \"import os; p = 'build/deps/lib.txt'; s = os.stat(p); "
+    "open(p, 'w').write('evil\\\\n'); os.utime(p, ns=(s.st_atime_ns, s.st_mtime_ns))\"",
+    "echo evil > build/deps/evil.txt", "mkdir -p build/new && echo evil > build/new/x",
+    "rm -rf build/cache", "ln -s {outside} build/cache",
+])
+
+
+def test_setup_products_are_kept_unchanged_and_nothing_else(repo: Path, tmp_path: Path):
+    work, out = tmp_path / "work", tmp_path / "out"
+    out.mkdir()
+    start = run_git(repo, "rev-parse", "HEAD").strip()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    setup = SETUP.format(runs=tmp_path / "runs")
+    with worktree_pool(repo, work / "worktrees" / "repo-key" / "s1") as pool:
+        planted = attempt(repo, work, "t1", start,
+                          PLANT_IN_PRODUCTS.format(outside=outside) + " && "
+                          + PLANT.format(outside=outside),
+                          setup=setup, keep_setup_products=True)
+        assert "nested git repository" in (planted.reason or "")
+        seen = attempt(repo, work, "t2", start, look(out), setup=setup,
+                       keep_setup_products=True)
+        assert pool.stats.reused == 1 and pool.stats.kept_setup == 1
+        # Another setup command finds nothing of the first one's products.
+        other = attempt(repo, work, "t3", start, "test ! -e build && echo ok > ok.txt",
+                        setup="true", keep_setup_products=True)
+        assert other.succeeded, other.reason
+        assert pool.stats.kept_setup == 1
+    assert seen.reason == "the agent changed no file"
+    # `made` is t1's setup's (kept); lib.txt, which t1's agent changed, is setup's again.
+    assert sorted((out / "status").read_text().splitlines()) == [
+        "!! build/cache/c", "!! build/deps/lib.txt", "!! build/made"]
+    first_run = (tmp_path / "runs").read_text().split()[0]
+    assert (out / "tree" / "build" / "made").read_text() == first_run + "\n"
+    assert (out / "tree" / "build" / "deps" / "lib.txt").read_text() == "lib\n"
+    refs = (out / "refs").read_text().split()
+    assert not [r for r in refs if r.startswith(("refs/worktree/", "refs/bisect/", "refs/stash"))]
+    assert (out / "stash").read_text() == ""
+    assert "planted" not in (out / "reflog").read_text()
+    tracked = {k: v for k, v in files_under(out / "tree").items() if not k.startswith("build/")}
+    assert tracked == START_FILES
+    assert list(outside.iterdir()) == []
