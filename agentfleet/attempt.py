@@ -254,16 +254,16 @@ def _run_in(
         _log_isolation(spec.agent, private_tmp, log)
         # Taken before the slot, as is the head start: the slot is the agent's alone.
         snapshot = snapshot_worktree(worktree)
-        held = None
-        if guards is not None and ahead is not None and gate is not None:
-            held = _start_ahead(worktree, spec, env, on_event, log, cancel, deadline,
-                                private_tmp, ahead, gate)
+        early = None
+        if (guards is not None and ahead is not None and gate is not None
+                and ahead.places > 0 and spec.agent.kind == "codex"):
+            early = HeldAgent(ahead, gate, log)
         try:
             outcome = _in_agent_slot(worktree, spec, result, env, on_event, log, cancel,
-                                     deadline, guards, private_tmp, snapshot, held, refs_before)
+                                     deadline, guards, private_tmp, snapshot, early, refs_before)
         finally:
-            if held is not None:
-                held.drop()  # not granted (stopped while waiting): not a try, no token
+            if early is not None:
+                early.drop()  # not granted (stopped while waiting): not a try, no token
     finally:
         if private_tmp is not None:
             shutil.rmtree(private_tmp, ignore_errors=True)
@@ -305,7 +305,20 @@ def _in_agent_slot(
     # The agent holds its slots (the sprint's, the shared pool's) only while it runs;
     # time spent waiting for a slot does not count against the attempt's `timeout`.
     waiting = time.monotonic()
-    with guards.agent_slot(cancel, log) if guards else contextlib.nullcontext(True) as granted:
+
+    def start_ahead() -> None:  # called while it waits, when its turn is near
+        assert held is not None
+        request = _agent_request(worktree, spec, env, spec.prompt, deadline, private_tmp)
+        try:
+            if held.start(lambda: start_codex_agent(request, on_event=on_event)):
+                log("agent started ahead of its slot: its model requests wait for the slot")
+        except Exception as exc:  # noqa: BLE001 - the normal start says it in its place
+            log(f"could not start the agent ahead of its slot: {exc}")
+
+    slot = (guards.agent_slot(cancel, log, start_ahead if held else None,
+                              held.ahead.places if held else 0)
+            if guards else contextlib.nullcontext(True))
+    with slot as granted:
         if not granted:
             result.reason = "stopped while waiting for an agent slot"
             return None
@@ -324,31 +337,6 @@ def _in_agent_slot(
         finally:
             if first is not None and not first.ended():  # never waited for (an error)
                 first.stop()
-
-
-def _start_ahead(
-    worktree: Worktree,
-    spec: AttemptSpec,
-    env: Mapping[str, str],
-    on_event: Callable[[object], None] | None,
-    log: Log,
-    cancel: threading.Event | None,
-    deadline: float,
-    private_tmp: Path | None,
-    ahead: StartAhead,
-    gate: Gate,
-) -> HeldAgent | None:
-    """Start the Codex agent now, its requests held until its slot is granted; None when
-    it cannot (not Codex, no free place, stopped)."""
-    if spec.agent.kind != "codex" or (cancel is not None and cancel.is_set()):
-        return None
-    if not ahead.claim():
-        return None
-    held = HeldAgent(ahead, gate, log)
-    request = _agent_request(worktree, spec, env, spec.prompt, deadline, private_tmp)
-    held.start(lambda: start_codex_agent(request, on_event=on_event))
-    log("agent started ahead of its slot: its model requests wait until the slot is free")
-    return held
 
 
 def _agent_request(

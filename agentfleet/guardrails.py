@@ -146,15 +146,28 @@ class FifoSlots:
         self._free = slots
         self._queue: deque[object] = deque()
 
-    def acquire(self, cancel: threading.Event | None = None) -> bool:
-        """Wait for a slot, in turn; False when ``cancel`` was set first."""
+    def acquire(self, cancel: threading.Event | None = None,
+                near: Callable[[], None] | None = None, within: int = 0) -> bool:
+        """Wait for a slot, in turn; False when ``cancel`` was set first.
+
+        ``near`` is called once (outside the lock) when this waiter has to wait and is
+        one of the first ``within`` in line."""
         ticket = object()
+        called = near is None
         with self._cond:
             self._queue.append(ticket)
             try:
                 while self._queue[0] is not ticket or self._free == 0:
                     if cancel is not None and cancel.is_set():
                         return False
+                    if not called and self._queue.index(ticket) < within:
+                        called = True
+                        self._cond.release()
+                        try:
+                            near()  # type: ignore[misc]
+                        finally:
+                            self._cond.acquire()
+                        continue
                     self._cond.wait(_CANCEL_SLICE_S)
                 if cancel is not None and cancel.is_set():
                     return False
@@ -216,13 +229,17 @@ class RunGuards:
 
     @contextlib.contextmanager
     def agent_slot(
-        self, cancel: threading.Event | None = None, log: Callable[[str], None] | None = None
+        self, cancel: threading.Event | None = None, log: Callable[[str], None] | None = None,
+        ahead: Callable[[], None] | None = None, within: int = 0,
     ) -> Iterator[bool]:
         """Hold an agent slot (the sprint's, then the pool's, then a start) while the body
         runs; yields False, holding nothing, when ``cancel`` was set while waiting.
 
-        ``log`` hears when the agent has to wait for the shared pool or the start rate."""
-        if not self._agents.acquire(cancel):
+        ``log`` hears when the agent has to wait for the shared pool or the start rate.
+        ``ahead`` is called once when the agent has to wait and is one of the next
+        ``within`` in line for the sprint's slots, or has one and waits for the pool: it
+        may start the agent ahead (start_ahead.py)."""
+        if not self._agents.acquire(cancel, ahead, within):
             yield False
             return
         try:
@@ -232,7 +249,12 @@ class RunGuards:
             pool = self.shared.pool
 
             def waiting(what: str) -> Callable[[], None] | None:
-                return (lambda: log(f"waiting for {what}")) if log is not None else None
+                def said() -> None:
+                    if log is not None:
+                        log(f"waiting for {what}")
+                    if ahead is not None:
+                        ahead()
+                return said
 
             handle = self.shared.gate.acquire(
                 cancel, waiting(f"a free slot of the shared pool '{pool}'"))

@@ -2,8 +2,9 @@
 
 Between one agent's end and the next agent's first model request the seed's shell loop
 pays, in every slot, Codex's own start-up (about 1 to 2 s on a loaded 2-core machine).
-An attempt whose worktree and ``setup`` are ready while it waits for its slot starts
-its Codex agent at once, and the sprint's metering proxy holds that agent's requests
+An attempt whose worktree and ``setup`` are ready, and that waits for its slot among
+the next ``places`` in line (the sprint's slots are handed out first come, first
+served), starts its Codex agent then, and the sprint's metering proxy holds its requests
 (``metering/start_gate.py``) until the slot is granted; then they go through. The
 next agent asks the model as soon as the slot is free: the start-up overlaps the
 running agents instead of following them.
@@ -13,8 +14,10 @@ What stays true:
 - the model never sees more sessions than slots: nothing of a held agent reaches it
   (the proxy sends no byte upstream before the grant);
 - the attempt's timeout, and its idle timeout, count from the grant;
-- at most ``places`` agents are held at once (``limits.start_ahead``, default one per
-  agent slot; a held Codex 0.169 takes about 185 MB and no CPU);
+- at most ``places`` agents are held while they wait for one of the sprint's slots
+  (``limits.start_ahead``, default one per slot), plus those that have one and wait
+  for the shared pool; a held Codex 0.169 takes about 185 MB and no CPU;
+- an attempt that gets its slot without waiting starts its agent as usual;
 - a held agent still waiting after ``max_hold_s`` is stopped, and its attempt starts
   its agent normally once its slot comes (a long wait gains nothing from a head start);
 - a held agent whose attempt is cancelled (or early-stopped) before its grant is
@@ -41,24 +44,15 @@ MAX_HOLD_S = 60.0
 
 
 class StartAhead:
-    """One sprint run's places for agents started ahead of their slot."""
+    """One sprint run's rule for agents started ahead of their slot, and its counts."""
 
     def __init__(self, places: int, max_hold_s: float = MAX_HOLD_S) -> None:
-        self.places = places
+        self.places = places  # how far back in line for a slot an agent starts ahead
         self.max_hold_s = max_hold_s
-        self._free = threading.Semaphore(places)
         self.lock = threading.Lock()
         self.started = 0  # agents started ahead (for logs and tests)
         self.dropped = 0  # of those, stopped before their grant or found ended at it
         self.ready = 0  # of those, granted with their first model request already waiting
-
-    def claim(self) -> bool:
-        """Take a place if one is free (never waits)."""
-        return self.places > 0 and self._free.acquire(blocking=False)
-
-    def give_back(self) -> None:
-        """Free a place taken with ``claim``."""
-        self._free.release()
 
 
 @dataclass(frozen=True)
@@ -78,10 +72,12 @@ class _State(Enum):
 
 
 class HeldAgent:
-    """One agent started ahead: waiting for its slot, then handed over or stopped.
+    """One attempt's agent, started ahead while it waits for its slot, then handed over
+    or stopped.
 
-    ``start()`` makes the run (the gate is held before it starts); ``grant()`` hands it
-    over with its clock restarted, or None when it was dropped; ``drop()`` stops it.
+    ``start()`` makes the run (the gate is held before it starts), once; ``grant()``
+    hands it over with its clock restarted, or None when it never started or was
+    dropped; ``drop()`` stops it.
     """
 
     def __init__(self, ahead: StartAhead, gate: Gate, log: Callable[[str], None]) -> None:
@@ -94,8 +90,15 @@ class HeldAgent:
         self._timer: threading.Timer | None = None
         self._dropped = threading.Event()  # a drop has stopped the agent
 
-    def start(self, make: Callable[[], CodexRun]) -> None:
-        """Hold the gate, start the agent (``make``), arm the ``max_hold_s`` timer."""
+    def start(self, make: Callable[[], CodexRun]) -> bool:
+        """Hold the gate, start the agent (``make``), arm the ``max_hold_s`` timer; once.
+        Whether it started now."""
+        with self._lock:
+            if self._state is not _State.WAITING or self.run is not None or self._timer:
+                return False
+            self._timer = threading.Timer(self.ahead.max_hold_s, self.drop,
+                                          args=(f"still no agent slot after "
+                                                f"{self.ahead.max_hold_s:g}s",))
         self.gate.hold()
         try:
             self.run = make()
@@ -106,11 +109,9 @@ class HeldAgent:
             raise
         with self.ahead.lock:
             self.ahead.started += 1
-        self._timer = threading.Timer(self.ahead.max_hold_s, self.drop,
-                                      args=(f"still no agent slot after "
-                                            f"{self.ahead.max_hold_s:g}s",))
         self._timer.daemon = True
         self._timer.start()
+        return True
 
     def _finish(self, state: _State) -> bool:
         """Leave WAITING for ``state``; False if something else did first."""
@@ -120,7 +121,6 @@ class HeldAgent:
             self._state = state
         if self._timer is not None:
             self._timer.cancel()
-        self.ahead.give_back()
         return True
 
     def grant(self) -> CodexRun | None:
@@ -132,7 +132,8 @@ class HeldAgent:
             self.gate.open()
             return None
         run = self.run
-        assert run is not None
+        if run is None:  # never started: its slot came without a wait
+            return None
         if run.ended():
             self._count_drop()
             run.stop()
@@ -152,7 +153,8 @@ class HeldAgent:
     def drop(self, why: str = "stopped") -> None:
         """Stop the held agent (cancelled, or waiting too long); its attempt starts its
         agent normally if its slot still comes."""
-        if not self._finish(_State.DROPPED):
+        if not self._finish(_State.DROPPED) or self.run is None:
+            self._dropped.set()
             return
         self._count_drop()
         # Shut first: what it sends until it is gone (a retry of the dropped request) is

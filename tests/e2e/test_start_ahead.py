@@ -51,12 +51,12 @@ class Sprint:
     """A sprint's run control, one agent slot, its meter and places for held starts."""
 
     def __init__(self, repo: Path, work: Path, env: dict[str, str], meter: SprintMeter,
-                 places: int = 1) -> None:
+                 places: int = 1, max_hold_s: float = 60) -> None:
         self.repo, self.work, self.env, self.meter = repo, work, env, meter
         self.start = run_git(repo, "rev-parse", "HEAD").strip()
         self.control = RunControl("s")
         self.guards = RunGuards(concurrency=1, checks=2)
-        self.ahead = StartAhead(places)
+        self.ahead = StartAhead(places, max_hold_s)
         self.results: dict[str, AttemptResult] = {}
         self.spawned: dict[str, list[ProcessInfo]] = {}
         self.logs: dict[str, list[str]] = {}
@@ -129,21 +129,23 @@ def test_a_held_agent_asks_the_model_as_soon_as_the_slot_frees_never_beside_anot
         sprint.run("two")  # held: started ahead, its first request waits for the slot
         wait_for(lambda: meter.proxy.start_gates.arrived("two#1") is not None, timeout=60,
                    what="the held agent's first request at the proxy")
-        sprint.run("three")  # no place left: waits for the slot, then starts as usual
+        sprint.run("three")  # second in line: starts ahead once "two" has the slot
         sprint.join()
 
     assert all(sprint.results[t].succeeded for t in tasks), {
         t: sprint.results[t].reason for t in tasks}
-    assert sprint.ahead.started >= 1 and sprint.ahead.ready >= 1
+    # "one" found its slot free and started as usual; the others started ahead.
+    assert (sprint.ahead.started, sprint.ahead.ready, sprint.ahead.dropped) == (2, 2, 0)
     # One slot: the model never saw two sessions at once.
     ordered = sorted(spans(model.requests).items(), key=lambda kv: kv[1][0])
-    assert [t for t, _ in ordered][:2] == ["one", "two"]
+    assert [t for t, _ in ordered] == tasks  # in turn
     for (_, (_, end)), (_, (start, _)) in zip(ordered, ordered[1:], strict=False):
         assert start >= end
-    # The held agent asked the model right after the first one ended: no Codex start-up.
-    gap = spans(model.requests)["two"][0] - spans(model.requests)["one"][1]
-    print(f"idle gap one -> two (held start): {gap:.3f}s")
-    assert gap < 1.0, gap
+    # A held agent asks the model right after the one before ended: no Codex start-up.
+    for before, after in (("one", "two"), ("two", "three")):
+        gap = spans(model.requests)[after][0] - spans(model.requests)[before][1]
+        print(f"idle gap {before} -> {after} (held start): {gap:.3f}s")
+        assert gap < 1.0, gap
     # Its time counts from the grant: two responses of 1.5 s, not the wait before.
     two = sprint.results["two"].outcome
     assert two is not None and two.duration_s < 3.0 + 2.5, two.duration_s
@@ -170,10 +172,31 @@ def test_cancelling_a_sprint_while_an_agent_is_held_leaves_no_process(
     assert held.reason == "stopped while waiting for an agent slot"
     assert held.outcome is None and held.tokens == 0  # no agent run counted
     assert not [r for r in model.requests if r.rule == "held"]  # never reached the model
-    assert sprint.ahead.dropped == 1  # "busy" started ahead too, granted at once
+    assert (sprint.ahead.started, sprint.ahead.dropped) == (1, 1)
     for task in ("busy", "held"):
         for info in sprint.spawned[task]:
             if info.pid:
                 assert find_processes(pgid=info.pgid, marker=info.marker) == [], task
     assert processes_under(tmp_path / "work") == []
     assert took < 20
+
+
+def test_an_agent_held_too_long_is_stopped_and_started_again_at_its_grant(
+    make_repo, model: ScriptedModelServer, env: dict[str, str], tmp_path: Path
+) -> None:
+    model.set_script(script(["long", "late"], delay_s=2))
+    repo = make_repo()
+    with SprintMeter(None, lambda _: None) as meter:
+        sprint = Sprint(repo, tmp_path / "work", env, meter, max_hold_s=1)
+        sprint.run("long")
+        wait_for(lambda: model.requests, timeout=60, what="the first agent's request")
+        sprint.run("late")
+        sprint.join()
+
+    assert all(sprint.results[t].succeeded for t in ("long", "late"))
+    assert (sprint.ahead.started, sprint.ahead.dropped, sprint.ahead.ready) == (1, 1, 0)
+    assert any("still no agent slot after 1s" in line for line in sprint.logs["late"])
+    (long_end, late_start) = spans(model.requests)["long"][1], spans(model.requests)["late"][0]
+    assert late_start >= long_end
+    # One Codex session of "late" reached the model: the held one never did.
+    assert len({r.thread_id for r in model.requests if r.rule == "late"}) == 1
