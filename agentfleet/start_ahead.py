@@ -38,9 +38,10 @@ from enum import Enum
 
 from agentfleet.agents import CodexRun
 
-# Codex 0.169 waited 200 s for a held request without complaint (metering/start_gate.py);
-# a wait this long is one the second of start-up saved no longer matters to.
-MAX_HOLD_S = 60.0
+# Codex 0.169 waited 700 s for a held request without complaint (metering/start_gate.py).
+# Holding costs memory, not CPU: long enough for agents of many minutes to hand their slot
+# to a held one, short of tying the memory up for hours behind a busy shared pool.
+MAX_HOLD_S = 600.0
 
 
 class StartAhead:

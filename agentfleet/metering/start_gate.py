@@ -7,8 +7,10 @@ before sending anything upstream (no response header goes back), ``open`` lets t
 through, ``shut`` drops them (the held agent is being stopped: its connection closes
 without an answer, and so does any retry it makes before it dies).
 
-Codex 0.169 waited 200 s for the response headers of a held request without a retry or
-an error, then completed its turn (tried against the binary).
+Codex 0.169 waited 700 s for the response headers of a held request (20, 75, 200 and
+700 s tried) without a retry or an error, then completed its turn: it sets no timeout
+before the headers. If a later version does and gives up, its process ends while held,
+and the attempt starts its agent again at its grant.
 """
 
 from __future__ import annotations

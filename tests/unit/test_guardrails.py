@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import threading
 
-from agentfleet.guardrails import RunGuards, SharedLimits, SlotGate, in_flight, limits_line
+from agentfleet.guardrails import (
+    FifoSlots,
+    RunGuards,
+    SharedLimits,
+    SlotGate,
+    in_flight,
+    limits_line,
+)
 from agentfleet.leases import PoolSlot
+from tests.support.waiting import wait_for
 
 
 class Limit:
@@ -101,6 +109,28 @@ def test_a_cancelled_waiter_gives_up_holding_nothing():
     assert got == [None] and limit.held == 1
     gate.release(first)  # type: ignore[arg-type]
     assert gate.acquire() == 1  # the queue holds no stale ticket
+
+
+def test_sprint_slots_go_first_come_first_served_and_tell_the_next_in_line():
+    slots = FifoSlots(1)
+    assert slots.acquire()
+    order: list[str] = []
+    near: list[str] = []
+    threads = []
+    for name in ("a", "b", "c"):
+        t = threading.Thread(target=lambda n=name: slots.acquire(
+            near=lambda: near.append(n), within=2) and order.append(n))
+        t.start()
+        threads.append(t)
+        wait_for(lambda n=name: n in near or len(near) == 2, what=f"{name} queued")
+    # Only the first two in line heard their turn is near; nobody got the held slot.
+    assert near == ["a", "b"] and order == []
+    for k in range(3):
+        slots.release()
+        wait_for(lambda k=k: len(order) == k + 1, what="the next waiter")
+    for t in threads:
+        t.join(5)
+    assert order == ["a", "b", "c"] and near == ["a", "b", "c"]
 
 
 def test_agent_slots_go_back_before_checks_and_are_capped_by_the_pool():
