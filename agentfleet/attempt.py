@@ -253,7 +253,8 @@ def _run_in(
     try:
         _log_isolation(spec.agent, private_tmp, log)
         # Taken before the slot, as is the head start: the slot is the agent's alone.
-        snapshot = snapshot_worktree(worktree)
+        # Only a retry restores it.
+        snapshot = snapshot_worktree(worktree) if spec.retries else None
         early = None
         if (guards is not None and ahead is not None and gate is not None
                 and ahead.places > 0 and spec.agent.kind == "codex"):
@@ -296,7 +297,7 @@ def _in_agent_slot(
     deadline: float,
     guards: RunGuards | None,
     private_tmp: Path | None,
-    snapshot: Snapshot,
+    snapshot: Snapshot | None,
     held: HeldAgent | None,
     refs_before: Mapping[str, str],
 ) -> AttemptOutcome | None:
@@ -539,7 +540,7 @@ def _run_agent_with_retries(
     cancel: threading.Event | None,
     deadline: float,
     private_tmp: Path | None,
-    snapshot: Snapshot,
+    snapshot: Snapshot | None,
     first: CodexRun | None = None,
 ) -> AttemptOutcome:
     """Run the agent: transient failures retried (the one retry layer), an exhausted
@@ -595,7 +596,7 @@ def _retry_transient(
     already."""
     # Each try starts from the files the session started from: after setup, or after the
     # sessions before it. Ignored files (setup's products) are kept.
-    if snapshot is None:
+    if snapshot is None and spec.retries:
         snapshot = snapshot_worktree(worktree)
     started = [first] if first is not None else []
 
@@ -622,6 +623,7 @@ def _retry_transient(
             f"transient failure ({previous.error or previous.ending.value}); "
             f"retry {state.attempt_number}/{spec.retries} in {wait:.1f}s"
         )
+        assert snapshot is not None  # taken whenever a retry may come
         restore_worktree(worktree, snapshot)
         if request.private_tmp is not None:
             shutil.rmtree(request.private_tmp, ignore_errors=True)
