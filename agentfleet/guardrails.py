@@ -256,6 +256,8 @@ class RunGuards:
                         ahead()
                 return said
 
+            if ahead is not None and self.shared.gate.queued:
+                ahead()  # others of this process wait for the pool already: so will it
             handle = self.shared.gate.acquire(
                 cancel, waiting(f"a free slot of the shared pool '{pool}'"))
             if handle is None:
