@@ -443,7 +443,8 @@ class SprintRun:
         if self.plan.placement == "pool" and self.remote is not None:
             limits = self.plan.limits  # the worker takes the shared pool's slot
             return pooled_attempt.submit(spec, self.remote, no_cache=fresh, pool=limits.pool,
-                                         starts_per_minute=limits.starts_per_minute)
+                                         starts_per_minute=limits.starts_per_minute,
+                                         agent_version=self.agent_version)
         return attempt.with_options(refresh_cache=fresh or None).submit(
             spec, agent_version=self.agent_version
         )
