@@ -113,7 +113,7 @@ def _run(ctx: Context, work: Path, remote: Path, name: str, workers: int, tasks:
     env = {**agentfleet_env(ctx, run_dir), **ctx.prefect().env(),
            "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(run_dir / "bucket"),
            "PREFECT_WORKER_QUERY_SECONDS": "1", "AGENTFLEET_ATTEMPT_POOL": POOL,
-           # The deployment runs `python -m prefect.engine`: agentfleet's Python first.
+           # The deployment runs `python -m flows.engine`: agentfleet's Python first.
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     say(f"pool: starting {workers} worker(s)")
     started = _start_workers(run_dir, name, workers, env)

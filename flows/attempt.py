@@ -42,6 +42,7 @@ from agentfleet.remote import (
 )
 from agentfleet.results import AttemptResult
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
+from flows.heartbeat import heartbeat as prefect_heartbeat
 from tasks.attempt import attempt as attempt_task
 from tasks.cache import agent_version, settle
 from tasks.limits import give_back_slot, shared_limits
@@ -74,7 +75,7 @@ def attempt(
     ``metering``: the ``-c`` overrides that send its Codex through the sprint's metering
     proxy (apart from ``spec``: they are not part of its cache key).
     """
-    with heartbeat(), dies_with_worker():
+    with heartbeat(), prefect_heartbeat(), dies_with_worker():
         return _attempt(spec, remote, [start_ref, *(more_refs or [])], no_cache, pool,
                         starts_per_minute, metering)
 
@@ -103,9 +104,7 @@ def heartbeat() -> Iterator[None]:
     try:
         yield
     finally:
-        stop.set()
-        if thread.is_alive():
-            thread.join(timeout=10)
+        stop.set()  # not joined: a beat after the end is harmless, a wait for it is not
 
 
 @contextlib.contextmanager
