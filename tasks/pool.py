@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from uuid import UUID
 
 from prefect import get_run_logger, task
@@ -33,8 +34,9 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling, Crashed, State
 
+from agentfleet.agents import find_codex
 from agentfleet.attempt import AttemptSpec
-from agentfleet.errors import AgentfleetError, ConfigError, GitError
+from agentfleet.errors import AgentfleetError, AgentNotFound, ConfigError, GitError
 from agentfleet.liveness import HEARTBEAT_LABEL, Liveness
 from agentfleet.metering.sprint import SprintMeter
 from agentfleet.remote import (
@@ -48,7 +50,7 @@ from agentfleet.remote import (
 )
 from agentfleet.restore import restore_branch
 from agentfleet.results import AttemptResult
-from agentfleet.settings import AgentfleetSettings
+from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
 from tasks.cache import cache_key, cached_state, lookup
 from tasks.limits import skipped, with_metered_usage
 from tasks.remote import remote_access
@@ -80,6 +82,21 @@ def check_attempt_deployment(pool: str) -> None:
             f"deploy it there (`prefect --no-prompt deploy -n attempt --pool {pool}`) or set "
             "AGENTFLEET_ATTEMPT_POOL"
         )
+
+
+def key_codex(codex: Path | None, settings: AgentfleetSettings) -> Path | None:
+    """The Codex whose version keys a pool sprint's cache lookups on its own machine.
+
+    The plan's (its agent block's path), else the one this machine would run, if any:
+    workers with the same Codex (one image) share its keys, and a rerun starts no flow
+    run; with another Codex, or none here, the lookup misses and each worker looks up
+    under its own version."""
+    if codex is not None:
+        return codex
+    try:
+        return find_codex(settings.codex_path, PROJECT_ROOT, os.environ.get("PATH"))
+    except AgentNotFound:
+        return None
 
 
 def _cancel(flow_run_id: UUID, state: State | None) -> None:
