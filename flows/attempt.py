@@ -150,9 +150,12 @@ def _attempt(
     # Its version (part of the cache key) is asked while the mirror is fetched, and kept in
     # the work dir: the worker's next attempts start no Node for it.
     prefetch_agent_version(codex, settings.work_dir)
-    mirror = sync_mirror(remote.location, mirror_path(settings.work_dir, remote.location),
-                         access, log=logger.info)
+    mirror = mirror_path(settings.work_dir, remote.location)
+    if not (mirror / "HEAD").is_file():  # this worker's first attempt from the remote
+        sync_mirror(remote.location, mirror, access, log=logger.info)
     here = remote.model_copy(update={"mirror": mirror})
+    # The start commit (and what it is made of) is all the attempt needs from the remote:
+    # one fetch, not the whole mirror's (two round trips more per attempt).
     fetch_refs(here, refs, access)
     key = repo_key(mirror)
     # Agents of an attempt whose worker process was killed on this machine may still run.
