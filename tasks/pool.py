@@ -188,8 +188,8 @@ def _cached(spec: AttemptSpec, remote: RemoteRepository, access: GitAccess,
     A Cached state: the sprint's ``settle`` then finds the branch held as a local rerun does.
     """
     result = lookup(cache_key(spec, agent_version))
-    if result is None:
-        return None
+    if result is None or (result.head_sha and result.patch is None):
+        return None  # a result without its patch: its worker decides what it is worth
     if result.head_sha and result.patch is not None:
         try:
             fetch_refs(remote, [spec.branch], access)
