@@ -113,7 +113,7 @@ def _run(ctx: Context, work: Path, remote: Path, name: str, workers: int, tasks:
     env = {**agentfleet_env(ctx, run_dir), **ctx.prefect().env(),
            "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(run_dir / "bucket"),
            "PREFECT_WORKER_QUERY_SECONDS": "1", "AGENTFLEET_ATTEMPT_POOL": POOL,
-           # The deployment runs `python -m prefect.engine`: agentfleet's Python first.
+           # The deployment runs `python -m flows.engine`: agentfleet's Python first.
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     say(f"pool: starting {workers} worker(s)")
     started = _start_workers(run_dir, name, workers, env)
@@ -144,6 +144,18 @@ def dispatch_s(run: AgentfleetRun) -> list[float]:
     return [first[t] - created[t] for t in created if t in first]
 
 
+def fixed_s(run: AgentfleetRun) -> dict[str, float]:
+    """The run's own start (process spawned → its first attempt's flow run created) and end
+    (its last model answer → the process's exit: the last attempt's end, landing, exit),
+    which three workers do not share out."""
+    created = run.first(r"#1: flow run .* on the attempt pool")
+    answered = max((r.finished_at or r.started_at for r in run.requests), default=None)
+    return {
+        "start_s": round(created - run.spawned_at, 2) if created is not None else -1.0,
+        "end_s": round(run.exited_at - answered, 2) if answered is not None else -1.0,
+    }
+
+
 def measure(ctx: Context, work: Path) -> list[Row]:
     """Nine tasks on one worker, then on three; the time ratio, and the dispatch cost."""
     tasks, delay = SMOKE if ctx.smoke else FULL
@@ -163,6 +175,7 @@ def measure(ctx: Context, work: Path) -> list[Row]:
             "one worker", one.seconds, three.seconds, three.seconds / one.seconds,
             ratio_of="three workers / one worker",
             notes=f"speed-up {one.seconds / three.seconds:.2f}x",
+            details={"one_worker": fixed_s(one), "three_workers": fixed_s(three)},
             ).judge(Goal("≤ 0.37 (speed-up ≥ 2.7)", lambda r: r.ratio <= 0.37)),
         Row("pool-dispatch", "a pool attempt's flow run created → its agent's first request "
             "(median)", "one worker", one_dispatch, three_dispatch,

@@ -42,8 +42,9 @@ from agentfleet.remote import (
 )
 from agentfleet.results import AttemptResult
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
+from flows.heartbeat import heartbeat as prefect_heartbeat
 from tasks.attempt import attempt as attempt_task
-from tasks.cache import agent_version, settle
+from tasks.cache import agent_version, prefetch_agent_version, settle
 from tasks.limits import give_back_slot, shared_limits
 from tasks.remote import remote_access
 from tasks.runtime import open_run
@@ -74,7 +75,7 @@ def attempt(
     ``metering``: the ``-c`` overrides that send its Codex through the sprint's metering
     proxy (apart from ``spec``: they are not part of its cache key).
     """
-    with heartbeat(), dies_with_worker():
+    with heartbeat(), prefect_heartbeat(), dies_with_worker():
         return _attempt(spec, remote, [start_ref, *(more_refs or [])], no_cache, pool,
                         starts_per_minute, metering)
 
@@ -103,9 +104,7 @@ def heartbeat() -> Iterator[None]:
     try:
         yield
     finally:
-        stop.set()
-        if thread.is_alive():
-            thread.join(timeout=10)
+        stop.set()  # not joined: a beat after the end is harmless, a wait for it is not
 
 
 @contextlib.contextmanager
@@ -144,14 +143,20 @@ def _attempt(
     logger = get_run_logger()
     settings = AgentfleetSettings()
     access = remote_access(remote)
-    mirror = sync_mirror(remote.location, mirror_path(settings.work_dir, remote.location),
-                         access, log=logger.info)
-    here = remote.model_copy(update={"mirror": mirror})
-    fetch_refs(here, refs, access)
     # The agent block's Codex path (in the spec) wins over this worker's setting.
     codex = (find_codex(spec.codex_path or settings.codex_path, PROJECT_ROOT,
                         os.environ.get("PATH"))
              if spec.agent.kind == "codex" else None)
+    # Its version (part of the cache key) is asked while the mirror is fetched, and kept in
+    # the work dir: the worker's next attempts start no Node for it.
+    prefetch_agent_version(codex, settings.work_dir)
+    mirror = mirror_path(settings.work_dir, remote.location)
+    if not (mirror / "HEAD").is_file():  # this worker's first attempt from the remote
+        sync_mirror(remote.location, mirror, access, log=logger.info)
+    here = remote.model_copy(update={"mirror": mirror})
+    # The start commit (and what it is made of) is all the attempt needs from the remote:
+    # one fetch, not the whole mirror's (two round trips more per attempt).
+    fetch_refs(here, refs, access)
     key = repo_key(mirror)
     # Agents of an attempt whose worker process was killed on this machine may still run.
     reap_orphans(settings.work_dir, mirror, spec.sprint, grace_s=settings.stop_grace_s,
@@ -173,7 +178,7 @@ def _attempt(
         if metering:  # counted, and held to its budgets, by the sprint's proxy
             control.meter = HandedRoute(metering)
         future = attempt_task.with_options(refresh_cache=no_cache or None).submit(
-            local, agent_version=agent_version(codex)
+            local, agent_version=agent_version(codex, settings.work_dir)
         )
         try:
             result = settle(future, local, logger.info)

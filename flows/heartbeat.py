@@ -7,7 +7,8 @@ about a tenth of a cached rerun. For the flow run that ``agentfleet run`` runs i
 own process, ``beaten_here`` turns Prefect's heartbeat off for that call only, and
 ``heartbeat`` (in the flow body) emits the same event at the same interval (the
 ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` setting), with the same resource and related
-resources, from a thread that needs no join. Deployment runs keep Prefect's own.
+resources, from a thread that needs no join. So does the ``attempt`` deployment's run
+(``python -m flows.engine``); other deployment runs keep Prefect's own.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ from tasks.cache import agent_version, prefetch_agent_version, settle
 from tasks.decompose import decompose_stage, planned
 from tasks.limits import give_back_slot, guarded
 from tasks.observe import SprintProgress, name_task_run_lines, sprint_finished
-from tasks.pool import check_attempt_deployment, pooled_attempt
+from tasks.pool import check_attempt_deployment, key_codex, pooled_attempt
 from tasks.remote import machine_mirror
 from tasks.review import ReviewDesk, terminal_prompt
 from tasks.runtime import open_run
@@ -227,7 +227,9 @@ class SprintRun:
         self.codex = codex
         self.control = control or RunControl(checked.plan.name)
         # Part of every Codex attempt's cache key; asked once per run.
-        self.agent_version = agent_version(codex, settings.work_dir)
+        self.agent_version = agent_version(
+            key_codex(codex, settings) if checked.plan.placement == "pool" else codex,
+            settings.work_dir)
         self.no_cache = no_cache  # True: run every attempt afresh (and overwrite its cache)
         self.plan = checked.plan
         self.repo = checked.repo
@@ -446,7 +448,8 @@ class SprintRun:
         if self.plan.placement == "pool" and self.remote is not None:
             limits = self.plan.limits  # the worker takes the shared pool's slot
             return pooled_attempt.submit(spec, self.remote, no_cache=fresh, pool=limits.pool,
-                                         starts_per_minute=limits.starts_per_minute)
+                                         starts_per_minute=limits.starts_per_minute,
+                                         agent_version=self.agent_version)
         return attempt.with_options(refresh_cache=fresh or None).submit(
             spec, agent_version=self.agent_version
         )
@@ -621,7 +624,9 @@ def run_and_report(
     check_run(repo_root=checked.repo.root, task_ids=checked.plan.task_ids,
               work_dir=settings.work_dir, report=report, redo=redo or [])
     # Asked while Prefect starts (or read from the work dir, as an earlier run found it).
-    prefetch_agent_version(codex_for(checked, settings), settings.work_dir)
+    codex = codex_for(checked, settings)
+    prefetch_agent_version(key_codex(codex, settings) if checked.plan.placement == "pool"
+                           else codex, settings.work_dir)
     with SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
         pass  # refuse a second run at once, before Prefect's start-up; the flow locks again
     # On the main thread, before any API call: the embedded server (if any) dies with us.

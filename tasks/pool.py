@@ -7,6 +7,11 @@ is cancelled and its worker stops the agent), retry a crashed run (a worker that
 within the task's ``retries``, read the result from the shared result storage and fetch
 the attempt branch the worker pushed into this run's mirror.
 
+A rerun's attempts are looked up in the shared result storage here first, under the key
+the worker would use (``tasks.cache``): a hit starts no flow run at all; its branch is
+fetched from the remote (or restored from the result's patch and pushed, when the
+remote lost it) as a local cached rerun restores it.
+
 A Codex attempt is metered by the sprint's proxy as a local one is: each of its flow
 runs gets a route of its own (``SprintMeter.hand``) and only the ``-c`` overrides that
 send the worker's Codex there (the ``metering`` parameter: URLs, never a key); the
@@ -16,7 +21,9 @@ the proxy's count and, past a budget, "over budget: ...".
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from uuid import UUID
 
 from prefect import get_run_logger, task
@@ -27,8 +34,9 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling, Crashed, State
 
+from agentfleet.agents import find_codex
 from agentfleet.attempt import AttemptSpec
-from agentfleet.errors import AgentfleetError, ConfigError
+from agentfleet.errors import AgentfleetError, AgentNotFound, ConfigError, GitError
 from agentfleet.liveness import HEARTBEAT_LABEL, Liveness
 from agentfleet.metering.sprint import SprintMeter
 from agentfleet.remote import (
@@ -36,17 +44,22 @@ from agentfleet.remote import (
     RemoteRepository,
     delete_remote_refs,
     fetch_refs,
+    push_branches,
     push_refs,
     start_ref,
 )
+from agentfleet.restore import restore_branch
 from agentfleet.results import AttemptResult
-from agentfleet.settings import AgentfleetSettings
+from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
+from tasks.cache import cache_key, cached_state, lookup
 from tasks.limits import skipped, with_metered_usage
 from tasks.remote import remote_access
 from tasks.runtime import agent_env, attempt_control, run_control
 
 ATTEMPT_DEPLOYMENT = "attempt/attempt"
-POLL_S = 1.0  # how often the attempt's flow run is looked at
+# How often the attempt's flow run is looked at: its end is seen within a quarter second
+# (a one-row read, a few milliseconds of the server's time).
+POLL_S = 0.25
 CANCEL_WAIT_S = 60.0  # how long a cancelled attempt run may take to end
 START_S = 180.0  # how long a worker may take from picking a run up to its first beat
 
@@ -69,6 +82,21 @@ def check_attempt_deployment(pool: str) -> None:
             f"deploy it there (`prefect --no-prompt deploy -n attempt --pool {pool}`) or set "
             "AGENTFLEET_ATTEMPT_POOL"
         )
+
+
+def key_codex(codex: Path | None, settings: AgentfleetSettings) -> Path | None:
+    """The Codex whose version keys a pool sprint's cache lookups on its own machine.
+
+    The plan's (its agent block's path), else the one this machine would run, if any:
+    workers with the same Codex (one image) share its keys, and a rerun starts no flow
+    run; with another Codex, or none here, the lookup misses and each worker looks up
+    under its own version."""
+    if codex is not None:
+        return codex
+    try:
+        return find_codex(settings.codex_path, PROJECT_ROOT, os.environ.get("PATH"))
+    except AgentNotFound:
+        return None
 
 
 def _cancel(flow_run_id: UUID, state: State | None) -> None:
@@ -117,17 +145,22 @@ def _wait(flow_run_id: UUID, spec: AttemptSpec, stale_s: float) -> tuple[State, 
 def pooled_attempt(
     spec: AttemptSpec, remote: RemoteRepository, no_cache: bool = False,
     pool: str | None = None, starts_per_minute: float | None = None,
+    agent_version: str | None = None,
 ) -> AttemptResult | State:
     """Run ``spec`` as a flow run of the ``attempt`` deployment; its result, branch fetched.
 
     ``pool`` and ``starts_per_minute`` (the plan's limits) are the worker's to hold: its
-    agent takes a slot of the shared pool as a local sprint's agent does."""
+    agent takes a slot of the shared pool as a local sprint's agent does.
+    ``agent_version``: this machine's Codex version, for the cache lookup done here (a
+    worker with another Codex has other keys: it misses here and looks up its own)."""
     logger = get_run_logger()
     meter = run_control().meter
     meter = meter if isinstance(meter, SprintMeter) else None
     if meter is not None and (spent := meter.sprint_spent()):
         return skipped(spec, f"skipped: {spent}", logger.warning)
     access = remote_access(remote)
+    if not no_cache and (hit := _cached(spec, remote, access, agent_version)) is not None:
+        return hit
     ref = start_ref(spec.sprint, spec.task_id, spec.attempt)
     handed = {ref: spec.start_sha}
     if spec.merge is not None:
@@ -145,6 +178,37 @@ def pooled_attempt(
             delete_remote_refs(remote, list(handed), access)
         except AgentfleetError as exc:  # litter on the remote, not a failure of the attempt
             logger.warning(f"could not delete {ref} on {remote.shown}: {exc}")
+
+
+def _cached(spec: AttemptSpec, remote: RemoteRepository, access: GitAccess,
+            agent_version: str | None) -> State | None:
+    """The attempt's result from the shared result storage, its branch on the remote and
+    in the mirror; None when it must run (not stored, or its branch cannot be restored).
+
+    A Cached state: the sprint's ``settle`` then finds the branch held as a local rerun does.
+    """
+    result = lookup(cache_key(spec, agent_version))
+    if result is None or (result.head_sha and result.patch is None):
+        return None  # a result without its patch: its worker decides what it is worth
+    if result.head_sha and result.patch is not None:
+        try:
+            fetch_refs(remote, [spec.branch], access)
+            on_remote = True
+        except GitError:  # deleted there: restored from the result's patch, pushed again
+            on_remote = False
+        try:
+            # The environment is read here, at the edge, for git alone (a temporary index).
+            restored = restore_branch(remote.mirror, spec.branch, spec.start_sha,
+                                      result.patch, env=os.environ)
+            if restored.restored or not on_remote:
+                push_branches(remote, [spec.branch], access)
+        except AgentfleetError as exc:
+            get_run_logger().info(f"{spec.task_id}#{spec.attempt}: its cached result is not "
+                                  f"restorable here ({exc}): its worker runs it")
+            return None
+        result = result.model_copy(update={"head_sha": restored.head_sha,
+                                           "start_sha": restored.start_sha})
+    return cached_state(result)
 
 
 def _metered_run(spec: AttemptSpec, parameters: dict[str, object], stale_s: float,

@@ -134,16 +134,23 @@ def _nine_tasks(tmp_path: Path, remote: Path, env: dict[str, str], model: Script
     assert not run_git(remote, "for-each-ref", "refs/agentfleet")
 
     # The same nine again (onto another target): every result comes from the shared
-    # storage, whichever worker computed it; no agent asks the model.
+    # storage, whichever worker computed it, looked up on the sprint's side: no attempt
+    # flow run starts, no agent asks the model.
     asked = len(model.requests)
+    attempt_runs = len(flow_runs(api_url, [f"{t}#1" for t in TASKS]))
+    # One branch gone from the remote: restored from the cached result's patch, pushed.
+    run_git(remote, "branch", "-D", "agentfleet-attempts/spread/t3/1")
     plan.write_text(yaml.safe_dump({**yaml.safe_load(plan.read_text()), "target": "again"}))
     done = run_agentfleet("run", str(plan), env=sprint_env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
     assert len(model.requests) == asked
+    assert len(flow_runs(api_url, [f"{t}#1" for t in TASKS])) == attempt_runs
     assert set(run_git(remote, "ls-tree", "--name-only", "again").split()) == {
         "README.md", *(f"{t}.txt" for t in TASKS)}
-    cached = sum(w.text().count("cached (succeeded") for w in workers.values())
-    assert cached == len(TASKS)
+    assert out.count("cached (succeeded") == len(TASKS), out[-3000:]
+    assert not any("cached (succeeded" in w.text() for w in workers.values())
+    assert "t3.txt" in run_git(remote, "ls-tree", "--name-only", "agentfleet-attempts/spread/t3/1")
     return victim
 
 

@@ -45,7 +45,7 @@ def pool_env(prefect_server: PrefectServer, tmp_path: Path, pool: str,
         "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO",
         "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
         "AGENTFLEET_ATTEMPT_POOL": pool, "AGENTFLEET_WORK_DIR": str(tmp_path / "sprint-work"),
-        # The deployment runs `python -m prefect.engine`: agentfleet's Python first.
+        # The deployment runs `python -m flows.engine`: agentfleet's Python first.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "PWD": str(ROOT),
         **(extra or {}),
