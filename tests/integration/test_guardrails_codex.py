@@ -230,8 +230,11 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
     shown = [(h.freed_by, h.taken_by, round(h.gap_s, 2)) for h in given]
     across = [h for h in given if h.across]
     assert across, shown
-    # The 2 s, plus a margin for Codex's own start-up on a loaded machine (0.85 s
-    # idle, over 1.5 s here at times): twice the slowest handoff within one sprint.
+    # The 2 s, with a margin: the harness's server is SQLite, and two sprints taking
+    # and giving back slots at once can make it stall ("database is locked"): 5.7 s seen
+    # when this test ran twice at once, 0.7 to 0.9 s otherwise. The bench measures the gap
+    # on PostgreSQL (`python -m bench --only gap`). Twice the slowest handoff within one
+    # sprint stands for the machine's own slowness.
     startup = max([h.gap_s for h in given if not h.across], default=1.0)
     assert all(h.gap_s < 2.0 + 2 * startup for h in across), shown
 
