@@ -74,6 +74,27 @@ def make_repo(tmp_path: Path) -> MakeRepo:
     return make
 
 
+def bare_remote(make_repo: MakeRepo, tmp_path: Path,
+                branches: dict[str, str] | None = None) -> Path:
+    """A bare remote, ``tmp_path/remote.git``, whose ``main`` holds README.md; each of
+    ``branches`` (name: file) adds one file on a branch of its own."""
+    seed = make_repo("seed", files={"README.md": "hello\n"})
+    for name, file in (branches or {}).items():
+        run_git(seed, "switch", "-q", "-c", name, "main")
+        (seed / file).write_text(f"{name}\n")
+        run_git(seed, "add", "-A")
+        run_git(seed, "commit", "-q", "-m", name)
+        run_git(seed, "switch", "-q", "main")
+    remote = tmp_path / "remote.git"
+    run_git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
+    return remote
+
+
+def files_at(repo: Path, ref: str) -> set[str]:
+    """The names at the top of ``ref``'s tree."""
+    return set(run_git(repo, "ls-tree", "--name-only", ref).split())
+
+
 @pytest.fixture
 def git() -> Callable[..., str]:
     """``git(repo, *args)``: run git in a repository, return stdout, fail the test on error."""

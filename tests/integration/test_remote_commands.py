@@ -11,39 +11,21 @@ from pathlib import Path
 
 from agentfleet.remote import mirror_path
 from flows.apply import apply
-from tests.conftest import MakeRepo, run_git
+from tests.conftest import MakeRepo, bare_remote, files_at, run_git
 from tests.integration.test_best_of_n import ROOT, K, agentfleet
-
-
-def _remote(make_repo: MakeRepo, tmp_path: Path, branches: dict[str, str]) -> Path:
-    """A bare remote whose ``main`` holds README.md and each branch adds one file."""
-    seed = make_repo("seed", files={"README.md": "hello\n"})
-    for name, file in branches.items():
-        run_git(seed, "switch", "-q", "-c", name, "main")
-        (seed / file).write_text(f"{name}\n")
-        run_git(seed, "add", "-A")
-        run_git(seed, "commit", "-q", "-m", name)
-        run_git(seed, "switch", "-q", "main")
-    remote = tmp_path / "remote.git"
-    run_git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
-    return remote
-
-
-def _files(repo: Path, ref: str) -> set[str]:
-    return set(run_git(repo, "ls-tree", "--name-only", ref).split())
 
 
 def test_the_apply_flow_fetches_a_file_url_first_and_pushes_the_target_back(
     harness: None, make_repo: MakeRepo, tmp_path: Path, work_dir: Path
 ) -> None:
-    remote = _remote(make_repo, tmp_path, {"one": "one.txt", "two": "two.txt"})
+    remote = bare_remote(make_repo, tmp_path, {"one": "one.txt", "two": "two.txt"})
     url = f"file://{remote}"
     state = apply(repo=url, target="release", branches=["one", "two"],
                   final_verify="test -f one.txt", return_state=True)
     assert state.is_completed(), state.message
     report = state.result()
     assert report.repo == url and report.target_moved
-    assert _files(remote, "release") == {"README.md", "one.txt", "two.txt"}
+    assert files_at(remote, "release") == {"README.md", "one.txt", "two.txt"}
     # It worked in its bare mirror under the work dir, never in the remote itself.
     mirror = mirror_path(work_dir, url)
     assert run_git(mirror, "rev-parse", "release") == run_git(remote, "rev-parse", "release")
@@ -59,20 +41,20 @@ def test_the_apply_flow_fetches_a_file_url_first_and_pushes_the_target_back(
     run_git(other, "push", "-q", "origin", "three")
     state = apply(repo=url, target="release", branches=["three"], return_state=True)
     assert state.is_completed(), state.message
-    assert _files(remote, "release") == {"README.md", "one.txt", "two.txt", "three.txt"}
+    assert files_at(remote, "release") == {"README.md", "one.txt", "two.txt", "three.txt"}
 
 
 def test_the_commands_take_a_remote_repo_as_run_does(
     harness: None, make_repo: MakeRepo, tmp_path: Path
 ) -> None:
-    remote = _remote(make_repo, tmp_path, {"one": "one.txt"})
+    remote = bare_remote(make_repo, tmp_path, {"one": "one.txt"})
     work, storage = tmp_path / "work", tmp_path / "results"
 
     # apply --repo: a bare repository's folder.
     done = agentfleet("apply", "--repo", str(remote), "--target", "release", "one",
                       cwd=ROOT, work=work, storage=storage)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert _files(remote, "release") == {"README.md", "one.txt"}
+    assert files_at(remote, "release") == {"README.md", "one.txt"}
 
     # best-of-n --repo: a file:// URL. Without a target nothing lands; the candidates'
     # branches are pushed to the remote, where the winner's is looked at.

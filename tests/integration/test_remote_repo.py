@@ -14,25 +14,14 @@ import yaml
 
 from agentfleet.remote import mirror_path
 from agentfleet.results import TaskOutcome
-from tests.conftest import MakeRepo, run_git
+from tests.conftest import MakeRepo, bare_remote, files_at, run_git
 from tests.integration.conftest import command, run_sprint
-
-
-def _remote(make_repo: MakeRepo, tmp_path: Path) -> Path:
-    seed = make_repo("seed", files={"README.md": "hello\n"})
-    remote = tmp_path / "remote.git"
-    run_git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
-    return remote
-
-
-def _files(repo: Path, ref: str) -> set[str]:
-    return set(run_git(repo, "ls-tree", "--name-only", ref).split())
 
 
 def test_a_sprint_on_a_file_url_lands_and_pushes_to_the_remote(
     harness: None, make_repo: MakeRepo, tmp_path: Path, work_dir: Path
 ) -> None:
-    remote = _remote(make_repo, tmp_path)
+    remote = bare_remote(make_repo, tmp_path)
     url = f"file://{remote}"
     plan = {
         "name": "far", "repo": url,
@@ -43,7 +32,7 @@ def test_a_sprint_on_a_file_url_lands_and_pushes_to_the_remote(
     assert completed, report.summary_line()
     assert report.repo == url and report.target_moved
     # The remote's own target holds both, on top of the remote's main.
-    assert _files(remote, "agentfleet/far") == {"README.md", "alpha.txt", "beta.txt"}
+    assert files_at(remote, "agentfleet/far") == {"README.md", "alpha.txt", "beta.txt"}
     main = run_git(remote, "rev-parse", "main").strip()
     run_git(remote, "merge-base", "--is-ancestor", main, "agentfleet/far")
     pushed = run_git(remote, "for-each-ref", "--format=%(refname)",
@@ -69,7 +58,7 @@ def test_the_run_form_s_repository_block_may_name_a_remote(
     from agentfleet.results import SprintReport
     from blocks.repository import RepositoryBlock
 
-    remote = _remote(make_repo, tmp_path)
+    remote = bare_remote(make_repo, tmp_path)
     RepositoryBlock(url=f"file://{remote}").save("far-remote", overwrite=True)
     report = tmp_path / "report.json"
     # As the UI's form sends it: the plan as data, the repository as a saved block.
@@ -81,13 +70,13 @@ def test_the_run_form_s_repository_block_may_name_a_remote(
     )
     assert state.is_completed(), state.message
     assert SprintReport.model_validate_json(report.read_text()).target_moved
-    assert _files(remote, "agentfleet/formed") == {"README.md", "alpha.txt"}
+    assert files_at(remote, "agentfleet/formed") == {"README.md", "alpha.txt"}
 
 
 def test_a_bare_repository_folder_is_a_remote_and_each_run_fetches_first(
     harness: None, make_repo: MakeRepo, tmp_path: Path, work_dir: Path
 ) -> None:
-    remote = _remote(make_repo, tmp_path)
+    remote = bare_remote(make_repo, tmp_path)
     plan = {"name": "near", "repo": "remote.git", "target": "landed",
             "tasks": [command("alpha", "cat base.txt > alpha.txt", paths=["alpha.txt"])]}
     # Someone pushes to the remote's main: the run starts from it, not from a stale copy.
@@ -114,7 +103,7 @@ def test_a_bare_repository_folder_is_a_remote_and_each_run_fetches_first(
     assert completed, report.summary_line()
     outcomes = {t.task: t.outcome for t in report.tasks}
     assert outcomes == {"alpha": TaskOutcome.ALREADY_APPLIED, "beta": TaskOutcome.APPLIED}
-    assert _files(remote, "landed") >= {"alpha.txt", "beta.txt", "theirs.txt"}
+    assert files_at(remote, "landed") >= {"alpha.txt", "beta.txt", "theirs.txt"}
 
 
 def test_a_pool_sprint_without_the_attempt_deployment_says_how_to_deploy_it(
@@ -123,7 +112,7 @@ def test_a_pool_sprint_without_the_attempt_deployment_says_how_to_deploy_it(
     import flows.sprint as sprint_module
     from agentfleet.errors import ConfigError
 
-    remote = _remote(make_repo, tmp_path)
+    remote = bare_remote(make_repo, tmp_path)
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump({
         "name": "pooled", "repo": f"file://{remote}", "placement": "pool",
