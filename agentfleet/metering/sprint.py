@@ -98,14 +98,10 @@ class SprintMeter:
               max_tokens: int | None) -> AgentConfig:
         """The agent of attempt ``name`` for this run: its Codex requests go through the
         proxy. An agent whose provider cannot be routed runs unmetered (and is told so)."""
-        try:
-            route = provider_route(_codex_config(env), agent.config, profile=agent.profile)
-        except ValueError as exc:
-            self.warn(f"{name}: not metered ({exc}); its tokens count when it ends")
+        overrides = self._register(name, task_id, agent, env, max_tokens)
+        if overrides is None:
             return agent
-        url = self.proxy.register(name, task_id, route.upstream, max_tokens)
-        return agent.model_copy(update={"config": {**agent.config,
-                                                   **route_overrides(route, url)}})
+        return agent.model_copy(update={"config": {**agent.config, **overrides}})
 
     def hand(self, name: str, task_id: str, agent: AgentConfig, env: Mapping[str, str],
              max_tokens: int | None) -> tuple[str, dict[str, str]] | None:
@@ -113,14 +109,21 @@ class SprintMeter:
         the run ends) and the ``-c`` overrides the worker adds; None: not metered."""
         if agent.kind != "codex":
             return None
+        key = f"{name}~{secrets.token_hex(4)}"  # this run's; an orphan of another run has none
+        overrides = self._register(name, task_id, agent, env, max_tokens, key)
+        return (key, overrides) if overrides is not None else None
+
+    def _register(self, name: str, task_id: str, agent: AgentConfig, env: Mapping[str, str],
+                  max_tokens: int | None, key: str | None = None) -> dict[str, str] | None:
+        """Register attempt ``name`` (on route ``key``, else its name): the ``-c`` overrides
+        that send its Codex here; None, and told so, when its provider cannot be routed."""
         try:
             route = provider_route(_codex_config(env), agent.config, profile=agent.profile)
         except ValueError as exc:
             self.warn(f"{name}: not metered ({exc}); its tokens count when it ends")
             return None
-        key = f"{name}~{secrets.token_hex(4)}"  # this run's; an orphan of another run has none
         url = self.proxy.register(name, task_id, route.upstream, max_tokens, route=key)
-        return key, route_overrides(route, url)
+        return route_overrides(route, url)
 
     def close(self, route: str) -> None:
         """The run behind ``route`` (``hand``) ended: its requests are refused from now on."""
