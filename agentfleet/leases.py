@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import tempfile
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from agentfleet.files import write_atomically
 from agentfleet.process import ProcessInfo, find_processes, kill_all
 
 LEASES_DIR = "leases"
@@ -158,19 +158,7 @@ class Lease(BaseModel):
 
 def write_lease(path: Path, lease: Lease) -> None:
     """Write ``lease`` to ``path`` atomically: readers see the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(lease.model_dump_json(indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, lease.model_dump_json(indent=2) + "\n")
 
 
 def read_lease(path: Path) -> Lease | None:

@@ -21,14 +21,14 @@ Prefect-free: the caller passes the folder, the environment and the run's name.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
-import os
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from agentfleet.files import write_atomically
 from agentfleet.results import CheckResult
 from agentfleet.text import JsonSafeModel
 
@@ -112,14 +112,9 @@ class VerifiedTrees:
             at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         )  # fmt: skip
         path = self._path(tree, check.command)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            # Written aside and renamed: a run reading it at the same time sees all or nothing.
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-            tmp.write_text(record.model_dump_json(indent=1) + "\n")
-            os.replace(tmp, path)
-        except OSError:
-            pass
+        # A run reading it at the same time sees all or nothing.
+        with contextlib.suppress(OSError):
+            write_atomically(path, record.model_dump_json(indent=1) + "\n")
 
     @staticmethod
     def reused(record: VerifiedTree) -> CheckResult:

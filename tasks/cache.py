@@ -32,6 +32,7 @@ from agentfleet.apply import tree_of
 from agentfleet.attempt import AttemptSpec
 from agentfleet.cache_key import attempt_key, is_cacheable
 from agentfleet.errors import AgentfleetError
+from agentfleet.files import write_atomically
 from agentfleet.gitcmd import git
 from agentfleet.restore import capture, restore_branch
 from agentfleet.results import AttemptResult
@@ -158,11 +159,8 @@ def _record_version(record_dir: Path | None, key: tuple[str, int, int], version:
         if not isinstance(known, dict):
             known = {}
         known[key[0]] = {"size": key[1], "mtime_ns": key[2], "version": version}
-        record_dir.mkdir(parents=True, exist_ok=True)
-        # Written aside and renamed: a run reading it at the same time sees all or nothing.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-        tmp.write_text(json.dumps(known, indent=1) + "\n")
-        os.replace(tmp, path)
+        # A run reading it at the same time sees all or nothing.
+        write_atomically(path, json.dumps(known, indent=1) + "\n")
     except OSError:
         pass
 
