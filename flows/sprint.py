@@ -117,6 +117,12 @@ def is_interrupt(exc: BaseException) -> bool:
     return not isinstance(exc, Exception) or isinstance(exc, TerminationSignal)
 
 
+def version_codex(plan: Plan, codex: Path | None, settings: AgentfleetSettings) -> Path | None:
+    """The Codex whose version keys the sprint's attempts: a pool sprint's agents run on
+    workers, so its key comes from ``tasks.pool.key_codex``."""
+    return key_codex(codex, settings) if plan.placement == "pool" else codex
+
+
 # Parameters are checked by the plan's own checks (every problem at once, the CLI's
 # words), not by Prefect's validation: the annotations give the UI its run form.
 @flow(name="sprint", flow_run_name=run_name, validate_parameters=False,
@@ -227,9 +233,8 @@ class SprintRun:
         self.codex = codex
         self.control = control or RunControl(checked.plan.name)
         # Part of every Codex attempt's cache key; asked once per run.
-        self.agent_version = agent_version(
-            key_codex(codex, settings) if checked.plan.placement == "pool" else codex,
-            settings.work_dir)
+        self.agent_version = agent_version(version_codex(checked.plan, codex, settings),
+                                           settings.work_dir)
         self.no_cache = no_cache  # True: run every attempt afresh (and overwrite its cache)
         self.plan = checked.plan
         self.repo = checked.repo
@@ -625,8 +630,7 @@ def run_and_report(
               work_dir=settings.work_dir, report=report, redo=redo or [])
     # Asked while Prefect starts (or read from the work dir, as an earlier run found it).
     codex = codex_for(checked, settings)
-    prefetch_agent_version(key_codex(codex, settings) if checked.plan.placement == "pool"
-                           else codex, settings.work_dir)
+    prefetch_agent_version(version_codex(checked.plan, codex, settings), settings.work_dir)
     with SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
         pass  # refuse a second run at once, before Prefect's start-up; the flow locks again
     # On the main thread, before any API call: the embedded server (if any) dies with us.
