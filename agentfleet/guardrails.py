@@ -81,13 +81,27 @@ class SlotGate(Generic[H]):
     ) -> H | None:
         """Wait for a slot; its handle, or None when ``cancel`` was set first.
 
-        ``on_wait`` is called once if the first try was refused."""
+        ``on_wait`` is called once if it has to wait: behind others of this process, or
+        refused by the limit's owner."""
         ticket = object()
         with self._cond:
             self._queue.append(ticket)
         counted = False
+
+        def waiting() -> None:
+            nonlocal counted
+            if not counted:
+                counted = True
+                self.waited += 1
+                if on_wait is not None:
+                    on_wait()
+
         try:
             while True:
+                with self._cond:
+                    behind = self._queue[0] is not ticket
+                if behind:
+                    waiting()
                 with self._cond:
                     while self._queue[0] is not ticket:
                         if cancel is not None and cancel.is_set():
@@ -99,11 +113,7 @@ class SlotGate(Generic[H]):
                 handle = self._try_acquire()
                 if handle is not None:
                     return handle
-                if not counted:
-                    counted = True
-                    self.waited += 1
-                    if on_wait is not None:
-                        on_wait()
+                waiting()
                 with self._cond:
                     # Woken by a release in this process, else ask again after poll_s.
                     waited = 0.0
@@ -256,8 +266,6 @@ class RunGuards:
                         ahead()
                 return said
 
-            if ahead is not None and self.shared.gate.queued:
-                ahead()  # others of this process wait for the pool already: so will it
             handle = self.shared.gate.acquire(
                 cancel, waiting(f"a free slot of the shared pool '{pool}'"))
             if handle is None:

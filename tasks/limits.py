@@ -225,8 +225,8 @@ def _gate(name: str, make: Callable[[], SlotGate]) -> SlotGate:
 
 
 def waits(name: str) -> int:
-    """How many agents of this process had to wait for a slot of limit ``name`` (the server
-    refused their first try)."""
+    """How many agents of this process had to wait for a slot of limit ``name`` (behind
+    others of this process, or refused by the server)."""
     key = (str(get_current_settings().api.url or "ephemeral"), name)
     with _gates_lock:
         gate = _gates.get(key)

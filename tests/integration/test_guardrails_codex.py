@@ -3,17 +3,20 @@ scripted model upstream, the flow under Prefect's harness."""
 
 from __future__ import annotations
 
+import contextvars
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prefect.artifacts import Artifact
-from prefect.concurrency.sync import rate_limit
+from prefect.concurrency.sync import concurrency
 
 from agentfleet.artifacts import progress_key
 from agentfleet.scripted import Rule, Script, ScriptedModelServer
 from agentfleet.settings import PROJECT_ROOT
-from tasks.limits import ensure_starts
+from tasks.limits import ensure_pool, waits
 from tests.conftest import MakeRepo
 from tests.integration.conftest import run_sprint
 
@@ -270,16 +273,33 @@ def test_starts_per_minute_spaces_the_agents_first_requests(
                              "responses": [{"steps": [patch_step(f"{n}.txt")]}]})
         for n in names
     ]))
-    # Someone's agent started just now: each of the sprint's agents waits its turn, so each
-    # is started ahead and its first request held until its start is granted. The model
-    # then sees the grants' spacing itself, not that plus Codex's varying start-up.
-    rate_limit(ensure_starts("paced-codex", 30, lambda _: None))
+    # Someone else's agents fill the pool until each of the sprint's agents has waited for
+    # it (and so been started ahead) for 3 s: its first request is then held until its
+    # start is granted, and the model sees the grants' spacing itself, not that plus
+    # Codex's start-up, which can take over 2 s on a loaded machine.
+    ensure_pool("paced-codex", 3, lambda _: None)
+    filled, freed = threading.Event(), []
+
+    def fill_the_pool() -> None:
+        with concurrency("paced-codex", occupy=3):
+            filled.set()
+            deadline = time.monotonic() + 60
+            while waits("paced-codex") < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(3)
+        freed.append(time.time())
+
+    other = threading.Thread(target=contextvars.copy_context().run, args=(fill_the_pool,))
+    other.start()
+    assert filled.wait(30), "could not fill the pool"
     ok, report = run_sprint(tmp_path, {
         "name": "paced", "repo": str(make_repo()), "agent": {"kind": "codex"},
         "limits": {"concurrency": 3, "pool": "paced-codex", "starts_per_minute": 30},
         "tasks": [codex_task(n) for n in names],
     })
+    other.join()
     assert ok, report.summary_line()
     firsts = sorted(min(r.started_at for r in model.requests_for(n)) for n in names)
+    assert freed and firsts[0] >= freed[0], "an agent did not wait for the filled pool"
     gaps = [b - a for a, b in zip(firsts, firsts[1:], strict=False)]
     assert all(gap >= 1.8 for gap in gaps), gaps  # 30 a minute: a start every 2 s
