@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -84,7 +84,9 @@ def run_duration(run: SprintRunView, now: datetime) -> float:
         return run.run_time_s
     if run.start is not None:
         end = run.end or now
-        return max((end - run.start) / timedelta(seconds=1), 0.0)
+        # total_seconds(): Prefect's datetimes are pendulum's, whose difference cannot be
+        # divided by a timedelta (AttributeError '_to_microseconds').
+        return max((end - run.start).total_seconds(), 0.0)
     return 0.0
 
 

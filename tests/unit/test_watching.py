@@ -10,6 +10,7 @@ from agentfleet.watching import (
     SprintRunView,
     attempt_number,
     parse_task_ref,
+    run_duration,
     show_attempt,
     show_sprint,
     status_table,
@@ -41,6 +42,18 @@ def test_status_lists_outcome_tasks_applied_tokens_duration_and_link() -> None:
     assert lines[2].split()[4:] == ["failed", "1/2", "1,350", "4m02s",
                                     "http://127.0.0.1:4200/runs/flow-run/0a1b"]
     assert status_table([], NOW) == "no sprint runs on this server yet\n"
+
+
+def test_a_run_without_prefects_run_time_is_timed_from_the_api_s_own_datetimes() -> None:
+    from prefect.client.schemas.objects import FlowRun
+
+    # What the API returns: Prefect's (pendulum's) datetimes, no total_run_time yet.
+    api = FlowRun(flow_id="0a1b2c3d-0000-0000-0000-000000000000",
+                  start_time="2026-11-30T11:58:00Z", end_time="2026-11-30T11:59:05Z")
+    done = SprintRunView(id="0a1b", name="sprint quick", state_type="COMPLETED",
+                         start=api.start_time, end=api.end_time)
+    assert run_duration(done, NOW) == 65.0
+    assert status_table([done], NOW).splitlines()[1].split()[7] == "1m05s"
 
 
 def test_a_table_artifact_is_read_back_from_its_json_text() -> None:
