@@ -7,19 +7,31 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_RESULTS_LOCAL_STORAGE_PATH,
+    temporary_settings,
+)
 from prefect.testing.utilities import prefect_test_harness
 
 from agentfleet.results import SprintReport
 
 
+@pytest.fixture(scope="session")
+def harness_server() -> Iterator[str]:
+    """One harness server for each test process: starting one takes 10 to 20 s on a loaded
+    machine, once per module added minutes to the suite. Its API URL."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())
+
+
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One harness server for the module; results kept out of the user's PREFECT_HOME."""
+def harness(harness_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The harness server, with results of the module's own, kept out of the user's
+    PREFECT_HOME and apart from other modules'. Its API URL."""
     storage = tmp_path_factory.mktemp("results")
     with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
-        with prefect_test_harness(server_startup_timeout=60):
-            yield
+        yield harness_server
 
 
 @pytest.fixture

@@ -8,13 +8,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.settings import PREFECT_API_URL, PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
-from prefect.testing.utilities import prefect_test_harness
 
 from agentfleet.agent_config import AgentOverride
 from agentfleet.agents import AgentRequest, codex_argv, run_agent
@@ -39,12 +36,9 @@ SLUGS = ("agentfleet-agent", "agentfleet-repository")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One harness server for the module; results kept out of the user's PREFECT_HOME."""
-    storage = tmp_path_factory.mktemp("results")
-    with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
-        with prefect_test_harness(server_startup_timeout=240):
-            yield str(PREFECT_API_URL.value())
+def server(harness: str) -> str:
+    """The harness server's API URL."""
+    return harness
 
 
 def test_block_register_cli_registers_both_block_types(server: str, tmp_path: Path) -> None:

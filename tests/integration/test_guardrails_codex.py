@@ -136,8 +136,11 @@ def test_a_429_with_retry_after_holds_every_agent(
     assert ok, report.summary_line()
     records = model.requests
     (limited,) = [r for r in records if r.status == 429]
-    after = [r.started_at - limited.started_at for r in records
-             if r.started_at > limited.started_at]
+    # A request another agent sent before the 429 reached the proxy was under way already
+    # (seen: 0.6 ms after the limited one); every later one is the proxy's to hold.
+    assert limited.finished_at is not None
+    seen = limited.finished_at + 0.05
+    after = [r.started_at - limited.started_at for r in records if r.started_at > seen]
     assert after, "no request after the 429"
     # Nothing reached the model server while the hold ran (the proxy held every agent).
     assert min(after) >= 2.9, after
@@ -235,11 +238,11 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
     assert across, shown
     # The 2 s, with a margin: the harness's server is SQLite, and two sprints taking
     # and giving back slots at once can make it stall ("database is locked"): 5.7 s seen
-    # when this test ran twice at once, 0.7 to 0.9 s otherwise. The bench measures the gap
-    # on PostgreSQL (`python -m bench --only gap`). Twice the slowest handoff within one
-    # sprint stands for the machine's own slowness.
+    # when this test ran twice at once, 2.3 to 2.5 s in the full suite, 0.7 to 0.9 s alone.
+    # The bench measures the gap on PostgreSQL (`python -m bench --only gap`: 0.31 s). A
+    # second, or twice the slowest handoff within one sprint, stands for the load.
     startup = max([h.gap_s for h in given if not h.across], default=1.0)
-    assert all(h.gap_s < 2.0 + 2 * startup for h in across), shown
+    assert all(h.gap_s < 2.0 + max(1.0, 2 * startup) for h in across), shown
 
     # A left agent's slot went to the next agent while its 10 s `verify` still ran.
     verifies: dict[str, dict[str, float]] = {}
