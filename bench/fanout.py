@@ -212,7 +212,8 @@ def measure(ctx: Context, work: Path) -> list[Row]:
     model = ctx.model()
     model.set_script(script(size))
     cold_home = work / "prefect-home-embedded"
-    throwaway_run(ctx, work / "warmup-embedded", lambda d: embedded_env(ctx, d, cold_home))
+    if not ctx.smoke:  # at smoke size the measured run creates the database
+        throwaway_run(ctx, work / "warmup-embedded", lambda d: embedded_env(ctx, d, cold_home))
 
     say(f"fan-out: shell loop, {size.tasks} Codex runs at {size.concurrency}")
     shell_cold = shell_run(ctx, work / "shell-1", size)

@@ -67,8 +67,9 @@ class Context:
         return self._prefect
 
     def warm_server(self) -> None:
-        """Run one throwaway flow against the running server, once."""
-        if not self.server_warm:
+        """Run one throwaway flow against the running server, once (not at smoke size: no
+        timing is judged there, and each throwaway run costs the suite seconds)."""
+        if not self.server_warm and not self.smoke:
             throwaway_run(self, self.work / "warmup-server", self.server_env)
             self.server_warm = True
 
