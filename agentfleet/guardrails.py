@@ -77,31 +77,28 @@ class SlotGate(Generic[H]):
             return len(self._queue)
 
     def acquire(
-        self, cancel: threading.Event | None = None, on_wait: Callable[[], None] | None = None
+        self, cancel: threading.Event | None = None, on_wait: Callable[[], None] | None = None,
+        on_queued: Callable[[], None] | None = None,
     ) -> H | None:
         """Wait for a slot; its handle, or None when ``cancel`` was set first.
 
-        ``on_wait`` is called once if it has to wait: behind others of this process, or
-        refused by the limit's owner."""
+        ``on_wait`` is called once if the limit's owner refused it; ``on_queued`` once if
+        it first waits behind others of this process (a full limit, or only their
+        requests under way: a sprint's first agents)."""
         ticket = object()
         with self._cond:
             self._queue.append(ticket)
-        counted = False
-
-        def waiting() -> None:
-            nonlocal counted
-            if not counted:
-                counted = True
-                self.waited += 1
-                if on_wait is not None:
-                    on_wait()
-
+        queued = refused = False
         try:
             while True:
                 with self._cond:
                     behind = self._queue[0] is not ticket
-                if behind:
-                    waiting()
+                if behind and not queued:
+                    queued = True
+                    if not refused:
+                        self.waited += 1
+                    if on_queued is not None:
+                        on_queued()
                 with self._cond:
                     while self._queue[0] is not ticket:
                         if cancel is not None and cancel.is_set():
@@ -113,7 +110,12 @@ class SlotGate(Generic[H]):
                 handle = self._try_acquire()
                 if handle is not None:
                     return handle
-                waiting()
+                if not refused:
+                    refused = True
+                    if not queued:
+                        self.waited += 1
+                    if on_wait is not None:
+                        on_wait()
                 with self._cond:
                     # Woken by a release in this process, else ask again after poll_s.
                     waited = 0.0
@@ -267,7 +269,7 @@ class RunGuards:
                 return said
 
             handle = self.shared.gate.acquire(
-                cancel, waiting(f"a free slot of the shared pool '{pool}'"))
+                cancel, waiting(f"a free slot of the shared pool '{pool}'"), ahead)
             if handle is None:
                 yield False
                 return
@@ -278,7 +280,8 @@ class RunGuards:
                     on_slot(slot)
                 starts = self.shared.starts
                 if starts is not None and starts.acquire(
-                        cancel, waiting(f"its turn to start ('{pool}-starts')")) is None:
+                        cancel, waiting(f"its turn to start ('{pool}-starts')"),
+                        ahead) is None:
                     yield False
                     return
                 yield True
