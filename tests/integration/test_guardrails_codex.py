@@ -19,6 +19,7 @@ from agentfleet.settings import PROJECT_ROOT
 from tasks.limits import ensure_pool, waits
 from tests.conftest import MakeRepo
 from tests.integration.conftest import run_sprint
+from tests.support.sprint_process import process_env, sprint_process
 
 pytestmark = pytest.mark.codex
 
@@ -157,16 +158,11 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
     agent whose `verify` takes 10 s frees its slot for the next agent at once. Tokens in
     the report equal Codex's own `turn.completed` figures. Right starts first and fills
     the pool, then left (in this process) starts and waits for it."""
-    import os
     import re
-    import subprocess
-    import sys
-    import time
 
     import yaml
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
-    from prefect.settings import get_current_settings
 
     from agentfleet.results import SprintReport
     from bench.gap import handoffs, most_at_once, owned_sessions
@@ -206,14 +202,10 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
     right = tmp_path / "right"
     right.mkdir()
     (right / "plan.yaml").write_text(yaml.safe_dump(plan("right")))
-    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url),
-           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results-right"),
-           "AGENTFLEET_WORK_DIR": str(tmp_path / "work-right"), "PREFECT_LOGGING_LEVEL": "INFO"}
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "agentfleet"), "run", str(right / "plan.yaml"),
-         "--report", str(right / "report.json")],
-        env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
+    env = process_env(tmp_path / "results-right", tmp_path / "work-right",
+                      PREFECT_LOGGING_LEVEL="INFO")
+    with sprint_process(right / "plan.yaml", env, "--report", str(right / "report.json")
+                        ) as proc:
         deadline = time.monotonic() + 120
         while held("two-sprints") < 3:  # right's agents fill the pool
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
@@ -222,9 +214,6 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
         left.mkdir()
         ok, report = run_sprint(left, plan("left", verify=verify))
         out, _ = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert ok, report.summary_line()
     assert proc.returncode == 0, out[-3000:]
 

@@ -18,6 +18,7 @@ from agentfleet.results import SprintReport
 from tasks.limits import waits
 from tests.conftest import MakeRepo
 from tests.integration.conftest import command, run_sprint
+from tests.support.sprint_process import AGENTFLEET, process_env, sprint_process
 
 
 def stamped(events: Path, what: str, body: str) -> str:
@@ -139,12 +140,7 @@ def test_a_sprint_in_another_process_waits_for_the_pool_too(
     harness, make_repo: MakeRepo, work_dir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ):
     """The slot handoff across processes: refused by the server (423), asked again."""
-    import os
-    import subprocess
-    import sys
-
     import yaml
-    from prefect.settings import get_current_settings
 
     monkeypatch.setenv("AGENTFLEET_POOL_SIZE", "1")
     events = tmp_path / "events.log"
@@ -157,13 +153,8 @@ def test_a_sprint_in_another_process_waits_for_the_pool_too(
         # Long enough for this process's sprint to start meanwhile and wait for the slot.
         "tasks": tasks_writing(events, ["other-a", "other-b"], seconds=4),
     }))
-    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url),
-           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
-           "AGENTFLEET_WORK_DIR": str(tmp_path / "work-other")}
-    agentfleet = Path(sys.executable).parent / "agentfleet"
-    proc = subprocess.Popen([str(agentfleet), "run", str(plan)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
+    env = process_env(tmp_path / "results", tmp_path / "work-other")
+    with sprint_process(plan, env) as proc:
         # Start here once the other process's first agent holds the only slot.
         deadline = time.monotonic() + 120
         while not (events.exists() and "agent other-" in events.read_text()):
@@ -175,14 +166,10 @@ def test_a_sprint_in_another_process_waits_for_the_pool_too(
             "tasks": tasks_writing(events, ["here-a", "here-b"]),
         })
         out, _ = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert ok, report.summary_line()
     assert proc.returncode == 0, out[-3000:]
     agents = intervals(events, "agent")
     assert len(agents) == 4 and most_at_once(agents) == 1, agents
-    # This process's agents had to wait for the other process's slot: the server said no.
     # This process's agents were refused by the server while the other process held it.
     assert waits("shared-procs") >= 1, agents
     assert read_limit("shared-procs").active_slots == 0
@@ -205,13 +192,10 @@ def test_a_killed_runs_slot_comes_back_when_reaped_not_after_its_lease(
 ):
     """kill -9 of a real run holding the pool's only slot: `agentfleet clean`, and the
     sprint's next run, give it back at once (the lease would hold it 60 s)."""
-    import os
     import signal
     import subprocess
-    import sys
 
     import yaml
-    from prefect.settings import get_current_settings
 
     monkeypatch.setenv("AGENTFLEET_POOL_SIZE", "1")
     events = tmp_path / "events.log"
@@ -222,23 +206,18 @@ def test_a_killed_runs_slot_comes_back_when_reaped_not_after_its_lease(
         "limits": {"pool": "killed-pool"},
         "tasks": tasks_writing(events, ["slow"], seconds=120),
     }))
-    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url),
-           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
-    agentfleet = str(Path(sys.executable).parent / "agentfleet")
+    env = process_env(tmp_path / "results")  # the test's work dir: its leases are read here
+    agentfleet = str(AGENTFLEET)
 
     def killed_run() -> tuple[Lease, float]:
-        proc = subprocess.Popen([agentfleet, "run", str(plan)], env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        try:
+        with sprint_process(plan, env) as proc:
             lease = _held_slot(work_dir, 120, proc)
             assert read_limit("killed-pool").active_slots == 1
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
-            return lease, time.monotonic()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+            killed_at = time.monotonic()
             proc.communicate()
+            return lease, killed_at
 
     # 1. `agentfleet clean --yes` after the kill.
     lease, killed_at = killed_run()
