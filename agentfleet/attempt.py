@@ -20,7 +20,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -122,6 +122,35 @@ def outside_paths(files: list[str], paths: list[str] | None) -> list[str]:
     return [f for f in files if not any(matches(p, f) for p in paths)]
 
 
+@dataclass
+class _AttemptRun:
+    """The attempt in progress: what its steps share, passed to each as one."""
+
+    worktree: Worktree
+    spec: AttemptSpec
+    result: AttemptResult
+    env: Mapping[str, str]
+    on_event: Callable[[object], None] | None
+    log: Log
+    cancel: threading.Event | None
+    # `timeout` bounds the whole attempt: setup, every agent run (retries, continuations)
+    # and verify share one deadline.
+    deadline: float
+    private_tmp: Path | None = None  # a sandboxed Codex agent's TMPDIR, made after setup
+
+    def left(self) -> float:
+        """Seconds left before the deadline (never quite zero: a bound, not a skip)."""
+        return max(self.deadline - time.monotonic(), 0.01)
+
+    def stopped(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def after_wait(self, waiting: float) -> _AttemptRun:
+        """The attempt with the time since ``waiting`` (spent waiting for a slot) added to
+        its deadline. A copy: the wait moves the deadline of what runs in that slot only."""
+        return replace(self, deadline=self.deadline + (time.monotonic() - waiting))
+
+
 def run_attempt(
     spec: AttemptSpec,
     *,
@@ -171,9 +200,10 @@ def run_attempt(
     try:
         # Every process the attempt starts (setup, agent, verify) goes into its lease.
         with observe_spawns(lease.add_process) if lease else contextlib.nullcontext():
+            run = _AttemptRun(worktree, spec, result, env, on_event, log, cancel,
+                              deadline=time.monotonic() + spec.timeout_s)
             # The pool slot its agent holds goes into the lease too (the reaper gives it back).
-            _run_in(worktree, spec, result, env=env, on_event=on_event, log=log, cancel=cancel,
-                    guards=guards.recording(lease.hold_slot) if guards and lease else guards,
+            _run_in(run, guards=guards.recording(lease.hold_slot) if guards and lease else guards,
                     pool=pool, ahead=ahead, gate=gate)
         committed = result.head_sha is not None
     finally:
@@ -218,22 +248,14 @@ def _take_lease(spec: AttemptSpec, worktree: Path) -> AttemptLease | None:
 
 
 def _run_in(
-    worktree: Worktree,
-    spec: AttemptSpec,
-    result: AttemptResult,
+    run: _AttemptRun,
     *,
-    env: Mapping[str, str],
-    on_event: Callable[[object], None] | None,
-    log: Log,
-    cancel: threading.Event | None,
     guards: RunGuards | None = None,
     pool: WorktreePool | None = None,
     ahead: StartAhead | None = None,
     gate: Gate | None = None,
 ) -> None:
-    # `timeout` bounds the whole attempt: setup, every agent run (retries, continuations)
-    # and verify share one deadline.
-    deadline = time.monotonic() + spec.timeout_s
+    spec, worktree, result = run.spec, run.worktree, run.result
     if spec.merge is not None:
         # A resolver's worktree: the merge in progress, as `git merge` leaves it.
         try:
@@ -241,64 +263,53 @@ def _run_in(
         except GitError as exc:  # not the agent's failure: not cached (no outcome)
             result.reason = f"could not set up the merge to resolve: {exc}"
             return
-        log(f"merging {spec.merge.label}: conflicts in {', '.join(conflicted) or 'no file'}")
-    if spec.setup and not _shell_check("setup", spec.setup, worktree, result, env, log,
-                                       cancel, deadline):
+        run.log(f"merging {spec.merge.label}: conflicts in {', '.join(conflicted) or 'no file'}")
+    if spec.setup and not _shell_check(run, "setup", spec.setup):
         return
     if spec.setup and spec.keep_setup_products and pool is not None:
         pool.record_setup(worktree, spec.setup)  # before any agent: setup's own products
 
     refs_before = _refs(spec.repo)
-    private_tmp = _private_tmp(worktree.path, spec.agent)
+    run.private_tmp = _private_tmp(worktree.path, spec.agent)
     try:
-        _log_isolation(spec.agent, private_tmp, log)
+        _log_isolation(spec.agent, run.private_tmp, run.log)
         # Taken before the slot, as is the head start: the slot is the agent's alone.
         # Only a retry restores it.
         snapshot = snapshot_worktree(worktree) if spec.retries else None
         early = None
         if (guards is not None and ahead is not None and gate is not None
                 and ahead.places > 0 and spec.agent.kind == "codex"):
-            early = HeldAgent(ahead, gate, log)
+            early = HeldAgent(ahead, gate, run.log)
         try:
-            outcome = _in_agent_slot(worktree, spec, result, env, on_event, log, cancel,
-                                     deadline, guards, private_tmp, snapshot, early, refs_before)
+            outcome = _in_agent_slot(run, guards, early, snapshot, refs_before)
         finally:
             if early is not None:
                 early.drop()  # not granted (stopped while waiting): not a try, no token
     finally:
-        if private_tmp is not None:
-            shutil.rmtree(private_tmp, ignore_errors=True)
+        if run.private_tmp is not None:
+            shutil.rmtree(run.private_tmp, ignore_errors=True)
     if outcome is None:
         return
     result.outcome = outcome
-    _remove_new_refs(spec.repo, refs_before, result, log)
+    _remove_new_refs(run, refs_before)
     if not outcome.ok:
         detail = f": {outcome.error}" if outcome.error else ""
         result.reason = f"agent {outcome.ending.value}{detail}"
         return
     # Commit, verify and score use this machine: capped by limits.checks instead.
     waiting = time.monotonic()
-    with guards.check_slot(cancel) if guards else contextlib.nullcontext(True) as held:
+    with guards.check_slot(run.cancel) if guards else contextlib.nullcontext(True) as held:
         if not held:
             result.reason = "stopped while waiting for a check slot"
             return
-        deadline += time.monotonic() - waiting
-        _check(worktree, spec, result, env, log, cancel, deadline)
+        _check(run.after_wait(waiting))
 
 
 def _in_agent_slot(
-    worktree: Worktree,
-    spec: AttemptSpec,
-    result: AttemptResult,
-    env: Mapping[str, str],
-    on_event: Callable[[object], None] | None,
-    log: Log,
-    cancel: threading.Event | None,
-    deadline: float,
+    run: _AttemptRun,
     guards: RunGuards | None,
-    private_tmp: Path | None,
-    snapshot: Snapshot | None,
     held: HeldAgent | None,
+    snapshot: Snapshot | None,
     refs_before: Mapping[str, str],
 ) -> AttemptOutcome | None:
     """Wait for an agent slot and run the agent in it; None (the reason set) when it
@@ -309,109 +320,86 @@ def _in_agent_slot(
 
     def start_ahead() -> None:  # called while it waits, when its turn is near
         assert held is not None
-        request = _agent_request(worktree, spec, env, spec.prompt, deadline, private_tmp)
+        request = _agent_request(run, run.spec.prompt)
         try:
-            if held.start(lambda: start_codex_agent(request, on_event=on_event)):
-                log("agent started ahead of its slot: its model requests wait for the slot")
+            if held.start(lambda: start_codex_agent(request, on_event=run.on_event)):
+                run.log("agent started ahead of its slot: its model requests wait for the slot")
         except Exception as exc:  # noqa: BLE001 - the normal start says it in its place
-            log(f"could not start the agent ahead of its slot: {exc}")
+            run.log(f"could not start the agent ahead of its slot: {exc}")
 
-    slot = (guards.agent_slot(cancel, log, start_ahead if held else None,
+    slot = (guards.agent_slot(run.cancel, run.log, start_ahead if held else None,
                               held.ahead.places if held else 0)
             if guards else contextlib.nullcontext(True))
     with slot as granted:
         if not granted:
-            result.reason = "stopped while waiting for an agent slot"
+            run.result.reason = "stopped while waiting for an agent slot"
             return None
-        deadline += time.monotonic() - waiting
+        in_slot = run.after_wait(waiting)
         first = held.grant() if held is not None else None
         try:
-            return _run_agent_with_retries(
-                worktree, spec, result, env, on_event, log, cancel, deadline, private_tmp,
-                snapshot, first
-            )
+            return _run_agent_with_retries(in_slot, snapshot, first)
         except WorktreeTampered as exc:  # found between two agent runs
-            _remove_new_refs(spec.repo, refs_before, result, log)
-            log(str(exc))
-            result.reason = WORKTREE_TAMPERED
+            _remove_new_refs(run, refs_before)
+            run.log(str(exc))
+            run.result.reason = WORKTREE_TAMPERED
             return None
         finally:
             if first is not None and not first.ended():  # never waited for (an error)
                 first.stop()
 
 
-def _agent_request(
-    worktree: Worktree, spec: AttemptSpec, env: Mapping[str, str], prompt: str,
-    deadline: float, private_tmp: Path | None,
-) -> AgentRequest:
-    """One agent run of the attempt, bounded by what is left before ``deadline``."""
+def _agent_request(run: _AttemptRun, prompt: str) -> AgentRequest:
+    """One agent run of the attempt, bounded by what is left before its deadline."""
+    spec, worktree = run.spec, run.worktree
     return AgentRequest(
         worktree=worktree.path,
         prompt=prompt,
         agent=spec.agent,
-        timeout_s=_left(deadline),
+        timeout_s=run.left(),
         timeout_named_s=spec.timeout_s,
-        env=env,
+        env=run.env,
         codex_path=spec.codex_path,
         idle_timeout_s=spec.idle_timeout_s,
         grace_s=spec.grace_s,
-        private_tmp=private_tmp,
+        private_tmp=run.private_tmp,
         git_dir=worktree.git_dir,
     )
 
 
-def _check(
-    worktree: Worktree,
-    spec: AttemptSpec,
-    result: AttemptResult,
-    env: Mapping[str, str],
-    log: Log,
-    cancel: threading.Event | None,
-    deadline: float,
-) -> None:
+def _check(run: _AttemptRun) -> None:
     """Commit the agent's work, check its scope, then ``verify`` and ``score``."""
     try:
-        if not _commit(worktree, spec, result, env, log):
+        if not _commit(run):
             return
     except WorktreeTampered as exc:
-        log(str(exc))
-        result.reason = WORKTREE_TAMPERED
+        run.log(str(exc))
+        run.result.reason = WORKTREE_TAMPERED
         return
 
-    for name, command in (("verify", spec.verify), ("score", spec.score)):
-        if command and not _shell_check(name, command, worktree, result, env, log, cancel,
-                                        deadline):
+    for name, command in (("verify", run.spec.verify), ("score", run.spec.score)):
+        if command and not _shell_check(run, name, command):
             return
-    result.succeeded = True
+    run.result.succeeded = True
 
 
 def _shell_check(
-    name: Literal["setup", "verify", "score"],
-    command: str,
-    worktree: Worktree,
-    result: AttemptResult,
-    env: Mapping[str, str],
-    log: Log,
-    cancel: threading.Event | None,
-    deadline: float,
+    run: _AttemptRun, name: Literal["setup", "verify", "score"], command: str
 ) -> bool:
     """Run ``command`` in the worktree as the attempt's check ``name`` (the result field of
     that name records it); False, with the reason set, when it failed."""
-    log(f"{name}: {command}")
+    run.log(f"{name}: {command}")
     check = CheckResult.from_shell(
-        run_shell(command, worktree.path, env, timeout_s=_left(deadline), cancel=cancel)
+        run_shell(command, run.worktree.path, run.env, timeout_s=run.left(), cancel=run.cancel)
     )
-    setattr(result, name, check)
+    setattr(run.result, name, check)
     if not check.passed:
-        result.reason = f"{name} failed (exit {check.exit_status})"
+        run.result.reason = f"{name} failed (exit {check.exit_status})"
     return check.passed
 
 
-def _commit(
-    worktree: Worktree, spec: AttemptSpec, result: AttemptResult, env: Mapping[str, str],
-    log: Log,
-) -> bool:
+def _commit(run: _AttemptRun) -> bool:
     """Commit the worktree's files onto the start and check their scope; False: failed."""
+    worktree, spec, result = run.worktree, run.spec, run.result
     worktree.check()
     staged = stage_files(worktree, spec.start_sha)
     if staged.nested:
@@ -433,14 +421,14 @@ def _commit(
         result.reason = "; ".join(notes) or "the agent changed no file"
         return False
     for note in notes:
-        log(note)
+        run.log(note)
         result.warnings.append(note)
     links = gitlinks(spec.repo, changes)
     if links:  # a submodule moved to a commit only a local checkout of it has
         result.reason = "the agent changed the commit of the submodule " + ", ".join(links)
         return False
     stat = diffstat(spec.repo, spec.start_sha, staged.tree)
-    masker = Masker.from_env(env, spec.agent.env)
+    masker = Masker.from_env(run.env, spec.agent.env)
     final = result.outcome.final_message if result.outcome else None
     message = attempt_message(spec.task_id, spec.attempt, stat, final, masker)
     result.head_sha = commit_staged(worktree, staged.tree, spec.start_sha, message)
@@ -473,9 +461,7 @@ def _refs(repo: Path) -> dict[str, str]:
     return dict(line.split("\0", 1) for line in out.splitlines() if "\0" in line)
 
 
-def _remove_new_refs(
-    repo: Path, before: Mapping[str, str], result: AttemptResult, log: Log
-) -> None:
+def _remove_new_refs(run: _AttemptRun, before: Mapping[str, str]) -> None:
     """Remove the refs that appeared in the repository while the agent ran, and say so.
 
     A worktree shares its repository's refs, so an agent's `git branch`/`git tag` lands
@@ -483,6 +469,7 @@ def _remove_new_refs(
     (its reflog messages start with "agentfleet:", e.g. another sprint's new target),
     are other runs' and stay.
     """
+    repo = run.spec.repo
     created = {
         ref: sha for ref, sha in _refs(repo).items()
         if ref not in before and not ref.startswith(_OWN_REFS) and not _by_agentfleet(repo, ref)
@@ -498,8 +485,8 @@ def _remove_new_refs(
     note = "refs created in the repository while the agent ran, removed: " + ", ".join(
         sorted(created)
     )
-    log(note)
-    result.warnings.append(note)
+    run.log(note)
+    run.result.warnings.append(note)
 
 
 # Folders every repository has (git makes them at init); never removed.
@@ -521,44 +508,28 @@ def _by_agentfleet(repo: Path, ref: str) -> bool:
     return done.returncode == 0 and done.stdout.startswith("agentfleet:")
 
 
-def _left(deadline: float) -> float:
-    """Seconds left before the attempt's deadline (never quite zero: a bound, not a skip)."""
-    return max(deadline - time.monotonic(), 0.01)
-
-
 # Fresh sessions after "ran out of room in the model's context window", per attempt.
 MAX_CONTINUATIONS = 2
 
 
 def _run_agent_with_retries(
-    worktree: Worktree,
-    spec: AttemptSpec,
-    result: AttemptResult,
-    env: Mapping[str, str],
-    on_event: Callable[[object], None] | None,
-    log: Log,
-    cancel: threading.Event | None,
-    deadline: float,
-    private_tmp: Path | None,
-    snapshot: Snapshot | None,
-    first: CodexRun | None = None,
+    run: _AttemptRun, snapshot: Snapshot | None, first: CodexRun | None = None
 ) -> AttemptOutcome:
     """Run the agent: transient failures retried (the one retry layer), an exhausted
     context window continued in a fresh session on the same worktree.
 
     ``snapshot``: the files the first session starts from; ``first``: its first try,
     already started (ahead of the slot)."""
+    spec, log = run.spec, run.log
     tries: list[AttemptOutcome] = []
     sessions: list[AttemptOutcome] = []  # ended with the context window full, work kept
     while True:
         prompt = continuation_prompt(spec.prompt, sessions) if sessions else spec.prompt
-        request = _agent_request(worktree, spec, env, prompt, deadline, private_tmp)
         outcome = _retry_transient(
-            request, worktree, spec, tries, on_event, log, cancel, deadline,
+            run, _agent_request(run, prompt), tries,
             snapshot=None if sessions else snapshot, first=None if sessions else first,
         )
-        stopped = cancel is not None and cancel.is_set()
-        if outcome.ending is not Ending.CONTEXT_WINDOW or stopped:
+        if outcome.ending is not Ending.CONTEXT_WINDOW or run.stopped():
             break
         if len(sessions) >= MAX_CONTINUATIONS:
             log(f"context window exhausted again; no continuation left "
@@ -570,22 +541,17 @@ def _run_agent_with_retries(
             f"session on the same worktree ({len(sessions)}/{MAX_CONTINUATIONS}), "
             f"files so far: {', '.join(outcome.files_changed) or 'none'}"
         )
-    result.tries = len(tries)
-    result.continuations = len(sessions)
+    run.result.tries = len(tries)
+    run.result.continuations = len(sessions)
     if outcome.ending is Ending.KILLED:
         log("stopped")
     return _summed(tries)
 
 
 def _retry_transient(
+    run: _AttemptRun,
     request: AgentRequest,
-    worktree: Worktree,
-    spec: AttemptSpec,
     tries: list[AttemptOutcome],
-    on_event: Callable[[object], None] | None,
-    log: Log,
-    cancel: threading.Event | None,
-    deadline: float,
     *,
     snapshot: Snapshot | None = None,
     first: CodexRun | None = None,
@@ -596,16 +562,17 @@ def _retry_transient(
     already."""
     # Each try starts from the files the session started from: after setup, or after the
     # sessions before it. Ignored files (setup's products) are kept.
+    worktree, spec, cancel = run.worktree, run.spec, run.cancel
     if snapshot is None and spec.retries:
         snapshot = snapshot_worktree(worktree)
     started = [first] if first is not None else []
 
     def one_try() -> AttemptOutcome:
         if started:
-            outcome = started.pop().wait(cancel, timeout_s=_left(deadline))
+            outcome = started.pop().wait(cancel, timeout_s=run.left())
         else:
             outcome = run_agent(
-                replace(request, timeout_s=_left(deadline)), on_event=on_event, cancel=cancel
+                replace(request, timeout_s=run.left()), on_event=run.on_event, cancel=cancel
             )
         if request.agent.kind == "codex" and not outcome.ok and outcome.usage.total == 0:
             # A failed turn's tokens are not in --json, but they were spent.
@@ -619,7 +586,7 @@ def _retry_transient(
     def before_sleep(state: RetryCallState) -> None:
         previous: AttemptOutcome = state.outcome.result()  # type: ignore[union-attr]
         wait = state.next_action.sleep if state.next_action else 0
-        log(
+        run.log(
             f"transient failure ({previous.error or previous.ending.value}); "
             f"retry {state.attempt_number}/{spec.retries} in {wait:.1f}s"
         )
@@ -629,25 +596,22 @@ def _retry_transient(
             shutil.rmtree(request.private_tmp, ignore_errors=True)
             request.private_tmp.mkdir(parents=True)
 
-    def cancelled(_: object) -> bool:
-        return cancel is not None and cancel.is_set()
-
     retrying = Retrying(
         # No retry that the attempt's deadline would cut short before it starts.
         stop=stop_after_attempt(spec.retries + 1)
-        | (lambda state: _left(deadline) <= (state.upcoming_sleep or 0) + 1),
+        | (lambda state: run.left() <= (state.upcoming_sleep or 0) + 1),
         # Doubling from the first wait, plus jitter as large as it, so that agents failing
         # together retry apart.
         wait=wait_exponential(multiplier=spec.backoff_initial_s, max=spec.backoff_max_s)
         + wait_random(0, spec.backoff_initial_s),
-        retry=retry_if_result(lambda o: o.retryable and not cancelled(o)),
+        retry=retry_if_result(lambda o: o.retryable and not run.stopped()),
         before_sleep=before_sleep,
         sleep=lambda s: cancel.wait(s) if cancel is not None else time.sleep(s),
         retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
     )
     outcome: AttemptOutcome = retrying(one_try)
-    if outcome.retryable and not cancelled(outcome):
-        log(f"transient failure ({outcome.error}); no retry left ({spec.retries} used)")
+    if outcome.retryable and not run.stopped():
+        run.log(f"transient failure ({outcome.error}); no retry left ({spec.retries} used)")
     return outcome
 
 
