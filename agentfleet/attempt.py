@@ -145,10 +145,10 @@ class _AttemptRun:
     def stopped(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
 
-    def after_wait(self, waiting: float) -> _AttemptRun:
-        """The attempt with the time since ``waiting`` (spent waiting for a slot) added to
-        its deadline. A copy: the wait moves the deadline of what runs in that slot only."""
-        return replace(self, deadline=self.deadline + (time.monotonic() - waiting))
+    def waited_since(self, waiting: float) -> None:
+        """Move the deadline by the time since ``waiting``, spent waiting for a slot: that
+        counts against no part of the attempt."""
+        self.deadline += time.monotonic() - waiting
 
 
 def run_attempt(
@@ -302,7 +302,8 @@ def _run_in(
         if not held:
             result.reason = "stopped while waiting for a check slot"
             return
-        _check(run.after_wait(waiting))
+        run.waited_since(waiting)
+        _check(run)
 
 
 def _in_agent_slot(
@@ -334,10 +335,10 @@ def _in_agent_slot(
         if not granted:
             run.result.reason = "stopped while waiting for an agent slot"
             return None
-        in_slot = run.after_wait(waiting)
+        run.waited_since(waiting)
         first = held.grant() if held is not None else None
         try:
-            return _run_agent_with_retries(in_slot, snapshot, first)
+            return _run_agent_with_retries(run, snapshot, first)
         except WorktreeTampered as exc:  # found between two agent runs
             _remove_new_refs(run, refs_before)
             run.log(str(exc))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
 from agentfleet.agent_config import AgentConfig
 from agentfleet.attempt import AttemptSpec, run_attempt
+from agentfleet.guardrails import RunGuards
 from agentfleet.outcome import Ending
 
 
@@ -31,6 +33,22 @@ def test_timeout_bounds_the_whole_attempt_setup_included(repo: Path, tmp_path: P
     assert result.setup is not None and result.setup.passed
     assert result.outcome is not None and result.outcome.ending is Ending.TIMED_OUT
     assert not result.succeeded and result.reason.startswith("agent timed_out")
+
+
+def test_time_waiting_for_an_agent_slot_is_not_taken_from_verify(
+    repo: Path, tmp_path: Path
+) -> None:
+    guards = RunGuards(1, 1)
+    other = guards.agent_slot()
+    other.__enter__()  # another agent of the sprint holds the only slot for 3 s
+    threading.Timer(3, other.__exit__, (None, None, None)).start()
+    result = run_attempt(
+        spec(repo, tmp_path, "echo x > x.txt", verify="sleep 1", timeout_s=2.5),
+        env=dict(os.environ), guards=guards,
+    )
+    # Its 3 s wait count for nothing: the agent and verify share the 2.5 s.
+    assert result.succeeded, result.reason
+    assert result.verify is not None and result.verify.passed
 
 
 def test_changes_outside_paths_fail_the_attempt_and_the_branch_keeps_them(
