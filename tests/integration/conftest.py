@@ -34,6 +34,17 @@ def harness(harness_server: str, tmp_path_factory: pytest.TempPathFactory) -> It
         yield harness_server
 
 
+@pytest.fixture(scope="module")
+def own_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A harness server for the module alone, for tests that time slot handoffs between
+    processes: the shared one, busy with earlier modules' events, answered a waiting
+    sprint's slot requests in seconds (handoffs of 6 to 7 s, under 1 s alone)."""
+    storage = tmp_path_factory.mktemp("results")
+    with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
+        with prefect_test_harness(server_startup_timeout=120):
+            yield str(PREFECT_API_URL.value())
+
+
 @pytest.fixture
 def work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """agentfleet's work dir for the test (worktrees, leases, locks)."""

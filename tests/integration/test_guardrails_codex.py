@@ -27,6 +27,12 @@ CODEX = PROJECT_ROOT / "node_modules" / ".bin" / "codex"
 SPEND = {"input_tokens": 1000, "output_tokens": 100}  # 1,100 tokens a response
 
 
+@pytest.fixture(scope="module")
+def harness(own_harness: str) -> str:
+    """A server of this module's own: the two-sprint test times handoffs through it."""
+    return own_harness
+
+
 @pytest.fixture
 def model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedModelServer]:
     """The scripted model; every Codex agent of the test talks to it (through the proxy)."""
