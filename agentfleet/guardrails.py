@@ -140,6 +140,27 @@ class SlotGate(Generic[H]):
                 self._cond.notify_all()
 
 
+class ProcessSlots:
+    """A limit of ``size`` slots counted in this process, for a ``SlotGate``: the shared
+    pool when no Prefect server is shared (the embedded one)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def try_acquire(self) -> ProcessSlots | None:
+        with self._lock:
+            if self.held >= self.size:
+                return None
+            self.held += 1
+            return self
+
+    def release(self, _handle: ProcessSlots) -> None:
+        with self._lock:
+            self.held -= 1
+
+
 def in_flight(concurrency: int, checks: int) -> int:
     """How many attempts of a sprint may be under way at once: ``concurrency`` with their
     agents, ``checks`` committing and verifying; the rest wait unstarted."""

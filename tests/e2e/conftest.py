@@ -55,6 +55,14 @@ def sprint_env(
     return env
 
 
+def embedded_env(sprint_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """``sprint_env`` without PREFECT_API_URL: ``agentfleet run`` starts Prefect's embedded
+    server (its database in the test's own PREFECT_HOME)."""
+    env = {k: v for k, v in sprint_env.items()
+           if not k.startswith("PREFECT_") or k == "PREFECT_RESULTS_LOCAL_STORAGE_PATH"}
+    return {**env, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+
+
 @pytest.fixture
 def sample(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
     """``sample(**plan_overrides) -> (repo, plan_file)``: the sample service and its plan."""

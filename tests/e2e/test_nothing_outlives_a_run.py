@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import run_git
-from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
+from tests.e2e.conftest import AGENTFLEET, ROOT, embedded_env, run_agentfleet
 from tests.support.waiting import wait_for
 
 MARK = "AGENTFLEET_TEST_RUN_MARK"  # inherited by everything a run starts
@@ -112,13 +112,6 @@ def test_a_final_verify_of_a_killed_run_is_stopped_by_the_next_run_and_by_clean(
             kill_all(mark)
 
 
-def embedded_env(sprint_env: dict[str, str], tmp_path: Path, mark: str) -> dict[str, str]:
-    """No PREFECT_API_URL: ``agentfleet run`` starts Prefect's embedded server."""
-    env = {k: v for k, v in sprint_env.items()
-           if not k.startswith("PREFECT_") or k == "PREFECT_RESULTS_LOCAL_STORAGE_PATH"}
-    return {**env, "PREFECT_HOME": str(tmp_path / "prefect-home"), MARK: mark}
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_the_embedded_server_dies_with_agentfleet_run_and_says_nothing_of_telemetry(
     make_repo, sprint_env: dict[str, str], tmp_path: Path, sig: signal.Signals
@@ -133,7 +126,7 @@ def test_the_embedded_server_dies_with_agentfleet_run_and_says_nothing_of_teleme
     }))
     mark = uuid.uuid4().hex
     log = tmp_path / "run.log"
-    run = start(plan, embedded_env(sprint_env, tmp_path, mark), log)
+    run = start(plan, {**embedded_env(sprint_env, tmp_path), MARK: mark}, log)
     try:
         wait_for(started.exists, 180, lambda: log.read_text()[-2000:])
         servers = [p for p in marked(mark) if "uvicorn" in cmdline(p)]

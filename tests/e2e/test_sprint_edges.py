@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import run_git
-from tests.e2e.conftest import run_agentfleet
+from tests.e2e.conftest import embedded_env, run_agentfleet
 
 
 def command_plan(tmp_path: Path, repo: Path, **overrides: object) -> Path:
@@ -120,3 +120,32 @@ def test_a_conflict_stops_that_task_only_and_keeps_its_branch(make_repo, sprint_
     assert run_git(repo, "show", "agentfleet/edges:beta.txt") == "beta\n"
     log = run_git(repo, "log", "--format=%s", "agentfleet/edges")
     assert "user's own commit" in log  # commits agentfleet did not make are kept
+
+
+def test_on_the_embedded_server_the_pool_holds_within_the_process(
+    make_repo, sprint_env: dict[str, str], tmp_path: Path
+) -> None:
+    events = tmp_path / "events.log"
+    mark = f'echo "$AGENTFLEET_TASK {{}} $(date +%s.%N)" >> {events}'
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({
+        "name": "alone", "repo": str(make_repo()), "agent": {"kind": "command"},
+        "limits": {"concurrency": 2},
+        "tasks": [{"id": t, "prompt": t, "paths": [f"{t}.txt"],
+                   "agent": {"run": f"{mark.format('start')}; sleep 1; echo {t} > {t}.txt; "
+                                    f"{mark.format('end')}"}}
+                  for t in ("one", "two")],
+    }))
+    env = {**embedded_env(sprint_env, tmp_path), "AGENTFLEET_POOL_SIZE": "1"}
+    done = run_agentfleet("run", str(plan), env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    assert ("agents share the pool 'agentfleet-agents' (1 slot; counted in this process, "
+            "no Prefect server is shared)") in output
+    # Concurrency 2, but the pool's one slot: the agents ran one after the other.
+    spans: dict[str, dict[str, float]] = {}
+    for line in events.read_text().splitlines():
+        task, edge, at = line.split()
+        spans.setdefault(task, {})[edge] = float(at)
+    first, second = sorted(spans.values(), key=lambda s: s["start"])
+    assert second["start"] >= first["end"], spans

@@ -6,6 +6,7 @@ import threading
 
 from agentfleet.guardrails import (
     FifoSlots,
+    ProcessSlots,
     RunGuards,
     SharedLimits,
     SlotGate,
@@ -84,6 +85,20 @@ def test_waiters_are_served_in_arrival_order_and_never_exceed_the_limit():
     # Each heard it had to wait: the first refused (its log line), the rest queued behind
     # it (their chance to start their agent ahead).
     assert told == [0] and sorted(queued) == [1, 2, 3] and gate.waited == 4
+
+
+def test_slots_counted_in_the_process_go_to_the_next_waiter_at_once():
+    counted = ProcessSlots(1)
+    gate = SlotGate(counted.try_acquire, counted.release, poll_s=3600)
+    first = gate.acquire()
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(gate.acquire()))
+    waiter.start()
+    wait_for(lambda: gate.waited == 1, what="the waiter refused")
+    assert counted.held == 1 and got == []
+    gate.release(first)  # type: ignore[arg-type]
+    waiter.join(timeout=30)
+    assert got == [counted] and counted.held == 1
 
 
 def test_a_slot_freed_elsewhere_is_seen_at_the_next_poll():
