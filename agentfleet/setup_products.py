@@ -51,11 +51,16 @@ def _children(folder: Path, rel: str) -> list[tuple[Path, str]]:
         return []
 
 
+def _listed(root: Path, listing: Iterable[str]) -> list[tuple[Path, str]]:
+    """git's listing of paths under ``root`` (folders end with ``/``) as (path, rel) pairs."""
+    return [(root / rel.rstrip("/"), rel.rstrip("/")) for rel in listing if rel.strip("/")]
+
+
 def record(root: Path, command: str, ignored: Iterable[str]) -> SetupProducts:
     """Record every path under ``ignored`` (git's listing, relative to ``root``; folders end
     with ``/``) with its identity."""
     entries: dict[str, Identity] = {}
-    todo = [(root / rel.rstrip("/"), rel.rstrip("/")) for rel in ignored if rel.strip("/")]
+    todo = _listed(root, ignored)
     while todo:
         path, rel = todo.pop()
         try:
@@ -76,7 +81,7 @@ def prune(root: Path, products: SetupProducts, untracked: Iterable[str]) -> int:
     parents = {rel.rsplit("/", i)[0]
                for rel in products.entries for i in range(1, rel.count("/") + 1)}
     removed = 0
-    todo = [(root / rel.rstrip("/"), rel.rstrip("/")) for rel in untracked if rel.strip("/")]
+    todo = _listed(root, untracked)
     while todo:
         path, rel = todo.pop()
         try:

@@ -154,7 +154,9 @@ class HeldAgent:
     def drop(self, why: str = "stopped") -> None:
         """Stop the held agent (cancelled, or waiting too long); its attempt starts its
         agent normally if its slot still comes."""
-        if not self._finish(_State.DROPPED) or self.run is None:
+        finished = self._finish(_State.DROPPED)
+        run = self.run
+        if not finished or run is None:
             self._dropped.set()
             return
         self._count_drop()
@@ -162,8 +164,7 @@ class HeldAgent:
         # dropped too, never forwarded.
         self.gate.shut()
         try:
-            if self.run is not None:
-                self.run.stop()
+            run.stop()
         finally:
             self._dropped.set()
         if why != "stopped":
