@@ -47,10 +47,11 @@ from agentfleet.agents import (
     start_codex_agent,
     toml_value,
 )
+from agentfleet.codex_events import TurnCompleted
 from agentfleet.commit_text import attempt_message
 from agentfleet.errors import WORKTREE_TAMPERED, GitError, WorktreeTampered
 from agentfleet.gitcmd import git, run_git
-from agentfleet.guardrails import RunGuards
+from agentfleet.guardrails import AgentSlot, RunGuards
 from agentfleet.leases import AttemptLease
 from agentfleet.masking import Masker
 from agentfleet.merging import MergeInProgress, begin_merge, resolution_problems
@@ -137,6 +138,7 @@ class _AttemptRun:
     # and verify share one deadline.
     deadline: float
     private_tmp: Path | None = None  # a sandboxed Codex agent's TMPDIR, made after setup
+    slot: AgentSlot | None = None  # the agent's slots while its step runs (None: no limits)
 
     def left(self) -> float:
         """Seconds left before the deadline (never quite zero: a bound, not a skip)."""
@@ -144,6 +146,26 @@ class _AttemptRun:
 
     def stopped(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
+
+    def agent_event(self, event: object) -> None:
+        """An event of the agent: a completed Codex turn gives its slots back at once."""
+        if isinstance(event, TurnCompleted) and self.slot is not None:
+            # `codex exec` asks nothing more after its turn: the next agent need not wait
+            # for this one's process to exit (about 0.1 s a handoff).
+            self.slot.give_back()
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def slot_again(self) -> bool:
+        """Before another agent run (a retry, a continuation): take the slots back if a
+        completed turn gave them away; False when stopped while waiting."""
+        if self.slot is None or self.slot:
+            return True
+        waiting = time.monotonic()
+        if not self.slot.take(self.cancel, self.log):
+            return False
+        self.waited_since(waiting)
+        return True
 
     def waited_since(self, waiting: float) -> None:
         """Move the deadline by the time since ``waiting``, spent waiting for a slot: that
@@ -323,7 +345,7 @@ def _in_agent_slot(
         assert held is not None
         request = _agent_request(run, run.spec.prompt)
         try:
-            if held.start(lambda: start_codex_agent(request, on_event=run.on_event)):
+            if held.start(lambda: start_codex_agent(request, on_event=run.agent_event)):
                 run.log("agent started ahead of its slot: its model requests wait for the slot")
         except Exception as exc:  # noqa: BLE001 - the normal start says it in its place
             run.log(f"could not start the agent ahead of its slot: {exc}")
@@ -336,6 +358,7 @@ def _in_agent_slot(
             run.result.reason = "stopped while waiting for an agent slot"
             return None
         run.waited_since(waiting)
+        run.slot = granted if isinstance(granted, AgentSlot) else None
         first = held.grant() if held is not None else None
         try:
             return _run_agent_with_retries(run, snapshot, first)
@@ -345,6 +368,7 @@ def _in_agent_slot(
             run.result.reason = WORKTREE_TAMPERED
             return None
         finally:
+            run.slot = None
             if first is not None and not first.ended():  # never waited for (an error)
                 first.stop()
 
@@ -571,9 +595,12 @@ def _retry_transient(
     def one_try() -> AttemptOutcome:
         if started:
             outcome = started.pop().wait(cancel, timeout_s=run.left())
+        elif not run.slot_again():
+            outcome = AttemptOutcome(ending=Ending.KILLED,
+                                     error="stopped while waiting for an agent slot")
         else:
             outcome = run_agent(
-                replace(request, timeout_s=run.left()), on_event=run.on_event, cancel=cancel
+                replace(request, timeout_s=run.left()), on_event=run.agent_event, cancel=cancel
             )
         if request.agent.kind == "codex" and not outcome.ok and outcome.usage.total == 0:
             # A failed turn's tokens are not in --json, but they were spent.

@@ -10,9 +10,10 @@ An attempt's agent holds, while it runs (retries and continuations included):
 
 While it holds (2), the slot (its Prefect lease) is in the attempt's lease file, so the
 reaper of a killed run gives it back at once (``clean.py``) instead of when the lease
-expires. It gives (1) and (2) back when the agent ends, before the commit, ``verify`` and
-``score``, which hold one of the sprint's ``limits.checks`` slots instead: they use
-this machine's CPU, not the model.
+expires. It gives (1) and (2) back when its Codex turn completed (it asks the model
+nothing more; a retry after that takes them again) or when the agent ends, before the
+commit, ``verify`` and ``score``, which hold one of the sprint's ``limits.checks`` slots
+instead: they use this machine's CPU, not the model.
 
 Why a gate in front of the pool: Prefect's server answers a slot request it cannot
 grant with a wait of up to 30 s, which would leave a freed (paid-for) slot idle.
@@ -27,6 +28,7 @@ Prefect-free: the acquire and release calls are injected (``tasks/limits.py``).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import threading
 from collections import deque
@@ -239,6 +241,54 @@ class SharedLimits:
     slot_of: Callable[[Any], PoolSlot | None] = lambda _: None
 
 
+@dataclass
+class _Held:
+    """What one agent holds: its sprint's slot, and the pool's when ``pooled``."""
+
+    pooled: bool = False
+    handle: Any = None  # the shared pool gate's
+    slot: PoolSlot | None = None  # the handle as the attempt's lease file records it
+
+
+class AgentSlot:
+    """The slots one agent holds, given back once: when the agent's step ends, or as soon
+    as its Codex turn completed (``give_back()`` from the event reader: it asks the model
+    nothing more, so the next agent need not wait for its process to exit). ``take()``
+    waits for them again (a retry after an early give-back). True while held."""
+
+    def __init__(self, guards: RunGuards) -> None:
+        self._guards = guards
+        self._lock = threading.Lock()
+        self._held: _Held | None = None
+        # Prefect's settings as the taking thread has them: a give-back from the agent's
+        # event reader talks to the same server.
+        self._context = contextvars.copy_context()
+
+    def __bool__(self) -> bool:
+        return self._held is not None
+
+    def take(self, cancel: threading.Event | None = None,
+             log: Callable[[str], None] | None = None,
+             ahead: Callable[[], None] | None = None, within: int = 0) -> bool:
+        """Wait for the slots (see ``RunGuards.agent_slot``); False when cancelled first."""
+        if self._held is not None:
+            return True
+        held = self._guards._take(cancel, log, ahead, within)
+        if held is None:
+            return False
+        self._context = contextvars.copy_context()
+        with self._lock:
+            self._held = held
+        return True
+
+    def give_back(self) -> None:
+        """Give the slots back now, from any thread; once (later calls do nothing)."""
+        with self._lock:
+            held, self._held = self._held, None
+        if held is not None:
+            self._context.copy().run(self._guards._give_back, held)
+
+
 class RunGuards:
     """One sprint run's slots: agents (``limits.concurrency``), checks (``limits.checks``)
     and, when set, the shared pool."""
@@ -264,58 +314,87 @@ class RunGuards:
     def agent_slot(
         self, cancel: threading.Event | None = None, log: Callable[[str], None] | None = None,
         ahead: Callable[[], None] | None = None, within: int = 0,
-    ) -> Iterator[bool]:
+    ) -> Iterator[AgentSlot]:
         """Hold an agent slot (the sprint's, then the pool's, then a start) while the body
-        runs; yields False, holding nothing, when ``cancel`` was set while waiting.
+        runs, or until ``give_back()``; yields it false, holding nothing, when ``cancel``
+        was set while waiting.
 
         ``log`` hears when the agent has to wait for the shared pool or the start rate.
         ``ahead`` is called once when the agent has to wait and is one of the next
         ``within`` in line for the sprint's slots, or has one and waits for the pool: it
         may start the agent ahead (start_ahead.py)."""
-        if not self._agents.acquire(cancel, ahead, within):
-            yield False
-            return
+        slot = AgentSlot(self)
+        slot.take(cancel, log, ahead, within)
         try:
-            if self.shared is None:
-                yield True
-                return
-            pool = self.shared.pool
+            yield slot
+        finally:
+            slot.give_back()
 
-            def waiting(what: str) -> Callable[[], None] | None:
-                def said() -> None:
-                    if log is not None:
-                        log(f"waiting for {what}")
-                    if ahead is not None:
-                        ahead()
-                return said
+    def _take(
+        self, cancel: threading.Event | None, log: Callable[[str], None] | None,
+        ahead: Callable[[], None] | None, within: int,
+    ) -> _Held | None:
+        if not self._agents.acquire(cancel, ahead, within):
+            return None
+        if self.shared is None:
+            return _Held()
+        try:
+            held = self._take_shared(self.shared, cancel, log, ahead)
+        except BaseException:
+            self._agents.release()
+            raise
+        if held is None:
+            self._agents.release()
+        return held
 
-            handle = self.shared.gate.acquire(
-                cancel, waiting(f"a free slot of the shared pool '{pool}'"), ahead)
-            if handle is None:
-                yield False
-                return
-            on_slot = self.on_slot
-            slot = self.shared.slot_of(handle) if on_slot is not None else None
-            try:
-                if slot is not None and on_slot is not None:
-                    on_slot(slot)
-                starts = self.shared.starts
-                if starts is not None and starts.acquire(
-                        cancel, waiting(f"its turn to start ('{pool}-starts')"),
-                        ahead) is None:
-                    yield False
-                    return
-                yield True
-            finally:
-                # Unrecorded first: a run killed in between leaves the slot to its lease's
-                # expiry, never to a reaper giving back a slot that is no longer its own.
-                try:
-                    if slot is not None and on_slot is not None:
-                        on_slot(None)
-                finally:
-                    self.shared.gate.release(handle)
+    def _take_shared(
+        self, shared: SharedLimits, cancel: threading.Event | None,
+        log: Callable[[str], None] | None, ahead: Callable[[], None] | None,
+    ) -> _Held | None:
+        def waiting(what: str) -> Callable[[], None]:
+            def said() -> None:
+                if log is not None:
+                    log(f"waiting for {what}")
+                if ahead is not None:
+                    ahead()
+            return said
+
+        handle = shared.gate.acquire(
+            cancel, waiting(f"a free slot of the shared pool '{shared.pool}'"), ahead)
+        if handle is None:
+            return None
+        held = _Held(pooled=True, handle=handle)
+        if self.on_slot is not None:
+            held.slot = shared.slot_of(handle)
+        try:
+            if held.slot is not None and self.on_slot is not None:
+                self.on_slot(held.slot)
+            if shared.starts is not None and shared.starts.acquire(
+                    cancel, waiting(f"its turn to start ('{shared.pool}-starts')"),
+                    ahead) is None:
+                self._give_back_shared(held)
+                return None
+        except BaseException:
+            self._give_back_shared(held)
+            raise
+        return held
+
+    def _give_back(self, held: _Held) -> None:
+        try:
+            self._give_back_shared(held)
         finally:
             self._agents.release()
+
+    def _give_back_shared(self, held: _Held) -> None:
+        if not held.pooled or self.shared is None:
+            return
+        # Unrecorded first: a run killed in between leaves the slot to its lease's
+        # expiry, never to a reaper giving back a slot that is no longer its own.
+        try:
+            if held.slot is not None and self.on_slot is not None:
+                self.on_slot(None)
+        finally:
+            self.shared.gate.release(held.handle)
 
     @contextlib.contextmanager
     def check_slot(self, cancel: threading.Event | None = None) -> Iterator[bool]:

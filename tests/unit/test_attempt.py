@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from agentfleet.agent_config import AgentConfig
-from agentfleet.attempt import AttemptSpec, run_attempt
+from agentfleet.attempt import AttemptSpec, _AttemptRun, run_attempt
+from agentfleet.codex_events import parse_event
 from agentfleet.guardrails import RunGuards
 from agentfleet.outcome import Ending
 
@@ -76,3 +77,29 @@ def test_a_failed_verify_is_the_agents_result_not_retried(repo: Path, tmp_path: 
     assert result.verify is not None and result.verify.exit_status == 1
     assert result.reason == "verify failed (exit 1)"
     assert result.outcome is not None and result.outcome.final_message == "done"
+
+
+def test_a_completed_codex_turn_gives_the_agent_slot_back_and_a_retry_waits_for_it() -> None:
+    guards = RunGuards(1, 1)
+    seen: list[object] = []
+    cancel = threading.Event()
+    run = _AttemptRun(None, None, None, {}, seen.append, lambda _: None, cancel,  # type: ignore[arg-type]
+                      deadline=time.monotonic() + 60)
+    with guards.agent_slot() as slot:
+        run.slot = slot
+        run.agent_event(parse_event('{"type":"turn.started"}'))
+        assert slot  # still the agent's while its turn runs
+        run.agent_event(parse_event('{"type":"turn.completed","usage":{"input_tokens":1,'
+                                    '"cached_input_tokens":0,"output_tokens":1}}'))
+        assert not slot and len(seen) == 2  # given back; the events still reach the sprint
+        other = guards.agent_slot()
+        assert other.__enter__()  # the next agent starts before this one's process exits
+        threading.Timer(1, other.__exit__, (None, None, None)).start()
+        waited = time.monotonic()
+        assert run.slot_again() and slot  # a retry waits for the slot again
+        assert time.monotonic() - waited > 0.5
+        assert run.deadline - time.monotonic() > 58  # the wait is not counted
+        slot.give_back()
+        cancel.set()
+        with guards.agent_slot():
+            assert not run.slot_again()  # stopped while waiting

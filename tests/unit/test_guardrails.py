@@ -168,7 +168,7 @@ def test_agent_slots_go_back_before_checks_and_are_capped_by_the_pool():
 
     def second() -> None:
         with guards.agent_slot(cancel) as held:
-            seen.append(held)
+            seen.append(bool(held))
 
     with guards.agent_slot():
         waiter = threading.Thread(target=second)
@@ -191,6 +191,30 @@ def test_an_attempts_view_records_its_pool_slot_while_its_agent_holds_it():
         with guards.agent_slot():  # the sprint's other agents record nothing of it
             assert pool.held == 2
     assert recorded[-1] is None and pool.held == 0  # no longer recorded, then given back
+
+
+def test_an_agent_slot_given_back_early_is_given_back_once_and_can_be_taken_again():
+    pool = Limit(1)
+    recorded: list[PoolSlot | None] = []
+    shared = SharedLimits("p", SlotGate(pool.try_acquire, pool.release),
+                          slot_of=lambda h: PoolSlot(limit="p", lease_id=f"lease-{h}"))
+    guards = RunGuards(1, 1, shared)
+    got: list[bool] = []
+    with guards.recording(recorded.append).agent_slot() as slot:
+        assert slot and pool.held == 1
+        slot.give_back()  # its Codex turn completed: the next agent may start
+        slot.give_back()
+        assert not slot and pool.held == 0 and recorded[-1] is None
+        other = threading.Thread(target=lambda: got.append(bool(guards._agents.acquire())))
+        other.start()
+        other.join(5)
+        assert got == [True]  # the sprint's one slot was free
+        guards._agents.release()
+        assert slot.take() and pool.held == 1  # a retry takes the slots again
+    lease = PoolSlot(limit="p", lease_id="lease-1")  # the limit's first slot, both times
+    assert pool.held == 0 and recorded == [lease, None, lease, None]
+    with guards.agent_slot() as again:  # nothing was given back twice
+        assert again and pool.held == 1
 
 
 def test_checks_are_capped_on_their_own():
