@@ -102,12 +102,22 @@ class HeldAgent:
                                                 f"{self.ahead.max_hold_s:g}s",))
         self.gate.hold()
         try:
-            self.run = make()
+            run = make()
         except BaseException:
             self._finish(_State.DROPPED)
             self._dropped.set()
             self.gate.open()
             raise
+        with self._lock:
+            self.run = run
+            dropped = self._state is _State.DROPPED
+        if dropped:  # a drop came while it started and found no run to stop: stopped here
+            self.gate.shut()
+            try:
+                run.stop()
+            finally:
+                self._dropped.set()
+            return False
         with self.ahead.lock:
             self.ahead.started += 1
         self._timer.daemon = True
@@ -154,10 +164,16 @@ class HeldAgent:
     def drop(self, why: str = "stopped") -> None:
         """Stop the held agent (cancelled, or waiting too long); its attempt starts its
         agent normally if its slot still comes."""
-        finished = self._finish(_State.DROPPED)
-        run = self.run
+        with self._lock:  # one look at both: a start ending now stops its run itself
+            finished = self._state is _State.WAITING
+            if finished:
+                self._state = _State.DROPPED
+            run = self.run
+        if finished and self._timer is not None:
+            self._timer.cancel()
         if not finished or run is None:
-            self._dropped.set()
+            if not finished or self._timer is None:  # else the start sets it once stopped
+                self._dropped.set()
             return
         self._count_drop()
         # Shut first: what it sends until it is gone (a retry of the dropped request) is
