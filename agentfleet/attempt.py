@@ -152,7 +152,11 @@ class _AttemptRun:
         if isinstance(event, TurnCompleted) and self.slot is not None:
             # `codex exec` asks nothing more after its turn: the next agent need not wait
             # for this one's process to exit (about 0.1 s a handoff).
-            self.slot.give_back()
+            try:
+                self.slot.give_back()
+            except Exception as exc:  # noqa: BLE001 - the agent's run goes on regardless
+                self.log(f"could not give the agent slot back ({exc}): the pool's lease "
+                         "frees it when it expires")
         if self.on_event is not None:
             self.on_event(event)
 
