@@ -176,11 +176,14 @@ def test_orphans_of_a_killed_run_are_stopped_by_the_next_run_and_clean_removes_k
         if first.poll() is None:
             first.kill()
     leases = {lease.task_id: lease for _, lease in list_leases(work) if lease}
-    orphans = {task: live_processes(lease) for task, lease in leases.items()}
     try:
-        # The agents live on without their agentfleet: Codex (still waiting for the
-        # model, spending tokens) and the command agent's sleep.
-        assert all(orphans.values()), orphans
+        # The command agent's sleep lives on without its agentfleet. The Codex agent does
+        # not for long: its requests went through the run's metering proxy, which died with
+        # the run, and at its first "Reconnecting" line, on a stdout nobody reads any more,
+        # Codex 0.169 panics (EPIPE, exit 101): an orphan spends no token.
+        assert live_processes(leases["slow-command"])
+        wait_for(lambda: not live_processes(leases["slow-codex"]), 30,
+                 "the orphaned Codex to end by itself")
         old_trees = [str(lease.worktree) for lease in leases.values()]
         assert sorted(worktrees(repo)[1:]) == sorted(old_trees)
 
@@ -190,7 +193,7 @@ def test_orphans_of_a_killed_run_are_stopped_by_the_next_run_and_clean_removes_k
             assert f"would remove {tree}: worktree of a run that is no longer alive" in (
                 listing.stdout)
         assert "would stop process" in listing.stdout and "sleep 1000" in listing.stdout
-        assert all(live_processes(lease) for lease in leases.values())  # nothing removed
+        assert live_processes(leases["slow-command"])  # nothing stopped, nothing removed
         assert sorted(worktrees(repo)[1:]) == sorted(old_trees)
 
         # The next run of the sprint (other tasks now, failing; their worktrees kept).
@@ -210,7 +213,7 @@ def test_orphans_of_a_killed_run_are_stopped_by_the_next_run_and_clean_removes_k
         assert second.returncode == 1, output[-3000:]
         for lease in leases.values():
             assert find_processes(marker=lease.processes[0].marker) == []
-            assert lease.label in output
+        assert leases["slow-command"].label in output  # its agent stopped by this run
         assert tagged(tag, SLEEP) == set()
         assert "orphan of a killed run" in output
         branches = run_git(repo, "branch", "--list", "agentfleet-attempts/*")

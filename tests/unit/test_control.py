@@ -48,7 +48,8 @@ def test_two_runs_in_one_process_never_stop_each_other(tmp_path: Path) -> None:
         assert waiting.is_alive()
         # An attempt that starts after its run was stopped starts stopped.
         assert mine.attempt("y#1").stopped
-        assert theirs.stop(grace_s=0.5) == 1
+        # 1, or 0 when its waiter, woken by the cancel, stopped the process first.
+        assert theirs.stop(grace_s=0.5) in (0, 1)
         waiting.join(10)
         assert not waiting.is_alive() and p2.poll() is not None
     finally:
