@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,14 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ["tests.support.git_env"]
+
+# A suite started in the background by a non-interactive shell (`make test &`) inherits
+# SIGINT ignored, and so would every `agentfleet run` a test stops with Ctrl-C: Python
+# then installs no KeyboardInterrupt and the run never hears it. Each test process
+# (xdist's workers too) takes Python's own handler back; its children then start with
+# SIGINT at its default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Git must not read the developer's own configuration (signing, hooks, templates).
 GIT_ENV = {
