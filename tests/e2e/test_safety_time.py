@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agentfleet.leases import list_leases, live_processes
+from agentfleet.leases import Lease, list_leases, live_processes
 from agentfleet.process import find_processes
 from agentfleet.scripted import Fault, Response, Rule, Script, ScriptedModelServer
 from tests.conftest import run_git
@@ -135,6 +135,18 @@ def test_timeouts_and_idleness_stop_agents_and_leave_no_process_or_worktree(
     assert list_leases(work) == []
 
 
+def _codex_runs(lease: Lease) -> bool:
+    """Whether `codex exec` itself (Node's launcher or the native binary) of the lease runs,
+    not what it started."""
+    def cmdline(pid: int) -> bytes:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            return b""
+
+    return any(b"codex\x00exec\x00" in cmdline(pid) for pid in live_processes(lease))
+
+
 SLOW_SCRIPT = Script(rules=[
     Rule(name="slow", match="[slow]", responses=[
         Response(steps=[{"do": "message", "text": "Finally."}], delay_s=600),
@@ -170,6 +182,8 @@ def test_orphans_of_a_killed_run_are_stopped_by_the_next_run_and_clean_removes_k
                 tagged(tag, SLEEP))
 
         wait_for(both_agents_leased, 90, "both agents to run, with their leases")
+        running = {lease.task_id: lease for _, lease in list_leases(work) if lease}
+        assert _codex_runs(running["slow-codex"])  # waiting for the model's answer
         first.kill()  # kill -9: no cleanup of any kind
         first.wait(10)
     finally:
@@ -180,9 +194,11 @@ def test_orphans_of_a_killed_run_are_stopped_by_the_next_run_and_clean_removes_k
         # The command agent's sleep lives on without its agentfleet. The Codex agent does
         # not for long: its requests went through the run's metering proxy, which died with
         # the run, and at its first "Reconnecting" line, on a stdout nobody reads any more,
-        # Codex 0.169 panics (EPIPE, exit 101): an orphan spends no token.
+        # Codex 0.169 panics (EPIPE, exit 101): an orphan spends no token. What it started
+        # may live on (here its login shell's `pyenv rehash`, for up to a minute): the
+        # next run stops that, below.
         assert live_processes(leases["slow-command"])
-        wait_for(lambda: not live_processes(leases["slow-codex"]), 30,
+        wait_for(lambda: not _codex_runs(leases["slow-codex"]), 30,
                  "the orphaned Codex to end by itself")
         old_trees = [str(lease.worktree) for lease in leases.values()]
         assert sorted(worktrees(repo)[1:]) == sorted(old_trees)
