@@ -13,7 +13,8 @@ least 2.7 (ratio ≤ 0.37).
 Also, from the same runs: what a pool attempt costs before its agent works (the
 sprint's "flow run ... on the attempt pool" line to the agent's first model request:
 the worker's pick-up, the flow-run process's start, the fetch, the worktree, Codex's
-start), one worker and three.
+start), one worker and three; and, from the workers' logs, how long a flow-run process
+takes to start (spawned → its flow run begins) alone and with three starting at once.
 """
 
 from __future__ import annotations
@@ -144,6 +145,37 @@ def dispatch_s(run: AgentfleetRun) -> list[float]:
     return [first[t] - created[t] for t in created if t in first]
 
 
+_STAMP = r"^(\d\d):(\d\d):(\d\d\.\d+) \| "
+
+
+def process_start_s(run_dir: Path) -> list[float]:
+    """Per attempt, from its workers' logs: "submitted to infrastructure" (the worker
+    spawned the flow-run process) → "Beginning subflow run" (Prefect imported, the flow
+    loaded, the run set Running). Alone on one worker against three starting at once,
+    this shows the workers' contention for the cores."""
+    def at(match: re.Match[str]) -> float:
+        return int(match[1]) * 3600 + int(match[2]) * 60 + float(match[3])
+
+    spans: list[float] = []
+    for log in sorted(run_dir.glob("worker-*/worker.log")):
+        submitted: dict[str, float] = {}
+        for line in log.read_text().splitlines():
+            stamp = re.match(_STAMP, line)
+            if stamp is None:
+                continue
+            if found := re.search(r"Flow run '([^']+)' submitted to infrastructure", line):
+                submitted[found[1]] = at(stamp)
+            elif (found := re.search(r"Flow run '([^']+)' - Beginning", line)) and (
+                    found[1] in submitted):
+                spans.append((at(stamp) - submitted.pop(found[1])) % 86400)
+    return spans
+
+
+def _started(run_dir: Path) -> dict[str, float]:
+    spans = process_start_s(run_dir)
+    return {"process_start_s": round(median(spans), 2) if spans else -1.0}
+
+
 def fixed_s(run: AgentfleetRun) -> dict[str, float]:
     """The run's own start (process spawned → its first attempt's flow run created) and end
     (its last model answer → the process's exit: the last attempt's end, landing, exit),
@@ -175,7 +207,8 @@ def measure(ctx: Context, work: Path) -> list[Row]:
             "one worker", one.seconds, three.seconds, three.seconds / one.seconds,
             ratio_of="three workers / one worker",
             notes=f"speed-up {one.seconds / three.seconds:.2f}x",
-            details={"one_worker": fixed_s(one), "three_workers": fixed_s(three)},
+            details={"one_worker": {**fixed_s(one), **_started(work / "pool-one")},
+                     "three_workers": {**fixed_s(three), **_started(work / "pool-three")}},
             ).judge(Goal("≤ 0.37 (speed-up ≥ 2.7)", lambda r: r.ratio <= 0.37)),
         Row("pool-dispatch", "a pool attempt's flow run created → its agent's first request "
             "(median)", "one worker", one_dispatch, three_dispatch,

@@ -65,6 +65,9 @@ def test_every_measure_runs_at_smoke_size_and_gives_a_ratio(
         assert details["across_s"] and details["within_s"], details
     if group == "cache":
         assert rows["cached-rerun"]["details"]["rerun_requests"] == 0
+    if group == "pool":  # each run's flow-run processes, timed from their workers' logs
+        details = rows["pool-speedup"]["details"]
+        assert all(details[run]["process_start_s"] > 0 for run in details), details
     # The table went to stdout, one line per row.
     for name in rows:
         assert f"\n{name} " in done.stdout, name
