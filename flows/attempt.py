@@ -19,8 +19,6 @@ import threading
 from collections.abc import Iterator
 
 from prefect import flow, get_run_logger
-from prefect.client.orchestration import get_client
-from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from agentfleet.agents import find_codex
@@ -42,7 +40,7 @@ from agentfleet.remote import (
 )
 from agentfleet.results import AttemptResult
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
-from flows.heartbeat import heartbeat as prefect_heartbeat
+from flows.heartbeat import heartbeat
 from tasks.attempt import attempt as attempt_task
 from tasks.cache import agent_version, prefetch_agent_version, settle
 from tasks.limits import give_back_slot, shared_limits
@@ -75,36 +73,11 @@ def attempt(
     ``metering``: the ``-c`` overrides that send its Codex through the sprint's metering
     proxy (apart from ``spec``: they are not part of its cache key).
     """
-    with heartbeat(), prefect_heartbeat(), dies_with_worker():
+    # Its liveness label (the sprint tells a dead worker from a slow one) and Prefect's
+    # heartbeat event, from one thread.
+    with heartbeat(HEARTBEAT_LABEL, HEARTBEAT_S), dies_with_worker():
         return _attempt(spec, remote, [start_ref, *(more_refs or [])], no_cache, pool,
                         starts_per_minute, metering)
-
-
-@contextlib.contextmanager
-def heartbeat() -> Iterator[None]:
-    """Beat while the block runs (a counter in a label of this flow run) so that the sprint
-    can tell a dead worker from a slow one (``agentfleet.liveness``)."""
-    ctx = FlowRunContext.get()
-    flow_run_id = ctx.flow_run.id if ctx is not None and ctx.flow_run is not None else None
-    stop = threading.Event()
-
-    def beat() -> None:
-        with get_client(sync_client=True) as client:
-            count = 0
-            while True:
-                count += 1
-                with contextlib.suppress(Exception):  # a missed beat; the next one may pass
-                    client.update_flow_run_labels(flow_run_id, {HEARTBEAT_LABEL: str(count)})
-                if stop.wait(HEARTBEAT_S):
-                    return
-
-    thread = threading.Thread(target=beat, name="agentfleet-heartbeat", daemon=True)
-    if flow_run_id is not None:
-        thread.start()
-    try:
-        yield
-    finally:
-        stop.set()  # not joined: a beat after the end is harmless, a wait for it is not
 
 
 @contextlib.contextmanager

@@ -8,17 +8,21 @@ own process, ``beaten_here`` turns Prefect's heartbeat off for that call only, a
 ``heartbeat`` (in the flow body) emits the same event at the same interval (the
 ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` setting), with the same resource and related
 resources, from a thread that needs no join. So does the ``attempt`` deployment's run
-(``python -m flows.engine``); other deployment runs keep Prefect's own.
+(``python -m flows.engine``), whose same thread also beats its liveness label; other
+deployment runs keep Prefect's own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from prefect import __version__ as prefect_version
+from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
 from prefect.events.related import tags_as_related_resources
@@ -54,21 +58,41 @@ def beaten_here() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def heartbeat() -> Iterator[None]:
-    """In the flow body: beat while it runs, when ``beaten_here`` turned Prefect's off."""
+def heartbeat(label: str | None = None, label_every_s: float = 1.0) -> Iterator[None]:
+    """In the flow body: beat while it runs, from one thread that needs no join.
+
+    Prefect's heartbeat event, when ``beaten_here`` turned Prefect's own off; and with
+    ``label``, a counter in that label of the flow run every ``label_every_s`` (a pool
+    attempt's liveness, ``agentfleet.liveness``)."""
     seconds = _INTERVAL.get()
     ctx = FlowRunContext.get()
-    if seconds is None or ctx is None or ctx.flow_run is None:
+    if ctx is None or ctx.flow_run is None or (seconds is None and label is None):
         yield
         return
-    resource, related = _template(ctx)
+    flow_run_id = ctx.flow_run.id
+    beats: list[tuple[float, Callable[[], object]]] = []
+    if seconds is not None:
+        resource, related = _template(ctx)
+        beats.append((seconds, lambda: emit_event(event=EVENT, resource=resource,
+                                                  related=related)))
     stop = threading.Event()
 
     def beat() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(Exception):  # a missed beat is not the sprint's failure
-                emit_event(event=EVENT, resource=resource, related=related)
-            stop.wait(seconds)
+        with contextlib.ExitStack() as stack:
+            if label is not None:  # one client for every beat of the run
+                client = stack.enter_context(get_client(sync_client=True))
+                count = itertools.count(1)
+                beats.insert(0, (label_every_s, lambda: client.update_flow_run_labels(
+                    flow_run_id, {label: str(next(count))})))
+            due = [0.0] * len(beats)
+            while True:
+                for i, (every, call) in enumerate(beats):
+                    if time.monotonic() >= due[i]:
+                        with contextlib.suppress(Exception):  # missed; the next may pass
+                            call()
+                        due[i] = time.monotonic() + every
+                if stop.wait(max(0.0, min(due) - time.monotonic())):
+                    return
 
     # The flow run's context (API URL, related flow run) goes with the thread.
     context = contextvars.copy_context()

@@ -66,3 +66,23 @@ def test_a_run_that_keeps_beating_is_waited_for(harness: None) -> None:
     finally:
         beating.join()
     assert state.is_completed() and not cancelled
+
+
+@flow(name="attempt-liveness-beating")
+def beating(seconds: float) -> str:
+    """The attempt flow's beat, as ``flows/attempt.py`` runs it, for ``seconds``."""
+    from prefect.context import FlowRunContext
+
+    from flows.heartbeat import heartbeat
+
+    with heartbeat(HEARTBEAT_LABEL, 0.2):
+        time.sleep(seconds)
+    run = FlowRunContext.get().flow_run  # type: ignore[union-attr]
+    return str(run.id)  # type: ignore[union-attr]
+
+
+def test_the_attempt_flows_heartbeat_counts_up_in_its_label(harness: None) -> None:
+    run_id = beating(1.5)
+    with get_client(sync_client=True) as client:
+        beats = int(client.read_flow_run(UUID(run_id)).labels[HEARTBEAT_LABEL])
+    assert 2 <= beats <= 9  # about every 0.2 s while the body ran (a slow server beats less)
