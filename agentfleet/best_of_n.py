@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agentfleet.checking import CheckedPlan, check_plan_data
+from agentfleet.control import EARLY_STOP
 from agentfleet.naming import attempt_branch
 from agentfleet.plan import SyncMirror
 from agentfleet.plan_blocks import BlockLoaders
@@ -19,7 +20,6 @@ from agentfleet.requests import plain
 from agentfleet.results import AttemptResult
 from agentfleet.selection import Candidate, ScoreGoal, Selection, apply_score, choose
 
-EARLY_STOP = "early stop"
 TASK_ID = "task"  # the one task of a best-of-n run
 
 

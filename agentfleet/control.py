@@ -17,6 +17,9 @@ from agentfleet.metering.sprint import HandedRoute, SprintMeter
 from agentfleet.process import ProcessSet, all_at_once
 from agentfleet.start_ahead import StartAhead
 
+# The reason an attempt is stopped when a sibling of best-of-N already won.
+EARLY_STOP = "early stop"
+
 
 @dataclass
 class AttemptControl:
