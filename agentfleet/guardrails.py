@@ -33,7 +33,7 @@ import copy
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from agentfleet.leases import PoolSlot
@@ -230,6 +230,12 @@ def _take(sem: threading.Semaphore, cancel: threading.Event | None) -> bool:
     return True
 
 
+def unrecorded(_handle: object) -> None:
+    """Nothing for the attempt's lease file: a slot counted in this process, which a killed
+    run takes along."""
+    return None
+
+
 @dataclass
 class SharedLimits:
     """The shared pool (and optional start rate) of every sprint, as this process sees it."""
@@ -238,7 +244,7 @@ class SharedLimits:
     gate: SlotGate  # the pool's slots
     starts: SlotGate | None = None  # one start per slot, decaying; never released
     # What a handle of ``gate`` is, for the attempt's lease file (None: nothing to record).
-    slot_of: Callable[[Any], PoolSlot | None] = lambda _: None
+    slot_of: Callable[[Any], PoolSlot | None] = unrecorded
 
 
 @dataclass
@@ -248,6 +254,9 @@ class _Held:
     pooled: bool = False
     handle: Any = None  # the shared pool gate's
     slot: PoolSlot | None = None  # the handle as the attempt's lease file records it
+    # Prefect's settings as the taking thread has them: a give-back from the agent's event
+    # reader talks to the same server.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
 class AgentSlot:
@@ -260,9 +269,6 @@ class AgentSlot:
         self._guards = guards
         self._lock = threading.Lock()
         self._held: _Held | None = None
-        # Prefect's settings as the taking thread has them: a give-back from the agent's
-        # event reader talks to the same server.
-        self._context = contextvars.copy_context()
 
     def __bool__(self) -> bool:
         return self._held is not None
@@ -276,7 +282,6 @@ class AgentSlot:
         held = self._guards._take(cancel, log, ahead, within)
         if held is None:
             return False
-        self._context = contextvars.copy_context()
         with self._lock:
             self._held = held
         return True
@@ -286,7 +291,7 @@ class AgentSlot:
         with self._lock:
             held, self._held = self._held, None
         if held is not None:
-            self._context.copy().run(self._guards._give_back, held)
+            held.context.copy().run(self._guards._give_back, held)
 
 
 class RunGuards:

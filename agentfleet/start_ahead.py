@@ -164,15 +164,16 @@ class HeldAgent:
     def drop(self, why: str = "stopped") -> None:
         """Stop the held agent (cancelled, or waiting too long); its attempt starts its
         agent normally if its slot still comes."""
-        with self._lock:  # one look at both: a start ending now stops its run itself
+        with self._lock:  # one look at all three: a start under way stops its run itself
             finished = self._state is _State.WAITING
             if finished:
                 self._state = _State.DROPPED
             run = self.run
+            starting = finished and run is None and self._timer is not None
         if finished and self._timer is not None:
             self._timer.cancel()
         if not finished or run is None:
-            if not finished or self._timer is None:  # else the start sets it once stopped
+            if not starting:  # else the start sets it once it stopped its run
                 self._dropped.set()
             return
         self._count_drop()

@@ -37,7 +37,7 @@ from prefect.states import Failed, State
 
 from agentfleet.attempt import AttemptSpec
 from agentfleet.control import RunControl
-from agentfleet.guardrails import ProcessSlots, RunGuards, SharedLimits, SlotGate
+from agentfleet.guardrails import ProcessSlots, RunGuards, SharedLimits, SlotGate, unrecorded
 from agentfleet.leases import PoolSlot
 from agentfleet.metering.sprint import HandedRoute, SprintMeter
 from agentfleet.plan import Plan
@@ -124,12 +124,6 @@ def _slot_of(lease: Lease) -> PoolSlot | None:
     if lease.lease_id is None:
         return None
     return PoolSlot(limit=lease.limit, lease_id=str(lease.lease_id), api_url=lease.api_url)
-
-
-def _unrecorded(_counted: object) -> None:
-    """A slot counted in this process: nothing for the lease file, a killed run takes it
-    along."""
-    return None
 
 
 def _api_url() -> str | None:
@@ -251,7 +245,7 @@ def shared_limits(pool: str, size: int, starts_per_minute: float | None, log: Lo
     if _api_url() is None:
         counted = ProcessSlots(slots)
         gate = _gate(pool, lambda: SlotGate(counted.try_acquire, counted.release))
-        where, slot_of = "; counted in this process, no Prefect server is shared", _unrecorded
+        where, slot_of = "; counted in this process, no Prefect server is shared", unrecorded
     else:
         gate = _gate(pool, lambda: SlotGate(lambda: _try_pool(pool), _release_pool))
         where, slot_of = "", _slot_of
