@@ -18,7 +18,7 @@ import yaml
 
 from tests.conftest import run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, embedded_env, run_agentfleet
-from tests.support.waiting import wait_for
+from tests.support.waiting import cmdline, wait_for
 
 MARK = "AGENTFLEET_TEST_RUN_MARK"  # inherited by everything a run starts
 
@@ -36,13 +36,6 @@ def marked(mark: str) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def start(plan: Path, env: dict[str, str], log: Path) -> subprocess.Popen:

@@ -22,7 +22,7 @@ from agentfleet.process import find_processes
 from agentfleet.scripted import Fault, Response, Rule, Script, ScriptedModelServer
 from tests.conftest import run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
-from tests.support.waiting import wait_for
+from tests.support.waiting import cmdline, wait_for
 
 pytestmark = [pytest.mark.codex, pytest.mark.timeout(180)]
 
@@ -138,13 +138,7 @@ def test_timeouts_and_idleness_stop_agents_and_leave_no_process_or_worktree(
 def _codex_runs(lease: Lease) -> bool:
     """Whether `codex exec` itself (Node's launcher or the native binary) of the lease runs,
     not what it started."""
-    def cmdline(pid: int) -> bytes:
-        try:
-            return Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:  # gone meanwhile
-            return b""
-
-    return any(b"codex\x00exec\x00" in cmdline(pid) for pid in live_processes(lease))
+    return any("codex exec " in cmdline(pid) for pid in live_processes(lease))
 
 
 SLOW_SCRIPT = Script(rules=[

@@ -36,3 +36,11 @@ def processes_under(folder: Path) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line, its arguments joined by spaces ("" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
