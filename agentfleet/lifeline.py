@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import select
 import signal
 import sys
 import threading
@@ -34,17 +35,28 @@ def tie_to_parent(parent: int) -> bool:
 
 
 @contextlib.contextmanager
-def watch_parent(on_gone: Callable[[int], None], poll_s: float = 0.5) -> Iterator[None]:
+def watch_parent(on_gone: Callable[[int], None], poll_s: float = 0.5,
+                 parent: int | None = None) -> Iterator[None]:
     """Call ``on_gone(parent_pid)`` once, from a thread, if this process's parent ends while
-    the block runs (the process is then re-parented: ``getppid`` changes)."""
-    parent = os.getppid()
+    the block runs (the process is then re-parented: ``getppid`` changes); or, given
+    ``parent``, when that process ends (a forebear further up: ``flows.warm``'s worker)."""
+    direct = parent is None or parent == os.getppid()
+    parent = os.getppid() if parent is None else parent
+    watched = None if direct else process_handle(parent)
     stop = threading.Event()
 
+    def gone() -> bool:
+        return os.getppid() != parent if watched is None else ended(watched)
+
     def watch() -> None:
-        while not stop.wait(poll_s):
-            if os.getppid() != parent:
-                on_gone(parent)
-                return
+        try:
+            while not stop.wait(poll_s):
+                if gone():
+                    on_gone(parent)
+                    return
+        finally:
+            if watched is not None:
+                os.close(watched)
 
     thread = threading.Thread(target=watch, name="agentfleet-parent-watch", daemon=True)
     thread.start()
@@ -52,6 +64,20 @@ def watch_parent(on_gone: Callable[[int], None], poll_s: float = 0.5) -> Iterato
         yield
     finally:
         stop.set()
+
+
+def process_handle(pid: int) -> int:
+    """A pidfd for ``pid``: readable once the process has ended, even while a zombie its
+    own parent has not reaped yet (where ``kill(pid, 0)`` still finds it)."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return os.open(os.devnull, os.O_RDONLY)  # always readable: ended already
+
+
+def ended(handle: int) -> bool:
+    """Whether the process behind ``process_handle`` has ended."""
+    return bool(select.select([handle], [], [], 0)[0])
 
 
 def main(argv: list[str]) -> int:

@@ -40,6 +40,7 @@ from agentfleet.remote import (
 )
 from agentfleet.results import AttemptResult
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
+from flows import warm
 from flows.heartbeat import heartbeat
 from tasks.attempt import attempt as attempt_task
 from tasks.cache import agent_version, prefetch_agent_version, settle
@@ -105,7 +106,7 @@ def dies_with_worker() -> Iterator[None]:
         last.daemon = True  # a process that did unwind does not wait for it
         last.start()
 
-    with watch_parent(gone):
+    with watch_parent(gone, parent=warm.worker_pid()):
         yield
 
 

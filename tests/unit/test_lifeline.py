@@ -99,3 +99,32 @@ def test_a_watcher_hears_that_its_parent_is_gone(tmp_path: Path) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
+
+
+def test_a_watcher_hears_that_a_forebear_is_gone_while_its_parent_has_not_reaped_it(
+        tmp_path: Path) -> None:
+    # A warm engine's run watches its worker, which is not its parent. Killed, the worker
+    # stays a zombie until its own parent (here this test) reaps it: kill(pid, 0) still
+    # finds it, the pidfd does not.
+    told = tmp_path / "told"
+    forebear = subprocess.Popen(["sleep", "1000"])
+    watcher = subprocess.Popen([sys.executable, "-c", f"""
+import pathlib, time
+from agentfleet.lifeline import watch_parent
+with watch_parent(lambda pid: pathlib.Path({str(told)!r}).write_text(str(pid)),
+                  poll_s=0.05, parent={forebear.pid}):
+    print("watching", flush=True)
+    time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().strip() == "watching"
+        os.kill(forebear.pid, signal.SIGKILL)
+        _wait(told.exists)
+        assert told.read_text() == str(forebear.pid)
+        assert forebear.poll() == -signal.SIGKILL  # reaped only now
+    finally:
+        watcher.kill()
+        watcher.wait(timeout=10)
+        forebear.kill()
+        forebear.wait(timeout=10)

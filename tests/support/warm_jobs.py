@@ -1,0 +1,49 @@
+"""A client of ``flows.warm`` and the job it has forked, for ``tests/unit/test_warm_engine``.
+
+``python -m tests.support.warm_jobs``: run ``job`` in the worker's warm engine (its
+preload: this module), or here, cold, printing "cold". ``job`` writes what its process
+looks like to ``$WARM_OUT`` as JSON, says hello on stdout, then does ``$WARM_DO``:
+``exit:N``, ``die:SIG`` (kill itself with SIG) or ``wait`` (until SIGTERM: exit 3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from flows import warm
+
+IMPORTED_BY = os.getpid()  # in a forked job: the warm engine, which imported this module
+
+
+def job() -> None:
+    def terminated(_sig: int, _frame: object) -> None:
+        Path(os.environ["WARM_OUT"] + ".term").write_text("TERM")
+        sys.exit(3)
+
+    signal.signal(signal.SIGTERM, terminated)
+    Path(os.environ["WARM_OUT"]).write_text(json.dumps({
+        "pid": os.getpid(), "group": os.getpgrp(), "cwd": os.getcwd(), "argv": sys.argv,
+        "run": os.environ.get("WARM_RUN"), "tmp": tempfile.gettempdir(),
+        "engine": IMPORTED_BY, "worker": warm.worker_pid(),
+    }))
+    print(f"hello from {os.environ.get('WARM_RUN')}", flush=True)
+    what, _, arg = os.environ.get("WARM_DO", "exit:0").partition(":")
+    if what == "exit":
+        sys.exit(int(arg))
+    if what == "die":
+        os.kill(os.getpid(), int(arg))
+    time.sleep(120)
+
+
+if __name__ == "__main__":
+    code = warm.run_warm("tests.support.warm_jobs:job", ["tests.support.warm_jobs"])
+    if code is not None:
+        sys.exit(code)
+    print("cold", flush=True)
+    job()

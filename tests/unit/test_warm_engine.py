@@ -1,0 +1,177 @@
+"""flows.warm: a worker's runs forked from its warm engine, as cold runs would behave.
+
+A stand-in worker (a Python process) starts clients (``tests.support.warm_jobs``) as a
+process worker starts flow-run processes: its own children, each in a session of its
+own, output to a log. The job the warm engine forks reports how its process looks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.warm import engine_socket
+from tests.support.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = """
+import json, subprocess, sys
+for line in sys.stdin:
+    order = json.loads(line)
+    with open(order["log"], "w") as log:
+        client = subprocess.Popen([sys.executable, "-m", "tests.support.warm_jobs"],
+                                  env=order["env"], cwd=order["cwd"], stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        print("started", client.pid, flush=True)
+        print("ended", client.wait(), flush=True)
+"""
+
+
+class Worker:
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home, self.env, self.runs = home, env, 0
+        self.process = subprocess.Popen([sys.executable, "-c", WORKER], env=env, cwd=ROOT,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)
+
+    def start(self, **extra: str) -> tuple[int, Path]:
+        """Start a client; its pid and where its job reports."""
+        self.runs += 1
+        out = self.home / f"run-{self.runs}"
+        cwd = self.home / f"cwd-{self.runs}"
+        cwd.mkdir()
+        order = {"env": {**self.env, "WARM_OUT": str(out), "WARM_RUN": str(self.runs),
+                         **extra},
+                 "cwd": str(cwd), "log": str(out) + ".log"}
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(order) + "\n")
+        self.process.stdin.flush()
+        word, pid = self.process.stdout.readline().split()
+        assert word == "started"
+        return int(pid), out
+
+    def ended(self) -> int:
+        assert self.process.stdout is not None
+        word, code = self.process.stdout.readline().split()
+        assert word == "ended"
+        return int(code)
+
+    def run(self, **extra: str) -> tuple[int, dict, str]:
+        """A client run to its end: its exit code, its job's report, its output."""
+        _, out = self.start(**extra)
+        code = self.ended()
+        return code, json.loads(out.read_text()), Path(str(out) + ".log").read_text()
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture()
+def worker(tmp_path: Path) -> Iterator[Worker]:
+    # A short folder for the sockets: pytest's tmp_path can exceed a socket path's limit.
+    sockets = tempfile.mkdtemp(prefix="warm-")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": sockets}
+    env.pop("AGENTFLEET_WARM_ENGINE", None)
+    started = Worker(tmp_path, env)
+    try:
+        yield started
+    finally:
+        started.stop()
+        # Its warm engine ends with it.
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: not list(Path(sockets).rglob("*.sock")), 15, "the engine to end")
+        subprocess.run(["rm", "-rf", sockets], check=False)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_runs_are_forked_from_one_warm_engine_as_the_client_would_run(worker: Worker) -> None:
+    code, first, output = worker.run(WARM_DO="exit:7")
+    assert code == 7, output
+    assert "cold" not in output and "hello from 1" in output  # its stdout is the client's
+    engine = first["engine"]
+    assert engine != first["pid"] and alive(engine)
+    assert first["group"] == first["pid"]  # a process group of its own, as a cold run
+    assert first["cwd"] == str(worker.home / "cwd-1")
+    assert first["worker"] == worker.process.pid
+    assert first["argv"][0].endswith("warm_jobs.py")
+
+    code, second, output = worker.run(WARM_DO="exit:0")
+    assert code == 0 and "hello from 2" in output
+    assert second["engine"] == engine  # forked from the same warm engine ...
+    assert second["run"] == "2" and second["cwd"] == str(worker.home / "cwd-2")  # ... as run 2
+
+
+def test_signals_to_the_client_reach_its_run_and_its_end_is_the_clients(
+        worker: Worker) -> None:
+    client, out = worker.start(WARM_DO="wait")
+    wait_for(out.exists, 60, "the job to start")
+    os.kill(client, signal.SIGTERM)  # as a worker cancels a flow run
+    assert worker.ended() == 3
+    assert Path(str(out) + ".term").read_text() == "TERM"
+
+    worker.start(WARM_DO=f"die:{signal.SIGKILL}")
+    assert worker.ended() == -signal.SIGKILL  # the client dies of what its run died of
+
+
+def test_a_client_killed_outright_takes_its_run_down(worker: Worker) -> None:
+    client, out = worker.start(WARM_DO="wait")
+    wait_for(out.exists, 60, "the job to start")
+    job = json.loads(out.read_text())["pid"]
+    os.kill(client, signal.SIGKILL)
+    assert worker.ended() == -signal.SIGKILL
+    wait_for(lambda: Path(str(out) + ".term").exists(), 15, "the run to get SIGTERM")
+    wait_for(lambda: not alive(job), 15, "the run to end")
+
+
+def test_the_warm_engine_ends_with_its_worker(worker: Worker) -> None:
+    _, report, _ = worker.run()
+    engine = report["engine"]
+    assert alive(engine)
+    worker.stop()  # killed, and reaped only later: a zombie for a moment
+    wait_for(lambda: not alive(engine), 15, "the warm engine to end")
+
+
+def test_a_warm_engine_whose_modules_changed_is_not_used_again(worker: Worker) -> None:
+    _, first, _ = worker.run()
+    jobs = ROOT / "tests" / "support" / "warm_jobs.py"
+    stat = jobs.stat()
+    os.utime(jobs, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    try:
+        code, stale, output = worker.run()
+    finally:
+        os.utime(jobs, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert code == 0 and "cold" in output  # an upgrade: this run starts cold ...
+    wait_for(lambda: not alive(first["engine"]), 15, "the stale engine to end")
+    _, fresh, output = worker.run()
+    assert "cold" not in output and fresh["engine"] not in (first["engine"], stale["engine"])
+
+
+def test_turned_off_every_run_starts_cold(worker: Worker) -> None:
+    code, report, output = worker.run(AGENTFLEET_WARM_ENGINE="0")
+    assert code == 0 and "cold" in output
+    assert report["engine"] == report["pid"]
+    assert not list(Path(worker.env["TMPDIR"]).rglob("*.sock"))
+
+
+def test_the_socket_is_this_users_own_and_short() -> None:
+    path = engine_socket(os.getpid(), ["prefect.engine", "flows.attempt"])
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert path != engine_socket(os.getpid(), ["other"])
+    assert len(os.fsencode(path)) <= 107
