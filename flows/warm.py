@@ -108,9 +108,12 @@ def run_warm(target: str, preload: Sequence[str]) -> int | None:
     with conn:
         job = Job(target, dict(os.environ), os.getcwd(), list(sys.argv), worker)
         data = json.dumps(job.__dict__).encode()
-        socket.send_fds(conn, [_SIZE.pack(len(data)) + data], [0, 1, 2])
         replies = conn.makefile("r", encoding="ascii")
-        first = replies.readline().split()
+        try:
+            socket.send_fds(conn, [_SIZE.pack(len(data)) + data], [0, 1, 2])
+            first = replies.readline().split()
+        except OSError:
+            first = []
         if first[:1] != ["pid"]:
             return None  # stale, or no child could be made: nothing has run
         child = int(first[1])
@@ -214,8 +217,10 @@ def serve(path: Path, worker: int, preload: Sequence[str]) -> Job | None:
             if _peer_uid(conn) != os.getuid():
                 conn.close()
             elif _changed(loaded):
-                conn.sendall(b"stale\n")
-                conn.close()
+                with contextlib.suppress(OSError), conn:
+                    for fd in _receive(conn)[1]:  # read first: closed unread, it resets
+                        os.close(fd)
+                    conn.sendall(b"stale\n")
                 return None
             elif os.fork() == 0:
                 listener.close()

@@ -1,7 +1,8 @@
 """A client of ``flows.warm`` and the job it has forked, for ``tests/unit/test_warm_engine``.
 
 ``python -m tests.support.warm_jobs``: run ``job`` in the worker's warm engine (its
-preload: this module), or here, cold, printing "cold". ``job`` writes what its process
+preload: this module and the modules ``$WARM_PRELOAD`` names), or here, cold, printing
+"cold". ``job`` writes what its process
 looks like to ``$WARM_OUT`` as JSON, says hello on stdout, then does ``$WARM_DO``:
 ``exit:N``, ``die:SIG`` (kill itself with SIG) or ``wait`` (until SIGTERM: exit 3).
 """
@@ -42,7 +43,8 @@ def job() -> None:
 
 
 if __name__ == "__main__":
-    code = warm.run_warm("tests.support.warm_jobs:job", ["tests.support.warm_jobs"])
+    more = [name for name in os.environ.get("WARM_PRELOAD", "").split(",") if name]
+    code = warm.run_warm("tests.support.warm_jobs:job", ["tests.support.warm_jobs", *more])
     if code is not None:
         sys.exit(code)
     print("cold", flush=True)

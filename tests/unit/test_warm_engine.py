@@ -148,18 +148,23 @@ def test_the_warm_engine_ends_with_its_worker(worker: Worker) -> None:
     wait_for(lambda: not alive(engine), 15, "the warm engine to end")
 
 
-def test_a_warm_engine_whose_modules_changed_is_not_used_again(worker: Worker) -> None:
-    _, first, _ = worker.run()
-    jobs = ROOT / "tests" / "support" / "warm_jobs.py"
-    stat = jobs.stat()
-    os.utime(jobs, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    try:
-        code, stale, output = worker.run()
-    finally:
-        os.utime(jobs, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert code == 0 and "cold" in output  # an upgrade: this run starts cold ...
+def test_a_warm_engine_whose_modules_changed_is_not_used_again(worker: Worker,
+                                                               tmp_path: Path) -> None:
+    # A module of its own the engine imports, changed on disk as an upgrade would.
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "upgraded_here.py").write_text("VERSION = 1\n")
+    worker.env["PYTHONPATH"] += f"{os.pathsep}{modules}"
+    worker.env["WARM_PRELOAD"] = "upgraded_here"
+    _, first, output = worker.run()
+    assert "cold" not in output
+    (modules / "upgraded_here.py").write_text("VERSION = 2\n")
+    stat = (modules / "upgraded_here.py").stat()
+    os.utime(modules / "upgraded_here.py", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    code, stale, output = worker.run()
+    assert code == 0 and "cold" in output  # this run starts cold ...
     wait_for(lambda: not alive(first["engine"]), 15, "the stale engine to end")
-    _, fresh, output = worker.run()
+    _, fresh, output = worker.run()  # ... and the next one in a fresh warm engine
     assert "cold" not in output and fresh["engine"] not in (first["engine"], stale["engine"])
 
 
