@@ -36,6 +36,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -76,11 +77,23 @@ def worker_pid() -> int | None:
 
 def engine_socket(worker: int, preload: Sequence[str]) -> Path:
     """Where the warm engine of ``worker`` for this Python and ``preload`` listens, in a
-    folder only this user may enter."""
+    folder only this user may enter (``private``)."""
     folder = Path(tempfile.gettempdir()) / f"agentfleet-engines-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(OSError):
+        found = folder.lstat()
+        if found.st_uid == os.getuid() and stat.S_ISDIR(found.st_mode):
+            folder.chmod(0o700)  # ours, opened up since: closed again
     kind = "\0".join([sys.executable, os.environ.get("PYTHONPATH", ""), *preload])
     return folder / f"{worker}-{hashlib.sha1(kind.encode()).hexdigest()[:12]}.sock"
+
+
+def private(folder: Path) -> bool:
+    """Whether ``folder`` is a folder of this user's that no one else may enter (one made
+    by someone else in a shared temporary folder, or a link, is not used)."""
+    found = folder.lstat()
+    return found.st_uid == os.getuid() and stat.S_ISDIR(found.st_mode) and not (
+        found.st_mode & 0o077)
 
 
 def turned_off() -> bool:
@@ -100,10 +113,13 @@ def run_warm(target: str, preload: Sequence[str]) -> int | None:
     if worker <= 1:  # a container's first process (a Docker or Kubernetes worker's run)
         return None  # or an orphan: one run, nothing to share an engine with
     path = engine_socket(worker, preload)
-    if len(os.fsencode(path)) > MAX_PATH:
+    if len(os.fsencode(path)) > MAX_PATH or not private(path.parent):
         return None
     conn = _connect(path) or _start(path, worker, preload)
     if conn is None:
+        return None
+    if _peer_uid(conn) != os.getuid():  # the environment it is sent holds secrets
+        conn.close()
         return None
     with conn:
         job = Job(target, dict(os.environ), os.getcwd(), list(sys.argv), worker)
@@ -217,6 +233,7 @@ def serve(path: Path, worker: int, preload: Sequence[str]) -> Job | None:
             if _peer_uid(conn) != os.getuid():
                 conn.close()
             elif _changed(loaded):
+                conn.settimeout(10)
                 with contextlib.suppress(OSError), conn:
                     for fd in _receive(conn)[1]:  # read first: closed unread, it resets
                         os.close(fd)
@@ -239,8 +256,11 @@ def serve(path: Path, worker: int, preload: Sequence[str]) -> Job | None:
 def _fork_run(conn: socket.socket) -> Job:
     """In the watching fork: fork the run, tell the client its pid, wait, report its end.
     Returns in the run only."""
-    data, fds = _receive(conn)
-    job = Job(**json.loads(data))
+    try:
+        data, fds = _receive(conn)
+        job = Job(**json.loads(data))
+    except (OSError, ValueError, TypeError):  # a client gone mid-request, or not one
+        os._exit(0)
     run = os.fork()
     if run == 0:
         conn.close()

@@ -2,9 +2,9 @@
 
 ``python -m tests.support.warm_jobs``: run ``job`` in the worker's warm engine (its
 preload: this module and the modules ``$WARM_PRELOAD`` names), or here, cold, printing
-"cold". ``job`` writes what its process
-looks like to ``$WARM_OUT`` as JSON, says hello on stdout, then does ``$WARM_DO``:
-``exit:N``, ``die:SIG`` (kill itself with SIG) or ``wait`` (until SIGTERM: exit 3).
+"cold". ``job`` writes what its process looks like to ``$WARM_OUT`` as JSON, says hello on
+stdout, then does ``$WARM_DO``: ``exit:N``, ``die:SIG`` (kill itself with SIG) or ``wait``
+(until SIGTERM: exit 3).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,8 +29,7 @@ def job() -> None:
     signal.signal(signal.SIGTERM, terminated)
     Path(os.environ["WARM_OUT"]).write_text(json.dumps({
         "pid": os.getpid(), "group": os.getpgrp(), "cwd": os.getcwd(), "argv": sys.argv,
-        "run": os.environ.get("WARM_RUN"), "tmp": tempfile.gettempdir(),
-        "engine": IMPORTED_BY, "worker": warm.worker_pid(),
+        "run": os.environ.get("WARM_RUN"), "engine": IMPORTED_BY, "worker": warm.worker_pid(),
     }))
     print(f"hello from {os.environ.get('WARM_RUN')}", flush=True)
     what, _, arg = os.environ.get("WARM_DO", "exit:0").partition(":")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.warm import engine_socket
+from flows.warm import engine_socket, private
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,8 +175,21 @@ def test_turned_off_every_run_starts_cold(worker: Worker) -> None:
     assert not list(Path(worker.env["TMPDIR"]).rglob("*.sock"))
 
 
-def test_the_socket_is_this_users_own_and_short() -> None:
+def test_the_socket_is_this_users_own_and_short(tmp_path: Path) -> None:
     path = engine_socket(os.getpid(), ["prefect.engine", "flows.attempt"])
-    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert private(path.parent) and path.parent.stat().st_mode & 0o777 == 0o700
     assert path != engine_socket(os.getpid(), ["other"])
     assert len(os.fsencode(path)) <= 107
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(elsewhere)
+    assert not private(tmp_path / "link")  # a link someone planted: its sockets not trusted
+
+
+def test_a_socket_folder_of_ours_others_could_enter_is_closed_again(worker: Worker) -> None:
+    folder = Path(worker.env["TMPDIR"]) / f"agentfleet-engines-{os.getuid()}"
+    folder.mkdir()
+    folder.chmod(0o755)
+    code, report, output = worker.run()
+    assert code == 0 and "cold" not in output and report["engine"] != report["pid"]
+    assert folder.stat().st_mode & 0o777 == 0o700
