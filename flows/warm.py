@@ -165,6 +165,8 @@ def _connect(path: Path) -> socket.socket | None:
 
 def _start(path: Path, worker: int, preload: Sequence[str]) -> socket.socket | None:
     """Start the warm engine and wait until it answers; None if it cannot be had."""
+    from agentfleet.locks import is_held  # only here, where a start costs seconds anyway
+
     with path.with_suffix(".log").open("ab") as log:
         engine = subprocess.Popen(
             [sys.executable, "-m", "flows.warm", str(path), str(worker), *preload],
@@ -177,20 +179,10 @@ def _start(path: Path, worker: int, preload: Sequence[str]) -> socket.socket | N
         if conn is not None:
             return conn
         # Ours exited: fine while another client's is starting (it holds the lock).
-        if engine.poll() is not None and not _held(path):
+        if engine.poll() is not None and not is_held(path.with_suffix(".lock")):
             return None
         time.sleep(0.02)
     return None
-
-
-def _held(path: Path) -> bool:
-    """Whether a warm engine holds ``path``'s lock (starting, or serving)."""
-    with open(path.with_suffix(".lock"), "a+b") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-    return False
 
 
 def _signal_group(leader: int, number: int) -> None:

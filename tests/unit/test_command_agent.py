@@ -21,6 +21,7 @@ from agentfleet.agents import (
 from agentfleet.codex_events import OutputLine
 from agentfleet.errors import AgentError, AgentNotFound
 from agentfleet.outcome import Ending
+from tests.support.waiting import alive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -131,7 +132,7 @@ def _sleepers() -> list[int]:
     """Live ``sleep 1000`` processes started by a command agent (they carry its prompt var)."""
     out = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or not _alive(int(entry.name)):
+        if not entry.name.isdigit() or not alive(int(entry.name)):
             continue
         try:
             if (entry / "cmdline").read_bytes() == b"sleep\x001000\x00":
@@ -140,14 +141,6 @@ def _sleepers() -> list[int]:
         except OSError:
             pass
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 # -- finding and calling codex (pure) ----------------------------------------------------

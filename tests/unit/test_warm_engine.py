@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from flows.warm import engine_socket, private
-from tests.support.waiting import wait_for
+from tests.support.waiting import alive, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = """
@@ -91,14 +91,6 @@ def worker(tmp_path: Path) -> Iterator[Worker]:
         with contextlib.suppress(AssertionError):
             wait_for(lambda: not list(Path(sockets).rglob("*.sock")), 15, "the engine to end")
         subprocess.run(["rm", "-rf", sockets], check=False)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_runs_are_forked_from_one_warm_engine_as_the_client_would_run(worker: Worker) -> None:
