@@ -11,6 +11,7 @@ import pytest
 
 from agentfleet import process
 from agentfleet.process import find_processes, run_shell, spawn
+from tests.support.waiting import alive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,14 +23,6 @@ def env() -> dict[str, str]:
 
 def _gone(proc: process.ManagedProcess) -> bool:
     return not find_processes(pgid=proc.pgid, marker=proc.marker)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def _sleepers(marker: str) -> list[int]:
@@ -99,7 +92,7 @@ def test_timeout_kills_sleep_with_nothing_left(tmp_path: Path, env: dict[str, st
     assert result.timed_out and not result.killed
     assert result.exit_status is not None and result.exit_status < 0
     assert 0.5 <= result.duration_s < 3
-    assert not _pid_alive(info.pid)
+    assert not alive(info.pid)
     assert find_processes(marker=info.marker) == []
     assert process.live_processes() == []
 
@@ -119,7 +112,7 @@ def test_escaped_setsid_and_double_fork_are_killed(tmp_path: Path, env: dict[str
     sleepers = _sleepers(proc.marker)
     result = proc.wait(timeout_s=0.1)
     assert result.timed_out
-    assert [p for p in sleepers if _pid_alive(p)] == []
+    assert [p for p in sleepers if alive(p)] == []
     assert find_processes(marker=proc.marker) == []
 
 
