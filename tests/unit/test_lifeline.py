@@ -93,7 +93,7 @@ def test_a_watcher_hears_that_its_parent_is_gone(tmp_path: Path) -> None:
         assert parent.stdout.readline().strip() == "watching"
         assert not told.exists()
         os.kill(parent.pid, signal.SIGKILL)  # no handler of the parent runs
-        _wait(told.exists)
+        _wait(lambda: told.exists() and told.read_text())  # written, not just created
         assert told.read_text() == str(parent.pid)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -120,7 +120,7 @@ with watch_parent(lambda pid: pathlib.Path({str(told)!r}).write_text(str(pid)),
         assert watcher.stdout is not None
         assert watcher.stdout.readline().strip() == "watching"
         os.kill(forebear.pid, signal.SIGKILL)
-        _wait(told.exists)
+        _wait(lambda: told.exists() and told.read_text())  # written, not just created
         assert told.read_text() == str(forebear.pid)
         assert forebear.poll() == -signal.SIGKILL  # reaped only now
     finally:
