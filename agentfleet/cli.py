@@ -194,6 +194,42 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Start this process's warm engine, then run ``prefect worker start`` in it (one pid:
+    the engine ends with the worker; the worker's `python -m flows.engine` runs fork from
+    it, the first one too). Returns Prefect's worker's exit status."""
+    import runpy
+    import time
+
+    from agentfleet.settings import AgentfleetSettings
+    from flows.engine import PRELOAD  # the standard library only: start-up stays short
+    from flows.warm import SWITCH, prestart
+
+    pool = args.pool or AgentfleetSettings().attempt_pool
+    command = ["prefect", "worker", "start", "--pool", pool]
+    command += ["--limit", str(args.limit)] if args.limit is not None else []
+    command += ["--name", args.name] if args.name else []
+    started = time.monotonic()
+    if prestart(os.getpid(), PRELOAD):
+        print(f"agentfleet: warm engine ready in {time.monotonic() - started:.1f}s; this "
+              f"worker's `python -m flows.engine` runs fork from it", file=sys.stderr)
+    else:
+        print(f"agentfleet: no warm engine ({SWITCH}=0, or it could not start): this "
+              "worker's runs start cold", file=sys.stderr)
+    from flows.shared_tls import share
+
+    share()  # the worker's API clients: one TLS context, not one each
+    sys.argv = [*command, *args.prefect_args]
+    try:
+        runpy.run_module("prefect", run_name="__main__", alter_sys=True)
+    except SystemExit as exit_:  # Prefect's CLI ends this way, also when all went well
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        print(exit_.code, file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     """``agentfleet clean``: list (or with ``--yes`` remove) what dead runs left behind."""
     from agentfleet.clean import clean
@@ -623,6 +659,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--work-dir", metavar="DIR", help="the work dir to clean (default: AGENTFLEET_WORK_DIR)"
     )
     clean.set_defaults(func=cmd_clean)
+
+    worker = sub.add_parser(
+        "worker",
+        help="start a Prefect process worker for pool attempts, its warm engine ready first",
+        description="Run `prefect worker start` on the attempt pool in this process, "
+        "after starting its warm engine: a process that imported Prefect's engine and the "
+        "attempt flow once, from which every `python -m flows.engine` run of the worker "
+        "is forked, its first one too (flows/warm.py). Arguments after `--` go to "
+        "`prefect worker start` as they are.",
+    )
+    worker.add_argument("--pool", metavar="POOL",
+                        help="the work pool (default: AGENTFLEET_ATTEMPT_POOL)")
+    worker.add_argument("--limit", type=int, metavar="N",
+                        help="at most N flow runs at once on this worker")
+    worker.add_argument("--name", metavar="NAME", help="the worker's name")
+    worker.add_argument("prefect_args", nargs="*", metavar="-- PREFECT_ARGS",
+                        help="more `prefect worker start` options, after `--`")
+    worker.set_defaults(func=cmd_worker)
     return parser
 
 

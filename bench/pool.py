@@ -6,7 +6,8 @@ repository as the remote with one result storage folder standing for a bucket.
 Baseline: one process worker taking one run at a time (``--limit 1``) and the sprint at
 ``limits.concurrency: 1``. agentfleet: three workers, each from its own folder with its
 own work dir, at ``--limit 1`` each, the sprint at concurrency 3. Workers are started
-and ready before the clock starts (they are long-lived), and poll every second
+(``agentfleet worker``) and ready, their warm engines too, before the clock starts (they
+are long-lived), and poll every second
 (``PREFECT_WORKER_QUERY_SECONDS=1``, as the README advises). Goal: a speed-up of at
 least 2.7 (ratio ≤ 0.37).
 
@@ -38,6 +39,7 @@ FULL = (9, 5.0)
 SMOKE = (3, 0.2)
 POOL = "bench-attempts"
 PREFECT = [sys.executable, "-m", "prefect"]
+AGENTFLEET = [sys.executable, "-m", "agentfleet.cli"]
 READY_S = 120  # how long a worker may take to start
 
 
@@ -73,15 +75,15 @@ def script(tasks: int, delay: float) -> Script:
 
 def _start_workers(run_dir: Path, name: str, count: int,
                    env: dict[str, str]) -> list[subprocess.Popen]:
-    """``count`` process workers, each from its own folder, started at once; when all are
-    polling."""
+    """``count`` process workers (``agentfleet worker``: each its warm engine first), each
+    from its own folder, started at once; when all are polling."""
     started: list[tuple[subprocess.Popen, Path]] = []
     for i in range(1, count + 1):
         home = run_dir / f"worker-{i}"
         (home / "tmp").mkdir(parents=True)
         log = home / "worker.log"
         started.append((subprocess.Popen(
-            [*PREFECT, "worker", "start", "--pool", POOL, "--limit", "1", "--name", f"{name}-{i}"],
+            [*AGENTFLEET, "worker", "--pool", POOL, "--limit", "1", "--name", f"{name}-{i}"],
             env={**env, "AGENTFLEET_WORK_DIR": str(home / "work"), "TMPDIR": str(home / "tmp"),
                  "PWD": str(home)},
             cwd=home, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,

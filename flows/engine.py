@@ -17,15 +17,18 @@ import runpy
 import sys
 import warnings
 
-# What a warm engine imports before its first fork: all a flow run's start-up but the
-# run's own work.
-PRELOAD = ("prefect.engine", "prefect.flow_engine", "flows.engine", "flows.attempt")
+# What a warm engine imports (and readies) before its first fork: all a flow run's
+# start-up but the run's own work.
+PRELOAD = ("prefect.engine", "prefect.flow_engine", "flows.engine", "flows.attempt",
+           "flows.shared_tls:warm_up")
 
 
 def run_engine() -> None:
     """Prefect's engine as ``python -m prefect.engine`` runs it, heartbeat beaten here."""
     from flows.heartbeat import beaten_here
+    from flows.shared_tls import share
 
+    share()  # its clients' TLS contexts: one, not nine
     with beaten_here(), warnings.catch_warnings():
         # Forked from a warm engine, prefect.engine is imported already: it runs as
         # __main__ all the same, which is what runpy warns about.

@@ -55,6 +55,7 @@ from agentfleet.worktree_pool import worktree_pool
 from flows.embedded import start_embedded_server
 from flows.heartbeat import beaten_here, heartbeat
 from flows.params import saved_blocks, sprint_run_name
+from flows.shared_tls import share
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
 from tasks.blocked import blocked
@@ -150,6 +151,7 @@ def sprint(
         redo: Tasks to run again with the tasks depending on them; their commits on the
             target are replaced by the new results.
     """
+    share()  # a deployment's run: its clients from here on share one TLS context
     with heartbeat():  # agentfleet run's flow run: beaten here (flows/heartbeat.py)
         checked = checked_plan(plan, plan_path, repository)
         sprint_report = run_checked(checked, report=report, no_cache=no_cache, redo=redo or [])
@@ -633,6 +635,7 @@ def run_and_report(
     prefetch_agent_version(version_codex(checked.plan, codex, settings), settings.work_dir)
     with SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
         pass  # refuse a second run at once, before Prefect's start-up; the flow locks again
+    share()  # one TLS context for all of Prefect's clients here, not one each
     # On the main thread, before any API call: the embedded server (if any) dies with us.
     start_embedded_server()
     with tempfile.TemporaryDirectory(prefix="agentfleet-report-") as tmp:

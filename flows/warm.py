@@ -10,8 +10,9 @@ environment, working directory and arguments, leads a process group of its own a
 cold flow-run process does, and runs Prefect's engine; the client forwards the signals
 the worker sends it and exits as the child did.
 
-Lifetimes: the first client of a worker starts its warm engine (that run waits for the
-imports, as a cold one would) and every later run of the worker is forked. The warm
+Lifetimes: ``agentfleet worker`` starts its worker's warm engine before the worker
+itself (``prestart``); otherwise the first client of a worker starts it (that run waits
+for the imports, as a cold one would). Every later run of the worker is forked. The warm
 engine ends with its worker. A client killed outright (``SIGKILL``) takes its run down
 with it: the fork that watches the run sees the client's end of the socket close and
 sends it SIGTERM (SIGKILL ``GRACE_S`` later). A run whose worker ends stops itself
@@ -84,7 +85,9 @@ def engine_socket(worker: int, preload: Sequence[str]) -> Path:
         found = folder.lstat()
         if found.st_uid == os.getuid() and stat.S_ISDIR(found.st_mode):
             folder.chmod(0o700)  # ours, opened up since: closed again
-    kind = "\0".join([sys.executable, os.environ.get("PYTHONPATH", ""), *preload])
+    # The interpreter and its environment (a virtualenv's `python` and `python3` are one).
+    kind = "\0".join([os.path.realpath(sys.executable), sys.prefix,
+                      os.environ.get("PYTHONPATH", ""), *preload])
     return folder / f"{worker}-{hashlib.sha1(kind.encode()).hexdigest()[:12]}.sock"
 
 
@@ -107,19 +110,9 @@ def run_warm(target: str, preload: Sequence[str]) -> int | None:
     """Have this worker's warm engine (which imported ``preload``) call ``target`` in a
     child that is this process in all but its pid; the child's exit code, or None when
     the caller should run ``target`` itself."""
-    if turned_off():
-        return None
     worker = os.getppid()
-    if worker <= 1:  # a container's first process (a Docker or Kubernetes worker's run)
-        return None  # or an orphan: one run, nothing to share an engine with
-    path = engine_socket(worker, preload)
-    if len(os.fsencode(path)) > MAX_PATH or not private(path.parent):
-        return None
-    conn = _connect(path) or _start(path, worker, preload)
+    conn = _engine(worker, preload)
     if conn is None:
-        return None
-    if _peer_uid(conn) != os.getuid():  # the environment it is sent holds secrets
-        conn.close()
         return None
     with conn:
         job = Job(target, dict(os.environ), os.getcwd(), list(sys.argv), worker)
@@ -141,6 +134,33 @@ def run_warm(target: str, preload: Sequence[str]) -> int | None:
             print("agentfleet: the warm engine lost this run", file=sys.stderr)
             return 1
     return _exit_as(int(value))
+
+
+def prestart(worker: int, preload: Sequence[str]) -> bool:
+    """Start the warm engine of ``worker`` before its first run (``agentfleet worker``,
+    whose process becomes the worker); whether one is ready for its runs."""
+    conn = _engine(worker, preload)
+    if conn is None:
+        return False
+    conn.close()  # its watching fork reads no request and goes
+    return True
+
+
+def _engine(worker: int, preload: Sequence[str]) -> socket.socket | None:
+    """A connection to ``worker``'s warm engine, started if need be; None when its runs
+    start cold (turned off, an engine that cannot be had or is not this user's)."""
+    if turned_off():
+        return None
+    if worker <= 1:  # a container's first process (a Docker or Kubernetes worker's run)
+        return None  # or an orphan: one run, nothing to share an engine with
+    path = engine_socket(worker, preload)
+    if len(os.fsencode(path)) > MAX_PATH or not private(path.parent):
+        return None
+    conn = _connect(path) or _start(path, worker, preload)
+    if conn is not None and _peer_uid(conn) != os.getuid():
+        conn.close()  # the environment a client sends holds secrets
+        return None
+    return conn
 
 
 def _exit_as(status: int) -> int:
@@ -194,7 +214,8 @@ def _signal_group(leader: int, number: int) -> None:
 
 
 def serve(path: Path, worker: int, preload: Sequence[str]) -> Job | None:
-    """Import ``preload``, then fork a run per request on ``path`` until ``worker`` ends.
+    """Import ``preload`` (and call its ``module:function`` entries), then fork a run per
+    request on ``path`` until ``worker`` ends.
 
     Returns in a forked run only: its job (``run_job``). The warm engine itself returns
     None when it ends."""
@@ -211,8 +232,11 @@ def serve(path: Path, worker: int, preload: Sequence[str]) -> Job | None:
     path.unlink(missing_ok=True)
     listener.bind(str(path))  # clients see it at once, and wait until it listens
     try:
-        for name in preload:
-            importlib.import_module(name)
+        for name in preload:  # "module", or "module:function" to call once imported
+            module, _, function = name.partition(":")
+            imported = importlib.import_module(module)
+            if function:
+                getattr(imported, function)()
         loaded = _module_times()
         worker_ended = process_handle(worker)
         listener.listen(16)

@@ -24,6 +24,7 @@ from tests.support.waiting import processes_under
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = [sys.executable, "-m", "prefect"]
+AGENTFLEET = [sys.executable, "-m", "agentfleet.cli"]
 
 
 def prefect(*args: str, env: Mapping[str, str], timeout: float = 300) -> None:
@@ -65,7 +66,7 @@ def deploy_attempt(env: Mapping[str, str], tmp_path: Path, pool: str) -> None:
 
 @dataclass
 class Worker:
-    """One ``prefect worker`` process, its folder and its log."""
+    """One ``agentfleet worker`` process (Prefect's worker), its folder and its log."""
 
     name: str
     process: subprocess.Popen
@@ -82,15 +83,16 @@ class Worker:
 
 def start_worker(name: str, tmp_path: Path, env: Mapping[str, str], pool: str,
                  own: Callable[[Path], Mapping[str, str]] | None = None) -> Worker:
-    """A process worker taking one flow run at a time, from ``tmp_path/name``: its work dir,
-    temp dir and Prefect home there, plus ``own(home)`` (e.g. its own Codex home)."""
+    """A process worker taking one flow run at a time (``agentfleet worker``: its warm
+    engine first), from ``tmp_path/name``: its work dir, temp dir and Prefect home there,
+    plus ``own(home)`` (e.g. its own Codex home)."""
     home = tmp_path / name
     (home / "tmp").mkdir(parents=True)
     worker_env = {**env, "AGENTFLEET_WORK_DIR": str(home / "work"), "TMPDIR": str(home / "tmp"),
                   "PREFECT_HOME": str(home / "prefect"), "PWD": str(home),
                   **(own(home) if own is not None else {})}
     process = subprocess.Popen(
-        [*PREFECT, "worker", "start", "--pool", pool, "--limit", "1", "--name", name],
+        [*AGENTFLEET, "worker", "--pool", pool, "--limit", "1", "--name", name],
         env=worker_env, cwd=home, stdout=(home / "worker.log").open("w"),
         stderr=subprocess.STDOUT, start_new_session=True,
     )

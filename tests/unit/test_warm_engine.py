@@ -24,9 +24,13 @@ from tests.support.waiting import alive, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = """
-import json, subprocess, sys
+import json, os, subprocess, sys
 for line in sys.stdin:
     order = json.loads(line)
+    if "prestart" in order:  # as `agentfleet worker` does before it becomes the worker
+        from flows.warm import prestart
+        print("prestarted", prestart(os.getpid(), order["prestart"]), flush=True)
+        continue
     with open(order["log"], "w") as log:
         client = subprocess.Popen([sys.executable, "-m", "tests.support.warm_jobs"],
                                   env=order["env"], cwd=order["cwd"], stdout=log,
@@ -58,6 +62,25 @@ class Worker:
         word, pid = self.process.stdout.readline().split()
         assert word == "started"
         return int(pid), out
+
+    def prestart(self, preload: list[str]) -> bool:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps({"prestart": preload}) + "\n")
+        self.process.stdin.flush()
+        word, ready = self.process.stdout.readline().split()
+        assert word == "prestarted"
+        return ready == "True"
+
+    def engines(self) -> set[int]:
+        """The warm engines serving this worker's runs (their sockets are in its TMPDIR)."""
+        found = set()
+        for proc in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                if b"flows.warm" in argv and any(
+                        arg.startswith(os.fsencode(self.env["TMPDIR"])) for arg in argv):
+                    found.add(int(proc.name))
+        return found
 
     def ended(self) -> int:
         assert self.process.stdout is not None
@@ -108,6 +131,26 @@ def test_runs_are_forked_from_one_warm_engine_as_the_client_would_run(worker: Wo
     assert code == 0 and "hello from 2" in output
     assert second["engine"] == engine  # forked from the same warm engine ...
     assert second["run"] == "2" and second["cwd"] == str(worker.home / "cwd-2")  # ... as run 2
+
+
+def test_a_prestarted_engine_serves_the_workers_first_run(worker: Worker) -> None:
+    assert worker.prestart(["tests.support.warm_jobs"])
+    engines = worker.engines()
+    assert len(engines) == 1
+    code, first, output = worker.run()
+    assert code == 0 and "cold" not in output
+    assert {first["engine"]} == engines == worker.engines()  # no second one was started
+
+
+def test_prestarting_an_engine_turned_off_starts_none(worker: Worker) -> None:
+    worker.stop()
+    worker.env["AGENTFLEET_WARM_ENGINE"] = "0"
+    off = Worker(worker.home, worker.env)
+    try:
+        assert not off.prestart(["tests.support.warm_jobs"])
+        assert not off.engines()
+    finally:
+        off.stop()
 
 
 def test_signals_to_the_client_reach_its_run_and_its_end_is_the_clients(
@@ -185,3 +228,27 @@ def test_a_socket_folder_of_ours_others_could_enter_is_closed_again(worker: Work
     code, report, output = worker.run()
     assert code == 0 and "cold" not in output and report["engine"] != report["pid"]
     assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_agentfleet_worker_readies_its_engine_then_runs_prefect_worker_start(
+        tmp_path: Path) -> None:
+    sockets = tempfile.mkdtemp(prefix="warm-")
+    env = {**os.environ, "TMPDIR": sockets}
+    env.pop("AGENTFLEET_WARM_ENGINE", None)
+    try:
+        # `-- --help`: Prefect's worker prints its help and exits, so the test needs no server.
+        command = subprocess.Popen(
+            [sys.executable, "-m", "agentfleet.cli", "worker", "--pool", "attempts", "--limit",
+             "1", "--", "--help"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        out, err = command.communicate(timeout=120)
+        assert command.returncode == 0, err
+        assert "agentfleet: warm engine ready" in err
+        assert "Start a worker process to poll a work pool" in out  # Prefect's worker's help
+        # The engine is the worker's: keyed by the pid that ran Prefect's worker, and gone
+        # with it.
+        (lock,) = Path(sockets).rglob("*.lock")
+        assert lock.name.startswith(f"{command.pid}-")
+        wait_for(lambda: not lock.with_suffix(".sock").exists(), 15, "the engine to end")
+    finally:
+        subprocess.run(["rm", "-rf", sockets], check=False)
