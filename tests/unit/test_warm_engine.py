@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from flows.warm import engine_socket, private
-from tests.support.waiting import alive, wait_for
+from tests.support.waiting import alive, cmdline, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = """
@@ -73,14 +73,9 @@ class Worker:
 
     def engines(self) -> set[int]:
         """The warm engines serving this worker's runs (their sockets are in its TMPDIR)."""
-        found = set()
-        for proc in Path("/proc").iterdir():
-            with contextlib.suppress(OSError):
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-                if b"flows.warm" in argv and any(
-                        arg.startswith(os.fsencode(self.env["TMPDIR"])) for arg in argv):
-                    found.add(int(proc.name))
-        return found
+        pids = map(int, filter(str.isdigit, os.listdir("/proc")))
+        return {pid for pid in pids
+                if f"-m flows.warm {self.env['TMPDIR']}/" in cmdline(pid)}
 
     def ended(self) -> int:
         assert self.process.stdout is not None
