@@ -46,10 +46,21 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/PID/stat``'s fields after the command name (state, ppid, ...); None once gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, over but not yet reaped, does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def parent(pid: int) -> int | None:
+    """``pid``'s parent; None once it is gone."""
+    fields = _stat(pid)
+    return None if fields is None else int(fields[1])

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from flows.warm import engine_socket, private
-from tests.support.waiting import alive, cmdline, wait_for
+from tests.support.waiting import alive, cmdline, parent, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = """
@@ -72,10 +72,11 @@ class Worker:
         return ready == "True"
 
     def engines(self) -> set[int]:
-        """The warm engines serving this worker's runs (their sockets are in its TMPDIR)."""
+        """The warm engines serving this worker's runs (their sockets are in its TMPDIR):
+        not their forks (a request's watcher, a run), whose parent is one of them."""
         pids = map(int, filter(str.isdigit, os.listdir("/proc")))
-        return {pid for pid in pids
-                if f"-m flows.warm {self.env['TMPDIR']}/" in cmdline(pid)}
+        found = {pid for pid in pids if f"-m flows.warm {self.env['TMPDIR']}/" in cmdline(pid)}
+        return {pid for pid in found if parent(pid) not in found}
 
     def ended(self) -> int:
         assert self.process.stdout is not None
