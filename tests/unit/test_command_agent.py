@@ -21,7 +21,7 @@ from agentfleet.agents import (
 from agentfleet.codex_events import OutputLine
 from agentfleet.errors import AgentError, AgentNotFound
 from agentfleet.outcome import Ending
-from tests.support.waiting import alive
+from tests.support.waiting import alive, cmdline, processes_under
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,13 +109,13 @@ def test_timeout_and_cancel_leave_nothing(repo: Path) -> None:
                                  timeout_s=0.5, grace_s=1), on_event=seen.append)
     assert outcome.ending is Ending.TIMED_OUT and not outcome.retryable
     assert OutputLine(stream="stdout", text="started") in seen
-    assert not _sleepers()
+    assert not _sleepers(repo)
 
     cancel = threading.Event()
     threading.Timer(0.3, cancel.set).start()
     outcome = run_agent(_request(repo, "sleep 1000", grace_s=1), cancel=cancel)
     assert outcome.ending is Ending.KILLED
-    assert not _sleepers()
+    assert not _sleepers(repo)
 
 
 def test_idle_timeout_marks_it_stuck(repo: Path) -> None:
@@ -128,16 +128,16 @@ def test_command_agent_without_run_is_an_error(repo: Path) -> None:
         run_agent(_request(repo, "  "))
 
 
-def _sleepers() -> list[int]:
-    """Live ``sleep 1000`` processes started by a command agent (they carry its prompt var)."""
+def _sleepers(worktree: Path) -> list[int]:
+    """Live ``sleep 1000`` processes a command agent started in ``worktree`` (they carry
+    its prompt var); other tests' agents, running beside this one under xdist, are not."""
     out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or not alive(int(entry.name)):
+    for pid in processes_under(worktree):
+        if not alive(pid) or cmdline(pid) != "sleep 1000 ":
             continue
         try:
-            if (entry / "cmdline").read_bytes() == b"sleep\x001000\x00":
-                if b"AGENTFLEET_PROMPT=" in (entry / "environ").read_bytes():
-                    out.append(int(entry.name))
+            if b"AGENTFLEET_PROMPT=" in Path(f"/proc/{pid}/environ").read_bytes():
+                out.append(pid)
         except OSError:
             pass
     return out
