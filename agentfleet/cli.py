@@ -216,9 +216,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     else:
         print(f"agentfleet: no warm engine ({SWITCH}=0, or it could not start): this "
               "worker's runs start cold", file=sys.stderr)
+    from flows import pickup, worker_stop
     from flows.shared_tls import share
 
     share()  # the worker's API clients: one TLS context, not one each
+    pickup.install()  # runs taken as they are scheduled, not at the next poll
+    worker_stop.install()  # a stop request that Python 3.11 loses is made again
     sys.argv = [*command, *args.prefect_args]
     try:
         runpy.run_module("prefect", run_name="__main__", alter_sys=True)
