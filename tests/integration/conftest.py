@@ -15,6 +15,7 @@ from prefect.settings import (
 from prefect.testing.utilities import prefect_test_harness
 
 from agentfleet.results import SprintReport
+from tests.support.prefect_server import start_prefect_server
 
 
 @pytest.fixture(scope="session")
@@ -35,14 +36,20 @@ def harness(harness_server: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.fixture(scope="module")
-def own_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A harness server for the module alone, for tests that time slot handoffs between
-    processes: the shared one, busy with earlier modules' events, answered a waiting
-    sprint's slot requests in seconds (handoffs of 6 to 7 s, under 1 s alone)."""
+def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A ``prefect server`` on PostgreSQL for the module alone, as production runs one, for
+    tests that time slot handoffs between processes: the shared SQLite harness, busy with
+    earlier modules' events, answered a waiting sprint's slot requests in seconds, and two
+    sprints taking and giving back slots at once stalled it ("database is locked"). Its
+    API URL, set for this process (the flows run here) and passed on to child processes."""
+    server = start_prefect_server(tmp_path_factory.mktemp("own-server"))
     storage = tmp_path_factory.mktemp("results")
-    with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
-        with prefect_test_harness(server_startup_timeout=120):
-            yield str(PREFECT_API_URL.value())
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url,
+                                 PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
+            yield server.api_url
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Token budgets in a sprint: the real Codex CLI through the sprint's metering proxy, the
-scripted model upstream, the flow under Prefect's harness."""
+scripted model upstream, the flow on a `prefect server` (PostgreSQL) of the module's own."""
 
 from __future__ import annotations
 
@@ -28,9 +28,10 @@ SPEND = {"input_tokens": 1000, "output_tokens": 100}  # 1,100 tokens a response
 
 
 @pytest.fixture(scope="module")
-def harness(own_harness: str) -> str:
-    """A server of this module's own: the two-sprint test times handoffs through it."""
-    return own_harness
+def harness(own_server: str) -> str:
+    """A server of this module's own, on PostgreSQL: the two-sprint test times handoffs
+    through it."""
+    return own_server
 
 
 @pytest.fixture
@@ -231,11 +232,10 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
     shown = [(h.freed_by, h.taken_by, round(h.gap_s, 2)) for h in given]
     across = [h for h in given if h.across]
     assert across, shown
-    # The issue's 2 s, with a margin: the harness's server is SQLite, and two sprints taking
-    # and giving back slots at once can make it stall ("database is locked"): 5.7 s seen
-    # when this test ran twice at once, 2.3 to 2.5 s in the full suite, 0.7 to 0.9 s alone.
-    # The bench measures the gap on PostgreSQL (`python -m bench --only gap`: 0.31 s). A
-    # second, or twice the slowest handoff within one sprint, stands for the load.
+    # The issue's 2 s, with a margin for a loaded machine: a second, or twice the slowest
+    # handoff within one sprint. (On the SQLite harness two sprints taking and giving back
+    # slots at once stalled it: 5.7 s seen. The bench measures the gap: `python -m bench
+    # --only gap`, 0.31 s.)
     startup = max([h.gap_s for h in given if not h.across], default=1.0)
     assert all(h.gap_s < 2.0 + max(1.0, 2 * startup) for h in across), shown
 
