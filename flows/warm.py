@@ -213,6 +213,15 @@ def _signal_group(leader: int, number: int) -> None:
 # --- the warm engine -------------------------------------------------------------------
 
 
+def load(preload: Sequence[str]) -> None:
+    """Import each "module" of ``preload``; call each "module:function" once imported."""
+    for name in preload:
+        module, _, function = name.partition(":")
+        imported = importlib.import_module(module)
+        if function:
+            getattr(imported, function)()
+
+
 def serve(path: Path, worker: int, preload: Sequence[str]) -> Job | None:
     """Import ``preload`` (and call its ``module:function`` entries), then fork a run per
     request on ``path`` until ``worker`` ends.
@@ -232,11 +241,7 @@ def serve(path: Path, worker: int, preload: Sequence[str]) -> Job | None:
     path.unlink(missing_ok=True)
     listener.bind(str(path))  # clients see it at once, and wait until it listens
     try:
-        for name in preload:  # "module", or "module:function" to call once imported
-            module, _, function = name.partition(":")
-            imported = importlib.import_module(module)
-            if function:
-                getattr(imported, function)()
+        load(preload)
         loaded = _module_times()
         worker_ended = process_handle(worker)
         listener.listen(16)

@@ -248,3 +248,20 @@ def test_agentfleet_worker_readies_its_engine_then_runs_prefect_worker_start(
         wait_for(lambda: not lock.with_suffix(".sock").exists(), 15, "the engine to end")
     finally:
         subprocess.run(["rm", "-rf", sockets], check=False)
+
+
+def test_the_attempt_engines_preload_completes_prefects_client_models() -> None:
+    """``flows.engine.PRELOAD`` builds the client models a forked run would otherwise build
+    on first use (a flow run's, a deployment's), once, in the engine."""
+    probe = (
+        "from flows.engine import PRELOAD; from flows.warm import load; "
+        "from prefect.client.schemas.objects import FlowRun; "
+        "from prefect.client.schemas.responses import DeploymentResponse; "
+        "before = FlowRun.__pydantic_complete__, DeploymentResponse.__pydantic_complete__; "
+        "load(PRELOAD); "
+        "print(before, (FlowRun.__pydantic_complete__, DeploymentResponse.__pydantic_complete__))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["(False,", "False)", "(True,", "True)"], done.stdout
