@@ -21,14 +21,17 @@ the proxy's count and, past a budget, "over budget: ...".
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from uuid import UUID
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
@@ -54,11 +57,12 @@ from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
 from tasks.cache import cache_key, cached_state, lookup
 from tasks.limits import skipped, with_metered_usage
 from tasks.remote import remote_access
+from tasks.run_watch import Reader, RunWatch
 from tasks.runtime import agent_env, attempt_control, run_control
 
 ATTEMPT_DEPLOYMENT = "attempt/attempt"
-# How often the attempt's flow run is looked at: its end is seen within a quarter second
-# (a one-row read, a few milliseconds of the server's time).
+# How often the attempt runs are looked at: an end is seen within a quarter second (one
+# read for all the runs in flight, a few milliseconds of the server's time: RunWatch).
 POLL_S = 0.25
 CANCEL_WAIT_S = 60.0  # how long a cancelled attempt run may take to end
 START_S = 180.0  # how long a worker may take from picking a run up to its first beat
@@ -107,6 +111,21 @@ def _cancel(flow_run_id: UUID, state: State | None) -> None:
         client.set_flow_run_state(flow_run_id, new, force=True)
 
 
+@contextlib.contextmanager
+def _api_reader() -> Iterator[Reader]:
+    """Reads of flow runs by id through one API client (``RunWatch``'s session)."""
+    with get_client(sync_client=True) as client:
+        def read(ids: Sequence[UUID]) -> list[FlowRun]:
+            return client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ids))),
+                limit=len(ids))
+
+        yield read
+
+
+_WATCH = RunWatch(_api_reader, POLL_S)  # every attempt run this process waits on
+
+
 def _wait(flow_run_id: UUID, spec: AttemptSpec, stale_s: float) -> tuple[State, bool]:
     """The flow run's final state, and whether it was cancelled from here.
 
@@ -115,19 +134,23 @@ def _wait(flow_run_id: UUID, spec: AttemptSpec, stale_s: float) -> tuple[State, 
     control = attempt_control(f"{spec.task_id}#{spec.attempt}")
     cancelled_at: float | None = None
     alive = Liveness(stale_s=stale_s, start_s=max(START_S, stale_s))
-    with get_client(sync_client=True) as client:
+    with _WATCH.watching(flow_run_id), get_client(sync_client=True) as client:
+        state: State | None = None
         while True:
-            flow_run = client.read_flow_run(flow_run_id)
-            state = flow_run.state
-            if state is not None and state.is_final():
-                return state, cancelled_at is not None
+            # Each tick's read; at once, with the last one seen, when the attempt is stopped.
+            flow_run = _WATCH.read(flow_run_id, stop=None if cancelled_at else control.cancel)
+            if flow_run is not None:
+                state = flow_run.state
+                if state is not None and state.is_final():
+                    return state, cancelled_at is not None
             if control.stopped and cancelled_at is None:
                 _cancel(flow_run_id, state)
                 cancelled_at = time.monotonic()
             if cancelled_at is not None:
                 if time.monotonic() - cancelled_at > CANCEL_WAIT_S:
                     return state or Cancelled(), True
-                time.sleep(POLL_S)
+                continue
+            if flow_run is None:  # a stop, handled above
                 continue
             now = time.monotonic()
             beat = flow_run.labels.get(HEARTBEAT_LABEL) if flow_run.labels else None
@@ -137,7 +160,6 @@ def _wait(flow_run_id: UUID, spec: AttemptSpec, stale_s: float) -> tuple[State, 
                                           f"{alive.silence(now):.0f}s (gone?)")
                 client.set_flow_run_state(flow_run_id, crashed, force=True)
                 return crashed, False
-            control.cancel.wait(POLL_S)  # wakes at once when the attempt is stopped
 
 
 @task(name="pooled-attempt", task_run_name="{spec.task_id}#{spec.attempt}",

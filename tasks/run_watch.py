@@ -1,0 +1,141 @@
+"""One read a tick for every attempt run a sprint waits on, not one read each.
+
+A ``placement: pool`` sprint waits on each attempt's flow run by looking at it every
+``interval_s`` (its state, its heartbeat label). Read one by one, that is a request a
+quarter second per attempt in flight, each a few milliseconds of the server's time: with
+three attempts in flight, twelve a second, on the same server that is starting the next
+attempts. ``RunWatch`` reads all the runs waited on in this process with one filtered
+read a tick, from a thread of its own that ends when nothing is waited on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from uuid import UUID
+
+from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import ObjectNotFound
+
+Reader = Callable[[Sequence[UUID]], Sequence[FlowRun]]
+Session = Callable[[], contextlib.AbstractContextManager[Reader]]  # e.g. one API client
+STOP_CHECK_S = 0.05  # how soon a reader sees its ``stop`` set
+
+
+class RunWatch:
+    """Snapshots of the flow runs being watched, one read of them all every tick."""
+
+    def __init__(self, session: Session, interval_s: float) -> None:
+        self._session = session
+        self._interval_s = interval_s
+        self._changed = threading.Condition()
+        self._watched: Counter[UUID] = Counter()
+        self._latest: dict[UUID, FlowRun] = {}
+        self._failed: dict[UUID, Exception] = {}
+        self._tick = 0
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+
+    @contextlib.contextmanager
+    def watching(self, run_id: UUID) -> Iterator[None]:
+        """While the block runs, ``run_id`` is read every tick."""
+        with self._changed:
+            self._watched[run_id] += 1
+            self._ensure_thread()
+        self._wake.set()  # a new run: read it now, not at the end of the pause
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._watched[run_id] -= 1
+                if self._watched[run_id] <= 0:
+                    del self._watched[run_id]
+                    self._latest.pop(run_id, None)
+                    self._failed.pop(run_id, None)
+
+    def read(self, run_id: UUID, stop: threading.Event | None = None,
+             timeout_s: float = 60.0) -> FlowRun | None:
+        """The run as the next tick reads it; None when ``stop`` is set first. Raises
+        what the read raised (``ObjectNotFound`` for a run the server does not have), or
+        ``TimeoutError`` past ``timeout_s``."""
+        with self._changed:
+            self._ensure_thread()  # one that ended on an error is started again
+            after = self._tick
+
+            def ready() -> bool:
+                if stop is not None and stop.is_set():
+                    return True
+                return self._tick > after and (run_id in self._latest
+                                                or run_id in self._failed)
+
+            deadline = time.monotonic() + timeout_s
+            while not ready():  # in slices: ``stop`` is set by others, unannounced
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no read of flow run {run_id} in {timeout_s:.0f}s")
+                self._changed.wait(min(left, STOP_CHECK_S))
+                self._ensure_thread()
+            if stop is not None and stop.is_set() and self._tick <= after:
+                return None
+            if run_id in self._failed:
+                raise self._failed[run_id]
+            if run_id not in self._latest:  # stopped, and no read of it yet
+                return None
+            return self._latest[run_id]
+
+    def _ensure_thread(self) -> None:
+        """Under the lock: a reading thread while runs are watched."""
+        if self._thread is None and self._watched:
+            # The reads use the caller's Prefect settings (its API URL): copied.
+            context = contextvars.copy_context()
+            self._thread = threading.Thread(target=context.run, args=(self._loop,),
+                                            name="agentfleet-run-watch", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            with self._session() as read:
+                while True:
+                    self._wake.clear()  # a run watched from now on wakes the next pause
+                    if not self._tick_once(read):
+                        return
+                    self._wake.wait(self._interval_s)
+        except Exception as exc:  # noqa: BLE001 - no session: each waiter raises it
+            self._publish({}, exc)
+        finally:
+            with self._changed:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+
+    def _tick_once(self, read: Reader) -> bool:
+        """One read of every watched run; False when none is watched any more."""
+        with self._changed:
+            ids = list(self._watched)
+            if not ids:  # decided under the lock: a run watched from now starts a thread
+                self._thread = None
+                return False
+        try:
+            runs = {run.id: run for run in read(ids)}
+        except Exception as exc:  # noqa: BLE001 - each waiter raises it, as its read would
+            self._publish({}, exc, ids)
+            return True
+        self._publish(runs, None, ids)
+        return True
+
+    def _publish(self, runs: dict[UUID, FlowRun], error: Exception | None,
+                 ids: Sequence[UUID] | None = None) -> None:
+        with self._changed:
+            ids = list(self._watched) if ids is None else ids
+            self._latest.update(runs)
+            for run_id in ids:
+                if run_id in runs:
+                    self._failed.pop(run_id, None)
+                else:
+                    self._failed[run_id] = error or ObjectNotFound(
+                        http_exc=Exception(f"flow run {run_id} not found"))
+            self._tick += 1
+            self._changed.notify_all()
