@@ -221,7 +221,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     share()  # the worker's API clients: one TLS context, not one each
     pickup.install()  # runs taken as they are scheduled, not at the next poll
-    worker_stop.install()  # a stop request that Python 3.11 loses is made again
+    worker_stop.install()  # a stop request that gets lost is made again
     sys.argv = [*command, *args.prefect_args]
     try:
         runpy.run_module("prefect", run_name="__main__", alter_sys=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Cancelling, Crashed, State
 
 from agentfleet.agents import find_codex
@@ -123,7 +125,17 @@ def _api_reader() -> Iterator[Reader]:
         yield read
 
 
-_WATCH = RunWatch(_api_reader, POLL_S)  # every attempt run this process waits on
+_watches: dict[str, RunWatch] = {}  # per API: every attempt run this process waits on
+_watches_lock = threading.Lock()
+
+
+def _run_watch() -> RunWatch:
+    """The watch for the current Prefect API (a process may talk to more than one)."""
+    api = str(get_current_settings().api.url)
+    with _watches_lock:
+        if api not in _watches:
+            _watches[api] = RunWatch(_api_reader, POLL_S)
+        return _watches[api]
 
 
 def _wait(flow_run_id: UUID, spec: AttemptSpec, stale_s: float) -> tuple[State, bool]:
@@ -134,11 +146,12 @@ def _wait(flow_run_id: UUID, spec: AttemptSpec, stale_s: float) -> tuple[State, 
     control = attempt_control(f"{spec.task_id}#{spec.attempt}")
     cancelled_at: float | None = None
     alive = Liveness(stale_s=stale_s, start_s=max(START_S, stale_s))
-    with _WATCH.watching(flow_run_id), get_client(sync_client=True) as client:
+    watch = _run_watch()
+    with watch.watching(flow_run_id), get_client(sync_client=True) as client:
         state: State | None = None
         while True:
             # Each tick's read; at once, with the last one seen, when the attempt is stopped.
-            flow_run = _WATCH.read(flow_run_id, stop=None if cancelled_at else control.cancel)
+            flow_run = watch.read(flow_run_id, stop=None if cancelled_at else control.cancel)
             if flow_run is not None:
                 state = flow_run.state
                 if state is not None and state.is_final():

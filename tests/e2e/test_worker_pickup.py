@@ -20,9 +20,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.support.attempt_pool import AGENTFLEET, Worker, flow_runs, prefect, stop_workers
+from tests.support.attempt_pool import AGENTFLEET, ROOT, Worker, flow_runs, stop_workers
 from tests.support.prefect_server import PrefectServer
 from tests.support.waiting import wait_for
 
@@ -60,16 +59,19 @@ def test_a_worker_takes_runs_as_they_are_scheduled(prefect_server: PrefectServer
            **prefect_server.env(), "PREFECT_WORKER_QUERY_SECONDS": str(POLL_S),
            "PREFECT_LOGGING_LEVEL": "INFO",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    prefect("work-pool", "create", pool, "--type", "process", env=env)
-    (project / "prefect.yaml").write_text(yaml.safe_dump({
-        "name": "pickup", "pull": [{"prefect.deployments.steps.set_working_directory": {
+    # Made through the API (the CLI's imports cost seconds): a process pool (the worker
+    # fills in its default job template) and a deployment whose runs fork from the
+    # worker's warm engine, as the attempt deployment's do.
+    _api(prefect_server.api_url, "/work_pools/", {"name": pool, "type": "process"})
+    flow_id = _api(prefect_server.api_url, "/flows/", {"name": "hello"})["id"]
+    deployment = _api(prefect_server.api_url, "/deployments/", {
+        "name": f"hello-{pool}", "flow_id": flow_id, "work_pool_name": pool,
+        "entrypoint": "hello.py:hello",
+        "pull_steps": [{"prefect.deployments.steps.set_working_directory": {
             "directory": str(project)}}],
-        "deployments": [{"name": "hello", "entrypoint": "hello.py:hello",
-                         "work_pool": {"name": pool}}],
-    }))
-    prefect("--no-prompt", "deploy", "--all", env=env, cwd=project)
-    deployment = _api(prefect_server.api_url, "/deployments/filter",
-                      {"work_pools": {"name": {"any_": [pool]}}})[0]
+        "job_variables": {"command": "python -m flows.engine",
+                          "env": {"PYTHONPATH": str(ROOT)}},
+    })
 
     home = tmp_path / "worker"
     home.mkdir()

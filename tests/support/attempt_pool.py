@@ -27,10 +27,9 @@ PREFECT = [sys.executable, "-m", "prefect"]
 AGENTFLEET = [sys.executable, "-m", "agentfleet.cli"]
 
 
-def prefect(*args: str, env: Mapping[str, str], timeout: float = 300,
-            cwd: Path = ROOT) -> None:
+def prefect(*args: str, env: Mapping[str, str], timeout: float = 300) -> None:
     """Run the ``prefect`` CLI; fail the test with its output when it fails."""
-    done = subprocess.run([*PREFECT, *args], env=dict(env), cwd=cwd, capture_output=True,
+    done = subprocess.run([*PREFECT, *args], env=dict(env), cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, f"prefect {' '.join(args)}: {done.stdout[-2000:]}" \
         f"{done.stderr[-2000:]}"
