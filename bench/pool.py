@@ -6,8 +6,8 @@ repository as the remote with one result storage folder standing for a bucket.
 Baseline: one process worker taking one run at a time (``--limit 1``) and the sprint at
 ``limits.concurrency: 1``. agentfleet: three workers, each from its own folder with its
 own work dir, at ``--limit 1`` each, the sprint at concurrency 3. Workers are started
-(``agentfleet worker``) and ready, their warm engines too, before the clock starts (they
-are long-lived); they take each run as it is scheduled (``flows/pickup.py``), their
+(``agentfleet worker``) and ready, their warm engines too, and idle before the clock
+starts (they are long-lived); they take each run as it is scheduled (``flows/pickup.py``), their
 polls at Prefect's default interval (10 s) only the fallback. Goal: a speed-up of at
 least 2.7 (ratio ≤ 0.37).
 
@@ -76,7 +76,7 @@ def script(tasks: int, delay: float) -> Script:
 def _start_workers(run_dir: Path, name: str, count: int,
                    env: dict[str, str]) -> list[subprocess.Popen]:
     """``count`` process workers (``agentfleet worker``: each its warm engine first), each
-    from its own folder, started at once; when all are polling."""
+    from its own folder, started at once; when all listen for runs and are idle."""
     started: list[tuple[subprocess.Popen, Path]] = []
     for i in range(1, count + 1):
         home = run_dir / f"worker-{i}"
@@ -90,12 +90,44 @@ def _start_workers(run_dir: Path, name: str, count: int,
         ), log))
     deadline = time.monotonic() + READY_S
     for i, (proc, log) in enumerate(started, 1):
-        while f"Worker '{name}-{i}' started" not in log.read_text():
+        # Started, and listening for its pool's scheduled runs (its last start-up step).
+        while "as they are scheduled" not in log.read_text():
             if proc.poll() is not None or time.monotonic() > deadline:
                 _stop(p for p, _ in started)
                 raise RuntimeError(f"worker {name}-{i} did not start: {log.read_text()[-1500:]}")
             time.sleep(0.2)
+    _settle([proc.pid for proc, _ in started])
     return [proc for proc, _ in started]
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """CPU time so far of ``pids`` and their children (a worker's warm engine)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    family = set(pids)
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                text = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            stats[int(entry)] = text[text.rfind(")") + 2:].split()
+    family |= {pid for pid, fields in stats.items() if int(fields[1]) in family}
+    return sum(int(stats[p][11]) + int(stats[p][12]) for p in family if p in stats) / tick
+
+
+def _settle(pids: list[int], idle_s: float = 0.05, window_s: float = 0.5,
+            timeout_s: float = 60.0) -> None:
+    """Until the workers (long-lived, waiting for work) are idle: the clock then measures
+    the sprint, not the workers finishing their own start-up."""
+    deadline = time.monotonic() + timeout_s
+    before = _cpu_s(pids)
+    while time.monotonic() < deadline:
+        time.sleep(window_s)
+        now = _cpu_s(pids)
+        if now - before < idle_s:
+            return
+        before = now
 
 
 def _stop(procs) -> None:  # noqa: ANN001 - an iterable of Popen

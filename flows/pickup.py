@@ -7,7 +7,9 @@ the losers (their Pending refused) waiting a whole interval more with work queue
 ``install()`` makes a worker (``agentfleet worker``) also look at once when
 
 - the server's events stream shows a ``prefect.flow-run.Scheduled`` event of its pool,
-- one of its slots frees up: a run ended here, or a proposal lost such a race.
+- one of its slots frees up: a run ended here, or a proposal lost such a race;
+
+and once more a moment later when a look found nothing to take.
 
 Its polls go on as before, and cover any time without the events stream (a server that
 serves none, or one restarting: the stream is sought again, a minute apart at most).
@@ -29,6 +31,10 @@ SCHEDULED = "prefect.flow-run.Scheduled"
 WAKE_ATTR = "_agentfleet_wake"
 REMEMBERED = 256  # runs whose freed slot already woke the worker
 MAX_PAUSE_S = 60.0  # between attempts to get the events stream back
+# A second look after a wake that found nothing: the server can send a run's Scheduled
+# event before a worker's read sees the run (seen: a worker woken by three at once took
+# none, and waited for its poll).
+RECHECK_S = 0.3
 
 _installed = False
 
@@ -93,15 +99,21 @@ def _free(worker: Any) -> bool:
 
 
 async def _look_on_wake(worker: Any, wake: Wake) -> None:
-    """Each wake: one look for scheduled runs, when the worker is synced and has room (a
-    full worker is woken again as its slot frees)."""
+    """Each wake: a look for scheduled runs, when the worker is synced and has room (a
+    full worker is woken again as its slot frees); one more ``RECHECK_S`` later when the
+    first found nothing to take (the event can come before the run is readable)."""
     async for _ in wake.receive:
-        if not getattr(worker, "_has_successfully_synced", False) or not _free(worker):
-            continue
-        try:
-            await worker.get_and_submit_flow_runs()
-        except Exception as exc:  # noqa: BLE001 - the polls go on; this look was extra
-            worker._logger.debug("agentfleet: look on wake failed: %s", exc)
+        for look in range(2):
+            if not getattr(worker, "_has_successfully_synced", False) or not _free(worker):
+                break
+            if look:
+                await anyio.sleep(RECHECK_S)
+            try:
+                if await worker.get_and_submit_flow_runs():
+                    break
+            except Exception as exc:  # noqa: BLE001 - the polls go on; this look was extra
+                worker._logger.debug("agentfleet: look on wake failed: %s", exc)
+                break
 
 
 async def _listen(worker: Any, wake: Wake) -> None:
