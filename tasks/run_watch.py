@@ -45,8 +45,10 @@ class RunWatch:
         """While the block runs, ``run_id`` is read every tick."""
         with self._changed:
             self._watched[run_id] += 1
+            # A new run: read now, not at the end of the pause (set before a new thread
+            # starts: its first read covers the run, and no second one follows at once).
+            self._wake.set()
             self._ensure_thread()
-        self._wake.set()  # a new run: read it now, not at the end of the pause
         try:
             yield
         finally:
