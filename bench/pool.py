@@ -7,9 +7,9 @@ Baseline: one process worker taking one run at a time (``--limit 1``) and the sp
 ``limits.concurrency: 1``. agentfleet: three workers, each from its own folder with its
 own work dir, at ``--limit 1`` each, the sprint at concurrency 3. Workers are started
 (``agentfleet worker``) and ready, their warm engines too, and idle before the clock
-starts (they are long-lived); they take each run as it is scheduled (``flows/pickup.py``), their
-polls at Prefect's default interval (10 s) only the fallback. Goal: a speed-up of at
-least 2.7 (ratio ≤ 0.37).
+starts (they are long-lived); they take each run as it is scheduled
+(``flows/pickup.py``), their polls at Prefect's default interval (10 s) only the
+fallback. Goal: a speed-up of at least 2.7 (ratio ≤ 0.37).
 
 Also, from the same runs: what a pool attempt costs before its agent works (the
 sprint's "flow run ... on the attempt pool" line to the agent's first model request:

@@ -108,6 +108,7 @@ class RunWatch:
                     self._wake.wait(self._interval_s)
         except Exception as exc:  # noqa: BLE001 - no session: each waiter raises it
             self._publish({}, exc)
+            time.sleep(self._interval_s)  # a waiter's read starts the next one: not at once
         finally:
             with self._changed:
                 if self._thread is threading.current_thread():
