@@ -35,7 +35,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from agentfleet.files import write_atomically
-from agentfleet.process import ProcessInfo, find_processes, kill_all
+from agentfleet.process import ProcessInfo, find_processes, kill_all, stat_fields
 
 LEASES_DIR = "leases"
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -56,14 +56,8 @@ def lease_dir(work_dir: Path, repo_key: str, sprint: str) -> Path:
 
 def _start_ticks(pid: int) -> int | None:
     """When ``pid`` started, in clock ticks since boot; None if there is no such process."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # The command name is in parentheses and may hold spaces: count fields after the last ")".
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    state = fields[0].decode()
-    if state in ("Z", "X"):  # a zombie's program is over
+    fields = stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):  # gone, or a zombie: its program is over
         return None
     return int(fields[19])  # field 22 of the whole line
 

@@ -89,15 +89,21 @@ class ProcessInfo:
 # -- /proc ---------------------------------------------------------------------------
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, pgid) of a process, or None if it is gone."""
+def stat_fields(pid: int) -> list[str] | None:
+    """``/proc/PID/stat``'s fields after the command name (state, ppid, pgrp, ...: field
+    ``n`` of the whole line is ``[n - 3]``), or None if the process is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
     # The command name is in parentheses and may contain spaces; fields follow the last ")".
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[2])
+    return raw[raw.rfind(b")") + 2 :].decode().split()
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, pgid) of a process, or None if it is gone."""
+    fields = stat_fields(pid)
+    return None if fields is None else (fields[0], int(fields[2]))
 
 
 def _has_marker(pid: int, marker: bytes) -> bool:

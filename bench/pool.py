@@ -30,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from agentfleet.process import stat_fields
 from agentfleet.scripted import Script
 from bench.common import PROJECT_ROOT, Goal, Row, commit_all, git, init_repo, median, say
 from bench.sprints import AgentfleetRun, Context, agentfleet_env, run_agentfleet, write_plan
@@ -104,14 +105,8 @@ def _cpu_s(pids: list[int]) -> float:
     """CPU time so far of ``pids`` and their children (a worker's warm engine)."""
     tick = os.sysconf("SC_CLK_TCK")
     family = set(pids)
-    stats: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                text = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            stats[int(entry)] = text[text.rfind(")") + 2:].split()
+    stats = {int(entry): fields for entry in os.listdir("/proc")
+             if entry.isdigit() and (fields := stat_fields(int(entry))) is not None}
     family |= {pid for pid, fields in stats.items() if int(fields[1]) in family}
     return sum(int(stats[p][11]) + int(stats[p][12]) for p in family if p in stats) / tick
 

@@ -147,7 +147,7 @@ def _wait(flow_run_id: UUID, spec: AttemptSpec, stale_s: float) -> tuple[State, 
     cancelled_at: float | None = None
     alive = Liveness(stale_s=stale_s, start_s=max(START_S, stale_s))
     watch = _run_watch()
-    with watch.watching(flow_run_id), get_client(sync_client=True) as client:
+    with watch.watching(flow_run_id):
         state: State | None = None
         while True:
             # Each tick's read; at once, with the last one seen, when the attempt is stopped.
@@ -171,7 +171,8 @@ def _wait(flow_run_id: UUID, spec: AttemptSpec, stale_s: float) -> tuple[State, 
                           None if beat is None else str(beat)):
                 crashed = Crashed(message=f"its worker has not beaten for "
                                           f"{alive.silence(now):.0f}s (gone?)")
-                client.set_flow_run_state(flow_run_id, crashed, force=True)
+                with get_client(sync_client=True) as client:
+                    client.set_flow_run_state(flow_run_id, crashed, force=True)
                 return crashed, False
 
 

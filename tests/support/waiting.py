@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agentfleet.process import stat_fields
+
 
 def wait_for(
     predicate: Callable[[], Any],
@@ -46,21 +48,13 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def _stat(pid: int) -> list[str] | None:
-    """``/proc/PID/stat``'s fields after the command name (state, ppid, ...); None once gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, over but not yet reaped, does not)."""
-    fields = _stat(pid)
+    fields = stat_fields(pid)
     return fields is not None and fields[0] not in ("Z", "X")
 
 
 def parent(pid: int) -> int | None:
     """``pid``'s parent; None once it is gone."""
-    fields = _stat(pid)
+    fields = stat_fields(pid)
     return None if fields is None else int(fields[1])
