@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import hashlib
 import importlib
 import json
@@ -68,6 +69,8 @@ class Job:
 
 
 _worker: int | None = None  # set in a forked run: its client's worker
+# What the warm engine's logging configuration was built from (``_logging_basis``).
+_engine_logging: tuple[object, ...] | None = None
 
 
 def worker_pid() -> int | None:
@@ -243,6 +246,12 @@ def serve(path: Path, worker: int, preload: Sequence[str]) -> Job | None:
     try:
         load(preload)
         loaded = _module_times()
+        if "prefect" in sys.modules:  # configured at Prefect's import, from this environment
+            global _engine_logging
+            _engine_logging = _logging_basis()
+        # What the engine holds now lives as long as every run: the runs' collections
+        # leave it alone (each full one walked it all, and copied the pages it touched).
+        gc.freeze()
         worker_ended = process_handle(worker)
         listener.listen(16)
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the watching forks reap themselves
@@ -342,9 +351,39 @@ def run_job(job: Job) -> None:
         from prefect.logging.configuration import setup_logging
 
         refresh_global_settings_context()
-        setup_logging(incremental=False)
+        # Building it renders every setting: a third of a forked run's CPU, for the
+        # engine's own configuration again in the usual case.
+        if _engine_logging is None or _logging_basis() != _engine_logging:
+            setup_logging(incremental=False)
     module, _, function = job.target.partition(":")
     getattr(importlib.import_module(module), function)()
+
+
+def _logging_basis() -> tuple[object, ...] | None:
+    """What Prefect's logging configuration is built from (``prefect.logging.configuration``):
+    its file, the settings that file names, the ``PREFECT_LOGGING_*`` overrides and the
+    extra loggers. Equal bases build equal configurations; None when not all is known."""
+    import string
+
+    import prefect.settings
+    from prefect.logging.configuration import DEFAULT_LOGGING_SETTINGS_PATH
+    from prefect.settings.legacy import Setting
+
+    path = prefect.settings.PREFECT_LOGGING_SETTINGS_PATH.value()
+    path = path if path.exists() else DEFAULT_LOGGING_SETTINGS_PATH
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    named = {}
+    for name in string.Template(text).get_identifiers():
+        setting = getattr(prefect.settings, name, None)
+        if not isinstance(setting, Setting):
+            return None  # not a setting Prefect's accessors know: build it
+        named[name] = repr(setting.value())
+    overrides = sorted((k, v) for k, v in os.environ.items() if k.startswith("PREFECT_LOGGING_"))
+    return (str(path), text, named, overrides,
+            list(prefect.settings.PREFECT_LOGGING_EXTRA_LOGGERS.value()))
 
 
 def _peer_uid(conn: socket.socket) -> int:

@@ -9,7 +9,9 @@ stdout, then does ``$WARM_DO``: ``exit:N``, ``die:SIG`` (kill itself with SIG) o
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import os
 import signal
 import sys
@@ -30,6 +32,11 @@ def job() -> None:
     Path(os.environ["WARM_OUT"]).write_text(json.dumps({
         "pid": os.getpid(), "group": os.getpgrp(), "cwd": os.getcwd(), "argv": sys.argv,
         "run": os.environ.get("WARM_RUN"), "engine": IMPORTED_BY, "worker": warm.worker_pid(),
+        "frozen": gc.get_freeze_count(),
+        # Prefect's logger, when the preload imported Prefect: configured as this
+        # run's environment says.
+        "prefect_level": logging.getLevelName(logging.getLogger("prefect").level)
+        if "prefect" in sys.modules else None,
     }))
     print(f"hello from {os.environ.get('WARM_RUN')}", flush=True)
     what, _, arg = os.environ.get("WARM_DO", "exit:0").partition(":")

@@ -129,6 +129,21 @@ def test_runs_are_forked_from_one_warm_engine_as_the_client_would_run(worker: Wo
     assert second["run"] == "2" and second["cwd"] == str(worker.home / "cwd-2")  # ... as run 2
 
 
+def test_a_run_holds_the_engines_objects_frozen_and_logs_as_its_environment_says(
+    worker: Worker,
+) -> None:
+    # Prefect's logging is built again only when the run's environment builds another.
+    code, first, output = worker.run(WARM_PRELOAD="prefect.main", PREFECT_LOGGING_LEVEL="INFO")
+    assert code == 0, output
+    assert first["frozen"] > 10_000  # the engine's imports: no collection of a run walks them
+    assert first["prefect_level"] == "INFO"
+    code, second, output = worker.run(WARM_PRELOAD="prefect.main", PREFECT_LOGGING_LEVEL="DEBUG")
+    assert code == 0, output
+    assert second["engine"] == first["engine"] and second["prefect_level"] == "DEBUG"
+    code, third, output = worker.run(WARM_PRELOAD="prefect.main", PREFECT_LOGGING_LEVEL="INFO")
+    assert code == 0 and third["prefect_level"] == "INFO", output
+
+
 def test_a_prestarted_engine_serves_the_workers_first_run(worker: Worker) -> None:
     assert worker.prestart(["tests.support.warm_jobs"])
     # One engine; a fork serving prestart's readiness probe may outlive it a moment (a
@@ -270,3 +285,18 @@ def test_the_attempt_engines_preload_completes_prefects_client_models() -> None:
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["(False,", "False)", "(True,", "True)"], done.stdout
+
+
+def test_the_logging_basis_tells_configurations_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``flows.warm._logging_basis``: equal for what builds the same logging configuration,
+    not for a level the file names or a ``PREFECT_LOGGING_*`` override."""
+    from prefect.settings import PREFECT_LOGGING_LEVEL, temporary_settings
+
+    from flows.warm import _logging_basis
+
+    base = _logging_basis()
+    assert base is not None and base == _logging_basis()
+    with temporary_settings(updates={PREFECT_LOGGING_LEVEL: "CRITICAL"}):
+        assert _logging_basis() != base
+    monkeypatch.setenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+    assert _logging_basis() != base
