@@ -8,6 +8,7 @@ exit status, without a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -222,6 +223,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     share()  # the worker's API clients: one TLS context, not one each
     pickup.install()  # runs taken as they are scheduled, not at the next poll
     worker_stop.install()  # a stop request that gets lost is made again
+    gc.freeze()  # Prefect's worker imported: a long life, and no full collection walks it
     sys.argv = [*command, *args.prefect_args]
     try:
         runpy.run_module("prefect", run_name="__main__", alter_sys=True)
@@ -282,6 +284,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     prestart_embedded_server()
     from flows.sprint import run_and_report
 
+    # What is imported now lives as long as the process: its full collections skip it.
+    gc.freeze()
     try:
         links: list[str] = []
         report = run_and_report(plan_path, report=args.report, no_cache=args.no_cache,

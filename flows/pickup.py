@@ -100,20 +100,33 @@ def _free(worker: Any) -> bool:
 
 async def _look_on_wake(worker: Any, wake: Wake) -> None:
     """Each wake: a look for scheduled runs, when the worker is synced and has room (a
-    full worker is woken again as its slot frees); one more ``RECHECK_S`` later when the
-    first found nothing to take (the event can come before the run is readable)."""
+    full worker is woken again as its slot frees). A look that found nothing to take is
+    made again ``RECHECK_S`` later (the event can come before the run is readable), or at
+    the next wake if that comes first (the run this worker freed its slot for, scheduled
+    meanwhile): not up to ``RECHECK_S`` late."""
     async for _ in wake.receive:
-        for look in range(2):
-            if not getattr(worker, "_has_successfully_synced", False) or not _free(worker):
+        while await _look(worker) is False:
+            woken = False
+            with anyio.move_on_after(RECHECK_S):
+                try:
+                    await wake.receive.receive()
+                    woken = True
+                except anyio.EndOfStream:  # the worker is stopping
+                    return
+            if not woken:
+                await _look(worker)  # the last of this wake
                 break
-            if look:
-                await anyio.sleep(RECHECK_S)
-            try:
-                if await worker.get_and_submit_flow_runs():
-                    break
-            except Exception as exc:  # noqa: BLE001 - the polls go on; this look was extra
-                worker._logger.debug("agentfleet: look on wake failed: %s", exc)
-                break
+
+
+async def _look(worker: Any) -> bool | None:
+    """Whether a look took a run; None when no look was made or it failed."""
+    if not getattr(worker, "_has_successfully_synced", False) or not _free(worker):
+        return None
+    try:
+        return bool(await worker.get_and_submit_flow_runs())
+    except Exception as exc:  # noqa: BLE001 - the polls go on; this look was extra
+        worker._logger.debug("agentfleet: look on wake failed: %s", exc)
+        return None
 
 
 async def _listen(worker: Any, wake: Wake) -> None:

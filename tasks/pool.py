@@ -21,11 +21,12 @@ the proxy's count and, past a budget, "over budget: ...".
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from uuid import UUID
 
@@ -59,13 +60,17 @@ from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
 from tasks.cache import cache_key, cached_state, lookup
 from tasks.limits import skipped, with_metered_usage
 from tasks.remote import remote_access
-from tasks.run_watch import Reader, RunWatch
+from tasks.run_watch import STOP_CHECK_S, Reader, RunWatch
 from tasks.runtime import agent_env, attempt_control, run_control
 
 ATTEMPT_DEPLOYMENT = "attempt/attempt"
 # How often the attempt runs are looked at: an end is seen within a quarter second (one
 # read for all the runs in flight, a few milliseconds of the server's time: RunWatch).
 POLL_S = 0.25
+# ... while the server's events stream is up, which tells each end as it happens: only
+# as often as the liveness check needs (workers beat every 2 s).
+QUIET_S = 2.0
+FINAL_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 CANCEL_WAIT_S = 60.0  # how long a cancelled attempt run may take to end
 START_S = 180.0  # how long a worker may take from picking a run up to its first beat
 
@@ -105,9 +110,12 @@ def key_codex(codex: Path | None, settings: AgentfleetSettings) -> Path | None:
         return None
 
 
-def _cancel(flow_run_id: UUID, state: State | None) -> None:
+def _cancel(flow_run_id: UUID) -> None:
     with get_client(sync_client=True) as client:
-        # Not yet picked up: nothing runs, it simply never will. Running: its worker stops it.
+        # Read now, not the watch's last look (seconds old while the events stream is up):
+        # a run started since must be Cancelling, for its worker to stop its agent. Not yet
+        # started: it simply never will (its Running is refused).
+        state = client.read_flow_run(flow_run_id).state
         new = Cancelled() if state is None or state.is_scheduled() or state.is_pending() \
             else Cancelling()
         client.set_flow_run_state(flow_run_id, new, force=True)
@@ -125,6 +133,31 @@ def _api_reader() -> Iterator[Reader]:
         yield read
 
 
+def _run_ends(heard: Callable[[UUID | None], None], stop: threading.Event) -> None:
+    """The server's events stream of flow runs' final states: ``heard(None)`` once it is
+    up, then ``heard(run_id)`` for each run that ends, until ``stop`` or the stream's loss."""
+    from prefect.events.clients import get_events_subscriber
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    async def listen() -> None:
+        async with get_events_subscriber(filter=EventFilter(
+                event=EventNameFilter(prefix=["prefect.flow-run."]))) as events:
+            heard(None)
+            async for event in events:
+                if event.resource.get("prefect.state-type") in FINAL_TYPES:
+                    heard(UUID(event.resource.id.removeprefix("prefect.flow-run.")))
+
+    async def until_stopped() -> None:
+        task = asyncio.create_task(listen())
+        while not task.done() and not stop.is_set():
+            await asyncio.wait({task}, timeout=STOP_CHECK_S)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(until_stopped())
+
+
 _watches: dict[str, RunWatch] = {}  # per API: every attempt run this process waits on
 _watches_lock = threading.Lock()
 
@@ -134,7 +167,7 @@ def _run_watch() -> RunWatch:
     api = str(get_current_settings().api.url)
     with _watches_lock:
         if api not in _watches:
-            _watches[api] = RunWatch(_api_reader, POLL_S)
+            _watches[api] = RunWatch(_api_reader, POLL_S, listen=_run_ends, quiet_s=QUIET_S)
         return _watches[api]
 
 
@@ -157,7 +190,7 @@ def _wait(flow_run_id: UUID, spec: AttemptSpec, stale_s: float) -> tuple[State, 
                 if state is not None and state.is_final():
                     return state, cancelled_at is not None
             if control.stopped and cancelled_at is None:
-                _cancel(flow_run_id, state)
+                _cancel(flow_run_id)
                 cancelled_at = time.monotonic()
             if cancelled_at is not None:
                 if time.monotonic() - cancelled_at > CANCEL_WAIT_S:

@@ -6,6 +6,11 @@ quarter second per attempt in flight, each a few milliseconds of the server's ti
 three attempts in flight, twelve a second, on the same server that is starting the next
 attempts. ``RunWatch`` reads all the runs waited on in this process with one filtered
 read a tick, from a thread of its own that ends when nothing is waited on.
+
+Given ``listen`` (the server's events stream), a run's end is not waited for at all: an
+event saying a watched run ended wakes the reads at once, and while the stream is up the
+reads slow to ``quiet_s``, what the liveness check needs, instead of several a second
+for every sprint. Without the stream (none yet, or lost) they keep ``interval_s``.
 """
 
 from __future__ import annotations
@@ -23,15 +28,26 @@ from prefect.exceptions import ObjectNotFound
 
 Reader = Callable[[Sequence[UUID]], Sequence[FlowRun]]
 Session = Callable[[], contextlib.AbstractContextManager[Reader]]  # e.g. one API client
+# Runs until its stop is set or its stream is lost, calling back None once connected and
+# then the id of each run an event says has ended.
+Listen = Callable[[Callable[[UUID | None], None], threading.Event], None]
 STOP_CHECK_S = 0.05  # how soon a reader sees its ``stop`` set
+MAX_PAUSE_S = 30.0  # between attempts to get a lost events stream back
 
 
 class RunWatch:
     """Snapshots of the flow runs being watched, one read of them all every tick."""
 
-    def __init__(self, session: Session, interval_s: float) -> None:
+    def __init__(self, session: Session, interval_s: float, listen: Listen | None = None,
+                 quiet_s: float | None = None) -> None:
         self._session = session
         self._interval_s = interval_s
+        self._listen = listen
+        self._quiet_s = max(interval_s, quiet_s or interval_s)
+        self._streaming = False  # the events stream is up: reads at ``quiet_s``
+        self._hurry_until = 0.0  # an end was announced: reads at ``interval_s`` till then
+        self._listener: threading.Thread | None = None
+        self._stop_listening = threading.Event()
         self._changed = threading.Condition()
         self._watched: Counter[UUID] = Counter()
         self._latest: dict[UUID, FlowRun] = {}
@@ -90,13 +106,25 @@ class RunWatch:
             return self._latest[run_id]
 
     def _ensure_thread(self) -> None:
-        """Under the lock: a reading thread while runs are watched."""
+        """Under the lock: a reading thread, and a listening one, while runs are watched."""
         if self._thread is None and self._watched:
             # The reads use the caller's Prefect settings (its API URL): copied.
             context = contextvars.copy_context()
             self._thread = threading.Thread(target=context.run, args=(self._loop,),
                                             name="agentfleet-run-watch", daemon=True)
             self._thread.start()
+        if self._listen is not None and self._listener is None and self._watched:
+            self._stop_listening = threading.Event()
+            context = contextvars.copy_context()
+            self._listener = threading.Thread(
+                target=context.run, args=(self._listen_loop, self._stop_listening),
+                name="agentfleet-run-watch-events", daemon=True)
+            self._listener.start()
+
+    def _pause_s(self) -> float:
+        if self._streaming and time.monotonic() >= self._hurry_until:
+            return self._quiet_s
+        return self._interval_s
 
     def _loop(self) -> None:
         try:
@@ -105,7 +133,7 @@ class RunWatch:
                     self._wake.clear()  # a run watched from now on wakes the next pause
                     if not self._tick_once(read):
                         return
-                    self._wake.wait(self._interval_s)
+                    self._wake.wait(self._pause_s())
         except Exception as exc:  # noqa: BLE001 - no session: each waiter raises it
             self._publish({}, exc)
             time.sleep(self._interval_s)  # a waiter's read starts the next one: not at once
@@ -113,6 +141,43 @@ class RunWatch:
             with self._changed:
                 if self._thread is threading.current_thread():
                     self._thread = None
+                if self._thread is None and not self._watched:
+                    self._stop_listening.set()
+
+    def _listen_loop(self, stop: threading.Event) -> None:
+        """The events stream while runs are watched; sought again when lost (the reads go
+        back to ``interval_s`` meanwhile)."""
+        assert self._listen is not None
+        pause = 1.0
+        try:
+            while not stop.is_set():
+                try:
+                    self._listen(self._heard, stop)
+                    pause = 1.0  # it ran (lost or stopped): the next try soon
+                except Exception:  # noqa: BLE001 - the reads cover the gap
+                    pass
+                self._streaming = False
+                self._wake.set()  # back to ``interval_s`` now, not after a quiet pause
+                stop.wait(pause)
+                pause = min(pause * 2, MAX_PAUSE_S)
+        finally:
+            self._streaming = False
+            with self._changed:
+                if self._listener is threading.current_thread():
+                    self._listener = None
+
+    def _heard(self, run_id: UUID | None) -> None:
+        """From the events stream: connected (None), or ``run_id`` ended."""
+        if run_id is None:
+            self._streaming = True
+            return
+        with self._changed:
+            watched = run_id in self._watched
+        if watched:
+            # The event can come before a read sees the end: read at ``interval_s`` a
+            # little while, not once.
+            self._hurry_until = time.monotonic() + 4 * self._interval_s
+            self._wake.set()
 
     def _tick_once(self, read: Reader) -> bool:
         """One read of every watched run; False when none is watched any more."""

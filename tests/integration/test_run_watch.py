@@ -16,8 +16,9 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Completed, Running
 
-from tasks.pool import _api_reader
+from tasks.pool import _api_reader, _run_ends
 from tasks.run_watch import Reader, RunWatch
+from tests.support.waiting import wait_for
 
 
 @flow(name="run-watch-probe")
@@ -95,3 +96,43 @@ def test_a_run_the_server_does_not_have_is_raised_to_its_reader(harness: None) -
     missing = uuid.uuid4()
     with watch.watching(missing), pytest.raises(ObjectNotFound):
         watch.read(missing)
+
+
+def test_with_the_events_stream_an_end_is_seen_at_once_and_reads_are_few(
+    harness: None,
+) -> None:
+    counted = CountedReads()
+    watch = RunWatch(counted.session, 0.1, listen=_run_ends, quiet_s=60.0)
+    (run_id,) = _running_runs(1)
+    with watch.watching(run_id):
+        assert watch.read(run_id) is not None
+        # The stream is up: reads slow to the quiet pause (a minute here) ...
+        wait_for(lambda: watch._streaming, 30, "the events stream")
+        time.sleep(0.5)
+        reads = len(counted.reads)
+        time.sleep(1.0)
+        assert len(counted.reads) == reads
+        # ... and the run's end, told by its event, is read at once.
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run_id, Completed(), force=True)
+        started = time.monotonic()
+        while True:
+            run = watch.read(run_id, timeout_s=30)
+            if run is not None and run.state is not None and run.state.is_final():
+                break
+        assert time.monotonic() - started < 10.0
+        assert len(counted.reads) - reads < 20  # not a read every tenth of a second
+
+
+def test_without_the_events_stream_reads_keep_their_interval(harness: None) -> None:
+    def lost(heard: object, stop: threading.Event) -> None:
+        raise ConnectionError("no stream")
+
+    counted = CountedReads()
+    watch = RunWatch(counted.session, 0.1, listen=lost, quiet_s=60.0)
+    (run_id,) = _running_runs(1)
+    with watch.watching(run_id):
+        watch.read(run_id)
+        reads = len(counted.reads)
+        time.sleep(1.0)
+        assert len(counted.reads) - reads >= 5
