@@ -51,7 +51,7 @@ def beaten_here() -> Iterator[None]:
         return
     token = _INTERVAL.set(max(seconds, MIN_INTERVAL_S))
     # A copy with that one value changed: ``temporary_settings`` would validate every
-    # setting again (a fifth of a pool attempt's CPU) for a value that needs none.
+    # setting again (a fifth of a forked attempt run's CPU) for a value that needs none.
     context = get_settings_context()
     current = context.settings
     settings = current.model_copy(

@@ -8,7 +8,9 @@ only. It asks its worker's warm engine for the run: a process that imported all 
 once and forks one child per run. The child takes over the client's standard streams,
 environment, working directory and arguments, leads a process group of its own as a
 cold flow-run process does, and runs Prefect's engine; the client forwards the signals
-the worker sends it and exits as the child did.
+the worker sends it and exits as the child did. The engine freezes what it imported
+(``gc.freeze``), which no collection of a run then walks, and a run keeps the engine's
+logging configuration when its environment would build the same one.
 
 Lifetimes: ``agentfleet worker`` starts its worker's warm engine before the worker
 itself (``prestart``); otherwise the first client of a worker starts it (that run waits
