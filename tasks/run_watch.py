@@ -151,11 +151,10 @@ class RunWatch:
         pause = 1.0
         try:
             while not stop.is_set():
-                try:
+                with contextlib.suppress(Exception):  # the reads cover the gap
                     self._listen(self._heard, stop)
-                    pause = 1.0  # it ran (lost or stopped): the next try soon
-                except Exception:  # noqa: BLE001 - the reads cover the gap
-                    pass
+                if self._streaming:  # it was up, then lost (or stopped): the next try soon
+                    pause = 1.0
                 self._streaming = False
                 self._wake.set()  # back to ``interval_s`` now, not after a quiet pause
                 stop.wait(pause)
