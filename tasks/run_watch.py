@@ -45,7 +45,10 @@ class RunWatch:
         self._listen = listen
         self._quiet_s = max(interval_s, quiet_s or interval_s)
         self._streaming = False  # the events stream is up: reads at ``quiet_s``
-        self._hurry_until = 0.0  # an end was announced: reads at ``interval_s`` till then
+        # Runs an event said had ended, not yet read so: reads at ``interval_s`` till
+        # then (at most until ``_hurry_until``).
+        self._announced: set[UUID] = set()
+        self._hurry_until = 0.0
         self._listener: threading.Thread | None = None
         self._stop_listening = threading.Event()
         self._changed = threading.Condition()
@@ -72,6 +75,7 @@ class RunWatch:
                 self._watched[run_id] -= 1
                 if self._watched[run_id] <= 0:
                     del self._watched[run_id]
+                    self._announced.discard(run_id)
                     self._latest.pop(run_id, None)
                     self._failed.pop(run_id, None)
 
@@ -122,9 +126,8 @@ class RunWatch:
             self._listener.start()
 
     def _pause_s(self) -> float:
-        if self._streaming and time.monotonic() >= self._hurry_until:
-            return self._quiet_s
-        return self._interval_s
+        hurried = bool(self._announced) and time.monotonic() < self._hurry_until
+        return self._quiet_s if self._streaming and not hurried else self._interval_s
 
     def _loop(self) -> None:
         try:
@@ -171,12 +174,13 @@ class RunWatch:
             self._streaming = True
             return
         with self._changed:
-            watched = run_id in self._watched
-        if watched:
+            if run_id not in self._watched:
+                return
             # The event can come before a read sees the end: read at ``interval_s`` a
-            # little while, not once.
+            # little while, not once; the read that sees it ends the hurry.
+            self._announced.add(run_id)
             self._hurry_until = time.monotonic() + 4 * self._interval_s
-            self._wake.set()
+        self._wake.set()
 
     def _tick_once(self, read: Reader) -> bool:
         """One read of every watched run; False when none is watched any more."""
@@ -198,6 +202,8 @@ class RunWatch:
         with self._changed:
             ids = list(self._watched) if ids is None else ids
             self._latest.update(runs)
+            self._announced -= {run_id for run_id, run in runs.items()
+                                if run.state is not None and run.state.is_final()}
             for run_id in ids:
                 if run_id in runs:
                     self._failed.pop(run_id, None)

@@ -136,3 +136,23 @@ def test_without_the_events_stream_reads_keep_their_interval(harness: None) -> N
         reads = len(counted.reads)
         time.sleep(1.0)
         assert len(counted.reads) - reads >= 5
+
+
+def test_the_read_that_sees_an_announced_end_ends_the_hurry(harness: None) -> None:
+    counted = CountedReads()
+    # Hurried reads a tenth of a second apart would run for 0.4 s after the event.
+    watch = RunWatch(counted.session, 0.1, listen=_run_ends, quiet_s=60.0)
+    ended, still = _running_runs(2)
+    with watch.watching(still), watch.watching(ended):
+        assert watch.read(ended) is not None
+        wait_for(lambda: watch._streaming, 30, "the events stream")
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(ended, Completed(), force=True)
+        while True:
+            run = watch.read(ended, timeout_s=30)
+            if run is not None and run.state is not None and run.state.is_final():
+                break
+        reads = len(counted.reads)
+        time.sleep(1.0)
+        # The other run is still watched (the reading thread lives on): at the quiet pause.
+        assert len(counted.reads) == reads
