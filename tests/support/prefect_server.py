@@ -41,9 +41,9 @@ def migrated_template() -> str:
     made once per machine and Prefect version.
 
     Each server's database is a copy of it (``CREATE DATABASE ... TEMPLATE``, tens of
-    milliseconds): a server's first start on a fresh database costs ~2.5 s more CPU, on
-    a suite that is CPU-bound. Made under another name and renamed when done: a run
-    killed half-way leaves nothing that passes for it."""
+    milliseconds): a server's first start on a fresh database costs ~2 s more CPU and
+    ~2.7 s more time (its migrations), on a suite that is CPU-bound. Made under another
+    name and renamed when done: a run killed half-way leaves nothing that passes for it."""
     name = "agentfleet_template_" + re.sub(r"\W", "_", version("prefect"))
     with TEMPLATE_LOCK.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
