@@ -34,7 +34,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import TERMINAL_STATES, FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
@@ -70,7 +70,8 @@ POLL_S = 0.25
 # ... while the server's events stream is up, which tells each end as it happens: only
 # as often as the liveness check needs (workers beat every 2 s).
 QUIET_S = 2.0
-FINAL_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+# As an event names them (``prefect.state-type``).
+FINAL_TYPES = frozenset(state_type.value for state_type in TERMINAL_STATES)
 CANCEL_WAIT_S = 60.0  # how long a cancelled attempt run may take to end
 START_S = 180.0  # how long a worker may take from picking a run up to its first beat
 
