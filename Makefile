@@ -52,6 +52,7 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check agentfleet flows tasks blocks tests bench
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) node_modules .demo

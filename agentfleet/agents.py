@@ -27,7 +27,7 @@ from agentfleet.codex_events import OutputLine, Transcript, parse_event
 from agentfleet.durations import format_duration
 from agentfleet.errors import AgentError, AgentNotFound
 from agentfleet.outcome import AttemptOutcome, Ending, Usage, classify
-from agentfleet.process import ManagedProcess, Stream, spawn, tail_line
+from agentfleet.process import MAX_LINE_BYTES, ManagedProcess, Stream, spawn, tail_line
 
 OnEvent = Callable[[object], None]
 
@@ -213,10 +213,10 @@ def _start(
     argv: list[str], req: AgentRequest, env: Mapping[str, str], on_line,  # noqa: ANN001
     max_line_bytes: int | None = None,
 ) -> ManagedProcess:
-    limit = {"max_line_bytes": max_line_bytes} if max_line_bytes else {}
     try:
         return spawn(
-            argv, req.worktree, env, req.prompt, on_line=on_line, grace_s=req.grace_s, **limit
+            argv, req.worktree, env, req.prompt, on_line=on_line, grace_s=req.grace_s,
+            max_line_bytes=max_line_bytes or MAX_LINE_BYTES,
         )
     except FileNotFoundError as exc:
         if not Path(req.worktree).is_dir():

@@ -168,8 +168,8 @@ def commits(repo: Path, revs: Sequence[str]) -> list[Commit]:
                     tree = line[5:].decode()
                 elif line.startswith(b"parent "):
                     parents.append(line[7:].decode())
-            found[i] = Commit(header[0], tree, tuple(parents))
-            _remember(repo, found[i])
+            found[i] = commit = Commit(header[0], tree, tuple(parents))
+            _remember(repo, commit)
     return [c for c in found if c is not None]
 
 

@@ -33,6 +33,7 @@ from tenacity import (
     wait_exponential,
     wait_random,
 )
+from tenacity.stop import stop_base
 
 from agentfleet.agent_config import AgentConfig
 from agentfleet.agents import (
@@ -405,7 +406,9 @@ def _check(run: _AttemptRun) -> None:
         run.result.reason = WORKTREE_TAMPERED
         return
 
-    for name, command in (("verify", run.spec.verify), ("score", run.spec.score)):
+    checks: tuple[tuple[Literal["verify", "score"], str | None], ...] = (
+        ("verify", run.spec.verify), ("score", run.spec.score))
+    for name, command in checks:
         if command and not _shell_check(run, name, command):
             return
     run.result.succeeded = True
@@ -628,23 +631,38 @@ def _retry_transient(
             shutil.rmtree(request.private_tmp, ignore_errors=True)
             request.private_tmp.mkdir(parents=True)
 
+    def pause(seconds: float) -> None:
+        if cancel is not None:
+            cancel.wait(seconds)
+        else:
+            time.sleep(seconds)
+
     retrying = Retrying(
         # No retry that the attempt's deadline would cut short before it starts.
-        stop=stop_after_attempt(spec.retries + 1)
-        | (lambda state: run.left() <= (state.upcoming_sleep or 0) + 1),
+        stop=stop_after_attempt(spec.retries + 1) | _OutOfTime(run.left),
         # Doubling from the first wait, plus jitter as large as it, so that agents failing
         # together retry apart.
         wait=wait_exponential(multiplier=spec.backoff_initial_s, max=spec.backoff_max_s)
         + wait_random(0, spec.backoff_initial_s),
         retry=retry_if_result(lambda o: o.retryable and not run.stopped()),
         before_sleep=before_sleep,
-        sleep=lambda s: cancel.wait(s) if cancel is not None else time.sleep(s),
+        sleep=pause,
         retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
     )
     outcome: AttemptOutcome = retrying(one_try)
     if outcome.retryable and not run.stopped():
         run.log(f"transient failure ({outcome.error}); no retry left ({spec.retries} used)")
     return outcome
+
+
+class _OutOfTime(stop_base):
+    """Stop when the attempt's deadline would cut the next try short before it starts."""
+
+    def __init__(self, left: Callable[[], float]) -> None:
+        self.left = left
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.left() <= (retry_state.upcoming_sleep or 0) + 1
 
 
 def _private_tmp(worktree: Path, agent: AgentConfig) -> Path | None:

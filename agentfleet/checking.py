@@ -21,7 +21,7 @@ from agentfleet.guardrails import limits_line, model_note
 from agentfleet.plan import Plan, PlanReading, SyncMirror, read_plan, read_plan_data
 from agentfleet.plan_blocks import BlockLoaders, PlanBlocks
 from agentfleet.remote import RemoteRepository
-from agentfleet.repository import RepoFacts, folder_patterns, inspect_repository
+from agentfleet.repository import CheckedRepo, RepoFacts, folder_patterns, inspect_repository
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class CheckedPlan:
     """A plan that loaded, whose repository checked out, decided into waves and order."""
 
     plan: Plan
-    repo: RepoFacts
+    repo: CheckedRepo
     decomposition: Decomposition
     warnings: list[str] = field(default_factory=list)
     templates: list[Template] = field(default_factory=list)  # foreach tasks, as expanded
@@ -88,17 +88,18 @@ def check_reading(reading: PlanReading) -> CheckedPlan:
         ))
     if problems or reading.plan is None or facts is None:
         raise PlanError(problems)
+    repo = facts.checked()
     decomposition = decompose(reading.plan)
     return CheckedPlan(
         plan=reading.plan,
-        repo=facts,
+        repo=repo,
         decomposition=decomposition,
-        warnings=[*facts.warnings, *decomposition.warnings],
+        warnings=[*repo.warnings, *decomposition.warnings],
         templates=reading.templates,
         blocks=reading.blocks,
-        remote=RemoteRepository(location=reading.remote, mirror=facts.root,
+        remote=RemoteRepository(location=reading.remote, mirror=repo.root,
                                 block=reading.remote_block)
-        if reading.remote is not None and facts.root is not None else None,
+        if reading.remote is not None else None,
     )
 
 

@@ -153,8 +153,6 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     blocks = saved_blocks()
     start = check_plan_data({**header, "goal": goal}, plan_path, source=args.plan or "decompose",
                             blocks=blocks, mirror=mirror)
-    if start.repo.root is None or start.repo.base_sha is None:  # pragma: no cover - checked
-        raise ConfigError("the repository has no base commit")
     agent = start.plan.planner_agent
     if args.model:
         agent = agent.model_copy(update={"model": args.model})
@@ -267,7 +265,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     checked = load_and_check(plan_path, saved_blocks(), mirror=machine_mirror())
     redo = list(args.redo or [])
     check_run(
-        repo_root=checked.repo.root,  # type: ignore[arg-type]
+        repo_root=checked.repo.root,
         task_ids=checked.plan.task_ids,
         work_dir=AgentfleetSettings().work_dir,
         report=args.report,

@@ -9,6 +9,7 @@ be stopped without its siblings (early stop, budgets).
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 
@@ -96,4 +97,4 @@ class RunControl:
         for c in controls:  # every wait wakes at once; then the groups go, in parallel
             c.reason = c.reason or "interrupted"
             c.cancel.set()
-        return sum(all_at_once([lambda c=c: c.processes.stop(grace_s) for c in controls]))
+        return sum(all_at_once([functools.partial(c.processes.stop, grace_s) for c in controls]))

@@ -188,10 +188,10 @@ def decompose(plan: Plan) -> Decomposition:
 
     warnings = []
     if len(plan.tasks) > 1 and plan.overlap == "serialize":
-        for t in plan.tasks:
-            if t.paths is None:
+        for task in plan.tasks:
+            if task.paths is None:
                 warnings.append(
-                    f"task '{t.id}' has no paths: it serializes with every other task; "
+                    f"task '{task.id}' has no paths: it serializes with every other task; "
                     "declare paths to run it in parallel"
                 )
     return Decomposition(

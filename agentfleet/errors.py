@@ -28,6 +28,10 @@ translated at the boundary with ``raise ... from``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # results imports errors
+    from agentfleet.results import SprintReport
 
 
 class AgentfleetError(Exception):
@@ -125,7 +129,7 @@ class SprintInterrupted(KeyboardInterrupt):
     A KeyboardInterrupt, not an AgentfleetError: it must pass every ``except Exception``.
     """
 
-    def __init__(self, report: object) -> None:
+    def __init__(self, report: SprintReport) -> None:
         super().__init__("interrupted")
         self.report = report
 

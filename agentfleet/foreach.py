@@ -249,10 +249,12 @@ def _expand_one(
     tid = task.get("id")
     if not isinstance(tid, str) or not tid:
         problems.append(("id", "a foreach template needs an id, e.g. fix-{stem}"))
-    if problems:
+    if problems or not isinstance(tid, str):
         return [], problems
 
     items: list[dict[str, str]]
+    names: tuple[str, ...]
+    others: tuple[str, ...]
     kind = _kind(spec)
     if kind == "files":
         glob = spec["files"]

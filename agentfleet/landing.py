@@ -445,7 +445,8 @@ class _Stacker:
             return self._rerun(head, task_id, files, stack)
         if strategy == "resolve":
             return self._resolve(head, task_id, files, stack)
-        return self._skip(task_id, result, files)
+        self._skip(task_id, result, files)
+        return None
 
     def _apply_result(
         self, head: str, task_id: str, result: AttemptResult, *, overwrite: bool = False
@@ -526,12 +527,14 @@ class _Stacker:
             if new is None:
                 break
             if not new.succeeded or not new.head_sha:
-                return self._skip(task_id, original, files, f"; its rerun failed: {new.reason}")
+                self._skip(task_id, original, files, f"; its rerun failed: {new.reason}")
+                return None
             self.results[task_id] = new
             try:
                 applied = self._apply_result(head, task_id, new)
             except AgentfleetError as exc:
-                return self._skip(task_id, original, files, f"; its rerun cannot apply: {exc}")
+                self._skip(task_id, original, files, f"; its rerun cannot apply: {exc}")
+                return None
             if applied.applied and applied.commit:
                 return self._applied(task_id, new, applied, stack)
             if applied.empty:
@@ -539,12 +542,14 @@ class _Stacker:
                 self.reports[task_id].detail = "its rerun changed nothing on the stack"
                 return None
             files = applied.conflicts
-        return self._skip(task_id, self.results[task_id], files)
+        self._skip(task_id, self.results[task_id], files)
+        return None
 
     def _resolve(self, head: str, task_id: str, files: list[str], stack: Stack) -> str | None:
         result = self.results[task_id]
         if self.run_attempt is None or result.head_sha is None:
-            return self._skip(task_id, result, files)
+            self._skip(task_id, result, files)
+            return None
         # The resolver's worktree: `git merge` of the task's commit in progress on the
         # stack, markers in place (agentfleet.merging).
         merge = MergeInProgress(
@@ -560,12 +565,14 @@ class _Stacker:
         new = self._attempt(task_id, "resolve", start, prompt, merge)
         if new is None or not new.succeeded or not new.head_sha:
             why = new.reason if new is not None else "no resolver"
-            return self._skip(task_id, result, files, f"; the resolver failed: {why}")
+            self._skip(task_id, result, files, f"; the resolver failed: {why}")
+            return None
         left = gitapply.has_conflict_markers(self.repo, new.head_sha, files)
         if left:  # the attempt checks this too; a result from elsewhere is checked here
-            return self._skip(
+            self._skip(
                 task_id, result, files, f"; the resolver left conflict markers in {', '.join(left)}"
             )
+            return None
         commit = gitapply.commit_task(
             self.repo, head, gitapply.tree_of(self.repo, new.head_sha), sprint=self.sprint,
             task_id=task_id, attempt_branch=new.branch,

@@ -102,9 +102,9 @@ def _glob_match(glob: Glob, text: str) -> bool:
         for i in _closure(glob, states):
             if i < len(glob):
                 item = glob[i]
-                if item == _STAR:
+                if isinstance(item, str):  # _STAR
                     nxt.add(i)
-                elif any(lo <= code <= hi for lo, hi in item):  # type: ignore[union-attr]
+                elif any(lo <= code <= hi for lo, hi in item):
                     nxt.add(i + 1)
         states = nxt
         if not states:
@@ -126,9 +126,10 @@ def _tokens_match(tokens: tuple[Token, ...], segments: tuple[str, ...]) -> bool:
     def match(i: int, j: int) -> bool:
         if i == len(tokens):
             return j == len(segments)
-        if tokens[i] == _STAR2:
+        token = tokens[i]
+        if isinstance(token, str):  # _STAR2
             return match(i + 1, j) or (j < len(segments) and match(i, j + 1))
-        return j < len(segments) and _glob_match(tokens[i], segments[j]) and match(i + 1, j + 1)
+        return j < len(segments) and _glob_match(token, segments[j]) and match(i + 1, j + 1)
 
     return match(0, 0)
 
@@ -494,11 +495,11 @@ def _tokens_meet(ta: tuple[Token, ...], tb: tuple[Token, ...]) -> bool:
 
 def _literal_run(glob: Glob, reverse: bool = False) -> tuple[str, bool]:
     """The literal characters a glob starts (or ends) with, and whether that is all of it."""
-    out = []
+    out: list[str] = []
     for item in reversed(glob) if reverse else glob:
-        if item == _STAR or len(item) != 1 or item[0][0] != item[0][1]:  # type: ignore[index]
+        if isinstance(item, str) or len(item) != 1 or item[0][0] != item[0][1]:  # _STAR
             return "".join(reversed(out) if reverse else out), False
-        out.append(chr(item[0][0]))  # type: ignore[index]
+        out.append(chr(item[0][0]))
     return "".join(reversed(out) if reverse else out), True
 
 

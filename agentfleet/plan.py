@@ -809,7 +809,9 @@ def read_plan_data(
         files = None
         if needs_files(raw) and reading.repo_path is not None:
             if list_files is None:
-                from agentfleet.repository import base_files as list_files
+                from agentfleet.repository import base_files
+
+                list_files = base_files
             files = list_files(reading.repo_path, reading.base)
         expansion = expand(raw, files)
         for where, message in expansion.problems:

@@ -444,8 +444,6 @@ def plan_for_goal(
     plan = checked.plan
     if plan.goal is None:
         raise ValueError("plan_for_goal needs a plan with goal:")
-    if checked.repo.root is None or checked.repo.base_sha is None:
-        raise ValueError("plan_for_goal needs a checked repository")
     raw = plan.model_dump(mode="json", exclude_unset=True)
     raw.pop("goal", None)
     raw.pop("tasks", None)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
 import signal
 import subprocess
@@ -246,7 +247,7 @@ class ProcessSet:
         """Stop every process of the set (and only those); returns how many."""
         with self._lock:
             procs = list(self._procs.values())
-        all_at_once([lambda p=p: p.stop(grace_s=grace_s) for p in procs])
+        all_at_once([functools.partial(p.stop, grace_s=grace_s) for p in procs])
         return len(procs)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import git
@@ -46,6 +47,34 @@ class RepoFacts(BaseModel):
     def ok(self) -> bool:
         """Whether a sprint can run on this repository."""
         return not self.problems
+
+    def checked(self) -> CheckedRepo:
+        """The facts of a repository a sprint can run on, none of them missing."""
+        if not self.ok or self.root is None or self.base is None or self.base_sha is None \
+                or self.target is None:
+            raise ValueError(f"{self.path}: not a repository a sprint can run on")
+        return CheckedRepo(
+            path=self.path, root=self.root, current_branch=self.current_branch,
+            base=self.base, base_sha=self.base_sha, target=self.target,
+            target_exists=self.target_exists, target_sha=self.target_sha, dirty=self.dirty,
+            warnings=tuple(self.warnings),
+        )
+
+
+@dataclass(frozen=True)
+class CheckedRepo:
+    """``RepoFacts`` once checked: what a sprint reads of its repository, all known."""
+
+    path: Path  # the folder the plan names
+    root: Path  # the top of its working tree (a remote's: its mirror)
+    current_branch: str | None  # None if detached
+    base: str
+    base_sha: str
+    target: str
+    target_exists: bool
+    target_sha: str | None  # None while the target does not exist
+    dirty: bool
+    warnings: tuple[str, ...] = ()
 
 
 def open_repository(path: Path, *, bare: bool = False) -> git.Repo:

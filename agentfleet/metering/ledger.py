@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.message import Message
 from typing import Any, Literal
 
 # Rate-limit headers kept as the latest seen (lower-case names; prefixes end in "-").
@@ -250,7 +251,7 @@ class Ledger:
 
     # -- rate limits and backoff ---------------------------------------------------------
 
-    def note_headers(self, upstream: str, headers: Mapping[str, str]) -> None:
+    def note_headers(self, upstream: str, headers: Mapping[str, str] | Message) -> None:
         """Keep the rate-limit headers of an upstream response (the latest value of each)."""
         seen = {
             name.lower(): value

@@ -300,7 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
     def read_body(self) -> bytes:
         """The request body, sized by content-length or chunked (de-chunked)."""
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
-            parts = []
+            parts: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:

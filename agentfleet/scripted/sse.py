@@ -204,7 +204,8 @@ class EventStream:
 
     def failed(self, code: str, message: str) -> dict[str, object]:
         """``response.failed`` carrying an API error (how context overflow is reported)."""
-        error = {"type": "invalid_request_error", "code": code, "message": message, "param": None}
+        error: dict[str, object] = {"type": "invalid_request_error", "code": code,
+                                    "message": message, "param": None}
         return self.event(
             "response.failed",
             response=response_object(self.response_id, self.model, "failed", [], error=error),

@@ -1,0 +1,28 @@
+"""``make lint`` holds in CI too: ruff over the project, mypy over the domain and Blocks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def test_ruff_finds_nothing() -> None:
+    done = subprocess.run(
+        [str(BIN / "ruff"), "check", "agentfleet", "flows", "tasks", "blocks", "tests", "bench"],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_finds_nothing_in_the_domain_and_blocks() -> None:
+    # No cache: a stale one (another checkout, another mypy) must not hide a complaint.
+    done = subprocess.run(
+        [str(BIN / "mypy"), "--cache-dir", "/dev/null"],  # files and plugin: pyproject.toml
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Success" in done.stdout
