@@ -232,6 +232,7 @@ class ScriptedModelServer:
         self._log_bodies = log_bodies
         self._lock = threading.Lock()
         self._records: list[RecordedRequest] = []
+        self._since = 0  # the first record under the script in force
         self._attempts: dict[str, int] = {}  # rule name -> requests so far (for faults)
         self._positions: dict[tuple[str | None, str], int] = {}  # (thread, rule) -> served
         self._connections: dict[socket.socket, threading.Thread] = {}
@@ -309,12 +310,38 @@ class ScriptedModelServer:
         """The requests answered by one rule."""
         return [r for r in self.requests if r.rule == rule_name]
 
+    def unserved(self) -> list[str]:
+        """What the script in force holds that no request has had yet: each rule's faults,
+        and each of its responses (sent whole; a response that is a fault, reached)."""
+        with self._lock:
+            script, records = self._script, self._records[self._since:]
+        missing: list[str] = []
+        for rule in script.rules:
+            mine = [r for r in records if r.rule == rule.name]
+            faults = sum(1 for r in mine if r.fault is not None and r.position is None)
+            if faults < rule.fault_count:
+                missing.append(f"rule '{rule.name}': {rule.fault_count - faults} of its "
+                               f"{rule.fault_count} faults answered no request")
+            reached = {r.position for r in mine if r.completed or r.fault is not None}
+            missing.extend(
+                f"rule '{rule.name}': response {i + 1} of {len(rule.responses)} never sent"
+                for i in range(len(rule.responses)) if i not in reached
+            )
+        return missing
+
+    def assert_complete(self) -> None:
+        """Fail (AssertionError) when a step of the script in force was never requested: a
+        test whose agent stopped short would otherwise pass on what it did not do."""
+        missing = self.unserved()
+        assert not missing, "the scripted model was not asked for: " + "; ".join(missing)
+
     def set_script(self, script: Script) -> None:
         """Replace the script; fault counts and conversation positions start again."""
         with self._lock:
             self._script = script
             self._attempts.clear()
             self._positions.clear()
+            self._since = len(self._records)
 
     def add_rule(self, rule: Rule) -> None:
         """Append a rule to the script in force (counts are kept)."""

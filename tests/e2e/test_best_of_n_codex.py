@@ -104,6 +104,7 @@ def test_the_scripted_model_gives_each_attempt_its_own_work_and_the_best_one_lan
     # Every attempt was its own Codex session, asking the model for its own work.
     asked = {r.rule for r in model.requests}
     assert asked == {"v1", "v2", "v3", "s1", "s2", "m1", "m2", "c1", "c2", "c3"}, asked
+    model.assert_complete()  # and each session to its end
     rows = {t["task"]: t for t in json.loads(report_path.read_text())["tasks"]}
     decided = {t: (r["winner"], r["criterion"]) for t, r in rows.items()}
     assert decided == {"verify": (2, "passes"), "scope": (2, "passes"),

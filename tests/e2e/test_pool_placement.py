@@ -132,6 +132,7 @@ def _nine_tasks(tmp_path: Path, remote: Path, env: dict[str, str], model: Script
     assert not any((tmp_path / "sprint-work").rglob("t*.txt"))
     # The start refs the sprint pushed for the workers are gone again.
     assert not run_git(remote, "for-each-ref", "refs/agentfleet")
+    model.assert_complete()  # the victim's unanswered request included
 
     # The same nine again (onto another target): every result comes from the shared
     # storage, whichever worker computed it, looked up on the sprint's side: no attempt

@@ -56,6 +56,7 @@ def test_a_codex_resolver_sees_git_status_of_the_merge_and_resolves_it(tmp_path:
         landing = do_land(repo, tmp_path, ["a", "b"], results, base_sha=base,
                           policy=LandingPolicy(default="resolve"), run_attempt=resolve)
         seen = model.requests_for("resolver")
+        model.assert_complete()  # all three turns: status, the fix, the final message
     b = next(t for t in landing.tasks if t.task == "b")
     assert b.outcome is TaskOutcome.APPLIED, b.detail
     assert b.tokens > 0  # the resolver's tokens count for the task

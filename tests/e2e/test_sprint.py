@@ -116,6 +116,7 @@ def test_eight_ticket_sprint_lands_each_task_once_on_a_verified_target(
     assert [t["outcome"] for t in report["tasks"]] == ["applied"] * 8
     assert report["target_moved"] and report["final_verify"]["passed"]
     assert report["target_sha"] == run_git(repo, "rev-parse", TARGET).strip()
+    model.assert_complete()  # every ticket's every scripted answer was asked for
 
     # A rerun applies nothing twice and asks the model nothing.
     served = len(model.requests)

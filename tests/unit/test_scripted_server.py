@@ -599,3 +599,29 @@ def test_the_module_runs_standalone_logs_jsonl_and_stops_on_sigterm(tmp_path):
     record = json.loads(line)
     assert record["rule"] == "hello" and record["prompt"] == "hi there"
     assert record["completed"] is True and "body" not in record
+
+
+# -- what the script held that nobody asked for ----------------------------------------------
+
+
+def test_assert_complete_names_each_fault_and_response_no_request_had(serve):
+    server = serve(
+        rule("a", "go-a", responses=[message("one"), message("two")],
+             faults=[{"kind": "http", "status": 500}]),
+        rule("b", "go-b", responses=[message("only")]),
+    )
+    assert post(server, "go-a").status == 500  # the fault
+    assert post(server, "go-a").status == 200  # response 1
+    with pytest.raises(AssertionError) as missing:
+        server.assert_complete()
+    assert "rule 'a': response 2 of 2 never sent" in str(missing.value)
+    assert "rule 'b': response 1 of 1 never sent" in str(missing.value)
+    assert "fault" not in str(missing.value)
+
+    post(server, "go-a")
+    post(server, "go-b", thread="thread-2")
+    server.assert_complete()
+
+    # A new script starts the count again.
+    server.set_script(Script(rules=[rule("c", "go-c", faults=[{"kind": "http", "status": 503}])]))
+    assert server.unserved() == ["rule 'c': 1 of its 1 faults answered no request"]
