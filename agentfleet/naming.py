@@ -86,3 +86,8 @@ def branch_name_problem(name: str) -> str | None:
         if part.endswith(".lock"):
             return f"'{name}' is not a valid branch name: no part of it can end with '.lock'"
     return None
+
+
+def branch_of(name: str) -> str:
+    """A plan's branch name as git's short name: ``refs/heads/keep`` is ``keep``."""
+    return name.removeprefix("refs/heads/")

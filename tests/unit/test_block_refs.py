@@ -57,7 +57,7 @@ def test_a_block_reference_rejects_bad_names_and_unknown_keys() -> None:
 
 
 def test_a_plan_model_takes_refs_in_yaml_shape_and_as_a_form_schema() -> None:
-    """What plan.py's ``agent``/``repo`` become: the same data from a file or the UI form."""
+    """What the plan's ``agent``/``repo`` become: the same data from a file or the UI form."""
 
     class MiniPlan(BaseModel):
         repo: PlanRepo = None
