@@ -13,7 +13,9 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from agentfleet.errors import GitError, NotARepository
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from agentfleet.errors import AgentfleetError, GitError, NotARepository
 
 AGENTFLEET_IDENTITY: tuple[str, str] = ("agentfleet", "agentfleet@localhost")
 
@@ -79,14 +81,23 @@ def git(
     """Run ``git -C repo args`` and return its stdout; raise ``GitError`` when it fails.
 
     ``env`` is git's whole environment when given (nothing is merged in); None inherits.
+    A command refused because another git process holds a lock file (the user's editor
+    refreshing the index, say) is run again, for up to about 2.5 s: git changed nothing.
     """
-    proc = run_git(repo, *args, input=input, env=env)
-    if check and proc.returncode != 0:
-        try:
-            proc.check_returncode()
-        except subprocess.CalledProcessError as e:
-            raise git_error(repo, args, proc.returncode, proc.stderr) from e
+    for attempt in Retrying(retry=retry_if_exception(_retryable), stop=stop_after_attempt(6),
+                            wait=wait_exponential(multiplier=0.05, max=1.0), reraise=True):
+        with attempt:
+            proc = run_git(repo, *args, input=input, env=env)
+            if check and proc.returncode != 0:
+                try:
+                    proc.check_returncode()
+                except subprocess.CalledProcessError as e:
+                    raise git_error(repo, args, proc.returncode, proc.stderr) from e
     return proc.stdout
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, AgentfleetError) and exc.retryable
 
 
 def git_error(repo: Path, args: Sequence[str], status: int, stderr: str) -> GitError:

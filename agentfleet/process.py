@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from agentfleet.errors import VerificationError
+
 MARKER_VAR = "AGENTFLEET_ATTEMPT_ID"
 Stream = Literal["stdout", "stderr"]
 OnLine = Callable[[Stream, str], None]
@@ -523,10 +525,15 @@ def run_shell(
 
     if cancel is not None and cancel.is_set():
         return ShellResult(command, None, "", False, True, 0.0)
-    proc = spawn(
-        ["bash", "-c", command], cwd, env, None, on_line=collect, grace_s=grace_s,
-        merge_stderr=True,
-    )
+    try:
+        proc = spawn(
+            ["bash", "-c", command], cwd, env, None, on_line=collect, grace_s=grace_s,
+            merge_stderr=True,
+        )
+    except OSError as exc:  # no bash on PATH, the folder gone: not a failed check
+        raise VerificationError(
+            f"could not run {command!r} in {cwd}: {exc.strerror or exc}"
+        ) from exc
     result = proc.wait(timeout_s, cancel)
     return ShellResult(
         command=command,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agentfleet import process
+from agentfleet.errors import VerificationError
 from agentfleet.process import find_processes, run_shell, spawn
 from tests.support.waiting import alive
 
@@ -209,6 +210,15 @@ def test_run_shell_output_tail_and_status(tmp_path: Path, env: dict[str, str]) -
     assert len(lines) == 200
     assert lines[-1] == "oops" and lines[-2] == "line 500"
     assert result.command.startswith("for i")
+
+
+def test_a_command_that_cannot_be_started_is_a_verification_error(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    with pytest.raises(VerificationError) as error:
+        run_shell("make check", gone, {"PATH": "/usr/bin:/bin"}, timeout_s=5)
+    assert f"could not run 'make check' in {gone}" in str(error.value)
+    with pytest.raises(VerificationError, match="No such file"):  # no bash on this PATH
+        run_shell("true", tmp_path, {"PATH": str(tmp_path)}, timeout_s=5)
 
 
 def test_run_shell_runs_in_cwd_with_given_env(tmp_path: Path) -> None:
