@@ -82,7 +82,7 @@ def git(
 
     ``env`` is git's whole environment when given (nothing is merged in); None inherits.
     A command refused because another git process holds a lock file (the user's editor
-    refreshing the index, say) is run again, for up to about 2.5 s: git changed nothing.
+    refreshing the index, say) is run again, for up to about 1.5 s: git changed nothing.
     """
     for attempt in Retrying(retry=retry_if_exception(_retryable), stop=stop_after_attempt(6),
                             wait=wait_exponential(multiplier=0.05, max=1.0), reraise=True):
