@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from agentfleet import apply as gitapply
 from agentfleet.commit_text import agent_note, change_summary
 from agentfleet.errors import AgentfleetError, GitError
@@ -136,46 +138,58 @@ def policy_of(plan: Plan, *, remote: bool = False) -> LandingPolicy:
     )
 
 
+class LandingRequest(BaseModel):
+    """What to land: which results, in what order, onto which target, checked how.
+
+    A task whose result cannot be applied (a conflict, a git failure) fails alone; the
+    others still land.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    repo: Path
+    sprint: str
+    base_sha: str  # where a target that does not exist yet starts
+    target: str
+    order: list[str]  # apply order: foundation first
+    results: dict[str, AttemptResult]  # per task, the result that stands for it
+    blocked_by: dict[str, list[str]] = {}  # tasks that never ran, and why
+    final_verify: str | None = None
+    verify_timeout_s: float
+    worktree_root: Path  # where final_verify's worktrees go
+    # Tasks whose commits on the target are replaced by their new results (what came
+    # after them is replayed).
+    redo: list[str] = []
+    # The plan's prompts, recorded with each commit so that a later run sees which changed.
+    prompts: dict[str, str] | None = None
+    lease_dir: Path | None = None  # where final_verify leases its worktree and processes
+    policy: LandingPolicy = LandingPolicy()  # conflict strategies, a failed final_verify
+    depends_on: dict[str, list[str]] = {}  # direct dependencies (ejected with what broke)
+
+
 def land(
+    request: LandingRequest,
     *,
-    repo: Path,
-    sprint: str,
-    base_sha: str,
-    target: str,
-    order: list[str],
-    results: Mapping[str, AttemptResult],
-    blocked_by: Mapping[str, Sequence[str]],
-    final_verify: str | None,
-    verify_timeout_s: float,
-    worktree_root: Path,
     env: Mapping[str, str],
     log: Log = lambda _: None,
     cancel: threading.Event | None = None,
-    redo: Collection[str] = (),
-    prompts: Mapping[str, str] | None = None,
-    lease_dir: Path | None = None,
-    policy: LandingPolicy | None = None,
-    depends_on: Mapping[str, Sequence[str]] | None = None,
     run_attempt: RunAttempt | None = None,
     remote_env: Mapping[str, str] | None = None,
     verified: VerifiedTrees | None = None,
 ) -> Landing:
-    """Apply every succeeded attempt in ``order``, verify, and move ``target``.
+    """Apply every succeeded attempt of ``request`` in its order, verify, move the target.
 
-    ``redo``: tasks whose commits on the target are replaced by their new results
-    (what came after them is replayed). ``prompts``: the plan's prompts, recorded with
-    each commit so that a later run sees which changed. A task whose result cannot be
-    applied (a conflict, a git failure) fails alone; the others still land.
-    ``lease_dir``: where ``final_verify`` leases its worktree and processes (as attempts do).
-    ``policy``: conflict strategies and what a failed ``final_verify`` does;
-    ``depends_on``: each task's direct dependencies (ejected with what they broke);
-    ``run_attempt``: runs a rerun or resolver attempt (the flow's; without it both skip).
-    ``remote_env``: git's environment for reaching ``policy.push`` (a repository token's
-    header may be in it, so never ``final_verify``'s); default ``env``.
-    ``verified``: earlier passes of ``final_verify``: a tree that passed with the same
-    command and environment is not verified again (and each new pass is recorded).
+    ``env``: ``final_verify``'s environment. ``run_attempt``: runs a rerun or resolver
+    attempt (the flow's; without it both skip). ``remote_env``: git's environment for
+    reaching ``policy.push`` (a repository token's header may be in it, so never
+    ``final_verify``'s); default ``env``. ``verified``: earlier passes of ``final_verify``:
+    a tree that passed with the same command and environment is not verified again (and
+    each new pass is recorded).
     """
-    policy = policy or LandingPolicy()
+    repo, sprint, target, order = request.repo, request.sprint, request.target, request.order
+    results, blocked_by, redo, prompts = (
+        request.results, request.blocked_by, request.redo, request.prompts)
+    final_verify, policy, depends_on = request.final_verify, request.policy, request.depends_on
     git_env = remote_env if remote_env is not None else env
     old_target = gitapply.rev_parse(repo, f"refs/heads/{target}")
     remote_was: dict[str, str | None] = {}
@@ -187,7 +201,7 @@ def land(
         )
     # What the target held when landing read it: the remote may hold no more than this.
     first_target = old_target
-    head = gitapply.start(repo, sprint, target, base_sha)
+    head = gitapply.start(repo, sprint, target, request.base_sha)
     done_before = gitapply.applied_tasks(repo, head, sprint)
     try:
         head, done_before, dropped = _take_out_redone(
@@ -243,8 +257,9 @@ def land(
         return finished()
 
     verifier = _Verifier(
-        command=final_verify, repo=repo, sprint=sprint, worktree_root=worktree_root,
-        lease_dir=lease_dir, env=env, timeout_s=verify_timeout_s, cancel=cancel, log=log,
+        command=final_verify, repo=repo, sprint=sprint, worktree_root=request.worktree_root,
+        lease_dir=request.lease_dir, env=env, timeout_s=request.verify_timeout_s, cancel=cancel,
+        log=log,
         concurrency=policy.concurrency, verified=verified,
     )  # fmt: skip
     for rebuild in range(MAX_REBUILDS + 1):

@@ -25,7 +25,7 @@ from agentfleet.agent_config import AgentConfig
 from agentfleet.attempt import AttemptSpec
 from agentfleet.errors import AgentfleetError
 from agentfleet.gitcmd import git
-from agentfleet.landing import AttemptRequest, LandingPolicy
+from agentfleet.landing import AttemptRequest, LandingPolicy, LandingRequest
 from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.naming import attempt_branch, is_attempt_branch
@@ -108,12 +108,14 @@ def apply(
             logger.info(creating)
         _, order, results = branch_candidates(root, target, list(branches), base)
         landing = sequential_apply(
-            repo=root, sprint=APPLY_SPRINT, base_sha=base_sha, target=target, order=order,
-            results=results, blocked_by={}, final_verify=final_verify,
-            verify_timeout_s=verify_timeout_s, worktree_root=worktree_root, lease_dir=leases,
-            policy=LandingPolicy(
-                default=on_conflict, on_final_verify_failure=on_final_verify_failure,
-                concurrency=concurrency, push=push,
+            LandingRequest(
+                repo=root, sprint=APPLY_SPRINT, base_sha=base_sha, target=target, order=order,
+                results=results, final_verify=final_verify,
+                verify_timeout_s=verify_timeout_s, worktree_root=worktree_root, lease_dir=leases,
+                policy=LandingPolicy(
+                    default=on_conflict, on_final_verify_failure=on_final_verify_failure,
+                    concurrency=concurrency, push=push,
+                ),
             ),
             run_attempt=run_resolver if agent is not None else None,
             remote=remote,

@@ -35,7 +35,7 @@ from agentfleet.clean import reap_orphans
 from agentfleet.control import RunControl
 from agentfleet.errors import AgentfleetError, SprintInterrupted
 from agentfleet.guardrails import in_flight
-from agentfleet.landing import AttemptRequest, Landing, policy_of, report_for
+from agentfleet.landing import AttemptRequest, Landing, LandingRequest, policy_of, report_for
 from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.naming import attempt_branch
@@ -360,21 +360,24 @@ class SprintRun:
             return sprint_report
         try:
             landing = sequential_apply(
-                repo=self.root,
-                sprint=self.plan.name,
-                base_sha=self.repo.base_sha,
-                target=self.target,
-                order=self.dec.order,
-                results=self.results,
-                blocked_by=sched.blocked_by,
-                final_verify=self.plan.final_verify,
-                verify_timeout_s=self.plan.timeout_s,
-                worktree_root=self.worktree_root,
-                redo=self.redo,
-                prompts={t.id: t.prompt for t in self.plan.tasks},
-                lease_dir=lease_dir(self.settings.work_dir, repo_key(self.root), self.plan.name),
-                policy=policy_of(self.plan, remote=self.remote is not None),
-                depends_on=self.dec.depends_on,
+                LandingRequest(
+                    repo=self.root,
+                    sprint=self.plan.name,
+                    base_sha=self.repo.base_sha,
+                    target=self.target,
+                    order=self.dec.order,
+                    results=self.results,
+                    blocked_by=sched.blocked_by,
+                    final_verify=self.plan.final_verify,
+                    verify_timeout_s=self.plan.timeout_s,
+                    worktree_root=self.worktree_root,
+                    redo=self.redo,
+                    prompts={t.id: t.prompt for t in self.plan.tasks},
+                    lease_dir=lease_dir(self.settings.work_dir, repo_key(self.root),
+                                        self.plan.name),
+                    policy=policy_of(self.plan, remote=self.remote is not None),
+                    depends_on=self.dec.depends_on,
+                ),
                 run_attempt=self._run_attempt,
                 remote=self.remote,
                 # A tree that passed final_verify before, in this environment, is not

@@ -17,7 +17,7 @@ from agentfleet.agent_config import AgentConfig
 from agentfleet.attempt import AttemptSpec, run_attempt
 from agentfleet.commit_text import NOTE_LIMIT, agent_note, attempt_message
 from agentfleet.gitcmd import AGENTFLEET_IDENTITY
-from agentfleet.landing import land
+from agentfleet.landing import LandingRequest, land
 from agentfleet.masking import Masker
 from tests.conftest import run_git
 
@@ -355,11 +355,11 @@ def test_landing_writes_agentfleets_subject_and_the_masked_note(
     result = run_attempt(attempt, env=env)
     assert result.succeeded
 
-    landing = land(
+    landing = land(LandingRequest(
         repo=repo, sprint="s1", base_sha=attempt.start_sha, target="agentfleet/s1",
-        order=["t"], results={"t": result}, blocked_by={}, final_verify=None,
-        verify_timeout_s=10, worktree_root=tmp_path / "work" / "verify", env=env,
-    )  # fmt: skip
+        order=["t"], results={"t": result}, verify_timeout_s=10,
+        worktree_root=tmp_path / "work" / "verify",
+    ), env=env)  # fmt: skip
 
     assert landing.target_moved
     subject, _, body = run_git(repo, "log", "-1", "--format=%B", "agentfleet/s1").partition("\n")

@@ -10,11 +10,12 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agentfleet import apply as ga
-from agentfleet.landing import land, report_for
+from agentfleet.landing import LandingRequest, land, report_for
 from agentfleet.naming import attempt_branch
 from agentfleet.results import AttemptResult, CheckResult, SprintReport, TaskOutcome
 from tests.support.git_env import sh, user_repo
@@ -62,13 +63,18 @@ def result(repo: Path, task: str, start: str, head: str, **kw: object) -> Attemp
                          succeeded=True, **kw)  # type: ignore[arg-type]
 
 
+# land()'s own arguments; the rest of a do_land call's keywords go into its LandingRequest.
+RUNTIME = ("env", "log", "cancel", "run_attempt", "remote_env", "verified")
+
+
 def do_land(repo: Path, tmp_path: Path, order: list[str], results: dict[str, AttemptResult],
-            **kw: object):
-    args = dict(repo=repo, sprint=SPRINT, base_sha=sh(repo, "rev-parse", "main").strip(),
-                target=TARGET, order=order, results=results, blocked_by={}, final_verify=None,
-                verify_timeout_s=60, worktree_root=tmp_path / "wt", env=dict(os.environ))
-    args.update(kw)
-    return land(**args)  # type: ignore[arg-type]
+            **kw: Any):
+    fields = dict(repo=repo, sprint=SPRINT, base_sha=sh(repo, "rev-parse", "main").strip(),
+                  target=TARGET, order=order, results=results, verify_timeout_s=60,
+                  worktree_root=tmp_path / "wt")
+    fields.update({k: v for k, v in kw.items() if k not in RUNTIME})
+    runtime = {"env": dict(os.environ), **{k: v for k, v in kw.items() if k in RUNTIME}}
+    return land(LandingRequest(**fields), **runtime)
 
 
 def test_an_attempt_that_cannot_be_applied_fails_alone(repo: Path, tmp_path: Path):

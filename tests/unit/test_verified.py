@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agentfleet.landing import land
+from agentfleet.landing import LandingRequest, land
 from agentfleet.naming import attempt_branch
 from agentfleet.results import AttemptResult, CheckResult, SprintReport
 from agentfleet.verified import VerifiedTrees, env_digest
@@ -54,12 +54,11 @@ def land_once(repo: Path, tmp_path: Path, results: dict[str, AttemptResult], com
     """Land ``results`` on a fresh target (deleted first) and report as a sprint would."""
     if sh(repo, "branch", "--list", TARGET).strip():
         sh(repo, "branch", "-D", TARGET)
-    landing = land(
+    landing = land(LandingRequest(
         repo=repo, sprint=SPRINT, base_sha=sh(repo, "rev-parse", "main").strip(), target=TARGET,
-        order=sorted(results), results=results, blocked_by={}, final_verify=command,
-        verify_timeout_s=60, worktree_root=tmp_path / "wt", env=dict(os.environ),
-        verified=verified,
-    )  # fmt: skip
+        order=sorted(results), results=results, final_verify=command,
+        verify_timeout_s=60, worktree_root=tmp_path / "wt",
+    ), env=dict(os.environ), verified=verified)  # fmt: skip
     report = SprintReport(sprint=SPRINT, repo=str(repo), base="main", target=TARGET,
                           tasks=landing.tasks, final_verify=landing.final_verify,
                           target_moved=landing.target_moved, target_sha=landing.target_sha,
