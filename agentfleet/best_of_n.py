@@ -6,9 +6,11 @@ and score's output); ``agentfleet.selection`` applies the criteria.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from agentfleet.checking import CheckedPlan, check_plan_data
 from agentfleet.control import EARLY_STOP
@@ -76,8 +78,8 @@ def best_of_n_plan(
     score: str | None = None,
     score_goal: str = "min",
     paths: list[str] | None = None,
-    variants: list[dict[str, Any]] | None = None,
-    agent: dict[str, Any] | None = None,
+    variants: Sequence[Mapping[str, Any] | BaseModel] | None = None,
+    agent: Mapping[str, Any] | BaseModel | None = None,
     target: str | None = None,
     name: str = "best-of-n",
     blocks: BlockLoaders | None = None,

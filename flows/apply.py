@@ -42,7 +42,9 @@ from tasks.cache import settle
 from tasks.remote import git_access, machine_mirror
 
 
-@flow(name="apply", flow_run_name=apply_run_name, task_runner=ThreadPoolTaskRunner(max_workers=8))
+# The ignore: Prefect 3.9's own annotation of task_runner rejects its ThreadPoolTaskRunner.
+@flow(name="apply", flow_run_name=apply_run_name,
+      task_runner=ThreadPoolTaskRunner(max_workers=8))  # type: ignore[arg-type]
 def apply(
     repo: str,
     target: str,

@@ -49,10 +49,11 @@ from tasks.remote import remote_access
 from tasks.runtime import open_run
 
 
+# The ignore: Prefect 3.9's own annotation of task_runner rejects its ThreadPoolTaskRunner.
 @flow(
     name="attempt",
     flow_run_name="{spec.task_id}#{spec.attempt}",
-    task_runner=ThreadPoolTaskRunner(max_workers=1),
+    task_runner=ThreadPoolTaskRunner(max_workers=1),  # type: ignore[arg-type]
     # The sprint reads the result from the shared result storage.
     persist_result=True,
     result_serializer="json",
@@ -98,7 +99,9 @@ def dies_with_worker() -> Iterator[None]:
     def gone(worker: int) -> None:
         # At the main thread: a signal to the process may reach another thread, and then
         # a main thread blocked on a lock never sees it.
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        main = threading.main_thread().ident
+        if main is not None:  # None only before the thread started: never for the main one
+            signal.pthread_kill(main, signal.SIGTERM)
         logger.warning(f"its worker (process {worker}) is gone: stopping the agent; the "
                        "sprint runs this attempt again on another worker")
         # A main thread that does not unwind in time: its agents go, then the process.
@@ -151,9 +154,8 @@ def _attempt(
             logger.info(f"its agent holds a slot of the shared pool {pool} while it runs")
         if metering:  # counted, and held to its budgets, by the sprint's proxy
             control.meter = HandedRoute(metering)
-        future = attempt_task.with_options(refresh_cache=no_cache or None).submit(
-            local, agent_version=agent_version(codex, settings.work_dir)
-        )
+        run = attempt_task.with_options(refresh_cache=True) if no_cache else attempt_task
+        future = run.submit(local, agent_version=agent_version(codex, settings.work_dir))
         try:
             result = settle(future, local, logger.info)
         except BaseException:

@@ -38,6 +38,7 @@ from agentfleet.guardrails import in_flight
 from agentfleet.landing import AttemptRequest, Landing, LandingRequest, policy_of, report_for
 from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
+from agentfleet.metering.sprint import SprintMeter
 from agentfleet.naming import attempt_branch
 from agentfleet.outcome import Usage
 from agentfleet.plan import Plan
@@ -126,8 +127,9 @@ def version_codex(plan: Plan, codex: Path | None, settings: AgentfleetSettings) 
 
 # Parameters are checked by the plan's own checks (every problem at once, the CLI's
 # words), not by Prefect's validation: the annotations give the UI its run form.
+# The ignore: Prefect 3.9's own annotation of task_runner rejects its ThreadPoolTaskRunner.
 @flow(name="sprint", flow_run_name=run_name, validate_parameters=False,
-      task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL))
+      task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL))  # type: ignore[arg-type]
 def sprint(
     plan: Plan | None = None,
     plan_path: str | None = None,
@@ -159,8 +161,9 @@ def sprint(
         # No data: Prefect turns a Failed state's data into the exception a deployment run
         # raises, and a report is none ("Unexpected result for failed state"). The message
         # becomes that exception; `agentfleet run` reads the report from its file.
-        return Failed(message=sprint_report.summary_line())
-    return Completed(message=sprint_report.summary_line(), data=sprint_report)
+        return Failed(message=sprint_report.summary_line())  # type: ignore[return-value]
+    summary = sprint_report.summary_line()
+    return Completed(message=summary, data=sprint_report)  # type: ignore[return-value]
 
 
 def run_checked(
@@ -201,7 +204,7 @@ def run_checked(
             # Finished attempts' worktrees are reused by the next ones (worktree_pool.py).
             with worktree_pool(checked.repo.root, run.worktree_root), \
                     guarded(checked.plan, settings, control, logger.info, logger.warning):
-                if control.meter is not None and planner.total:
+                if isinstance(control.meter, SprintMeter) and planner.total:
                     control.meter.count_spent("planner", "planner", planner)  # limits.tokens
                 # Codex agents waiting for a slot start ahead, their requests held.
                 control.ahead = StartAhead(checked.plan.limits.start_ahead_cap)
@@ -288,7 +291,7 @@ class SprintRun:
             sched.mark_done_before(task_id)
             self.logger.info(f"{task_id}: already applied on {self.target}, not run again")
         progress = SprintProgress(self.plan.name, sched.state)
-        if self.control.meter is not None:  # tokens against budget, live, in the artifact
+        if isinstance(self.control.meter, SprintMeter):  # tokens against budget, live
             progress.tokens_line = self.control.meter.total_line
             self.control.meter.on_total = progress.refresh
         try:
@@ -460,9 +463,9 @@ class SprintRun:
             return pooled_attempt.submit(spec, self.remote, no_cache=fresh, pool=limits.pool,
                                          starts_per_minute=limits.starts_per_minute,
                                          agent_version=self.agent_version)
-        return attempt.with_options(refresh_cache=fresh or None).submit(
-            spec, agent_version=self.agent_version
-        )
+        # --no-cache: computed afresh, and the cache overwritten; else Prefect's setting.
+        run = attempt.with_options(refresh_cache=True) if fresh else attempt
+        return run.submit(spec, agent_version=self.agent_version)
 
     def _record(self, spec: AttemptSpec, result: AttemptResult) -> None:
         """Keep an attempt's result; the first to pass may stop its siblings (early stop)."""

@@ -49,6 +49,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SWITCH = "AGENTFLEET_WARM_ENGINE"
 START_S = 120.0  # how long a warm engine may take to import Prefect on a busy machine
@@ -257,8 +258,9 @@ def serve(path: Path, worker: int, preload: Sequence[str]) -> Job | None:
         worker_ended = process_handle(worker)
         listener.listen(16)
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the watching forks reap themselves
+        watched: list[Any] = [listener, worker_ended]  # a socket and a pidfd (an int)
         while True:
-            ready, _, _ = select.select([listener, worker_ended], [], [])
+            ready, _, _ = select.select(watched, [], [])
             if worker_ended in ready:
                 return None
             conn, _ = listener.accept()
@@ -394,11 +396,12 @@ def _peer_uid(conn: socket.socket) -> int:
 
 
 def _module_times() -> dict[str, float]:
-    times = {}
+    times: dict[str, float] = {}
     for module in list(sys.modules.values()):
         name = getattr(module, "__file__", None)
-        with contextlib.suppress(OSError, TypeError):
-            times[name] = os.stat(name).st_mtime
+        if isinstance(name, str):
+            with contextlib.suppress(OSError):
+                times[name] = os.stat(name).st_mtime
     return times
 
 

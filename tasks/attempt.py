@@ -108,7 +108,8 @@ def attempt(spec: AttemptSpec, agent_version: str | None = None) -> State:
         result = run_attempt(ran, env=env, on_event=on_event, log=log.info,
                              cancel=control.cancel, guards=run.guards, ahead=run.ahead,
                              gate=gate)
-    if run.meter is not None and run.meter.metered(name):
+    # On a worker (a HandedRoute) the sprint, which holds the ledger, puts in the proxy's count.
+    if isinstance(run.meter, SprintMeter) and run.meter.metered(name):
         result = with_metered_usage(result, run.meter, name, log.warning)
     log.close()
     # What the agent printed or said may hold a secret of its environment: masked before

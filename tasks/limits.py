@@ -242,6 +242,7 @@ def shared_limits(pool: str, size: int, starts_per_minute: float | None, log: Lo
     handoff waits on the server's SQLite (a stall of 2.4 s seen in a busy sprint), and a
     killed run leaves no slot counted."""
     slots = ensure_pool(pool, size, log)
+    slot_of: Callable[[Any], PoolSlot | None]
     if _api_url() is None:
         counted = ProcessSlots(slots)
         gate = _gate(pool, lambda: SlotGate(counted.try_acquire, counted.release))

@@ -11,7 +11,7 @@ import contextvars
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import TypeVar, cast
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -122,9 +122,9 @@ class SprintProgress:
             self._pending = None
         self.artifact_id = _best_effort(
             "the progress artifact",
-            lambda: create_progress_artifact(
+            lambda: cast(UUID, create_progress_artifact(  # sync here: not a coroutine
                 progress=percent, key=artifacts.progress_key(self.sprint), description=line
-            ),
+            )),
         )
         while True:
             with self._cond:

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import cast
 from uuid import UUID
 
 from prefect import get_run_logger, task
@@ -117,7 +118,7 @@ def _cancel(flow_run_id: UUID) -> None:
         # a run started since must be Cancelling, for its worker to stop its agent. Not yet
         # started: it simply never will (its Running is refused).
         state = client.read_flow_run(flow_run_id).state
-        new = Cancelled() if state is None or state.is_scheduled() or state.is_pending() \
+        new: State = Cancelled() if state is None or state.is_scheduled() or state.is_pending() \
             else Cancelling()
         client.set_flow_run_state(flow_run_id, new, force=True)
 
@@ -203,7 +204,7 @@ def _wait(flow_run_id: UUID, spec: AttemptSpec, stale_s: float) -> tuple[State, 
             beat = flow_run.labels.get(HEARTBEAT_LABEL) if flow_run.labels else None
             if alive.dead(now, state.type.value if state else None,
                           None if beat is None else str(beat)):
-                crashed = Crashed(message=f"its worker has not beaten for "
+                crashed: State = Crashed(message=f"its worker has not beaten for "
                                           f"{alive.silence(now):.0f}s (gone?)")
                 with get_client(sync_client=True) as client:
                     client.set_flow_run_state(flow_run_id, crashed, force=True)
@@ -300,8 +301,9 @@ def _metered_run(spec: AttemptSpec, parameters: dict[str, object], stale_s: floa
         # Only when metered: an attempt deployment made before this parameter still takes
         # the others (redeploy it to meter pool attempts).
         given = {**parameters, "metering": overrides} if overrides else parameters
-        flow_run = run_deployment(ATTEMPT_DEPLOYMENT, parameters=given,
-                                  flow_run_name=name, timeout=0, as_subflow=True)
+        flow_run = cast(FlowRun, run_deployment(  # sync here: not a coroutine
+            ATTEMPT_DEPLOYMENT, parameters=given, flow_run_name=name, timeout=0,
+            as_subflow=True))
         logger.info(f"{name}: flow run {flow_run.name} ({flow_run.id}) on the attempt pool")
         state, cancelled = _wait(flow_run.id, spec, stale_s)
         return flow_run, state, cancelled
@@ -339,6 +341,6 @@ def _run(spec: AttemptSpec, remote: RemoteRepository, parameters: dict[str, obje
             raise AgentfleetError(
                 f"{name}: its flow run {flow_run.name} ended {state.name}: {state.message}"
             )
-        logger.warning(f"{name}: flow run {flow_run.name} {state.name.lower()} "
+        logger.warning(f"{name}: flow run {flow_run.name} {state.type.value.lower()} "
                        f"({state.message}); running it again ({run}/{spec.retries})")
     raise AssertionError("unreachable")  # pragma: no cover

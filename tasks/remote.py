@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from agentfleet.remote import GitAccess, RemoteRepository, mirrors
 from agentfleet.settings import AgentfleetSettings
@@ -21,7 +22,7 @@ def git_access(block: str | None = None) -> GitAccess:
         return GitAccess.of(env)
     from blocks.repository import RepositoryBlock
 
-    saved = RepositoryBlock.load(block)
+    saved = cast(RepositoryBlock, RepositoryBlock.load(block))  # sync here: not a coroutine
     return GitAccess.of(env, saved.git_env(env), saved.secret_values())
 
 

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import pydantic
 
@@ -141,9 +141,9 @@ def pause_for(items: list[ReviewItem], sprint: str, work_dir: Path,
     if context is None or context.flow_run is None:
         raise RuntimeError("a review pause needs a flow run")
     flow_run_id = context.flow_run.id
-    form = pydantic.create_model("AgentfleetReview", __base__=RunInput,
-                                 **answer_fields(items))
-    form = form.with_initial_data(description=form_markdown(items, sprint))
+    model = pydantic.create_model("AgentfleetReview", __base__=RunInput,
+                                  **answer_fields(items))
+    form = model.with_initial_data(description=form_markdown(items, sprint))
     key = pause_key(sprint, uuid.uuid4().hex[:8])
     seconds = max(1, math.ceil(min(i.deadline for i in items) - time.monotonic()))
     with get_client(sync_client=True) as client:
@@ -309,8 +309,10 @@ def _find_at(url: str, run_id: str | None, sprint: str) -> Waiting | None:
             if not is_pause_of(details.pause_key, sprint) or not details.run_input_keyset:
                 continue
             keyset = details.run_input_keyset
-            schema = read_flow_run_input(keyset["schema"], flow_run_id=run.id) or {}
-            description = read_flow_run_input(keyset["description"], flow_run_id=run.id) or ""
+            # Called from sync code: values, not coroutines.
+            schema = cast(dict, read_flow_run_input(keyset["schema"], flow_run_id=run.id)) or {}
+            description = cast(
+                str, read_flow_run_input(keyset["description"], flow_run_id=run.id)) or ""
             fields = {
                 key: (list(prop.get("enum", [])), prop.get("default"))
                 for key, prop in (schema.get("properties") or {}).items()

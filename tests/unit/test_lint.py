@@ -1,4 +1,4 @@
-"""``make lint`` holds in CI too: ruff over the project, mypy over the domain and Blocks."""
+"""``make lint`` holds in CI too: ruff over the project, mypy over everything but tests."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def test_ruff_finds_nothing() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_mypy_finds_nothing_in_the_domain_and_blocks() -> None:
+def test_mypy_finds_nothing_in_the_code() -> None:
     # No cache: a stale one (another checkout, another mypy) must not hide a complaint.
     done = subprocess.run(
         [str(BIN / "mypy"), "--cache-dir", "/dev/null"],  # files and plugin: pyproject.toml
