@@ -258,9 +258,8 @@ def land(
 
     verifier = _Verifier(
         command=final_verify, repo=repo, sprint=sprint, worktree_root=request.worktree_root,
-        lease_dir=request.lease_dir, env=env, timeout_s=request.verify_timeout_s, cancel=cancel,
-        log=log,
-        concurrency=policy.concurrency, verified=verified,
+        lease_dir=request.lease_dir, env=env, timeout_s=request.verify_timeout_s,
+        cancel=cancel, log=log, concurrency=policy.concurrency, verified=verified,
     )  # fmt: skip
     for rebuild in range(MAX_REBUILDS + 1):
         if final_verify:

@@ -333,7 +333,8 @@ class ScriptedModelServer:
         """Fail (AssertionError) when a step of the script in force was never requested: a
         test whose agent stopped short would otherwise pass on what it did not do."""
         missing = self.unserved()
-        assert not missing, "the scripted model was not asked for: " + "; ".join(missing)
+        if missing:  # raised, not asserted: python -O must not turn the check off
+            raise AssertionError("the scripted model was not asked for: " + "; ".join(missing))
 
     def set_script(self, script: Script) -> None:
         """Replace the script; fault counts and conversation positions start again."""
