@@ -8,7 +8,6 @@ exit status, without a traceback.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -201,6 +200,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import time
 
     from agentfleet.settings import AgentfleetSettings
+    from agentfleet.startup import long_lived_imports
     from flows.engine import PRELOAD  # the standard library only: start-up stays short
     from flows.warm import SWITCH, prestart
 
@@ -215,13 +215,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     else:
         print(f"agentfleet: no warm engine ({SWITCH}=0, or it could not start): this "
               "worker's runs start cold", file=sys.stderr)
-    from flows import pickup, worker_stop
-    from flows.shared_tls import share
+    with long_lived_imports():  # Prefect's worker: a long life
+        from flows import pickup, worker_stop
+        from flows.shared_tls import share
 
-    share()  # the worker's API clients: one TLS context, not one each
-    pickup.install()  # runs taken as they are scheduled, not at the next poll
-    worker_stop.install()  # a stop request that gets lost is made again
-    gc.freeze()  # Prefect's worker imported: a long life, and no full collection walks it
+        share()  # the worker's API clients: one TLS context, not one each
+        pickup.install()  # runs taken as they are scheduled, not at the next poll
+        worker_stop.install()  # a stop request that gets lost is made again
     sys.argv = [*command, *args.prefect_args]
     try:
         runpy.run_module("prefect", run_name="__main__", alter_sys=True)
@@ -276,14 +276,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Prefect costs seconds to import and start: only now that the plan is good. Its
     # embedded server starts first, so that both start-ups overlap.
     from agentfleet import fast_exit
-    from flows.prestart import prestart_embedded_server
+    from agentfleet.startup import long_lived_imports
 
-    fast_exit.arm()  # before Prefect registers its exit handlers: runs after them
-    prestart_embedded_server()
-    from flows.sprint import run_and_report
+    with long_lived_imports():  # what is imported now lives as long as the process
+        from flows.prestart import prestart_embedded_server
 
-    # What is imported now lives as long as the process: its full collections skip it.
-    gc.freeze()
+        fast_exit.arm()  # before Prefect registers its exit handlers: runs after them
+        prestart_embedded_server()
+        from flows.sprint import run_and_report
     try:
         links: list[str] = []
         report = run_and_report(plan_path, report=args.report, no_cache=args.no_cache,

@@ -8,8 +8,9 @@ only. It asks its worker's warm engine for the run: a process that imported all 
 once and forks one child per run. The child takes over the client's standard streams,
 environment, working directory and arguments, leads a process group of its own as a
 cold flow-run process does, and runs Prefect's engine; the client forwards the signals
-the worker sends it and exits as the child did. The engine freezes what it imported
-(``gc.freeze``), which no collection of a run then walks, and a run keeps the engine's
+the worker sends it and exits as the child did. The engine imports with the collector off
+and freezes what it imported (``agentfleet.startup``), which no collection of a run then
+walks, and a run keeps the engine's
 logging configuration when its environment would build the same one.
 
 Lifetimes: ``agentfleet worker`` starts its worker's warm engine before the worker
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gc
 import hashlib
 import importlib
 import json
@@ -235,6 +235,7 @@ def serve(path: Path, worker: int, preload: Sequence[str]) -> Job | None:
     Returns in a forked run only: its job (``run_job``). The warm engine itself returns
     None when it ends."""
     from agentfleet.lifeline import process_handle
+    from agentfleet.startup import long_lived_imports
 
     # One warm engine per socket, holding the lock for its life: a second one started at
     # the same moment goes, and a socket whose engine died is told from a live one.
@@ -247,14 +248,14 @@ def serve(path: Path, worker: int, preload: Sequence[str]) -> Job | None:
     path.unlink(missing_ok=True)
     listener.bind(str(path))  # clients see it at once, and wait until it listens
     try:
-        load(preload)
-        loaded = _module_times()
-        if "prefect" in sys.modules:  # configured at Prefect's import, from this environment
-            global _engine_logging
-            _engine_logging = _logging_basis()
-        # What the engine holds now lives as long as every run: the runs' collections
+        # What the engine holds lives as long as every run: frozen, the runs' collections
         # leave it alone (each full one walked it all, and copied the pages it touched).
-        gc.freeze()
+        with long_lived_imports():
+            load(preload)
+            loaded = _module_times()
+            if "prefect" in sys.modules:  # configured at Prefect's import, from this env
+                global _engine_logging
+                _engine_logging = _logging_basis()
         worker_ended = process_handle(worker)
         listener.listen(16)
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the watching forks reap themselves
