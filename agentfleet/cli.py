@@ -216,6 +216,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"agentfleet: no warm engine ({SWITCH}=0, or it could not start): this "
               "worker's runs start cold", file=sys.stderr)
     with long_lived_imports():  # Prefect's worker: a long life
+        import prefect.cli  # noqa: F401 - what `python -m prefect` (below) imports first
+
         from flows import pickup, worker_stop
         from flows.shared_tls import share
 
