@@ -10,8 +10,8 @@ environment, working directory and arguments, leads a process group of its own a
 cold flow-run process does, and runs Prefect's engine; the client forwards the signals
 the worker sends it and exits as the child did. The engine imports with the collector off
 and freezes what it imported (``agentfleet.startup``), which no collection of a run then
-walks, and a run keeps the engine's
-logging configuration when its environment would build the same one.
+walks, and a run keeps the engine's logging configuration when its environment would
+build the same one.
 
 Lifetimes: ``agentfleet worker`` starts its worker's warm engine before the worker
 itself (``prestart``); otherwise the first client of a worker starts it (that run waits
