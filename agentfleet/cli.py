@@ -33,6 +33,7 @@ from agentfleet.errors import (
 )
 from agentfleet.plan import plan_json_schema
 from agentfleet.plan_blocks import BlockLoaders
+from agentfleet.startup import long_lived_imports
 
 if TYPE_CHECKING:
     from agentfleet.leases import PoolSlot
@@ -200,7 +201,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import time
 
     from agentfleet.settings import AgentfleetSettings
-    from agentfleet.startup import long_lived_imports
     from flows.engine import PRELOAD  # the standard library only: start-up stays short
     from flows.warm import SWITCH, prestart
 
@@ -278,7 +278,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Prefect costs seconds to import and start: only now that the plan is good. Its
     # embedded server starts first, so that both start-ups overlap.
     from agentfleet import fast_exit
-    from agentfleet.startup import long_lived_imports
 
     with long_lived_imports():  # what is imported now lives as long as the process
         from flows.prestart import prestart_embedded_server
@@ -313,7 +312,9 @@ def cmd_review(args: argparse.Namespace) -> int:
     """``agentfleet review SPRINT``: list the reviews a paused sprint waits for, and answer."""
     from agentfleet.review import parse_answers, read_choice
     from agentfleet.settings import AgentfleetSettings
-    from tasks.review import answer, find_waiting
+
+    with long_lived_imports():
+        from tasks.review import answer, find_waiting
 
     api_url = os.environ.get("PREFECT_API_URL") or None
     waiting = find_waiting(args.sprint, AgentfleetSettings().work_dir, api_url)
@@ -360,8 +361,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     import asyncio
 
     from agentfleet.watching import status_table
-    from flows.embedded import start_embedded_server
-    from flows.watching import now, recent_sprints
+
+    with long_lived_imports():
+        from flows.embedded import start_embedded_server
+        from flows.watching import now, recent_sprints
 
     start_embedded_server()  # no PREFECT_API_URL: PREFECT_HOME's database, as `run` used
     sys.stdout.write(status_table(asyncio.run(recent_sprints(args.limit)), now()))
@@ -373,8 +376,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     import asyncio
 
     from agentfleet.watching import attempt_number, parse_task_ref, show_attempt, show_sprint
-    from flows.embedded import start_embedded_server
-    from flows.watching import now, sprint_attempts
+
+    with long_lived_imports():
+        from flows.embedded import start_embedded_server
+        from flows.watching import now, sprint_attempts
 
     task, k = parse_task_ref(args.task) if args.task else (None, None)
     start_embedded_server()
@@ -422,7 +427,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     resolver = json.loads(args.resolver) if args.resolver else None
     check_apply(args.on_conflict, resolver)  # bad input: exit 2 before Prefect starts
-    from flows.apply import apply_and_report
+    with long_lived_imports():
+        from flows.apply import apply_and_report
 
     report = apply_and_report(
         repo=_repo_arg(args.repo), target=args.target, branches=args.branches,
@@ -451,8 +457,9 @@ def cmd_best_of_n(args: argparse.Namespace) -> int:
     )
     # Bad input: exit 2 before Prefect even starts (a remote repo is fetched now).
     best_of_n_plan(args.prompt, **options, mirror=machine_mirror())
-    from flows.best_of_n import BestOfNResult, best_of_n
-    from flows.embedded import start_embedded_server
+    with long_lived_imports():
+        from flows.best_of_n import BestOfNResult, best_of_n
+        from flows.embedded import start_embedded_server
 
     start_embedded_server()
     import tempfile
