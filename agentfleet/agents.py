@@ -8,25 +8,23 @@ agent cannot be started at all (``AgentNotFound``, ``AgentError``).
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from agentfleet.agent_config import AgentConfig
-from agentfleet.codex_events import OutputLine, Transcript, parse_event
+from agentfleet.codex.cli import codex_argv, find_codex
+from agentfleet.codex.events import OutputLine, Transcript, parse_event
+from agentfleet.codex.outcome import AttemptOutcome, Ending, Usage, classify
 from agentfleet.durations import format_duration
 from agentfleet.errors import AgentError, AgentNotFound
-from agentfleet.outcome import AttemptOutcome, Ending, Usage, classify
 from agentfleet.process import MAX_LINE_BYTES, ManagedProcess, Stream, spawn, tail_line
 
 OnEvent = Callable[[object], None]
@@ -66,139 +64,6 @@ class AgentRequest:
     # The worktree's own admin dir: agentfleet's git looks at the worktree through it, never
     # through the folder's .git, which the agent may have changed. None: discovered.
     git_dir: Path | None = None
-
-
-# -- finding and calling codex -----------------------------------------------------------
-
-
-def _executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
-
-
-def find_codex(configured: Path | None, project_root: Path | None, path_env: str | None) -> Path:
-    """The Codex CLI: the configured path, else ``node_modules/.bin/codex``, else on PATH."""
-    if configured is not None:
-        configured = Path(configured).expanduser()
-        if _executable(configured):
-            return configured
-        raise AgentNotFound(
-            f"Codex CLI not found at {configured} (AGENTFLEET_CODEX_PATH): "
-            "no executable file there"
-        )
-    looked = []
-    if project_root is not None:
-        local = Path(project_root) / "node_modules" / ".bin" / "codex"
-        if _executable(local):
-            return local
-        looked.append(str(local))
-    if path_env:
-        # which() with an explicit path never reads os.environ.
-        found = shutil.which("codex", path=path_env)
-        if found:
-            return Path(found)
-        looked.append("PATH")
-    raise AgentNotFound(
-        f"Codex CLI not found (looked in {', '.join(looked) or 'nowhere'}): run `npm ci` in the "
-        "project to install the pinned @openai/codex, or set AGENTFLEET_CODEX_PATH"
-    )
-
-
-def toml_value(value: str | int | float | bool) -> str:
-    """``value`` as a TOML literal for ``-c key=value``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    # A JSON string is a valid TOML basic string (same escapes).
-    return json.dumps(value, ensure_ascii=False)
-
-
-EXCLUDE_SLASH_TMP = "sandbox_workspace_write.exclude_slash_tmp"
-EXCLUDE_TMPDIR = "sandbox_workspace_write.exclude_tmpdir_env_var"
-
-
-def isolation_overrides(agent: AgentConfig, private_tmp: bool) -> dict[str, bool]:
-    """The ``-c`` settings agentfleet adds to keep a ``workspace-write`` agent to its worktree.
-
-    Codex's ``workspace-write`` also lets commands write ``/tmp`` and ``$TMPDIR``, where
-    sibling worktrees or the user's repository may live. ``exclude_slash_tmp`` closes
-    ``/tmp``; ``$TMPDIR`` stays writable only when it is the agent's private folder
-    (Codex 0.169 then adds it to the writable roots itself: no ``writable_roots``, which
-    as a ``-c`` flag would replace the user's own list). A key the plan's ``agent.config``
-    sets is left to it: the user's explicit choice wins.
-    """
-    if agent.kind != "codex" or agent.sandbox != "workspace-write":
-        return {}
-    wanted = {EXCLUDE_SLASH_TMP: True}
-    if not private_tmp:
-        wanted[EXCLUDE_TMPDIR] = True
-    return {key: value for key, value in wanted.items() if key not in agent.config}
-
-
-def codex_argv(
-    codex: Path, agent: AgentConfig, extra: Sequence[str] = (), *, private_tmp: bool = False
-) -> list[str]:
-    """``codex exec --json`` with the flags the agent config asks for; prompt from stdin.
-
-    Plus ``isolation_overrides``: ``private_tmp`` says whether ``$TMPDIR`` is the agent's own.
-    """
-    argv = [str(codex), "exec", "--json", "-s", agent.sandbox]
-    if agent.model:
-        argv += ["-m", agent.model]
-    if agent.profile:
-        argv += ["-p", agent.profile]
-    for key, value in {**agent.config, **isolation_overrides(agent, private_tmp)}.items():
-        argv += ["-c", f"{key}={toml_value(value)}"]
-    # "-" reads the prompt from stdin: argv is capped at 128 KiB per string.
-    return [*argv, *extra, "-"]
-
-
-def codex_home(env: Mapping[str, str]) -> Path | None:
-    """Codex's home folder for an agent with environment ``env``."""
-    if env.get("CODEX_HOME"):
-        return Path(env["CODEX_HOME"])
-    return Path(env["HOME"]) / ".codex" if env.get("HOME") else None
-
-
-def rollout_usage(home: Path | None, thread_id: str | None) -> Usage | None:
-    """The tokens a Codex thread spent, from its session file; None when not found.
-
-    ``--json`` reports usage only with ``turn.completed``: a failed turn's tokens (a
-    429 after some requests, a full context window) appear only in Codex's own session
-    file ``$CODEX_HOME/sessions/YYYY/MM/DD/rollout-*-<thread>.jsonl``, as ``token_count``
-    events whose ``total_token_usage`` is cumulative. Best effort: its format is Codex's.
-    """
-    if home is None or not thread_id:
-        return None
-    found = None
-    for path in sorted((home / "sessions").glob(f"*/*/*/rollout-*-{thread_id}.jsonl")):
-        try:
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            if '"token_count"' not in line:
-                continue
-            try:
-                info = json.loads(line).get("payload", {}).get("info") or {}
-                total = info.get("total_token_usage")
-                if isinstance(total, dict):
-                    usage = Usage.model_validate(
-                        {k: v for k, v in total.items() if k in Usage.model_fields}
-                    )
-                    # The largest, not the last: after a full context window Codex writes
-                    # one more with zeros (and total_tokens set to the window's size).
-                    if found is None or usage.total > found.total:
-                        found = usage
-            except (ValueError, AttributeError):
-                continue
-    return found
 
 
 # -- running ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agentfleet.event_lines import shown_command
+from agentfleet.codex.lines import shown_command
 from agentfleet.results import AttemptResult, SprintReport
 
 EVENT_PREFIX = "agentfleet"

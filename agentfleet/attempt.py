@@ -36,19 +36,17 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from agentfleet.agent_config import AgentConfig
-from agentfleet.agents import (
+from agentfleet.agents import AgentRequest, CodexRun, run_agent, start_codex_agent
+from agentfleet.codex.cli import (
     EXCLUDE_SLASH_TMP,
     EXCLUDE_TMPDIR,
-    AgentRequest,
-    CodexRun,
     codex_home,
     isolation_overrides,
     rollout_usage,
-    run_agent,
-    start_codex_agent,
     toml_value,
 )
-from agentfleet.codex_events import TurnCompleted
+from agentfleet.codex.events import TurnCompleted
+from agentfleet.codex.outcome import AttemptOutcome, Ending, Usage
 from agentfleet.commit_text import attempt_message
 from agentfleet.errors import WORKTREE_TAMPERED, GitError, WorktreeTampered
 from agentfleet.gitcmd import git, run_git
@@ -57,7 +55,6 @@ from agentfleet.leases import AttemptLease
 from agentfleet.masking import Masker
 from agentfleet.merging import MergeInProgress, begin_merge, resolution_problems
 from agentfleet.naming import ATTEMPTS_NAMESPACE
-from agentfleet.outcome import AttemptOutcome, Ending, Usage
 from agentfleet.patterns import matches
 from agentfleet.process import observe_spawns, run_shell
 from agentfleet.prompts import continuation_prompt

@@ -107,7 +107,7 @@ def _fetch_once(
 
 def cmd_decompose(args: argparse.Namespace) -> int:
     """``agentfleet decompose GOAL``: the planner proposes a checked plan; write it, show waves."""
-    from agentfleet.agents import find_codex
+    from agentfleet.codex.cli import find_codex
     from agentfleet.foreach import sanitize_id_part
     from agentfleet.locks import repo_key
     from agentfleet.planner import PlannerRequest, plan_yaml, propose, usage_line

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from agentfleet import cli
 from agentfleet.sample import build_sample_repo, sample_plan, sample_script, write_plan
-from agentfleet.scripted import ScriptedModelServer
 from agentfleet.settings import PROJECT_ROOT
+from agentfleet.testing import ScriptedModelServer
 
 BANNER = """\
 agentfleet demo: an eight-ticket sprint on a sample orders service.

@@ -28,8 +28,8 @@ import yaml
 
 from agentfleet.agent_config import AgentConfig
 from agentfleet.agents import AgentRequest, run_agent
+from agentfleet.codex.outcome import Ending, Usage
 from agentfleet.errors import AgentError, PlanError, Problem
-from agentfleet.outcome import Ending, Usage
 from agentfleet.worktrees import temporary_worktree
 
 if TYPE_CHECKING:

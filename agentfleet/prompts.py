@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agentfleet.outcome import AttemptOutcome
+from agentfleet.codex.outcome import AttemptOutcome
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from agentfleet.outcome import AttemptOutcome
+from agentfleet.codex.outcome import AttemptOutcome
 from agentfleet.process import ShellResult
 from agentfleet.selection import Candidate
 from agentfleet.text import JsonSafeModel

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, computed_field, field_validator
 
+from agentfleet.codex.outcome import Usage
 from agentfleet.errors import AgentfleetError
-from agentfleet.outcome import Usage
 
 if TYPE_CHECKING:
     from agentfleet.results import AttemptResult

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentfleet.scripted import RecordedRequest, Script
+from agentfleet.testing import RecordedRequest, Script
 from bench.common import (
     CODEX,
     Goal,

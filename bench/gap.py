@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentfleet.scripted import RecordedRequest, Script
+from agentfleet.testing import RecordedRequest, Script
 from bench.common import Row, commit_all, init_repo, median, say, seconds_lt
 from bench.sprints import AgentfleetRun, Context, Session, run_agentfleet, sessions, write_plan
 

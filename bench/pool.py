@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from agentfleet.process import stat_fields
-from agentfleet.scripted import Script
+from agentfleet.testing import Script
 from bench.common import PROJECT_ROOT, Goal, Row, commit_all, git, init_repo, median, say
 from bench.sprints import AgentfleetRun, Context, agentfleet_env, run_agentfleet, write_plan
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from agentfleet.metering import Ledger, MeteringProxy
-from agentfleet.scripted import Script
+from agentfleet.testing import Script
 from bench.common import Goal, Row, median, say
 
 ROWS = ("proxy",)

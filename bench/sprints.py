@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from agentfleet.scripted import RecordedRequest, Script, ScriptedModelServer
+from agentfleet.testing import RecordedRequest, Script, ScriptedModelServer
 from bench.common import AGENTFLEET, PROJECT_ROOT, clean_env, commit_all, init_repo, say
 
 RUN_TIMEOUT_S = 1800

@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from agentfleet.agents import find_codex
 from agentfleet.attempt import AttemptSpec
 from agentfleet.clean import reap_orphans
+from agentfleet.codex.cli import find_codex
 from agentfleet.guardrails import RunGuards
 from agentfleet.leases import lease_dir
 from agentfleet.lifeline import watch_parent

@@ -26,12 +26,13 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from agentfleet import apply as gitapply
-from agentfleet.agents import find_codex
 from agentfleet.attempt import AttemptSpec
 from agentfleet.best_of_n import EARLY_STOP, chosen, select, stopped_result
 from agentfleet.block_refs import RepositoryBlockRef
 from agentfleet.checking import CheckedPlan, load_and_check, render_plan
 from agentfleet.clean import reap_orphans
+from agentfleet.codex.cli import find_codex
+from agentfleet.codex.outcome import Usage
 from agentfleet.control import RunControl
 from agentfleet.errors import AgentfleetError, SprintInterrupted
 from agentfleet.guardrails import in_flight
@@ -40,7 +41,6 @@ from agentfleet.leases import lease_dir
 from agentfleet.locks import SprintLock, repo_key
 from agentfleet.metering.sprint import SprintMeter
 from agentfleet.naming import attempt_branch
-from agentfleet.outcome import Usage
 from agentfleet.plan import Plan
 from agentfleet.preflight import check_run, redo_closure
 from agentfleet.requests import check_sprint_request

@@ -9,8 +9,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 
 from agentfleet.attempt import AttemptSpec, run_attempt
+from agentfleet.codex.lines import LineCap, describe
 from agentfleet.control import EARLY_STOP
-from agentfleet.event_lines import LineCap, describe
 from agentfleet.masking import Masker, mask_model
 from agentfleet.metering.sprint import SprintMeter
 from agentfleet.process import tracked_in

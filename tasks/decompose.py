@@ -18,10 +18,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from agentfleet.checking import CheckedPlan
+from agentfleet.codex.outcome import Usage
 from agentfleet.durations import parse_duration
 from agentfleet.errors import PlanRejected, ProposalRejected
 from agentfleet.locks import repo_key
-from agentfleet.outcome import Usage
 from agentfleet.planner import Proposal, plan_for_goal, proposal_markdown, usage_line
 from agentfleet.process import tracked_in
 from agentfleet.review import Reviews, plan_item

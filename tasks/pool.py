@@ -41,8 +41,8 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Cancelling, Crashed, State
 
-from agentfleet.agents import find_codex
 from agentfleet.attempt import AttemptSpec
+from agentfleet.codex.cli import find_codex
 from agentfleet.errors import AgentfleetError, AgentNotFound, ConfigError, GitError
 from agentfleet.liveness import HEARTBEAT_LABEL, Liveness
 from agentfleet.metering.sprint import SprintMeter

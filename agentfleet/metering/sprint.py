@@ -28,11 +28,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agentfleet.agent_config import AgentConfig
+from agentfleet.codex.outcome import Usage
 from agentfleet.errors import ConfigError
 from agentfleet.metering.codex_route import provider_route, route_overrides
 from agentfleet.metering.ledger import Ledger, TokenUsage, UsageEvent, over_budget_text
 from agentfleet.metering.proxy import BackoffEvent, MeteringProxy
-from agentfleet.outcome import Usage
 
 Log = Callable[[str], None]
 _TOTAL_EVERY_S = 1.0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from agentfleet.scripted.script import Script
+from agentfleet.testing.script import Script
 
 HERE = Path(__file__).resolve().parent
 

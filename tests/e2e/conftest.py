@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentfleet.sample import build_sample_repo, sample_plan, sample_script, write_plan
-from agentfleet.scripted import ScriptedModelServer
+from agentfleet.testing import ScriptedModelServer
 from tests.support.prefect_server import PrefectServer, start_prefect_server
 
 ROOT = Path(__file__).resolve().parents[2]

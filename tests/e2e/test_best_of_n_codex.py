@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agentfleet.scripted import Script, ScriptedModelServer
+from agentfleet.testing import Script, ScriptedModelServer
 from tests.conftest import run_git
 from tests.e2e.conftest import run_agentfleet
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agentfleet.sample import sample_plan, sample_script, write_plan
-from agentfleet.scripted import ScriptedModelServer
+from agentfleet.testing import ScriptedModelServer
 from tests.conftest import run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
 from tests.support.waiting import processes_under, wait_for

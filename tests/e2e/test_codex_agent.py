@@ -18,7 +18,7 @@ import pytest
 
 from agentfleet.agent_config import AgentConfig
 from agentfleet.agents import AgentRequest, run_agent
-from agentfleet.codex_events import (
+from agentfleet.codex.events import (
     CommandExecutionItem,
     ItemCompleted,
     ItemStarted,
@@ -26,11 +26,11 @@ from agentfleet.codex_events import (
     ThreadStarted,
     TurnCompleted,
 )
+from agentfleet.codex.outcome import Ending, Usage
 from agentfleet.errors import AgentNotFound
-from agentfleet.outcome import Ending, Usage
 from agentfleet.process import live_processes
-from agentfleet.scripted import Fault, Response, Rule, Script, ScriptedModelServer
-from agentfleet.scripted import Usage as ScriptedUsage
+from agentfleet.testing import Fault, Response, Rule, Script, ScriptedModelServer
+from agentfleet.testing import Usage as ScriptedUsage
 
 pytestmark = [pytest.mark.codex, pytest.mark.timeout(60)]
 

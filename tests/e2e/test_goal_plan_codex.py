@@ -20,7 +20,7 @@ import yaml
 from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from agentfleet.scripted import Rule, Script, ScriptedModelServer
+from agentfleet.testing import Rule, Script, ScriptedModelServer
 from tests.conftest import run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT
 

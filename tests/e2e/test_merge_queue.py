@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agentfleet.scripted import ScriptedModelServer
-from agentfleet.scripted.script import Response, Rule, Script
+from agentfleet.testing import ScriptedModelServer
+from agentfleet.testing.script import Response, Rule, Script
 from tests.conftest import run_git
 from tests.e2e.conftest import run_agentfleet
 from tests.e2e.test_sprint import overlap, spans

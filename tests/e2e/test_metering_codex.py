@@ -29,8 +29,8 @@ from agentfleet.metering import (
     provider_route,
     route_overrides,
 )
-from agentfleet.scripted import Rule, Script, ScriptedModelServer
-from agentfleet.scripted import server as scripted_server
+from agentfleet.testing import Rule, Script, ScriptedModelServer
+from agentfleet.testing import server as scripted_server
 
 pytestmark = pytest.mark.codex
 

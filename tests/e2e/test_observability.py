@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from agentfleet.sample import sample_plan
-from agentfleet.scripted import ScriptedModelServer
+from agentfleet.testing import ScriptedModelServer
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
 from tests.support.prefect_server import PrefectServer
 from tests.support.waiting import wait_for

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from agentfleet.plan_blocks import PlanBlocks
-from agentfleet.scripted import Rule, Script, ScriptedModelServer
+from agentfleet.testing import Rule, Script, ScriptedModelServer
 from tests.conftest import run_git
 
 pytestmark = pytest.mark.codex

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from agentfleet.results import SprintReport
-from agentfleet.scripted import Rule, Script, ScriptedModelServer
+from agentfleet.testing import Rule, Script, ScriptedModelServer
 from tests.conftest import MakeRepo, run_git
 from tests.e2e.conftest import ROOT, run_agentfleet
 from tests.support.attempt_pool import attempt_pool, flow_runs

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agentfleet.scripted import Script, ScriptedModelServer
+from agentfleet.testing import Script, ScriptedModelServer
 from tests.conftest import MakeRepo, run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
 from tests.support.attempt_pool import Worker, attempt_pool, flow_runs

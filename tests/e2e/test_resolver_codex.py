@@ -17,7 +17,7 @@ from agentfleet.attempt import AttemptSpec, run_attempt
 from agentfleet.landing import AttemptRequest, LandingPolicy
 from agentfleet.naming import attempt_branch
 from agentfleet.results import AttemptResult, TaskOutcome
-from agentfleet.scripted import Response, Rule, Script, ScriptedModelServer
+from agentfleet.testing import Response, Rule, Script, ScriptedModelServer
 from tests.support.git_env import sh, user_repo
 from tests.unit.test_landing import SPRINT, TARGET, do_land
 from tests.unit.test_merge_queue import two_conflicting

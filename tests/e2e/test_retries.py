@@ -16,9 +16,9 @@ import pytest
 
 from agentfleet.agent_config import AgentConfig
 from agentfleet.attempt import AttemptSpec, run_attempt
-from agentfleet.outcome import Ending
-from agentfleet.scripted import Fault, Rule, Script, ScriptedModelServer
-from agentfleet.scripted.script import Response
+from agentfleet.codex.outcome import Ending
+from agentfleet.testing import Fault, Rule, Script, ScriptedModelServer
+from agentfleet.testing.script import Response
 from tests.conftest import run_git
 from tests.e2e.conftest import ROOT, run_agentfleet
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agentfleet.scripted import Rule, Script, ScriptedModelServer
-from agentfleet.scripted.script import Response
+from agentfleet.testing import Rule, Script, ScriptedModelServer
+from agentfleet.testing.script import Response
 from tests.conftest import run_git
 from tests.e2e.conftest import run_agentfleet
 

@@ -19,7 +19,7 @@ import yaml
 
 from agentfleet.leases import Lease, list_leases, live_processes
 from agentfleet.process import find_processes
-from agentfleet.scripted import Fault, Response, Rule, Script, ScriptedModelServer
+from agentfleet.testing import Fault, Response, Rule, Script, ScriptedModelServer
 from tests.conftest import run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
 from tests.support.waiting import cmdline, wait_for

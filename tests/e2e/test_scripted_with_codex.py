@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from agentfleet.scripted import Rule, Script, ScriptedModelServer
+from agentfleet.testing import Rule, Script, ScriptedModelServer
 
 pytestmark = pytest.mark.codex
 

@@ -21,7 +21,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from agentfleet.sample import sample_plan, sample_script
-from agentfleet.scripted import ScriptedModelServer
+from agentfleet.testing import ScriptedModelServer
 from blocks import AgentBlock
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agentfleet.scripted import Fault, ScriptedModelServer
+from agentfleet.testing import Fault, ScriptedModelServer
 from tests.conftest import run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
 from tests.support.waiting import processes_under, wait_for

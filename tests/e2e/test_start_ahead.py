@@ -21,8 +21,8 @@ from agentfleet.guardrails import RunGuards
 from agentfleet.metering.sprint import SprintMeter
 from agentfleet.process import ProcessInfo, find_processes, observe_spawns, tracked_in
 from agentfleet.results import AttemptResult
-from agentfleet.scripted import RecordedRequest, Script, ScriptedModelServer
 from agentfleet.start_ahead import StartAhead
+from agentfleet.testing import RecordedRequest, Script, ScriptedModelServer
 from tasks.attempt import held_start_gate
 from tests.conftest import run_git
 from tests.support.waiting import processes_under, wait_for

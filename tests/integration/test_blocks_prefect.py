@@ -14,7 +14,7 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from agentfleet.agent_config import AgentOverride
-from agentfleet.agents import AgentRequest, codex_argv, run_agent
+from agentfleet.agents import AgentRequest, run_agent
 from agentfleet.block_refs import (
     AgentBlockRef,
     RepositoryBlockRef,
@@ -24,6 +24,7 @@ from agentfleet.block_refs import (
     resolve_agent,
     resolve_repository,
 )
+from agentfleet.codex.cli import codex_argv
 from agentfleet.errors import ConfigError
 from agentfleet.settings import AgentfleetSettings
 from blocks import AgentBlock, RepositoryBlock, agent_secret_env

@@ -14,8 +14,8 @@ from prefect.artifacts import Artifact
 from prefect.concurrency.sync import concurrency
 
 from agentfleet.artifacts import progress_key
-from agentfleet.scripted import Rule, Script, ScriptedModelServer
 from agentfleet.settings import PROJECT_ROOT
+from agentfleet.testing import Rule, Script, ScriptedModelServer
 from tasks.limits import ensure_pool, waits
 from tests.conftest import MakeRepo
 from tests.integration.conftest import run_sprint

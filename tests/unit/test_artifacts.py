@@ -21,7 +21,7 @@ from agentfleet.artifacts import (
     summary_key,
     summary_rows,
 )
-from agentfleet.outcome import AttemptOutcome, CommandRun, Ending, Usage
+from agentfleet.codex.outcome import AttemptOutcome, CommandRun, Ending, Usage
 from agentfleet.results import (
     AttemptResult,
     CheckResult,

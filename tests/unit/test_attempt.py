@@ -9,9 +9,9 @@ from pathlib import Path
 
 from agentfleet.agent_config import AgentConfig
 from agentfleet.attempt import AttemptSpec, _AttemptRun, run_attempt
-from agentfleet.codex_events import parse_event
+from agentfleet.codex.events import parse_event
+from agentfleet.codex.outcome import Ending
 from agentfleet.guardrails import RunGuards
-from agentfleet.outcome import Ending
 
 
 def spec(repo: Path, tmp_path: Path, run: str, **kw: object) -> AttemptSpec:

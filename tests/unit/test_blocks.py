@@ -9,7 +9,6 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from agentfleet.agent_config import AgentConfig
-from agentfleet.agents import codex_argv
 from agentfleet.block_refs import (
     AgentBlockRef,
     RepositoryBlockRef,
@@ -18,6 +17,7 @@ from agentfleet.block_refs import (
     load_repository_source,
     resolve_agent,
 )
+from agentfleet.codex.cli import codex_argv
 from blocks import AgentBlock, RepositoryBlock
 
 KEY = "sk-unit-test-0123456789"

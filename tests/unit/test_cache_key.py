@@ -9,7 +9,7 @@ import pytest
 from agentfleet.agent_config import AgentConfig
 from agentfleet.attempt import AttemptSpec
 from agentfleet.cache_key import attempt_key, is_cacheable, key_parts
-from agentfleet.outcome import AttemptOutcome, Ending
+from agentfleet.codex.outcome import AttemptOutcome, Ending
 from agentfleet.results import AttemptResult, CheckResult
 
 TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"

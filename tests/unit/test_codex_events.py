@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agentfleet.codex_events import (
+from agentfleet.codex.events import (
     AgentMessageItem,
     CommandExecutionItem,
     ErrorEvent,
@@ -27,7 +27,7 @@ from agentfleet.codex_events import (
     UnknownItem,
     parse_event,
 )
-from agentfleet.outcome import Usage
+from agentfleet.codex.outcome import Usage
 
 STREAMS = Path(__file__).parents[1] / "fixtures" / "codex_streams"
 

@@ -10,17 +10,11 @@ from pathlib import Path
 import pytest
 
 from agentfleet.agent_config import AgentConfig
-from agentfleet.agents import (
-    AgentRequest,
-    codex_argv,
-    find_codex,
-    isolation_overrides,
-    run_agent,
-    toml_value,
-)
-from agentfleet.codex_events import OutputLine
+from agentfleet.agents import AgentRequest, run_agent
+from agentfleet.codex.cli import codex_argv, find_codex, isolation_overrides, toml_value
+from agentfleet.codex.events import OutputLine
+from agentfleet.codex.outcome import Ending
 from agentfleet.errors import AgentError, AgentNotFound
-from agentfleet.outcome import Ending
 from tests.support.waiting import alive, cmdline, processes_under
 
 pytestmark = pytest.mark.timeout(60)

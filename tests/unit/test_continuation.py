@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from agentfleet.codex.outcome import AttemptOutcome, CommandRun, Ending
 from agentfleet.errors import GitError
-from agentfleet.outcome import AttemptOutcome, CommandRun, Ending
 from agentfleet.prompts import continuation_prompt
 from agentfleet.worktrees import (
     Worktree,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentfleet.codex_events import (
+from agentfleet.codex.events import (
     CommandExecutionItem,
     FileChangeItem,
     FileUpdateChange,
@@ -14,7 +14,7 @@ from agentfleet.codex_events import (
     TurnStarted,
     parse_event,
 )
-from agentfleet.event_lines import LineCap, describe, relative_path, shown_command
+from agentfleet.codex.lines import LineCap, describe, relative_path, shown_command
 
 STREAMS = Path(__file__).parents[1] / "fixtures" / "codex_streams"
 # The recorded happy path ran in this worktree (see its file_change paths).

@@ -35,7 +35,7 @@ def test_regex_characters_in_a_secret_are_literal() -> None:
 
 
 def test_a_result_is_masked_everywhere_but_its_patch() -> None:
-    from agentfleet.outcome import AttemptOutcome, CommandRun, Ending
+    from agentfleet.codex.outcome import AttemptOutcome, CommandRun, Ending
     from agentfleet.results import AttemptResult, CheckResult, CommitPatch
 
     secret = "sk-live-0123456789"

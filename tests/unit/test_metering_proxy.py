@@ -15,7 +15,7 @@ import pytest
 
 from agentfleet.metering import Ledger, MeteringProxy, SseUsageScanner, TokenUsage
 from agentfleet.metering.proxy import retry_after_seconds
-from agentfleet.scripted import Rule, Script, ScriptedModelServer
+from agentfleet.testing import Rule, Script, ScriptedModelServer
 
 KEY = "sk-metering-test-secret-4f1c"
 BODY_MARK = "prompt-body-marker-7d2e"

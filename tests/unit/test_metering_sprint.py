@@ -68,7 +68,7 @@ def test_the_sprint_budget_once_spent_is_said_once(tmp_path):
 
 
 def test_the_planners_tokens_count_against_the_sprint_budget():
-    from agentfleet.outcome import Usage
+    from agentfleet.codex.outcome import Usage
 
     said: list[str] = []
     with SprintMeter(1000, said.append) as meter:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agentfleet.codex_events import Transcript, parse_event
-from agentfleet.outcome import AttemptOutcome, Ending, Usage, classify, classify_message
+from agentfleet.codex.events import Transcript, parse_event
+from agentfleet.codex.outcome import AttemptOutcome, Ending, Usage, classify, classify_message
 
 STREAMS = Path(__file__).parents[1] / "fixtures" / "codex_streams"
 

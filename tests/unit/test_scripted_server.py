@@ -20,7 +20,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from agentfleet.scripted import (
+from agentfleet.testing import (
     ExecStep,
     Fault,
     MessageStep,
@@ -574,7 +574,7 @@ def test_the_module_runs_standalone_logs_jsonl_and_stops_on_sigterm(tmp_path):
                       "text: hello}]}]}]\n")
     log = tmp_path / "requests.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agentfleet.scripted", "--script", str(script),
+        [sys.executable, "-m", "agentfleet.testing", "--script", str(script),
          "--codex-home", str(tmp_path / "home"), "--log", str(log),
          "--request-max-retries", "0"],
         stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT,

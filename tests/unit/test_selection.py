@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agentfleet.outcome import AttemptOutcome, Ending, Usage
+from agentfleet.codex.outcome import AttemptOutcome, Ending, Usage
 from agentfleet.results import AttemptResult, CheckResult, CommitPatch
 from agentfleet.selection import (
     Candidate,

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path, PurePath
 
-from agentfleet.codex_events import (
+from agentfleet.codex.events import (
     AgentMessageItem,
     CommandExecutionItem,
     ErrorEvent,

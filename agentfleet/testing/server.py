@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from agentfleet.scripted import sse
-from agentfleet.scripted.script import Fault, Rule, Script
+from agentfleet.testing import sse
+from agentfleet.testing.script import Fault, Rule, Script
 
 # User messages Codex adds around the prompt; they are context, not the prompt.
 _CONTEXT_PREFIXES = (

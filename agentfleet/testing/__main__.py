@@ -1,6 +1,6 @@
 """Run the scripted model server standalone until SIGTERM or SIGINT.
 
-    python -m agentfleet.scripted --script demo.yaml --codex-home DIR [--port 0] [--log FILE.jsonl]
+    python -m agentfleet.testing --script demo.yaml --codex-home DIR [--port 0] [--log FILE.jsonl]
 
 Prints the base URL on the first line, then the environment a Codex process
 needs (``NAME=value`` lines), so a caller can read them from the pipe.
@@ -14,13 +14,13 @@ import sys
 import threading
 from pathlib import Path
 
-from agentfleet.scripted.script import Script
-from agentfleet.scripted.server import ScriptedModelServer
+from agentfleet.testing.script import Script
+from agentfleet.testing.server import ScriptedModelServer
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, serve, and return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m agentfleet.scripted", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m agentfleet.testing", description=__doc__)
     parser.add_argument("--script", type=Path, required=True, help="the script (.yaml or .json)")
     parser.add_argument("--codex-home", type=Path, required=True, help="where to write config.toml")
     parser.add_argument("--host", default="127.0.0.1")

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agentfleet.outcome import CommandRun, Usage
+from agentfleet.codex.outcome import CommandRun, Usage
 
 
 class _Lenient(BaseModel):

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from agentfleet.scripted.script import (
+from agentfleet.testing.script import (
     ExecStep,
     MessageStep,
     PatchStep,

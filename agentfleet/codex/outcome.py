@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from agentfleet.text import JsonSafeModel
 
 if TYPE_CHECKING:
-    from agentfleet.codex_events import Transcript
+    from agentfleet.codex.events import Transcript
 
 
 class Ending(StrEnum):
