@@ -16,12 +16,20 @@ sprint's "flow run ... on the attempt pool" line to the agent's first model requ
 the worker's pick-up, the flow-run process's start, the fetch, the worktree, Codex's
 start), one worker and three; and, from the workers' logs, how long a flow-run process
 takes to start (spawned → its flow run begins) alone and with three starting at once.
+
+And where the machine's CPU went while each run's clock ran (``cpu``): the Prefect
+server, the sprint's process with what it started, this process (the scripted model),
+the rest (the workers, their runs, Codex, git, PostgreSQL: a warm engine's forked runs
+are reaped without a trace in its times, so they are not told apart); ``busy_s`` against
+``capacity_s`` (cores × the run's time). On 2 cores the three workers' run is bound by
+the CPU, not by the dispatch.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -42,6 +50,7 @@ POOL = "bench-attempts"
 PREFECT = [sys.executable, "-m", "prefect"]
 AGENTFLEET = [sys.executable, "-m", "agentfleet.cli"]
 READY_S = 120  # how long a worker may take to start
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _prefect(env: dict[str, str], *args: str) -> None:
@@ -103,12 +112,39 @@ def _start_workers(run_dir: Path, name: str, count: int,
 
 def _cpu_s(pids: list[int]) -> float:
     """CPU time so far of ``pids`` and their children (a worker's warm engine)."""
-    tick = os.sysconf("SC_CLK_TCK")
     family = set(pids)
     stats = {int(entry): fields for entry in os.listdir("/proc")
              if entry.isdigit() and (fields := stat_fields(int(entry))) is not None}
     family |= {pid for pid, fields in stats.items() if int(fields[1]) in family}
-    return sum(int(stats[p][11]) + int(stats[p][12]) for p in family if p in stats) / tick
+    return sum(int(stats[p][11]) + int(stats[p][12]) for p in family if p in stats) / _TICK
+
+
+def _busy_s() -> float:
+    """The machine's CPU time spent so far, all cores (``/proc/stat``: not idle, not iowait)."""
+    times = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    return (sum(times) - times[3] - times[4]) / _TICK
+
+
+def _cpu_snapshot(server: int | None) -> dict[str, float]:
+    """CPU so far: the Prefect server's process (when it is this bench's), this process, its
+    reaped children (the sprint's ``agentfleet run`` once it exited: not the workers, still
+    running), the machine."""
+    own, reaped = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return {**({"server": _cpu_s([server])} if server is not None else {}),
+            "sprint": reaped.ru_utime + reaped.ru_stime,
+            "bench": own.ru_utime + own.ru_stime, "busy": _busy_s()}
+
+
+def _cpu_spent(before: dict[str, float], after: dict[str, float],
+               seconds: float) -> dict[str, float]:
+    """Where the CPU went between two snapshots, in seconds; ``rest``: the machine's other
+    processes (the workers and all they start, PostgreSQL, a server run elsewhere)."""
+    spent = {f"{role}_s": round(after[role] - before[role], 2) for role in before}
+    spent["rest_s"] = round(spent["busy_s"] - sum(
+        v for k, v in spent.items() if k != "busy_s"), 2)
+    spent["capacity_s"] = round((os.cpu_count() or 1) * seconds, 2)
+    return spent
 
 
 def _settle(pids: list[int], idle_s: float = 0.05, window_s: float = 0.5,
@@ -137,7 +173,7 @@ def _stop(procs) -> None:  # noqa: ANN001 - an iterable of Popen
 
 
 def _run(ctx: Context, work: Path, remote: Path, name: str, workers: int, tasks: int,
-         delay: float) -> AgentfleetRun:
+         delay: float) -> tuple[AgentfleetRun, dict[str, float]]:
     run_dir = work / name
     run_dir.mkdir(parents=True)
     env = {**agentfleet_env(ctx, run_dir), **ctx.prefect().env(),
@@ -155,7 +191,11 @@ def _run(ctx: Context, work: Path, remote: Path, name: str, workers: int, tasks:
                       for k in range(1, tasks + 1)],
         })
         say(f"pool: {tasks} tasks on {workers} worker(s)")
-        return run_agentfleet(ctx, plan, env)
+        server = getattr(ctx.prefect(), "process", None)  # None: a server run elsewhere
+        pid = server.pid if server is not None else None
+        before = _cpu_snapshot(pid)
+        run = run_agentfleet(ctx, plan, env)
+        return run, _cpu_spent(before, _cpu_snapshot(pid), run.seconds)
     finally:
         _stop(started)
 
@@ -217,6 +257,10 @@ def fixed_s(run: AgentfleetRun) -> dict[str, float]:
     }
 
 
+def _share(cpu: dict[str, float]) -> str:
+    return f"{cpu['busy_s'] / cpu['capacity_s']:.0%}" if cpu["capacity_s"] else "?"
+
+
 def measure(ctx: Context, work: Path) -> list[Row]:
     """Nine tasks on one worker, then on three; the time ratio, and the dispatch cost."""
     tasks, delay = SMOKE if ctx.smoke else FULL
@@ -228,16 +272,19 @@ def measure(ctx: Context, work: Path) -> list[Row]:
     commit_all(seed, "seed")
     remote = work / "remote.git"
     git(work, "clone", "-q", "--bare", str(seed), str(remote))
-    one = _run(ctx, work, remote, "pool-one", 1, tasks, delay)
-    three = _run(ctx, work, remote, "pool-three", 3, tasks, delay)
+    one, one_cpu = _run(ctx, work, remote, "pool-one", 1, tasks, delay)
+    three, three_cpu = _run(ctx, work, remote, "pool-three", 3, tasks, delay)
     one_dispatch, three_dispatch = median(dispatch_s(one)), median(dispatch_s(three))
     return [
         Row("pool-speedup", f"{tasks} Codex tasks, model {delay:g} s, placement: pool",
             "one worker", one.seconds, three.seconds, three.seconds / one.seconds,
             ratio_of="three workers / one worker",
-            notes=f"speed-up {one.seconds / three.seconds:.2f}x",
-            details={"one_worker": {**fixed_s(one), **_started(work / "pool-one")},
-                     "three_workers": {**fixed_s(three), **_started(work / "pool-three")}},
+            notes=f"speed-up {one.seconds / three.seconds:.2f}x; CPU busy "
+                  f"{_share(one_cpu)} with one worker, {_share(three_cpu)} with three",
+            details={"one_worker": {**fixed_s(one), **_started(work / "pool-one"),
+                                    "cpu": one_cpu},
+                     "three_workers": {**fixed_s(three), **_started(work / "pool-three"),
+                                       "cpu": three_cpu}},
             ).judge(Goal("≤ 0.37 (speed-up ≥ 2.7)", lambda r: r.ratio <= 0.37)),
         Row("pool-dispatch", "a pool attempt's flow run created → its agent's first request "
             "(median)", "one worker", one_dispatch, three_dispatch,

@@ -68,6 +68,9 @@ def test_every_measure_runs_at_smoke_size_and_gives_a_ratio(
     if group == "pool":  # each run's flow-run processes, timed from their workers' logs
         details = rows["pool-speedup"]["details"]
         assert all(details[run]["process_start_s"] > 0 for run in details), details
+        # Where the CPU went: the sprint's process, the rest (workers, Codex), the machine.
+        assert all(0 < details[run]["cpu"]["sprint_s"] < details[run]["cpu"]["busy_s"]
+                   and details[run]["cpu"]["rest_s"] > 0 for run in details), details
     # The table went to stdout, one line per row.
     for name in rows:
         assert f"\n{name} " in done.stdout, name
