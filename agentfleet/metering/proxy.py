@@ -67,12 +67,12 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote, urlsplit
 
 from agentfleet.metering.ledger import Ledger, LedgerSnapshot, Refusal, TokenUsage, UsageEvent
 from agentfleet.metering.start_gate import StartGates
+from agentfleet.serving import BackgroundServer, TrackedHandler
 
 log = logging.getLogger("agentfleet.metering")
 
@@ -86,7 +86,6 @@ _READ_SIZE = 64 * 1024
 _MAX_LINE = 64 * 1024 * 1024  # an SSE line longer than this is not metered, only passed on
 _POOL_SIZE = 32
 _WAIT_SLICE_S = 0.25
-_STOP_JOIN_S = 2.0
 _COMPLETED = b"response.completed"
 
 
@@ -264,36 +263,13 @@ class _ClientGone(Exception):
     """The agent closed its connection (or the proxy is stopping)."""
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128  # many agents may connect at once
-
-    def __init__(self, owner: MeteringProxy, address: tuple[str, int]) -> None:
-        self.owner = owner
-        super().__init__(address, _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _HTTPServer
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.owner._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.owner._track(self.connection, add=False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # BaseHTTPRequestHandler would print request lines (with queries) to stderr
+class _Handler(TrackedHandler):
+    @property
+    def owner(self) -> MeteringProxy:
+        return cast(MeteringProxy, self.server.owner)
 
     def do_POST(self) -> None:
-        self.server.owner._handle(self)
+        self.owner._handle(self)
 
     do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_POST
 
@@ -332,7 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _ClientGone() from exc
 
 
-class MeteringProxy:
+class MeteringProxy(BackgroundServer):
     """Forward and meter the model requests of a sprint's agents; see the module docstring.
 
     ``register`` an attempt, point its Codex run at the URL it returns (``codex_route``),
@@ -354,9 +330,8 @@ class MeteringProxy:
         upstream_timeout_s: float = 600.0,
         public_url: str | None = None,
     ) -> None:
+        super().__init__(_Handler, host, port, "the metering proxy")
         self.ledger = ledger if ledger is not None else Ledger()
-        self._host = host
-        self._port = port
         # Where other machines reach it (``http://sprint-host``: the bound port is added).
         self._public_url = public_url.rstrip("/") if public_url else None
         self._routes: dict[str, str] = {}  # route -> attempt id (runs elsewhere)
@@ -367,65 +342,18 @@ class MeteringProxy:
         self.on_refusal = on_refusal
         # Longer than Codex's own stream idle timeout (300 s): Codex gives up first.
         self._pool = _Pool(upstream_timeout_s)
-        self._lock = threading.Lock()
-        self._connections: dict[socket.socket, threading.Thread] = {}
-        self._stopping = threading.Event()
         # Attempts started ahead of their agent slot: their requests wait here (start_gate.py).
         self.start_gates = StartGates()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def start(self) -> MeteringProxy:
-        """Bind and serve in a background thread; returns self."""
-        if self._httpd is not None:
-            raise RuntimeError("the metering proxy is already started")
-        self._stopping.clear()
-        self._httpd = _HTTPServer(self, (self._host, self._port))
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"metering-proxy:{self.port}", daemon=True,
-        )
-        self._thread.start()
-        return self
 
     def stop(self) -> None:
-        """Stop serving, break open connections, wait (boundedly) for handlers to end."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        self._stopping.set()
-        httpd.shutdown()
-        httpd.server_close()
-        with self._lock:
-            open_connections = dict(self._connections)
-        for conn in open_connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        deadline = time.monotonic() + _STOP_JOIN_S
-        for thread in [self._thread, *open_connections.values()]:
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
+        """Stop serving, break open connections, then close the upstream connections."""
+        super().stop()
         self._pool.close()
-
-    def __enter__(self) -> MeteringProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        """The bound port (the one asked for before start)."""
-        return self._httpd.server_address[1] if self._httpd else self._port
 
     @property
     def url(self) -> str:
         """``http://127.0.0.1:PORT`` (a wildcard bind is reached on loopback from here)."""
-        if self._httpd is None:
+        if not self.started:
             raise RuntimeError("start the metering proxy first")
         host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
         host = "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
@@ -494,13 +422,6 @@ class MeteringProxy:
         return self.ledger.snapshot()
 
     # -- bookkeeping -------------------------------------------------------------------
-
-    def _track(self, conn: socket.socket, *, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections[conn] = threading.current_thread()
-            else:
-                self._connections.pop(conn, None)
 
     def _notify(self, callback: Callable[..., None] | None, *args: object) -> None:
         if callback is None:

@@ -4,7 +4,7 @@
 user's prompt picks a rule, the thread's position in the conversation picks the
 response, and the rule's faults fail its first requests. Anything else is a 404.
 
-One thread per connection (``ThreadingHTTPServer``); every wait is cut short
+One thread per connection (``agentfleet.serving``); every wait is cut short
 by ``stop()``, which also breaks open connections, so it never hangs.
 """
 
@@ -14,14 +14,13 @@ import gzip
 import json
 import select
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from pydantic import BaseModel, Field
 
+from agentfleet.serving import POLL_S, BackgroundServer, TrackedHandler
 from agentfleet.testing import sse
 from agentfleet.testing.script import Fault, Rule, Script
 
@@ -34,8 +33,6 @@ _CONTEXT_PREFIXES = (
     "<turn_aborted>",
     "<skill>",
 )
-_STOP_JOIN_S = 2.0
-_POLL_S = 0.05
 
 
 class RecordedRequest(BaseModel):
@@ -90,43 +87,18 @@ class _ClientGone(Exception):
     """The client closed the connection, or the server is stopping."""
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    # Many Codex processes may connect at once; the default backlog of 5 refuses some.
-    request_queue_size = 128
+class _Handler(TrackedHandler):
+    """Keep-alive and chunked SSE, like the real API."""
 
-    def __init__(self, owner: ScriptedModelServer, address: tuple[str, int]) -> None:
-        self.owner = owner
-        super().__init__(address, _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _HTTPServer
-    protocol_version = "HTTP/1.1"  # keep-alive and chunked SSE, like the real API
-    # TCP_NODELAY on every accepted connection, as a real API's edge has it: the SSE
-    # chunks are small separate writes, and with Nagle on a client stalls ~40 ms on a
-    # delayed ACK per response, which spoils every latency measurement (make bench).
-    disable_nagle_algorithm = True
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.owner._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.owner._track(self.connection, add=False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the request log is the record; stderr noise would drown test output
+    @property
+    def owner(self) -> ScriptedModelServer:
+        return cast(ScriptedModelServer, self.server.owner)
 
     def do_POST(self) -> None:
-        self.server.owner._serve(self)
+        self.owner._serve(self)
 
     def do_GET(self) -> None:
-        self.server.owner._not_found(self)
+        self.owner._not_found(self)
 
     do_PUT = do_DELETE = do_PATCH = do_GET
 
@@ -210,7 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
             return True
 
 
-class ScriptedModelServer:
+class ScriptedModelServer(BackgroundServer):
     """The scripted Responses-API server; start it, point Codex at it, read ``requests``."""
 
     env_key: ClassVar[str] = "AGENTFLEET_SCRIPTED_KEY"
@@ -225,73 +197,21 @@ class ScriptedModelServer:
         log_path: Path | None = None,
         log_bodies: bool = False,
     ) -> None:
+        super().__init__(_Handler, host, port, "the scripted model server")
         self._script = script
-        self._host = host
-        self._port = port
         self._log_path = log_path
         self._log_bodies = log_bodies
-        self._lock = threading.Lock()
         self._records: list[RecordedRequest] = []
         self._since = 0  # the first record under the script in force
         self._attempts: dict[str, int] = {}  # rule name -> requests so far (for faults)
         self._positions: dict[tuple[str | None, str], int] = {}  # (thread, rule) -> served
-        self._connections: dict[socket.socket, threading.Thread] = {}
-        self._stopping = threading.Event()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ------------------------------------------------------------
-
-    def start(self) -> ScriptedModelServer:
-        """Bind and serve in a background thread; returns self."""
-        if self._httpd is not None:
-            raise RuntimeError("the scripted model server is already started")
-        self._stopping.clear()
-        self._httpd = _HTTPServer(self, (self._host, self._port))
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": _POLL_S},
-            name=f"scripted-model:{self.port}", daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, break open streams, and wait (boundedly) for handlers to end."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        self._stopping.set()
-        httpd.shutdown()
-        httpd.server_close()
-        with self._lock:
-            open_connections = dict(self._connections)
-        for conn in open_connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)  # unblocks handlers waiting on keep-alive reads
-            except OSError:
-                pass
-        deadline = time.monotonic() + _STOP_JOIN_S
-        for thread in [self._thread, *open_connections.values()]:
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
-
-    def __enter__(self) -> ScriptedModelServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- public state -----------------------------------------------------------
 
     @property
-    def port(self) -> int:
-        """The bound port (the one asked for before start)."""
-        return self._httpd.server_address[1] if self._httpd else self._port
-
-    @property
     def base_url(self) -> str:
         """The provider ``base_url`` Codex needs, ending in ``/v1``."""
-        if self._httpd is None:
+        if not self.started:
             raise RuntimeError("start the scripted model server first")
         return f"http://{self._host}:{self.port}/v1"
 
@@ -385,15 +305,6 @@ class ScriptedModelServer:
     def agent_env(self, codex_home: Path) -> dict[str, str]:
         """The environment variables a Codex process needs to use this server."""
         return {"CODEX_HOME": str(codex_home), self.env_key: self.api_key}
-
-    # -- connection bookkeeping ---------------------------------------------------
-
-    def _track(self, conn: socket.socket, *, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections[conn] = threading.current_thread()
-            else:
-                self._connections.pop(conn, None)
 
     def _wait(self, seconds: float) -> None:
         """Sleep, but leave at once when the server stops."""
@@ -533,7 +444,7 @@ class ScriptedModelServer:
                 while not handler.client_gone():
                     if deadline is not None and time.monotonic() >= deadline:
                         break
-                    self._wait(_POLL_S)
+                    self._wait(POLL_S)
             finally:
                 self._finish(record, 200)
                 handler.break_connection()
