@@ -254,10 +254,6 @@ class HandedRoute:
         """Never here: the sprint does not start an attempt once its budget is spent."""
         return None
 
-    def metered(self, name: str) -> bool:
-        """False: the sprint, which holds the ledger, puts the proxy's figures in the result."""
-        return False
-
 
 def _reachable(name: str, url: str) -> None:
     """``ConfigError`` unless this machine can connect to the proxy at ``url``: Codex would

@@ -99,7 +99,7 @@ def test_a_pool_attempt_is_handed_a_route_of_its_own_and_the_worker_uses_it(tmp_
         worker = HandedRoute(overrides)
         routed = worker.route("api#1", "api", agent, env, 100)
         assert routed.config == {"model_reasoning_effort": "low", **overrides}
-        assert worker.sprint_spent() is None and not worker.metered("api#1")
+        assert worker.sprint_spent() is None
         # A worker whose Codex uses another provider would not be metered: refused.
         (tmp_path / "other").mkdir()
         other = codex_home(tmp_path / "other", 'model = "gpt-6-luna"\n')
