@@ -21,6 +21,10 @@ POLL_S = 0.05  # how often the listener looks for ``stop``
 _Server = TypeVar("_Server", bound="BackgroundServer")
 
 
+class ClientGone(Exception):
+    """The client closed its connection, or the server is stopping (``stop`` broke it)."""
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True

@@ -72,7 +72,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from agentfleet.metering.ledger import Ledger, LedgerSnapshot, Refusal, TokenUsage, UsageEvent
 from agentfleet.metering.start_gate import StartGates
-from agentfleet.serving import BackgroundServer, TrackedHandler
+from agentfleet.serving import BackgroundServer, ClientGone, TrackedHandler
 
 log = logging.getLogger("agentfleet.metering")
 
@@ -259,10 +259,6 @@ def _origin(upstream: str) -> tuple[str, str, int]:
 # -- the server ----------------------------------------------------------------------------
 
 
-class _ClientGone(Exception):
-    """The agent closed its connection (or the proxy is stopping)."""
-
-
 class _Handler(TrackedHandler):
     @property
     def owner(self) -> MeteringProxy:
@@ -305,7 +301,7 @@ class _Handler(TrackedHandler):
         try:
             self.wfile.write(data)
         except OSError as exc:
-            raise _ClientGone() from exc
+            raise ClientGone() from exc
 
 
 class MeteringProxy(BackgroundServer):
@@ -582,7 +578,7 @@ class MeteringProxy(BackgroundServer):
             # connection is not reusable (ResponseNotReady on its next request).
             resp.close()
             return True
-        except (_ClientGone, OSError, http.client.HTTPException):
+        except (ClientGone, OSError, http.client.HTTPException):
             h.close_connection = True
             try:
                 h.connection.shutdown(socket.SHUT_RDWR)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, cast
 
 from pydantic import BaseModel, Field
 
-from agentfleet.serving import POLL_S, BackgroundServer, TrackedHandler
+from agentfleet.serving import POLL_S, BackgroundServer, ClientGone, TrackedHandler
 from agentfleet.testing import sse
 from agentfleet.testing.script import Fault, Rule, Script
 
@@ -81,10 +81,6 @@ def prompt_of(body: dict[str, Any]) -> str:
             continue
         return text
     return ""
-
-
-class _ClientGone(Exception):
-    """The client closed the connection, or the server is stopping."""
 
 
 class _Handler(TrackedHandler):
@@ -152,7 +148,7 @@ class _Handler(TrackedHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
         except OSError as exc:
-            raise _ClientGone() from exc
+            raise ClientGone() from exc
 
     def end_chunks(self, last: bytes = b"") -> None:
         """The final data (if any) and the terminating chunk in one write."""
@@ -161,7 +157,7 @@ class _Handler(TrackedHandler):
             self.wfile.write(tail)
             self.wfile.flush()
         except OSError as exc:
-            raise _ClientGone() from exc
+            raise ClientGone() from exc
 
     def break_connection(self) -> None:
         """Close without finishing the body: the client sees a broken stream."""
@@ -309,7 +305,7 @@ class ScriptedModelServer(BackgroundServer):
     def _wait(self, seconds: float) -> None:
         """Sleep, but leave at once when the server stops."""
         if self._stopping.wait(seconds):
-            raise _ClientGone()
+            raise ClientGone()
 
     # -- request handling -----------------------------------------------------------
 
@@ -398,7 +394,7 @@ class ScriptedModelServer(BackgroundServer):
                 self._answer_fault(handler, record, fault, model)
             else:
                 self._answer(handler, record, rule, model)
-        except _ClientGone:
+        except ClientGone:
             handler.close_connection = True
             if record.finished_at is None:
                 self._finish(record, record.status or 200)
@@ -488,7 +484,7 @@ class ScriptedModelServer(BackgroundServer):
         self._finish(record, 200, completed=True)
         try:
             handler.end_chunks(final)
-        except _ClientGone:
+        except ClientGone:
             with self._lock:
                 if self._positions.get(key) == position + 1:
                     self._positions[key] = position
