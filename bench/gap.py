@@ -11,8 +11,9 @@ this measures. Each task asks the scripted model twice (a patch, the final messa
 From the scripted model's request log: per freed slot of the full pool, the k-th
 agent's last response → the (pool+k)-th agent's first request, labelled by which
 sprint freed it and which took it; counted only when the taker had already been
-refused a slot (its "waiting for a free slot" line came first). A's first answer
-takes ``hold_s``, so B's agents are waiting by the time A's end. The row is the median
+refused a slot (its "waiting for a free slot" line came first). The model holds A's
+first answers until B's first agent is refused a slot (a latch, not a guess at how long
+B takes to start on a loaded machine), so B waits by the time A's agents end. The row is the median
 of the handoffs across sprints (goal < 2 s), against those within one sprint in the
 same runs: the within gap is Codex's own start-up plus agentfleet's, the difference is
 what crossing the process boundary adds.
@@ -43,11 +44,10 @@ class Size:
     rounds: int
     pool: int
     delay_s: float  # the model's answer time, each request
-    hold_s: float  # A's first answer: long enough for B's agents to be waiting by then
 
 
-FULL = Size(rounds=3, pool=3, delay_s=2.0, hold_s=12.0)
-SMOKE = Size(rounds=1, pool=2, delay_s=0.3, hold_s=8.0)
+FULL = Size(rounds=3, pool=3, delay_s=2.0)
+SMOKE = Size(rounds=1, pool=2, delay_s=0.3)
 SPRINTS = ("a", "b")
 
 
@@ -109,11 +109,17 @@ def rule(round_: int, sprint: str, k: int) -> str:
     return f"g{round_}{sprint}{k}"
 
 
+def latch(round_: int) -> str:
+    """The scripted model's latch holding sprint A's first answers of a round."""
+    return f"gap{round_}-b-waits"
+
+
 def script(size: Size) -> Script:
-    """Two requests per task, each answered after ``delay_s`` (A's first after ``hold_s``)."""
+    """Two requests per task, each answered after ``delay_s`` (A's first, also once B
+    waits: ``latch``)."""
     return Script.model_validate({"rules": [
         {"name": rule(n, s, k), "match": f"[{rule(n, s, k)}]", "responses": [
-            {"delay_s": size.hold_s if s == "a" else size.delay_s, "steps": [
+            {"delay_s": size.delay_s, "after": latch(n) if s == "a" else None, "steps": [
                 {"do": "patch", "patch": (
                     f"*** Begin Patch\n*** Add File: t{k}.txt\n+task {k}\n*** End Patch\n")}]},
             {"delay_s": size.delay_s, "steps": [{"do": "message", "text": f"Added t{k}.txt."}]},
@@ -142,6 +148,13 @@ def run_round(ctx: Context, work: Path, round_: int, size: Size) -> list[Handoff
     runs: dict[str, AgentfleetRun] = {}
     errors: list[BaseException] = []
 
+    model = ctx.model()
+
+    def seen(line: str) -> None:
+        # B's first agent in line asks the server (the rest queue behind it, in-process).
+        if _WAITING.search(line):
+            model.open_latch(latch(round_))
+
     def start(sprint: str) -> threading.Thread:
         run_dir = work / f"round-{round_}-{sprint}"
         run_dir.mkdir(parents=True)
@@ -150,15 +163,18 @@ def run_round(ctx: Context, work: Path, round_: int, size: Size) -> list[Handoff
 
         def body() -> None:
             try:
-                runs[sprint] = run_agentfleet(ctx, plan, env)
+                runs[sprint] = run_agentfleet(ctx, plan, env,
+                                              on_line=seen if sprint == "b" else None)
             except BaseException as exc:  # noqa: BLE001 - raised below, in the caller
                 errors.append(exc)
+            finally:
+                if sprint == "b":  # B gone without waiting: A must not hang on the latch
+                    model.open_latch(latch(round_))
 
         thread = threading.Thread(target=body, name=f"bench-gap-{sprint}")
         thread.start()
         return thread
 
-    model = ctx.model()
     first = start("a")
     deadline = time.monotonic() + START_TIMEOUT_S
     while not any(r.rule and r.rule.startswith(rule(round_, "a", "")) for r in model.requests):
@@ -167,7 +183,12 @@ def run_round(ctx: Context, work: Path, round_: int, size: Size) -> list[Handoff
             raise RuntimeError(f"sprint a of round {round_} made no model request: {errors}")
         time.sleep(0.05)
     second = start("b")
+    # Should B never say it waits (its log changed), A goes on after the start timeout.
+    timer = threading.Timer(START_TIMEOUT_S, model.open_latch, (latch(round_),))
+    timer.daemon = True
+    timer.start()
     first.join()
+    timer.cancel()
     second.join()
     if errors:
         raise errors[0]

@@ -17,6 +17,7 @@ import re
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,8 +155,10 @@ class AgentfleetRun:
 
 
 def run_agentfleet(ctx: Context, plan: Path, env: dict[str, str], *args: str,
-                   expect_ok: bool = True) -> AgentfleetRun:
-    """Run ``agentfleet run PLAN`` to the end; every output line stamped as it arrives."""
+                   expect_ok: bool = True,
+                   on_line: Callable[[str], None] | None = None) -> AgentfleetRun:
+    """Run ``agentfleet run PLAN`` to the end; every output line stamped as it arrives (and
+    handed to ``on_line`` then)."""
     model = ctx.model()
     before = len(model.requests)
     report = plan.parent / f"report-{time.monotonic_ns()}.json"
@@ -172,6 +175,8 @@ def run_agentfleet(ctx: Context, plan: Path, env: dict[str, str], *args: str,
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append((time.time(), line))
+            if on_line is not None:
+                on_line(line)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()

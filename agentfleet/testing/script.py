@@ -101,6 +101,11 @@ class Response(_Model):
     delay_s: float = Field(
         default=0, ge=0, description="Seconds between response.created and the first item."
     )
+    after: str | None = Field(
+        default=None,
+        description="Then also hold it until the test opens the latch of this name "
+        "(ScriptedModelServer.open_latch): an answer timed by an event, not a guess.",
+    )
     usage: Usage | None = Field(default=None, description="Default: the rule's, else Usage().")
     fault: Fault | None = Field(
         default=None,

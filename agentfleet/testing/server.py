@@ -14,6 +14,7 @@ import gzip
 import json
 import select
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -201,6 +202,7 @@ class ScriptedModelServer(BackgroundServer):
         self._since = 0  # the first record under the script in force
         self._attempts: dict[str, int] = {}  # rule name -> requests so far (for faults)
         self._positions: dict[tuple[str | None, str], int] = {}  # (thread, rule) -> served
+        self._latches: dict[str, threading.Event] = {}  # Response.after
 
     # -- public state -----------------------------------------------------------
 
@@ -265,6 +267,14 @@ class ScriptedModelServer(BackgroundServer):
         with self._lock:
             # Built anew so the script's checks (unique names) run before it is in force.
             self._script = Script(rules=[*self._script.rules, rule], default=self._script.default)
+
+    def open_latch(self, name: str) -> None:
+        """Let go the responses held ``after`` this latch, and those that reach it later."""
+        self._latch(name).set()
+
+    def _latch(self, name: str) -> threading.Event:
+        with self._lock:
+            return self._latches.setdefault(name, threading.Event())
 
     def write_codex_home(
         self,
@@ -472,6 +482,10 @@ class ScriptedModelServer(BackgroundServer):
             handler.send_chunk(sse.frame(event))
         if response.delay_s:
             self._wait(response.delay_s)
+        if response.after is not None:
+            latch = self._latch(response.after)
+            while not latch.wait(POLL_S):
+                self._wait(0)
         output = []
         for item, events in stream.items(response):
             output.append(item)

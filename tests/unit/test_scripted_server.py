@@ -395,10 +395,10 @@ def test_failed_fault_carries_the_scripted_code(serve):
     assert (error["code"], error["message"]) == ("insufficient_quota", "You exceeded your quota.")
 
 
-def open_stream(server: ScriptedModelServer) -> socket.socket:
+def open_stream(server: ScriptedModelServer, prompt: str = "go") -> socket.socket:
     """Send a request on a raw socket and return it once the response headers arrived."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    payload = json.dumps(codex_like_body("go")).encode()
+    payload = json.dumps(codex_like_body(prompt)).encode()
     sock.sendall(b"POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                  b"content-length: %d\r\n\r\n%s" % (len(payload), payload))
     head = b""
@@ -458,6 +458,29 @@ def test_a_delay_holds_the_items_after_response_created(serve):
     reply = post(server, "go")
     assert time.monotonic() - started >= 0.3
     assert reply.types[-1] == "response.completed"
+
+
+def test_a_response_after_a_latch_waits_for_it_and_a_stop_ends_the_wait(serve):
+    server = serve(rule(match="held", responses=[message("now", after="go-on")]),
+                   rule(name="late", match="late", responses=[message("x", after="never")]))
+    replies: list[Reply] = []
+    held = threading.Thread(target=lambda: replies.append(post(server, "held")))
+    held.start()
+    wait_until(lambda: len(server.requests) == 1)
+    time.sleep(0.2)
+    assert not replies and server.requests[0].finished_at is None
+    server.open_latch("go-on")
+    held.join(5)
+    assert replies[0].items()[0]["content"][0]["text"] == "now"
+    assert post(server, "held", thread="t2").types[-1] == "response.completed"  # stays open
+
+    sock = open_stream(server, "late")
+    wait_until(lambda: len(server.requests) == 3)
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 1.0
+    assert b"response.completed" not in read_to_eof(sock)
+    sock.close()
 
 
 def test_a_client_leaving_mid_response_does_not_advance_the_conversation(serve):
