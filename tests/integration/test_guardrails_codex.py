@@ -164,7 +164,8 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
     sprint is taken by the other within 2 s (plus a margin: the machine is loaded); an
     agent whose `verify` takes 10 s frees its slot for the next agent at once. Tokens in
     the report equal Codex's own `turn.completed` figures. Right starts first and fills
-    the pool, then left (in this process) starts and waits for it."""
+    the pool, then left (in this process) starts and waits for it; the model holds right's
+    first answers until left waits (a latch: left's start-up time is no guess)."""
     import re
 
     import yaml
@@ -177,17 +178,20 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
     monkeypatch.setenv("AGENTFLEET_POOL_SIZE", "3")
     names = {s: [f"{s[0]}{k}" for k in range(1, 5)] for s in ("right", "left")}
 
-    def rule(name: str, delays: tuple[float, float], spend: int) -> Rule:
+    def rule(name: str, delays: tuple[float, float], spend: int,
+             after: str | None = None) -> Rule:
         return Rule.model_validate({
             "name": name, "match": f"work on {name}.",
             "usage": {"input_tokens": spend, "cached_input_tokens": spend // 4,
                       "output_tokens": 70},
-            "responses": [{"delay_s": delays[0], "steps": [patch_step(f"{name}.txt")]},
+            "responses": [{"delay_s": delays[0], "after": after,
+                           "steps": [patch_step(f"{name}.txt")]},
                           {"delay_s": delays[1], "steps": [{"do": "message", "text": "Done."}]}],
         })
 
-    # Right's agents answer late enough that left's wait on the pool before one ends.
-    model.set_script(Script(rules=[rule(n, (4.0, 0.5), 1000 + 10 * i)
+    # Right's agents answer once left's wait on the pool (the latch below), so a slot right
+    # frees has a taker waiting in the other process.
+    model.set_script(Script(rules=[rule(n, (0.5, 0.5), 1000 + 10 * i, after="left-waits")
                                    for i, n in enumerate(names["right"])]
                               + [rule(n, (0.3, 0.3), 1000) for n in names["left"]]))
     events = tmp_path / "events.log"
@@ -219,7 +223,20 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
             time.sleep(0.05)
         left = tmp_path / "left"
         left.mkdir()
-        ok, report = run_sprint(left, plan("left", verify=verify))
+
+        def open_when_left_waits() -> None:
+            deadline = time.monotonic() + 120
+            while waits("two-sprints") < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            model.open_latch("left-waits")
+
+        watcher = threading.Thread(target=contextvars.copy_context().run,
+                                   args=(open_when_left_waits,), daemon=True)
+        watcher.start()
+        try:
+            ok, report = run_sprint(left, plan("left", verify=verify))
+        finally:
+            model.open_latch("left-waits")
         out, _ = proc.communicate(timeout=240)
     assert ok, report.summary_line()
     assert proc.returncode == 0, out[-3000:]
