@@ -32,7 +32,8 @@ from tests.e2e.conftest import AGENTFLEET, ROOT
 from tests.support.prefect_server import PrefectServer, start_prefect_server
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.server]
+# Server start-up, deployments, runs and Chromium: up to 177 s in CI (300 s by default).
+pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 
 PREFECT = [sys.executable, "-m", "prefect"]
 CHROMIUM = os.environ.get("AGENTFLEET_TEST_CHROMIUM", "/usr/bin/chromium")
