@@ -441,15 +441,20 @@ def test_a_silent_stream_ends_when_its_client_leaves_or_after_hold_s(serve):
     held.close()
 
 
-def test_stop_interrupts_a_delayed_response(serve):
-    server = serve(rule(responses=[message("late", delay_s=30)]))
-    sock = open_stream(server)
-    wait_until(lambda: len(server.requests) == 1)
+def stop_cuts_short(server: ScriptedModelServer, sock: socket.socket) -> None:
+    """Stop the server with ``sock``'s response in flight: at once, the response unfinished."""
     started = time.monotonic()
     server.stop()
     assert time.monotonic() - started < 1.0
     assert b"response.completed" not in read_to_eof(sock)
     sock.close()
+
+
+def test_stop_interrupts_a_delayed_response(serve):
+    server = serve(rule(responses=[message("late", delay_s=30)]))
+    sock = open_stream(server)
+    wait_until(lambda: len(server.requests) == 1)
+    stop_cuts_short(server, sock)
 
 
 def test_a_delay_holds_the_items_after_response_created(serve):
@@ -476,11 +481,7 @@ def test_a_response_after_a_latch_waits_for_it_and_a_stop_ends_the_wait(serve):
 
     sock = open_stream(server, "late")
     wait_until(lambda: len(server.requests) == 3)
-    started = time.monotonic()
-    server.stop()
-    assert time.monotonic() - started < 1.0
-    assert b"response.completed" not in read_to_eof(sock)
-    sock.close()
+    stop_cuts_short(server, sock)
 
 
 def test_a_client_leaving_mid_response_does_not_advance_the_conversation(serve):
