@@ -13,9 +13,9 @@ agent's last response → the (pool+k)-th agent's first request, labelled by whi
 sprint freed it and which took it; counted only when the taker had already been
 refused a slot (its "waiting for a free slot" line came first). The model holds A's
 first answers until B's first agent is refused a slot (a latch, not a guess at how long
-B takes to start on a loaded machine), so B waits by the time A's agents end. The row is the median
-of the handoffs across sprints (goal < 2 s), against those within one sprint in the
-same runs: the within gap is Codex's own start-up plus agentfleet's, the difference is
+B takes to start on a loaded machine), so B waits by the time A's agents end. The row
+is the median of the handoffs across sprints (goal < 2 s), against those within one
+sprint in the same runs: the within gap is Codex's own start-up plus agentfleet's, the difference is
 what crossing the process boundary adds.
 """
 

@@ -485,7 +485,7 @@ class ScriptedModelServer(BackgroundServer):
         if response.after is not None:
             latch = self._latch(response.after)
             while not latch.wait(POLL_S):
-                self._wait(0)
+                self._wait(0)  # ClientGone once the server stops
         output = []
         for item, events in stream.items(response):
             output.append(item)
