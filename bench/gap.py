@@ -15,8 +15,8 @@ refused a slot (its "waiting for a free slot" line came first). The model holds 
 first answers until B's first agent is refused a slot (a latch, not a guess at how long
 B takes to start on a loaded machine), so B waits by the time A's agents end. The row
 is the median of the handoffs across sprints (goal < 2 s), against those within one
-sprint in the same runs: the within gap is Codex's own start-up plus agentfleet's, the difference is
-what crossing the process boundary adds.
+sprint in the same runs: the within gap is Codex's own start-up plus agentfleet's, the
+difference is what crossing the process boundary adds.
 """
 
 from __future__ import annotations
