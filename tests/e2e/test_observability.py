@@ -95,7 +95,8 @@ def test_agent_lines_reach_the_task_run_log_while_the_agent_still_runs(
     _, plan = sample(name="watch-live", tasks=tasks)
     script = model.script.model_copy(deep=True)
     rule = next(r for r in script.rules if r.name == "db-indexes")
-    rule.responses[-1].delay_s = 8  # the final message comes late: the agent is still busy
+    # The final message waits for the test's reads: the agent is still busy meanwhile.
+    rule.responses[-1].after = "logs-read"
     model.set_script(script)
     since = now()
     report_file = tmp_path / "report.json"
@@ -120,12 +121,15 @@ def test_agent_lines_reach_the_task_run_log_while_the_agent_still_runs(
         wait_for(files_line_logged, 30, lambda: f"the files line in the log, got {seen}")
         lines = list(seen)
         # Read while the model still holds back the last answer: Codex is mid-turn.
-        last = model.requests_for("db-indexes")[-1]
-        assert last.position == len(rule.responses) - 1 and last.finished_at is None
+        wait_for(lambda: model.requests_for("db-indexes")[-1].position
+                 == len(rule.responses) - 1, 30, "Codex's request for the final message")
+        assert model.requests_for("db-indexes")[-1].finished_at is None
         assert proc.poll() is None
         assert api(prefect_server, f"/task_runs/{run['id']}")["state"]["type"] == "RUNNING"
+        model.open_latch("logs-read")
         output, _ = proc.communicate(timeout=120)
     finally:
+        model.open_latch("logs-read")
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, output[-3000:]
