@@ -29,7 +29,10 @@ def job() -> None:
         sys.exit(3)
 
     signal.signal(signal.SIGTERM, terminated)
-    Path(os.environ["WARM_OUT"]).write_text(json.dumps({
+    # Written aside, then renamed: a test that sees the file exist reads it whole.
+    out = Path(os.environ["WARM_OUT"])
+    aside = out.with_name(out.name + ".part")
+    aside.write_text(json.dumps({
         "pid": os.getpid(), "group": os.getpgrp(), "cwd": os.getcwd(), "argv": sys.argv,
         "run": os.environ.get("WARM_RUN"), "engine": IMPORTED_BY, "worker": warm.worker_pid(),
         "frozen": gc.get_freeze_count(),
@@ -38,6 +41,7 @@ def job() -> None:
         "prefect_level": logging.getLevelName(logging.getLogger("prefect").level)
         if "prefect" in sys.modules else None,
     }))
+    aside.replace(out)
     print(f"hello from {os.environ.get('WARM_RUN')}", flush=True)
     what, _, arg = os.environ.get("WARM_DO", "exit:0").partition(":")
     if what == "exit":
