@@ -28,6 +28,7 @@ from typing import Any, TextIO, cast
 import pydantic
 
 from agentfleet.best_of_n import select as judge
+from agentfleet.files import write_atomically
 from agentfleet.plan import Plan
 from agentfleet.results import AttemptResult
 from agentfleet.review import (
@@ -149,10 +150,10 @@ def pause_for(items: list[ReviewItem], sprint: str, work_dir: Path,
     with get_client(sync_client=True) as client:
         api_url = client.api_url
     locator = locator_path(work_dir, sprint)
-    locator.parent.mkdir(parents=True, exist_ok=True)
-    locator.write_text(json.dumps({"api_url": str(api_url).rstrip("/"),
-                                   "flow_run_id": str(flow_run_id), "pause_key": key,
-                                   "pid": os.getpid()}) + "\n")
+    # Whole or not at all: `agentfleet review` may read it at any moment.
+    write_atomically(locator, json.dumps({"api_url": str(api_url).rstrip("/"),
+                                          "flow_run_id": str(flow_run_id), "pause_key": key,
+                                          "pid": os.getpid()}) + "\n")
     logger.warning(f"waiting for review of {', '.join(i.key for i in items)}: answer in the "
                    f"Prefect UI or with `agentfleet review {sprint}` (times out in {seconds}s)")
     stop = threading.Event()

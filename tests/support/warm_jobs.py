@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from agentfleet.files import write_atomically
 from flows import warm
 
 IMPORTED_BY = os.getpid()  # in a forked job: the warm engine, which imported this module
@@ -29,10 +30,8 @@ def job() -> None:
         sys.exit(3)
 
     signal.signal(signal.SIGTERM, terminated)
-    # Written aside, then renamed: a test that sees the file exist reads it whole.
-    out = Path(os.environ["WARM_OUT"])
-    aside = out.with_name(out.name + ".part")
-    aside.write_text(json.dumps({
+    # Whole or not at all: a test that sees the file exist reads it at once.
+    write_atomically(Path(os.environ["WARM_OUT"]), json.dumps({
         "pid": os.getpid(), "group": os.getpgrp(), "cwd": os.getcwd(), "argv": sys.argv,
         "run": os.environ.get("WARM_RUN"), "engine": IMPORTED_BY, "worker": warm.worker_pid(),
         "frozen": gc.get_freeze_count(),
@@ -41,7 +40,6 @@ def job() -> None:
         "prefect_level": logging.getLevelName(logging.getLogger("prefect").level)
         if "prefect" in sys.modules else None,
     }))
-    aside.replace(out)
     print(f"hello from {os.environ.get('WARM_RUN')}", flush=True)
     what, _, arg = os.environ.get("WARM_DO", "exit:0").partition(":")
     if what == "exit":
