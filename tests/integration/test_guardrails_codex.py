@@ -20,6 +20,7 @@ from tasks.limits import ensure_pool, waits
 from tests.conftest import MakeRepo
 from tests.integration.conftest import run_sprint
 from tests.support.sprint_process import process_env, sprint_process
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.codex
 
@@ -225,10 +226,10 @@ def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
         left.mkdir()
 
         def open_when_left_waits() -> None:
-            deadline = time.monotonic() + 120
-            while waits("two-sprints") < 1 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            model.open_latch("left-waits")
+            try:
+                wait_for(lambda: waits("two-sprints") >= 1, 120, "left to wait on the pool")
+            finally:
+                model.open_latch("left-waits")
 
         watcher = threading.Thread(target=contextvars.copy_context().run,
                                    args=(open_when_left_waits,), daemon=True)
