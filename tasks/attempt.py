@@ -55,10 +55,16 @@ class AttemptLog:
             self.info(shown)
 
 
-def held_start_gate(meter: object, name: str) -> Gate | None:
-    """Attempt ``name``'s gate on the sprint's metering proxy (its Codex agent routed
-    through it), for a start ahead of its agent slot; None elsewhere (a pool's worker)."""
-    if not isinstance(meter, SprintMeter) or not meter.metered(name):
+def sprint_metered(meter: object, name: str) -> SprintMeter | None:
+    """The sprint's metering proxy when attempt ``name``'s Codex agent is routed through it
+    here; None elsewhere (a pool's worker, whose sprint holds the ledger, or unmetered)."""
+    return meter if isinstance(meter, SprintMeter) and meter.metered(name) else None
+
+
+def held_start_gate(meter: SprintMeter | None, name: str) -> Gate | None:
+    """Attempt ``name``'s gate on the sprint's metering proxy, for a start ahead of its
+    agent slot; None when it is not metered here."""
+    if meter is None:
         return None
     gates = meter.proxy.start_gates
     return Gate(hold=lambda: gates.hold(name), open=lambda: gates.open(name),
@@ -103,14 +109,15 @@ def attempt(spec: AttemptSpec, agent_version: str | None = None) -> State:
         return skipped(spec, f"skipped: {spent}", log.warning)
     # A Codex agent's requests go through the sprint's metering proxy, for this run only.
     ran = metered_spec(spec, run.meter, name, env, log.info)
-    gate = held_start_gate(run.meter, name)
+    metered_here = sprint_metered(run.meter, name)
+    gate = held_start_gate(metered_here, name)
     with tracked_in(control.processes):
         result = run_attempt(ran, env=env, on_event=on_event, log=log.info,
                              cancel=control.cancel, guards=run.guards, ahead=run.ahead,
                              gate=gate)
     # On a worker (a HandedRoute) the sprint, which holds the ledger, puts in the proxy's count.
-    if isinstance(run.meter, SprintMeter) and run.meter.metered(name):
-        result = with_metered_usage(result, run.meter, name, log.warning)
+    if metered_here is not None:
+        result = with_metered_usage(result, metered_here, name, log.warning)
     log.close()
     # What the agent printed or said may hold a secret of its environment: masked before
     # it is logged, published, persisted or reported.

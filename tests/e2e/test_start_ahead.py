@@ -23,7 +23,7 @@ from agentfleet.process import ProcessInfo, find_processes, observe_spawns, trac
 from agentfleet.results import AttemptResult
 from agentfleet.start_ahead import StartAhead
 from agentfleet.testing import RecordedRequest, Script, ScriptedModelServer
-from tasks.attempt import held_start_gate
+from tasks.attempt import held_start_gate, sprint_metered
 from tests.conftest import run_git
 from tests.support.waiting import processes_under, wait_for
 
@@ -82,7 +82,7 @@ class Sprint:
                 self.results[task] = run_attempt(
                     spec, env=self.env, log=log.append, cancel=control.cancel,
                     guards=self.guards, ahead=self.ahead,
-                    gate=held_start_gate(self.meter, name))
+                    gate=held_start_gate(sprint_metered(self.meter, name), name))
 
         thread = threading.Thread(target=body, name=name)
         self.threads.append(thread)
