@@ -4,10 +4,12 @@ Nine Codex tasks against the scripted model, which answers each task's first req
 (a patch) after ``delay_s`` and its second (the final message) at once, on a bare
 repository as the remote with one result storage folder standing for a bucket.
 Baseline: one process worker taking one run at a time (``--limit 1``) and the sprint at
-``limits.concurrency: 1``. agentfleet: three workers, each from its own folder with its
-own work dir, at ``--limit 1`` each, the sprint at concurrency 3. Workers are started
-(``agentfleet worker``) and ready, their warm engines too, and idle before the clock
-starts (they are long-lived); they take each run as it is scheduled
+``limits.concurrency: 1``. agentfleet: three workers at ``--limit 1`` each, the sprint at
+concurrency 3. Each worker starts from its own folder with its own work dir, Codex home
+and Prefect home, and sees of the bench's folder only that, the remote and the bucket (a
+mount namespace: ``tests.support.walls``). Workers are started (``agentfleet worker``)
+and ready, their warm engines too, and idle before the clock starts (they are
+long-lived); they take each run as it is scheduled
 (``flows/pickup.py``), their polls at Prefect's default interval (10 s) only the
 fallback. Goal: a speed-up of at least 2.7 (ratio ≤ 0.37).
 
@@ -42,6 +44,7 @@ from agentfleet.process import stat_fields
 from agentfleet.testing import Script
 from bench.common import PROJECT_ROOT, Goal, Row, commit_all, git, init_repo, median, say
 from bench.sprints import AgentfleetRun, Context, agentfleet_env, run_agentfleet, write_plan
+from tests.support.walls import walled_in
 
 ROWS = ("pool-speedup", "pool-dispatch")
 FULL = (9, 5.0)
@@ -83,19 +86,26 @@ def script(tasks: int, delay: float) -> Script:
     ]})
 
 
-def _start_workers(run_dir: Path, name: str, count: int,
-                   env: dict[str, str]) -> list[subprocess.Popen]:
+def _start_workers(ctx: Context, work: Path, run_dir: Path, name: str, count: int,
+                   env: dict[str, str], remote: Path) -> list[subprocess.Popen]:
     """``count`` process workers (``agentfleet worker``: each its warm engine first), each
-    from its own folder, started at once; when all listen for runs and are idle."""
+    from its own folder with its own work dir, Codex home and Prefect home, seeing of
+    ``work`` only that folder, the remote and the bucket (``tests.support.walls``), started
+    at once; when all listen for runs and are idle."""
     started: list[tuple[subprocess.Popen, Path]] = []
+    bucket = Path(env["PREFECT_RESULTS_LOCAL_STORAGE_PATH"])
+    bucket.mkdir(parents=True, exist_ok=True)
+    model = ctx.model()
     for i in range(1, count + 1):
         home = run_dir / f"worker-{i}"
         (home / "tmp").mkdir(parents=True)
         log = home / "worker.log"
+        command = [*AGENTFLEET, "worker", "--pool", POOL, "--limit", "1", "--name", f"{name}-{i}"]
         started.append((subprocess.Popen(
-            [*AGENTFLEET, "worker", "--pool", POOL, "--limit", "1", "--name", f"{name}-{i}"],
+            walled_in(command, work, [home, bucket, remote], cwd=home),
             env={**env, "AGENTFLEET_WORK_DIR": str(home / "work"), "TMPDIR": str(home / "tmp"),
-                 "PWD": str(home)},
+                 "PREFECT_HOME": str(home / "prefect"), "PWD": str(home),
+                 **model.agent_env(model.write_codex_home(home / "codex-home"))},
             cwd=home, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         ), log))
     deadline = time.monotonic() + READY_S
@@ -182,7 +192,7 @@ def _run(ctx: Context, work: Path, remote: Path, name: str, workers: int, tasks:
            # The deployment runs `python -m flows.engine`: agentfleet's Python first.
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     say(f"pool: starting {workers} worker(s)")
-    started = _start_workers(run_dir, name, workers, env)
+    started = _start_workers(ctx, work, run_dir, name, workers, env, remote)
     try:
         plan = write_plan(run_dir / "plan.yaml", {
             "name": name, "repo": f"file://{remote}", "placement": "pool",

@@ -51,10 +51,13 @@ def test_pool_attempts_spend_against_the_sprints_budgets(
     ])
     with ScriptedModelServer(script) as model:
         codex_home = model.write_codex_home(tmp_path / "codex-home")
-        # The sprint's machine and the worker share the provider configuration; the key is
-        # in the worker's environment (its own credentials) and travels nowhere else.
-        with attempt_pool(prefect_server, tmp_path, POOL, ["w1"],
-                          model.agent_env(codex_home)) as (env, (worker,)):
+        # The sprint's machine and the worker name the same provider, each in its own Codex
+        # home; the key is in the worker's environment (its own credentials) and travels
+        # nowhere else.
+        with attempt_pool(prefect_server, tmp_path, POOL, ["w1"], model.agent_env(codex_home),
+                          own=lambda home: model.agent_env(
+                              model.write_codex_home(home / "codex-home")),
+                          shared=[remote]) as (env, (worker,)):
             plan = tmp_path / "plan.yaml"
             plan.write_text(yaml.safe_dump({
                 "name": "metered", "repo": f"file://{remote}", "placement": "pool",

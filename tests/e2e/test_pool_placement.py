@@ -2,12 +2,14 @@
 
 The issue's proof on one machine: a real `prefect server`, three process workers each
 started from its own folder (its own work dir, Codex home and temp dir), a bare
-repository as the remote and one result storage folder standing for a bucket. A sprint
-of nine Codex tasks (the scripted model) runs in `agentfleet run` with attempts on all
-three workers; one worker is killed with -9 while its agent waits on the model: the
-agent stops within seconds and another worker finishes the attempt; the target on the
-remote holds all nine; a rerun reuses every result (no model request). Then Ctrl-C on a
-sprint cancels its attempt's run and the worker stops the agent.
+repository as the remote and one result storage folder standing for a bucket; of the
+test's folder each worker sees only its own folder, the remote and the bucket, not the
+others' folders nor the sprint's (`tests.support.walls`). A sprint of nine Codex tasks
+(the scripted model) runs in `agentfleet run` with attempts on all three workers; one
+worker is killed with -9 while its agent waits on the model: the agent stops within
+seconds and another worker finishes the attempt; the target on the remote holds all
+nine; a rerun reuses every result (no model request). Then Ctrl-C on a sprint cancels
+its attempt's run and the worker stops the agent.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from tests.conftest import MakeRepo, run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
 from tests.support.attempt_pool import Worker, attempt_pool, flow_runs
 from tests.support.prefect_server import PrefectServer
-from tests.support.waiting import processes_under, wait_for
+from tests.support.waiting import cmdline, processes_under, wait_for
 
 # 55 s on this machine at its fastest, 182 s in CI and 213 s with the CPU halved: the
 # default 300 s is too close.
@@ -66,16 +68,28 @@ def test_a_pool_sprint_spreads_over_three_workers_survives_a_killed_one_and_reru
         prefect_server, tmp_path, POOL, list(WORKERS),
         # The sprint's machine names the workers' Codex provider (its metering proxy).
         model.agent_env(model.write_codex_home(tmp_path / "codex-home")),
-        # Each worker its own Codex home; the bucket and the remote are all they share.
+        # Each worker its own Codex home; the bucket and the remote are all they share, and
+        # all they see of tmp_path besides their own folder.
         own=lambda home: model.agent_env(model.write_codex_home(home / "codex-home")),
+        shared=[remote],
     ) as (env, started):
         workers = {w.name: w for w in started}
         for w in started:
             wait_for(lambda w=w: f"Worker '{w.name}' started" in w.text(), 90,
                      f"worker {w.name} to start")
+        _walled_in(tmp_path, workers)
         victim = _nine_tasks(tmp_path, remote, env, model, workers, prefect_server.api_url)
         survivors = {n: w for n, w in workers.items() if n != victim}
         _ctrl_c_cancels(tmp_path, remote, env, survivors, prefect_server.api_url)
+
+
+def _walled_in(tmp_path: Path, workers: dict[str, Worker]) -> None:
+    """What a worker sees of tmp_path (as do its warm engine, its runs and their agents,
+    its children): its own folder, the remote and the bucket, not the other workers'."""
+    for name, worker in workers.items():
+        seen = sorted(os.listdir(f"/proc/{worker.process.pid}/root{tmp_path}"))
+        assert seen == sorted([name, "bucket", "remote.git"]), (name, seen)
+    assert len(os.listdir(tmp_path)) > 3 + len(workers)  # the test's folder holds more
 
 
 def _nine_tasks(tmp_path: Path, remote: Path, env: dict[str, str], model: ScriptedModelServer,
@@ -160,20 +174,24 @@ def _nine_tasks(tmp_path: Path, remote: Path, env: dict[str, str], model: Script
 def _ctrl_c_cancels(tmp_path: Path, remote: Path, env: dict[str, str],
                     workers: dict[str, Worker], api_url: str) -> None:
     """Ctrl-C on the sprint cancels its attempt's flow run; the worker stops the agent."""
-    started = tmp_path / "delta-started"
     plan = tmp_path / "stop.yaml"
     plan.write_text(yaml.safe_dump({
         "name": "stop", "repo": f"file://{remote}", "placement": "pool",
         "agent": {"kind": "command"},
         "tasks": [{"id": "delta", "prompt": "do delta", "paths": ["delta.txt"],
-                   "agent": {"run": f"touch {started}; sleep 300"}}],
+                   "agent": {"run": "sleep 300"}}],
     }))
     sprint = subprocess.Popen([AGENTFLEET, "run", str(plan)], env={**env, "PWD": str(tmp_path)},
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
-    wait_for(started.exists, 120, "the agent to start")
-    where = next(n for n, w in workers.items() if _took(w, "delta#1"))
-    assert processes_under(tmp_path / where / "work")
+
+    def agent_on() -> str | None:  # the worker whose work dir the agent runs in
+        return next((n for n in workers if any(
+            "sleep 300" in cmdline(p) for p in processes_under(tmp_path / n / "work"))), None)
+
+    wait_for(agent_on, 120, "the agent to start")
+    where = agent_on()
+    assert where is not None and _took(workers[where], "delta#1")
     sprint.send_signal(signal.SIGINT)
     out, _ = sprint.communicate(timeout=180)
     assert sprint.returncode == 130, out[-3000:]

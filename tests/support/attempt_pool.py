@@ -1,7 +1,9 @@
 """A work pool of real process workers running the ``attempt`` deployment (``placement: pool``).
 
-Each worker starts from its own folder with its own work dir; one result storage folder
-stands for a bucket shared by the sprint and every worker.
+Each worker starts from its own folder with its own work dir, and sees nothing else of the
+test's folder but the result storage folder standing for a bucket shared by the sprint and
+every worker (and what the test shares, the remote): not the other workers' folders, not
+the sprint's work dir (``tests.support.walls``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import yaml
 
 from tests.support.prefect_server import PrefectServer
 from tests.support.waiting import processes_under
+from tests.support.walls import walled_in
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -82,17 +85,22 @@ class Worker:
 
 
 def start_worker(name: str, tmp_path: Path, env: Mapping[str, str], pool: str,
-                 own: Callable[[Path], Mapping[str, str]] | None = None) -> Worker:
+                 own: Callable[[Path], Mapping[str, str]] | None = None,
+                 shared: Sequence[Path] = ()) -> Worker:
     """A process worker taking one flow run at a time (``agentfleet worker``: its warm
     engine first), from ``tmp_path/name``: its work dir, temp dir and Prefect home there,
-    plus ``own(home)`` (e.g. its own Codex home)."""
+    plus ``own(home)`` (e.g. its own Codex home). Of ``tmp_path`` it sees only its own
+    folder, the bucket (``PREFECT_RESULTS_LOCAL_STORAGE_PATH``) and ``shared``."""
     home = tmp_path / name
     (home / "tmp").mkdir(parents=True)
     worker_env = {**env, "AGENTFLEET_WORK_DIR": str(home / "work"), "TMPDIR": str(home / "tmp"),
                   "PREFECT_HOME": str(home / "prefect"), "PWD": str(home),
                   **(own(home) if own is not None else {})}
+    bucket = Path(worker_env["PREFECT_RESULTS_LOCAL_STORAGE_PATH"])
+    bucket.mkdir(parents=True, exist_ok=True)
+    command = [*AGENTFLEET, "worker", "--pool", pool, "--limit", "1", "--name", name]
     process = subprocess.Popen(
-        [*AGENTFLEET, "worker", "--pool", pool, "--limit", "1", "--name", name],
+        walled_in(command, tmp_path, [home, bucket, *shared], cwd=home),
         env=worker_env, cwd=home, stdout=(home / "worker.log").open("w"),
         stderr=subprocess.STDOUT, start_new_session=True,
     )
@@ -119,15 +127,18 @@ def stop_workers(workers: list[Worker], tmp_path: Path) -> None:
 def attempt_pool(prefect_server: PrefectServer, tmp_path: Path, pool: str, names: list[str],
                  extra: Mapping[str, str] | None = None,
                  own: Callable[[Path], Mapping[str, str]] | None = None,
+                 shared: Sequence[Path] = (),
                  ) -> Iterator[tuple[dict[str, str], list[Worker]]]:
     """The sprint's environment and started workers on a freshly deployed ``pool``; the
-    workers are stopped at the end. ``own``: each worker's own settings, from its folder."""
+    workers are stopped at the end. ``own``: each worker's own settings, from its folder;
+    ``shared``: the folders of ``tmp_path`` every worker sees besides its own and the
+    bucket (the remote)."""
     env = pool_env(prefect_server, tmp_path, pool, extra)
     deploy_attempt(env, tmp_path, pool)
     workers: list[Worker] = []
     try:
         for name in names:
-            workers.append(start_worker(name, tmp_path, env, pool, own))
+            workers.append(start_worker(name, tmp_path, env, pool, own, shared))
         yield env, workers
     finally:
         stop_workers(workers, tmp_path)
