@@ -85,8 +85,10 @@ def test_timeouts_and_idleness_stop_agents_and_leave_no_process_or_worktree(
         "name": "time", "repo": str(repo), "retries": 0, "timeout": "40s",
         "limits": {"concurrency": 4},
         "tasks": [
+            # Long enough for four agents starting at once on a starved machine to have
+            # Codex's `sleep` running before it ends (4 s once was not).
             {"id": "hung", "prompt": "[hung] run the tests", "paths": ["hung.txt"],
-             "timeout": "4s"},
+             "timeout": "8s"},
             {"id": "escape", "prompt": "leave a daemon", "paths": ["escape.txt"],
              "timeout": "3s",
              "agent": {"kind": "command", "run": "setsid sleep 1000 & sleep 1000"}},
@@ -116,7 +118,7 @@ def test_timeouts_and_idleness_stop_agents_and_leave_no_process_or_worktree(
     assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
     tasks = {t["task"]: t for t in json.loads(report.read_text())["tasks"]}
     assert tasks["hung"]["outcome"] == "failed"
-    assert "agent timed_out: timed out after 4s" in tasks["hung"]["detail"]
+    assert "agent timed_out: timed out after 8s" in tasks["hung"]["detail"]
     assert tasks["escape"]["outcome"] == "failed"
     assert "agent timed_out: timed out after 3s" in tasks["escape"]["detail"]
     assert tasks["silent"]["outcome"] == "failed"
@@ -124,7 +126,7 @@ def test_timeouts_and_idleness_stop_agents_and_leave_no_process_or_worktree(
     # Six seconds of a command with no event is work, not idleness.
     assert tasks["busy"]["outcome"] == "applied", tasks["busy"]
     assert run_git(repo, "show", "agentfleet/time:busy.txt") == "done\n"
-    assert tasks["hung"]["duration_s"] < 4 + 2 + 5 and tasks["silent"]["duration_s"] < 3 + 2 + 5
+    assert tasks["hung"]["duration_s"] < 8 + 2 + 5 and tasks["silent"]["duration_s"] < 3 + 2 + 5
 
     # Codex's `sleep 1000`, the command agent's and its `setsid` child: all seen, all gone.
     assert len(seen) >= 3
