@@ -44,14 +44,13 @@ from agentfleet.process import stat_fields
 from agentfleet.testing import Script
 from bench.common import PROJECT_ROOT, Goal, Row, commit_all, git, init_repo, median, say
 from bench.sprints import AgentfleetRun, Context, agentfleet_env, run_agentfleet, write_plan
-from tests.support.walls import walled_in
+from tests.support.attempt_pool import start_worker
 
 ROWS = ("pool-speedup", "pool-dispatch")
 FULL = (9, 5.0)
 SMOKE = (3, 0.2)
 POOL = "bench-attempts"
 PREFECT = [sys.executable, "-m", "prefect"]
-AGENTFLEET = [sys.executable, "-m", "agentfleet.cli"]
 READY_S = 120  # how long a worker may take to start
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -92,32 +91,22 @@ def _start_workers(ctx: Context, work: Path, run_dir: Path, name: str, count: in
     from its own folder with its own work dir, Codex home and Prefect home, seeing of
     ``work`` only that folder, the remote and the bucket (``tests.support.walls``), started
     at once; when all listen for runs and are idle."""
-    started: list[tuple[subprocess.Popen, Path]] = []
-    bucket = Path(env["PREFECT_RESULTS_LOCAL_STORAGE_PATH"])
-    bucket.mkdir(parents=True, exist_ok=True)
     model = ctx.model()
-    for i in range(1, count + 1):
-        home = run_dir / f"worker-{i}"
-        (home / "tmp").mkdir(parents=True)
-        log = home / "worker.log"
-        command = [*AGENTFLEET, "worker", "--pool", POOL, "--limit", "1", "--name", f"{name}-{i}"]
-        started.append((subprocess.Popen(
-            walled_in(command, work, [home, bucket, remote], cwd=home),
-            env={**env, "AGENTFLEET_WORK_DIR": str(home / "work"), "TMPDIR": str(home / "tmp"),
-                 "PREFECT_HOME": str(home / "prefect"), "PWD": str(home),
-                 **model.agent_env(model.write_codex_home(home / "codex-home"))},
-            cwd=home, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-        ), log))
+    started = [start_worker(
+        f"{name}-{i}", run_dir, env, POOL, shared=[remote], root=work,
+        own=lambda home: model.agent_env(model.write_codex_home(home / "codex-home")),
+    ) for i in range(1, count + 1)]
     deadline = time.monotonic() + READY_S
-    for i, (proc, log) in enumerate(started, 1):
+    for worker in started:
         # Started, and listening for its pool's scheduled runs (its last start-up step).
-        while "as they are scheduled" not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                _stop(p for p, _ in started)
-                raise RuntimeError(f"worker {name}-{i} did not start: {log.read_text()[-1500:]}")
+        while "as they are scheduled" not in worker.text():
+            if worker.process.poll() is not None or time.monotonic() > deadline:
+                _stop(w.process for w in started)
+                raise RuntimeError(f"worker {worker.name} did not start: "
+                                   f"{worker.text()[-1500:]}")
             time.sleep(0.2)
-    _settle([proc.pid for proc, _ in started])
-    return [proc for proc, _ in started]
+    _settle([w.process.pid for w in started])
+    return [w.process for w in started]
 
 
 def _cpu_s(pids: list[int]) -> float:
@@ -236,7 +225,7 @@ def process_start_s(run_dir: Path) -> list[float]:
         return int(match[1]) * 3600 + int(match[2]) * 60 + float(match[3])
 
     spans: list[float] = []
-    for log in sorted(run_dir.glob("worker-*/worker.log")):
+    for log in sorted(run_dir.glob("*/worker.log")):
         submitted: dict[str, float] = {}
         for line in log.read_text().splitlines():
             stamp = re.match(_STAMP, line)

@@ -86,11 +86,12 @@ class Worker:
 
 def start_worker(name: str, tmp_path: Path, env: Mapping[str, str], pool: str,
                  own: Callable[[Path], Mapping[str, str]] | None = None,
-                 shared: Sequence[Path] = ()) -> Worker:
+                 shared: Sequence[Path] = (), root: Path | None = None) -> Worker:
     """A process worker taking one flow run at a time (``agentfleet worker``: its warm
     engine first), from ``tmp_path/name``: its work dir, temp dir and Prefect home there,
-    plus ``own(home)`` (e.g. its own Codex home). Of ``tmp_path`` it sees only its own
-    folder, the bucket (``PREFECT_RESULTS_LOCAL_STORAGE_PATH``) and ``shared``."""
+    plus ``own(home)`` (e.g. its own Codex home). Of ``root`` (default ``tmp_path``) it
+    sees only its own folder, the bucket (``PREFECT_RESULTS_LOCAL_STORAGE_PATH``) and
+    ``shared``."""
     home = tmp_path / name
     (home / "tmp").mkdir(parents=True)
     worker_env = {**env, "AGENTFLEET_WORK_DIR": str(home / "work"), "TMPDIR": str(home / "tmp"),
@@ -100,7 +101,7 @@ def start_worker(name: str, tmp_path: Path, env: Mapping[str, str], pool: str,
     bucket.mkdir(parents=True, exist_ok=True)
     command = [*AGENTFLEET, "worker", "--pool", pool, "--limit", "1", "--name", name]
     process = subprocess.Popen(
-        walled_in(command, tmp_path, [home, bucket, *shared], cwd=home),
+        walled_in(command, root or tmp_path, [home, bucket, *shared], cwd=home),
         env=worker_env, cwd=home, stdout=(home / "worker.log").open("w"),
         stderr=subprocess.STDOUT, start_new_session=True,
     )
