@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentfleet.agent_config import AgentConfig
-from agentfleet.codex.cli import codex_argv, find_codex
+from agentfleet.codex.cli import codex_argv, find_codex, native_launch
 from agentfleet.codex.events import OutputLine, Transcript, parse_event
 from agentfleet.codex.outcome import AttemptOutcome, Ending, Usage, classify
 from agentfleet.durations import format_duration
@@ -156,8 +156,9 @@ class CodexRun:
         tmp = {"TMPDIR": str(req.private_tmp)} if req.private_tmp is not None else {}
         self.env = env = {**req.env, **tmp, **req.agent.env}
         private = req.private_tmp is not None and env.get("TMPDIR") == str(req.private_tmp)
-        argv = codex_argv(codex, req.agent, req.extra_codex_args, private_tmp=private)
-        self.proc = _start(argv, req, env, on_line, _CODEX_LINE_BYTES)
+        program, launched = native_launch(codex, env)
+        argv = codex_argv(program, req.agent, req.extra_codex_args, private_tmp=private)
+        self.proc = _start(argv, req, launched, on_line, _CODEX_LINE_BYTES)
 
     def ended(self) -> bool:
         """Whether the process has exited."""

@@ -32,45 +32,27 @@ from __future__ import annotations
 import os
 import re
 import resource
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-
-import yaml
 
 from agentfleet.process import stat_fields
 from agentfleet.testing import Script
 from bench.common import PROJECT_ROOT, Goal, Row, commit_all, git, init_repo, median, say
 from bench.sprints import AgentfleetRun, Context, agentfleet_env, run_agentfleet, write_plan
-from tests.support.attempt_pool import start_worker
+from tests.support.attempt_pool import Worker, deploy_attempt, start_worker, stop_workers
 
 ROWS = ("pool-speedup", "pool-dispatch")
 FULL = (9, 5.0)
 SMOKE = (3, 0.2)
 POOL = "bench-attempts"
-PREFECT = [sys.executable, "-m", "prefect"]
 READY_S = 120  # how long a worker may take to start
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _prefect(env: dict[str, str], *args: str) -> None:
-    done = subprocess.run([*PREFECT, *args], env=env, cwd=PROJECT_ROOT, capture_output=True,
-                          text=True, timeout=300, stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise RuntimeError(f"prefect {' '.join(args)}: {done.stdout[-1500:]}{done.stderr[-1500:]}")
-
-
 def _deploy(ctx: Context, work: Path) -> None:
     env = {**agentfleet_env(ctx, work), **ctx.prefect().env(), "PWD": str(PROJECT_ROOT)}
-    _prefect(env, "work-pool", "create", POOL, "--type", "process", "--overwrite")
-    config = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
-    config["deployments"] = [d for d in config["deployments"] if d["name"] == "attempt"]
-    config["deployments"][0]["work_pool"]["name"] = POOL
-    pinned = work / "prefect-attempt.yaml"
-    pinned.write_text(yaml.safe_dump(config))
-    _prefect(env, "--no-prompt", "deploy", "--all", "--prefect-file", str(pinned))
+    deploy_attempt(env, work, POOL)
 
 
 def script(tasks: int, delay: float) -> Script:
@@ -86,7 +68,7 @@ def script(tasks: int, delay: float) -> Script:
 
 
 def _start_workers(ctx: Context, work: Path, run_dir: Path, name: str, count: int,
-                   env: dict[str, str], remote: Path) -> list[subprocess.Popen]:
+                   env: dict[str, str], remote: Path) -> list[Worker]:
     """``count`` process workers (``agentfleet worker``: each its warm engine first), each
     from its own folder with its own work dir, Codex home and Prefect home, seeing of
     ``work`` only that folder, the remote and the bucket (``tests.support.walls``), started
@@ -101,12 +83,12 @@ def _start_workers(ctx: Context, work: Path, run_dir: Path, name: str, count: in
         # Started, and listening for its pool's scheduled runs (its last start-up step).
         while "as they are scheduled" not in worker.text():
             if worker.process.poll() is not None or time.monotonic() > deadline:
-                _stop(w.process for w in started)
+                stop_workers(started, run_dir)
                 raise RuntimeError(f"worker {worker.name} did not start: "
                                    f"{worker.text()[-1500:]}")
             time.sleep(0.2)
     _settle([w.process.pid for w in started])
-    return [w.process for w in started]
+    return started
 
 
 def _cpu_s(pids: list[int]) -> float:
@@ -160,17 +142,6 @@ def _settle(pids: list[int], idle_s: float = 0.05, window_s: float = 0.5,
         before = now
 
 
-def _stop(procs) -> None:  # noqa: ANN001 - an iterable of Popen
-    procs = list(procs)
-    for proc in procs:
-        os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 def _run(ctx: Context, work: Path, remote: Path, name: str, workers: int, tasks: int,
          delay: float) -> tuple[AgentfleetRun, dict[str, float]]:
     run_dir = work / name
@@ -196,7 +167,7 @@ def _run(ctx: Context, work: Path, remote: Path, name: str, workers: int, tasks:
         run = run_agentfleet(ctx, plan, env)
         return run, _cpu_spent(before, _cpu_snapshot(pid), run.seconds)
     finally:
-        _stop(started)
+        stop_workers(started, run_dir)
 
 
 def dispatch_s(run: AgentfleetRun) -> list[float]:

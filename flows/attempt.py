@@ -125,7 +125,7 @@ def _attempt(
                         os.environ.get("PATH"))
              if spec.agent.kind == "codex" else None)
     # Its version (part of the cache key) is asked while the mirror is fetched, and kept in
-    # the work dir: the worker's next attempts start no Node for it.
+    # the work dir: the worker's next attempts do not ask again.
     prefetch_agent_version(codex, settings.work_dir)
     mirror = mirror_path(settings.work_dir, remote.location)
     if not (mirror / "HEAD").is_file():  # this worker's first attempt from the remote

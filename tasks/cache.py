@@ -31,6 +31,7 @@ from prefect.states import Completed, Failed, State
 from agentfleet.apply import tree_of
 from agentfleet.attempt import AttemptSpec
 from agentfleet.cache_key import attempt_key, is_cacheable
+from agentfleet.codex.cli import native_launch
 from agentfleet.errors import AgentfleetError
 from agentfleet.files import write_atomically
 from agentfleet.gitcmd import git
@@ -83,8 +84,8 @@ def agent_version(codex: Path | None, record_dir: Path | None = None) -> str | N
 
     Asked once per binary (its path, size and mtime): per process, and with ``record_dir``
     (the work dir) across runs, where the answer is kept in ``codex-version.json``; in the
-    background when ``prefetch_agent_version`` came first. Node's start-up (half a second)
-    is off the run's critical path, and a rerun pays none of it.
+    background when ``prefetch_agent_version`` came first. Codex's start-up is off the
+    run's critical path, and a rerun pays none of it.
     """
     if codex is None:
         return None
@@ -166,10 +167,11 @@ def _record_version(record_dir: Path | None, key: tuple[str, int, int], version:
 
 
 def _ask_version(codex: Path) -> str:
+    program, env = native_launch(codex, os.environ)
     try:
         done = subprocess.run(
-            [str(codex), "--version"], capture_output=True, text=True, timeout=60,
-            stdin=subprocess.DEVNULL, check=False,
+            [str(program), "--version"], capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL, check=False, env=env,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unknown ({type(exc).__name__})"

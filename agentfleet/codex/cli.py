@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 
 from agentfleet.agent_config import AgentConfig
@@ -49,6 +52,62 @@ def find_codex(configured: Path | None, project_root: Path | None, path_env: str
         f"Codex CLI not found (looked in {', '.join(looked) or 'nowhere'}): run `npm ci` in the "
         "project to install the pinned @openai/codex, or set AGENTFLEET_CODEX_PATH"
     )
+
+
+# The npm package's launcher (``bin/codex.js``) picks the platform package by Node's
+# ``process.platform`` and ``process.arch``.
+_PLATFORMS = {
+    ("linux", "x86_64"): ("codex-linux-x64", "x86_64-unknown-linux-musl"),
+    ("linux", "aarch64"): ("codex-linux-arm64", "aarch64-unknown-linux-musl"),
+    ("darwin", "x86_64"): ("codex-darwin-x64", "x86_64-apple-darwin"),
+    ("darwin", "arm64"): ("codex-darwin-arm64", "aarch64-apple-darwin"),
+}
+# What the launcher sets for the binary: only Codex's update hints read these.
+_MANAGED_BY = ("CODEX_MANAGED_BY_NPM", "CODEX_MANAGED_BY_BUN", "CODEX_MANAGED_BY_PNPM",
+               "CODEX_MANAGED_BY_VITE_PLUS")
+
+
+def native_launch(codex: Path, env: Mapping[str, str]) -> tuple[Path, dict[str, str]]:
+    """What to start for ``codex``, and with what environment.
+
+    When ``codex`` is @openai/codex's npm launcher (installed by npm, not pnpm or bun),
+    the platform binary it would start, with the environment it would give it: the
+    launcher is a Node script that, on Node before 22, stays the binary's parent for the
+    whole run, costing each agent's start about 0.2 s and as much CPU. Anything else
+    (a binary, a wrapper of the user's, a layout not recognised) is started as it is.
+    """
+    native = _npm_native(codex.resolve())
+    if native is None:
+        return codex, dict(env)
+    binary, package_root = native
+    launched = {k: v for k, v in env.items() if k not in _MANAGED_BY}
+    launched |= {"CODEX_MANAGED_PACKAGE_ROOT": str(package_root), "CODEX_MANAGED_BY_NPM": "1"}
+    return binary, launched
+
+
+@lru_cache(maxsize=8)
+def _npm_native(launcher: Path) -> tuple[Path, Path] | None:
+    """(platform binary, package root) for the npm launcher ``launcher``, else None."""
+    package_root = launcher.parent.parent
+    names = _PLATFORMS.get((sys.platform, platform.machine()))
+    if names is None or launcher.name != "codex.js" or launcher.parent.name != "bin":
+        return None
+    try:
+        manifest = json.loads((package_root / "package.json").read_text())
+    except (OSError, ValueError):
+        return None
+    scope = package_root.parent  # .../node_modules/@openai
+    # npm's flat layout only: pnpm (``.modules.yaml``) has the launcher set other variables.
+    if (manifest.get("name") != "@openai/codex" or scope.name != "@openai"
+            or (scope.parent / ".modules.yaml").exists()):
+        return None
+    package, triple = names
+    for vendor in (package_root / "node_modules" / "@openai" / package / "vendor",
+                   scope / package / "vendor", package_root / "vendor"):
+        binary = vendor / triple / "bin" / "codex"
+        if _executable(binary):
+            return binary, package_root
+    return None
 
 
 def toml_value(value: str | int | float | bool) -> str:

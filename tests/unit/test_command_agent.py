@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -11,11 +14,20 @@ import pytest
 
 from agentfleet.agent_config import AgentConfig
 from agentfleet.agents import AgentRequest, run_agent
-from agentfleet.codex.cli import codex_argv, find_codex, isolation_overrides, toml_value
+from agentfleet.codex.cli import (
+    _PLATFORMS,
+    codex_argv,
+    find_codex,
+    isolation_overrides,
+    native_launch,
+    toml_value,
+)
 from agentfleet.codex.events import OutputLine
 from agentfleet.codex.outcome import Ending
 from agentfleet.errors import AgentError, AgentNotFound
 from tests.support.waiting import alive, cmdline, processes_under
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -157,6 +169,64 @@ def test_find_codex(tmp_path: Path) -> None:
     assert info.value.exit_code == 2
     with pytest.raises(AgentNotFound, match="no executable"):
         find_codex(tmp_path / "missing", tmp_path / "proj", str(exe.parent))
+
+
+def _npm_install(root: Path, *, pnpm: bool = False) -> tuple[Path, Path | None]:
+    """An npm layout of @openai/codex under ``root``: (its .bin/codex, the platform binary)."""
+    modules = root / "node_modules"
+    package = modules / "@openai" / "codex"
+    (package / "bin").mkdir(parents=True)
+    (package / "package.json").write_text('{"name": "@openai/codex", "version": "0.169.0"}')
+    (package / "bin" / "codex.js").write_text("#!/usr/bin/env node\n")
+    (package / "bin" / "codex.js").chmod(0o755)
+    (modules / ".bin").mkdir()
+    (modules / ".bin" / "codex").symlink_to("../@openai/codex/bin/codex.js")
+    if pnpm:
+        (modules / ".modules.yaml").write_text("layoutVersion: 5\n")
+    names = _PLATFORMS.get((sys.platform, platform.machine()))
+    if names is None:
+        return modules / ".bin" / "codex", None
+    binary = modules / "@openai" / names[0] / "vendor" / names[1] / "bin" / "codex"
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    return modules / ".bin" / "codex", binary
+
+
+def test_native_launch_skips_the_npm_launcher(tmp_path: Path) -> None:
+    launcher, binary = _npm_install(tmp_path / "npm")
+    env = {"PATH": "/usr/bin", "CODEX_MANAGED_BY_BUN": "1"}
+    program, launched = native_launch(launcher, env)
+    if binary is None:  # a platform @openai/codex ships no binary for: the launcher says so
+        assert (program, launched) == (launcher, env)
+        return
+    assert program == binary
+    # The environment the launcher gives the binary (its package root resolved).
+    assert launched == {"PATH": "/usr/bin", "CODEX_MANAGED_BY_NPM": "1",
+                        "CODEX_MANAGED_PACKAGE_ROOT": str(
+                            (tmp_path / "npm/node_modules/@openai/codex").resolve())}
+    assert env == {"PATH": "/usr/bin", "CODEX_MANAGED_BY_BUN": "1"}  # not changed
+    # Not npm's launcher, or not npm's layout: started as it is.
+    pnpm, _ = _npm_install(tmp_path / "pnpm", pnpm=True)
+    own = tmp_path / "bin" / "codex"
+    own.parent.mkdir()
+    own.write_text("#!/bin/sh\n")
+    for program in (pnpm, own, binary):
+        assert native_launch(program, env) == (program, env)
+
+
+def test_native_launch_of_the_pinned_codex() -> None:
+    """The project's own install: the launcher gives way to the same Codex."""
+    launcher = PROJECT_ROOT / "node_modules" / ".bin" / "codex"
+    program, env = native_launch(launcher, {"PATH": os.environ["PATH"]})
+    assert program != launcher and program.name == "codex"
+    assert env["CODEX_MANAGED_BY_NPM"] == "1"
+
+    def version(argv0: Path) -> str:
+        return subprocess.run([str(argv0), "--version"], capture_output=True, text=True,
+                              env=env, timeout=60, check=True).stdout
+
+    assert version(program) == version(launcher) == "codex-cli 0.169.0\n"
 
 
 def test_codex_argv() -> None:
