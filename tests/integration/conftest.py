@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_RESULTS_LOCAL_STORAGE_PATH,
@@ -48,6 +51,12 @@ def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with temporary_settings({PREFECT_API_URL: server.api_url,
                                  PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
             yield server.api_url
+            # What this process still has to send goes now, as the harness does before it
+            # stops its server: at the process's exit it would try the stopped server for
+            # minutes ("All connection attempts failed") before letting a plain pytest end.
+            with contextlib.suppress(RuntimeError):  # no log was sent: no worker
+                APILogWorker.instance().drain()
+            EventsWorker.drain_all()
     finally:
         server.stop()
 
