@@ -97,9 +97,10 @@ def _npm_native(launcher: Path) -> tuple[Path, Path] | None:
     except (OSError, ValueError):
         return None
     scope = package_root.parent  # .../node_modules/@openai
-    # npm's flat layout only: pnpm (``.modules.yaml``) has the launcher set other variables.
+    # npm's flat layout only: for pnpm (``.modules.yaml``) and bun's global installs the
+    # launcher sets other variables.
     if (manifest.get("name") != "@openai/codex" or scope.name != "@openai"
-            or (scope.parent / ".modules.yaml").exists()):
+            or (scope.parent / ".modules.yaml").exists() or ".bun" in package_root.parts):
         return None
     package, triple = names
     for vendor in (package_root / "node_modules" / "@openai" / package / "vendor",

@@ -208,10 +208,11 @@ def test_native_launch_skips_the_npm_launcher(tmp_path: Path) -> None:
     assert env == {"PATH": "/usr/bin", "CODEX_MANAGED_BY_BUN": "1"}  # not changed
     # Not npm's launcher, or not npm's layout: started as it is.
     pnpm, _ = _npm_install(tmp_path / "pnpm", pnpm=True)
+    bun, _ = _npm_install(tmp_path / ".bun" / "install" / "global")
     own = tmp_path / "bin" / "codex"
     own.parent.mkdir()
     own.write_text("#!/bin/sh\n")
-    for program in (pnpm, own, binary):
+    for program in (pnpm, bun, own, binary):
         assert native_launch(program, env) == (program, env)
 
 
