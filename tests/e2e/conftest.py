@@ -39,8 +39,12 @@ def model(tmp_path: Path) -> Iterator[ScriptedModelServer]:
 def sprint_env(
     tmp_path: Path, prefect_server: PrefectServer, model: ScriptedModelServer
 ) -> dict[str, str]:
-    """The environment of an ``agentfleet`` process: like a fresh CI machine, no git identity."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTFLEET_", "PREFECT_"))}
+    """The environment of an ``agentfleet`` process: like a fresh CI machine, no git identity,
+    and Python writing its bytecode as it does on a user's machine (the sample's agents and
+    checks run Python in their worktrees: a ``__pycache__`` the repository did not ignore
+    once failed the demo there, never here, where CI's machines set the variable)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AGENTFLEET_", "PREFECT_")) and k != "PYTHONDONTWRITEBYTECODE"}
     env.update(prefect_server.env())
     env.update(model.agent_env(model.write_codex_home(tmp_path / "codex-home")))
     env.update(
