@@ -285,6 +285,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         fast_exit.arm()  # before Prefect registers its exit handlers: runs after them
         prestart_embedded_server()
         from flows.sprint import run_and_report
+    if checked.plan.placement == "pool":
+        # Bad input too, said in one line before any flow run (the flow checks it again
+        # for a sprint started from its deployment).
+        from tasks.pool import check_attempt_deployment
+
+        check_attempt_deployment(AgentfleetSettings().attempt_pool)
     try:
         links: list[str] = []
         report = run_and_report(plan_path, report=args.report, no_cache=args.no_cache,

@@ -124,6 +124,33 @@ def test_a_pool_sprint_without_the_attempt_deployment_says_how_to_deploy_it(
     assert "agentfleet/pooled" not in run_git(remote, "branch", "--list")
 
 
+def test_agentfleet_run_without_the_attempt_deployment_says_so_before_any_flow_run(
+    harness: None, make_repo: MakeRepo, tmp_path: Path, work_dir: Path,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from agentfleet import cli
+
+    remote = bare_remote(make_repo, tmp_path)
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "pooled-cli", "repo": f"file://{remote}", "placement": "pool",
+        "agent": {"kind": "command"},
+        "tasks": [command("alpha", "echo a > alpha.txt", paths=["alpha.txt"])],
+    }))
+    assert cli.main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "error: placement: pool needs the deployment 'attempt/attempt'" in err
+    assert "Traceback" not in err
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=["sprint pooled-cli"])))
+    assert runs == []
+    assert "agentfleet/pooled-cli" not in run_git(remote, "branch", "--list")
+
+
 def test_a_repository_block_s_token_is_handed_to_git_and_masked(
     harness: None, tmp_path: Path
 ) -> None:
