@@ -287,7 +287,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from flows.sprint import run_and_report
     if checked.plan.placement == "pool":
         # Bad input too, said in one line before any flow run (the flow checks it again
-        # for a sprint started from its deployment).
+        # for a sprint started from its deployment, and warns of a pool no worker polls).
         from tasks.pool import check_attempt_deployment
 
         check_attempt_deployment(AgentfleetSettings().attempt_pool)

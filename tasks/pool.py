@@ -77,8 +77,9 @@ CANCEL_WAIT_S = 60.0  # how long a cancelled attempt run may take to end
 START_S = 180.0  # how long a worker may take from picking a run up to its first beat
 
 
-def check_attempt_deployment(pool: str) -> None:
-    """``ConfigError`` unless the ``attempt`` deployment exists on work pool ``pool``."""
+def check_attempt_deployment(pool: str) -> str | None:
+    """``ConfigError`` unless the ``attempt`` deployment exists on work pool ``pool``; a
+    warning when no worker would take its runs now (they wait, Scheduled, until one does)."""
     with get_client(sync_client=True) as client:
         try:
             deployment = client.read_deployment_by_name(ATTEMPT_DEPLOYMENT)
@@ -88,13 +89,28 @@ def check_attempt_deployment(pool: str) -> None:
                 f"`prefect --no-prompt deploy -n attempt --pool {pool}`) and workers on "
                 f"pool '{pool}'"
             ) from exc
-    if deployment.work_pool_name != pool:
-        raise ConfigError(
-            f"the deployment '{ATTEMPT_DEPLOYMENT}' is on work pool "
-            f"'{deployment.work_pool_name}', not on '{pool}' (AGENTFLEET_ATTEMPT_POOL): "
-            f"deploy it there (`prefect --no-prompt deploy -n attempt --pool {pool}`) or set "
-            "AGENTFLEET_ATTEMPT_POOL"
-        )
+        if deployment.work_pool_name != pool:
+            raise ConfigError(
+                f"the deployment '{ATTEMPT_DEPLOYMENT}' is on work pool "
+                f"'{deployment.work_pool_name}', not on '{pool}' (AGENTFLEET_ATTEMPT_POOL): "
+                f"deploy it there (`prefect --no-prompt deploy -n attempt --pool {pool}`) or "
+                "set AGENTFLEET_ATTEMPT_POOL"
+            )
+        status = client.read_work_pool(pool).status
+    return idle_pool_warning(pool, None if status is None else status.value)
+
+
+def idle_pool_warning(pool: str, status: str | None) -> str | None:
+    """What a sprint should say of work pool ``pool`` in ``status`` (Prefect's: READY while
+    a worker polls it), or None."""
+    if status == "PAUSED":
+        return (f"work pool '{pool}' is paused: the attempts' flow runs wait until it is "
+                f"resumed (`prefect work-pool resume {pool}`)")
+    if status == "NOT_READY":
+        return (f"no worker polls work pool '{pool}': the attempts' flow runs wait until one "
+                f"does (`agentfleet worker --pool {pool}`, or Prefect's worker of the pool's "
+                "type)")
+    return None
 
 
 def key_codex(codex: Path | None, settings: AgentfleetSettings) -> Path | None:

@@ -151,6 +151,36 @@ def test_agentfleet_run_without_the_attempt_deployment_says_so_before_any_flow_r
     assert "agentfleet/pooled-cli" not in run_git(remote, "branch", "--list")
 
 
+def test_a_pool_no_worker_polls_or_a_paused_one_is_told_before_the_runs_wait(
+    harness: None,
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+
+    from tasks.pool import check_attempt_deployment
+
+    pool = "attempts-nobody-polls"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        flow_id = client.create_flow_from_name("attempt")
+        deployment = client.create_deployment(flow_id=flow_id, name="attempt",
+                                              work_pool_name=pool)
+        try:
+            assert check_attempt_deployment(pool) == (
+                f"no worker polls work pool '{pool}': the attempts' flow runs wait until one "
+                f"does (`agentfleet worker --pool {pool}`, or Prefect's worker of the pool's "
+                "type)")
+            client.send_worker_heartbeat(pool, "a-worker")  # as a polling worker does
+            assert check_attempt_deployment(pool) is None
+            client.update_work_pool(pool, WorkPoolUpdate(is_paused=True))
+            assert check_attempt_deployment(pool) == (
+                f"work pool '{pool}' is paused: the attempts' flow runs wait until it is "
+                f"resumed (`prefect work-pool resume {pool}`)")
+        finally:  # the harness serves the other tests, which have no attempt deployment
+            client.delete_deployment(deployment)
+            client.delete_work_pool(pool)
+
+
 def test_a_repository_block_s_token_is_handed_to_git_and_masked(
     harness: None, tmp_path: Path
 ) -> None:
