@@ -185,8 +185,8 @@ def run_checked(
         logger.warning(warning)
     codex = codex_for(checked, settings)
     if checked.plan.placement == "pool":
-        if warning := check_attempt_deployment(settings.attempt_pool):
-            logger.warning(warning)
+        if idle := check_attempt_deployment(settings.attempt_pool):
+            logger.warning(idle)
     with open_run(checked.plan.name) as control, \
             SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
         # Agents of a killed run of this sprint may still run (and spend tokens): stop
