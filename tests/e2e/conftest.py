@@ -40,9 +40,9 @@ def sprint_env(
     tmp_path: Path, prefect_server: PrefectServer, model: ScriptedModelServer
 ) -> dict[str, str]:
     """The environment of an ``agentfleet`` process: like a fresh CI machine, no git identity,
-    and Python writing its bytecode as it does on a user's machine (the sample's agents and
-    checks run Python in their worktrees: a ``__pycache__`` the repository did not ignore
-    once failed the demo there, never here, where CI's machines set the variable)."""
+    but Python writing its bytecode as on a user's machine. CI's machines set
+    PYTHONDONTWRITEBYTECODE, which hid a demo that failed elsewhere: an agent's ``python3``
+    left a ``__pycache__`` in its worktree, outside its paths."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AGENTFLEET_", "PREFECT_")) and k != "PYTHONDONTWRITEBYTECODE"}
     env.update(prefect_server.env())

@@ -4,8 +4,8 @@
     docker build -t agentfleet-worker .       # the Dockerfile; --build-arg BASE=... offline
     .venv/bin/python -m tests.support.docker_pool [--image agentfleet-worker] [--keep]
 
-Not part of ``make test``: it needs a Docker engine and the image, which CI's machines do
-not have (README, "Attempts on many workers"). What it does: the sample service as a bare
+Not part of ``make test``: it needs a Docker engine and the image, which the suite does not
+set up (README, "Attempts on many workers"). What it does: the sample service as a bare
 repository (the remote), a Prefect server on PostgreSQL, the scripted model, a Docker work
 pool with prefect.yaml's ``attempt`` deployment on it (the image, host networking, the
 remote, the bucket folder and the Codex home mounted, the seccomp option Codex's sandbox
