@@ -31,6 +31,7 @@ from agentfleet.errors import AgentNotFound
 from agentfleet.process import live_processes
 from agentfleet.testing import Fault, Response, Rule, Script, ScriptedModelServer
 from agentfleet.testing import Usage as ScriptedUsage
+from tests.support.login_shell import login_shell
 
 pytestmark = [pytest.mark.codex, pytest.mark.timeout(60)]
 
@@ -213,7 +214,7 @@ def test_timeout_kills_codex_and_its_command(repo: Path, env: dict[str, str]) ->
     outcome = outcome_box[0]
     assert outcome.ending is Ending.TIMED_OUT and not outcome.retryable
     assert [c.command for c in outcome.commands if c.status == "in_progress"] == [
-        "/bin/bash -lc 'sleep 1000'"
+        f"{login_shell()} -lc 'sleep 1000'"
     ]
     assert outcome.duration_s < 4 + 2 + 2
     assert _tagged_processes(tag) == []  # codex, its node wrapper, bash, sleep: all gone

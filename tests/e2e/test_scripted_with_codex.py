@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from agentfleet.testing import Rule, Script, ScriptedModelServer
+from tests.support.login_shell import login_shell
 
 pytestmark = pytest.mark.codex
 
@@ -154,7 +155,8 @@ def test_exec_patch_and_message_land_on_disk_with_exact_usage(server, repo, git,
     commands = run.items("command_execution")
     assert [(c["exit_code"], c["status"]) for c in commands] == [
         (0, "completed"), (0, "completed"), (3, "failed")]
-    assert commands[0]["command"] == "/bin/bash -lc 'git status --short && echo checked'"
+    assert commands[0]["command"] == (
+        f"{login_shell()} -lc 'git status --short && echo checked'")
     assert commands[0]["aggregated_output"].endswith("checked\n")
     assert commands[1]["aggregated_output"] == "hello 1\n"
     (change,) = run.items("file_change")

@@ -17,8 +17,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 PG_DSN = "postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"
-# Serializes the template's making among the test processes (xdist) of this machine.
-TEMPLATE_LOCK = Path("/tmp/agentfleet-prefect-template.lock")
+# Serializes the template's making among the test processes (xdist) of this machine; one
+# per user, who may not open another's file in /tmp.
+TEMPLATE_LOCK = Path(f"/tmp/agentfleet-prefect-template-{os.getuid()}.lock")
 
 
 def free_port() -> int:

@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # $1 the folder, $2 an empty folder beside it for the view, $3 where the command starts,
-# then the kept folders (relative to $1), "--" and the command.
+# then the kept folders (relative to $1), "--" and the command. The move's -n: in a user
+# namespace (not root), util-linux moves the mount, then fails to record it and exits 32.
 _WALL = """set -e
 root=$1 view=$2 home=$3; shift 3
 mount -t tmpfs -o mode=0755 agentfleet-walls "$view"
 while [ "$1" != -- ]; do mkdir -p "$view/$1"; mount --bind "$root/$1" "$view/$1"; shift; done
 shift
-mount --move "$view" "$root"
+mount -n --move "$view" "$root"
 cd "$home"
 exec "$@"
 """
