@@ -23,6 +23,7 @@ from agentfleet.agent_config import AgentConfig
 from agentfleet.codex.cli import codex_argv, find_codex, native_launch
 from agentfleet.codex.events import OutputLine, Transcript, parse_event
 from agentfleet.codex.outcome import AttemptOutcome, Ending, Usage, classify
+from agentfleet.codex.sandbox import sandbox_refusal
 from agentfleet.durations import format_duration
 from agentfleet.errors import AgentError, AgentNotFound
 from agentfleet.process import MAX_LINE_BYTES, ManagedProcess, Stream, spawn, tail_line
@@ -156,7 +157,7 @@ class CodexRun:
         tmp = {"TMPDIR": str(req.private_tmp)} if req.private_tmp is not None else {}
         self.env = env = {**req.env, **tmp, **req.agent.env}
         private = req.private_tmp is not None and env.get("TMPDIR") == str(req.private_tmp)
-        program, launched = native_launch(codex, env)
+        self.program, self.launched = program, launched = native_launch(codex, env)
         argv = codex_argv(program, req.agent, req.extra_codex_args, private_tmp=private)
         self.proc = _start(argv, req, launched, on_line, _CODEX_LINE_BYTES)
 
@@ -195,6 +196,9 @@ class CodexRun:
         files = _relative(transcript.files_changed, req.worktree)
         files += [f for f in git_changed_files(req.worktree, self.env, req.git_dir)
                   if f not in files]
+        refused = None
+        if transcript.files_failed and req.agent.sandbox != "danger-full-access":
+            refused = sandbox_refusal(self.program, self.launched, req.worktree)
         return AttemptOutcome(
             ending=ending,
             final_message=transcript.final_message,
@@ -207,6 +211,7 @@ class CodexRun:
             warnings=list(transcript.warnings),
             thread_id=transcript.thread_id,
             stderr_tail=stderr,
+            sandbox_refused=refused,
         )
 
 

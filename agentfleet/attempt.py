@@ -47,6 +47,7 @@ from agentfleet.codex.cli import (
 )
 from agentfleet.codex.events import TurnCompleted
 from agentfleet.codex.outcome import AttemptOutcome, Ending, Usage
+from agentfleet.codex.sandbox import no_change_reason
 from agentfleet.commit_text import attempt_message
 from agentfleet.errors import WORKTREE_TAMPERED, GitError, WorktreeTampered
 from agentfleet.gitcmd import git, run_git
@@ -447,7 +448,8 @@ def _commit(run: _AttemptRun) -> bool:
              for p in unseen]
     changes = tree_changes(spec.repo, spec.start_sha, staged.tree)
     if not changes:
-        result.reason = "; ".join(notes) or "the agent changed no file"
+        refused = result.outcome.sandbox_refused if result.outcome else None
+        result.reason = "; ".join(notes) or no_change_reason(refused)
         return False
     for note in notes:
         run.log(note)

@@ -305,6 +305,7 @@ class Transcript:
         self.thread_id: str | None = None
         self._commands: dict[str, CommandRun] = {}  # item id -> latest state, in start order
         self._files: dict[str, str] = {}  # path -> kind of its latest change
+        self._failed_files: list[str] = []  # paths of changes Codex could not apply
         self.messages: list[str] = []
         self.reasoning: list[str] = []
         self._todos: dict[str, list[TodoEntry]] = {}
@@ -354,6 +355,8 @@ class Transcript:
             if done and item.status != "failed":
                 for change in item.changes:
                     self._files[change.path] = change.kind
+            elif done:
+                self._failed_files.extend(change.path for change in item.changes)
         elif isinstance(item, AgentMessageItem) and done:
             self.messages.append(item.text)
         elif isinstance(item, ReasoningItem) and done:
@@ -392,6 +395,12 @@ class Transcript:
         """Each changed path (as Codex reports it) with the kind of its latest change."""
         with self._lock:
             return dict(self._files)
+
+    @property
+    def files_failed(self) -> list[str]:
+        """The paths of changes Codex reported as failed (a patch it could not apply)."""
+        with self._lock:
+            return list(self._failed_files)
 
     @property
     def final_message(self) -> str | None:

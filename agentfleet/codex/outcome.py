@@ -92,6 +92,9 @@ class AttemptOutcome(JsonSafeModel):
     warnings: list[str] = Field(default_factory=list)
     thread_id: str | None = None
     stderr_tail: str = ""
+    sandbox_refused: str | None = Field(
+        None, description="Why Codex's sandbox cannot start here, in its own words: asked "
+        "(`codex sandbox -- true`) only when a change of the agent failed.")
 
     @property
     def ok(self) -> bool:

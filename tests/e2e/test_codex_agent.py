@@ -7,7 +7,9 @@ failure ends in about a second.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shlex
 import subprocess
 import threading
 import time
@@ -18,6 +20,7 @@ import pytest
 
 from agentfleet.agent_config import AgentConfig
 from agentfleet.agents import AgentRequest, run_agent
+from agentfleet.codex.cli import native_launch
 from agentfleet.codex.events import (
     CommandExecutionItem,
     ItemCompleted,
@@ -27,6 +30,7 @@ from agentfleet.codex.events import (
     TurnCompleted,
 )
 from agentfleet.codex.outcome import Ending, Usage
+from agentfleet.codex.sandbox import no_change_reason
 from agentfleet.errors import AgentNotFound
 from agentfleet.process import live_processes
 from agentfleet.testing import Fault, Response, Rule, Script, ScriptedModelServer
@@ -167,6 +171,34 @@ def test_completed_with_commands_a_patch_and_usage(repo: Path, env: dict[str, st
                for e in events)
     # Codex's stderr reaches on_event as OutputLine, never parsed as events.
     assert all(e.stream == "stderr" for e in events if isinstance(e, OutputLine))
+    assert live_processes() == []
+
+
+def test_a_sandbox_that_cannot_start_is_named_when_the_agents_patch_fails(
+    repo: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    # Codex in a user namespace that may make no namespace of its own: its bubblewrap cannot
+    # start, as in a Docker container under the default seccomp profile.
+    native = native_launch(CODEX, env)[0]
+    jailed = tmp_path / "codex-without-namespaces"
+    jailed.write_text(
+        "#!/bin/sh\nexec unshare --user --map-root-user sh -c "
+        "'echo 0 > /proc/sys/user/max_user_namespaces && exec \"$0\" \"$@\"' "
+        f"{shlex.quote(str(native))} \"$@\"\n")
+    jailed.chmod(0o755)
+    tree = _worktree(repo)
+    request = _request(tree, "Please add a greeting module.", env)
+    outcome = run_agent(dataclasses.replace(request, codex_path=jailed))
+
+    assert outcome.ending is Ending.COMPLETED, outcome  # the turn ends as if all went well
+    assert not (tree / "greet.py").exists() and outcome.files_changed == []
+    assert outcome.sandbox_refused is not None
+    assert "bwrap: Creating new namespace failed" in outcome.sandbox_refused
+    assert no_change_reason(outcome.sandbox_refused).startswith(
+        "the agent changed no file: Codex's sandbox cannot start here (bwrap: ")
+    # Where the sandbox starts, nothing is asked of it and nothing said.
+    assert run_agent(_request(tree, "Please add a greeting module.", env)).sandbox_refused \
+        is None
     assert live_processes() == []
 
 

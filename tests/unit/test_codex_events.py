@@ -203,6 +203,7 @@ def test_items_of_every_documented_type() -> None:
     assert isinstance(events[11], ErrorEvent) and isinstance(events[12], TurnFailed)
     t = _fold(lines)
     assert t.files_changed == {"/w/a.py": "update", "/w/b.py": "delete"}  # failed patch ignored
+    assert t.files_failed == ["/w/c.py"]
     assert [[e.completed for e in todo] for todo in t.todo_lists] == [[True]]
     assert t.is_busy()  # the MCP call has not completed
     assert t.messages == ["first", "last"] and t.final_message == "last"
