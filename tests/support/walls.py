@@ -32,7 +32,7 @@ exec "$@"
 def walled_in(command: Sequence[str], root: Path, keep: Sequence[Path], cwd: Path) -> list[str]:
     """``command`` run so that, for it and its children, ``root`` holds ``keep`` alone
     (existing folders under ``root``); it starts in ``cwd``. As root, a mount namespace;
-    otherwise a user namespace too, mapping the user to root in it."""
+    otherwise a user namespace too, the user mapped to itself."""
     kept = [str(Path(k).relative_to(root)) for k in keep]
     for k in keep:
         if not Path(k).is_dir():
@@ -41,6 +41,10 @@ def walled_in(command: Sequence[str], root: Path, keep: Sequence[Path], cwd: Pat
     view.mkdir(exist_ok=True)  # stays empty outside the namespace
     unshare = ["unshare", "--mount", "--propagation", "private"]
     if os.geteuid() != 0:
-        unshare[1:1] = ["--user", "--map-root-user"]
+        # The user stays the user (Codex refuses a home that root owns) and mounts with the
+        # namespace's capabilities, which the command then drops: bubblewrap, Codex's
+        # sandbox, refuses to start with capabilities it was not given by setuid.
+        unshare[1:1] = ["--user", "--map-current-user", "--keep-caps"]
+        command = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--", *command]
     return [*unshare, "sh", "-c", _WALL, "walls", str(root), str(view), str(cwd), *kept,
             "--", *command]
