@@ -41,9 +41,9 @@ def walled_in(command: Sequence[str], root: Path, keep: Sequence[Path], cwd: Pat
     view.mkdir(exist_ok=True)  # stays empty outside the namespace
     unshare = ["unshare", "--mount", "--propagation", "private"]
     if os.geteuid() != 0:
-        # The user stays the user (Codex refuses a home that root owns) and mounts with the
-        # namespace's capabilities, which the command then drops: bubblewrap, Codex's
-        # sandbox, refuses to start with capabilities it was not given by setuid.
+        # The user stays the user (mapped to root, Codex found its own folders "not
+        # user-owned") and mounts with the namespace's capabilities, which the command then
+        # drops: bubblewrap, Codex's sandbox, refuses capabilities it was not given by setuid.
         unshare[1:1] = ["--user", "--map-current-user", "--keep-caps"]
         command = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--", *command]
     return [*unshare, "sh", "-c", _WALL, "walls", str(root), str(view), str(cwd), *kept,
