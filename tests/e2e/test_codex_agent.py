@@ -179,12 +179,17 @@ def test_a_sandbox_that_cannot_start_is_named_when_the_agents_patch_fails(
 ) -> None:
     # Codex in a user namespace that may make no namespace of its own: its bubblewrap cannot
     # start, as in a Docker container under the default seccomp profile.
-    native = native_launch(CODEX, env)[0]
+    # (A user other than root stays itself in it, without the namespace's capabilities, as
+    # tests.support.walls does.)
+    native = shlex.quote(str(native_launch(CODEX, env)[0]))
+    namespace, codex = "--map-root-user", '"$0" "$@"'
+    if os.geteuid() != 0:
+        namespace = "--map-current-user --keep-caps"
+        codex = f'setpriv --inh-caps=-all --ambient-caps=-all -- {codex}'
     jailed = tmp_path / "codex-without-namespaces"
     jailed.write_text(
-        "#!/bin/sh\nexec unshare --user --map-root-user sh -c "
-        "'echo 0 > /proc/sys/user/max_user_namespaces && exec \"$0\" \"$@\"' "
-        f"{shlex.quote(str(native))} \"$@\"\n")
+        f"#!/bin/sh\nexec unshare --user {namespace} sh -c "
+        f"'echo 0 > /proc/sys/user/max_user_namespaces && exec {codex}' {native} \"$@\"\n")
     jailed.chmod(0o755)
     tree = _worktree(repo)
     request = _request(tree, "Please add a greeting module.", env)
