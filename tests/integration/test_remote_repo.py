@@ -106,19 +106,25 @@ def test_a_bare_repository_folder_is_a_remote_and_each_run_fetches_first(
     assert files_at(remote, "landed") >= {"alpha.txt", "beta.txt", "theirs.txt"}
 
 
+def _pool_plan(make_repo: MakeRepo, tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A bare remote and a one-task ``placement: pool`` plan on it: (remote, plan file)."""
+    remote = bare_remote(make_repo, tmp_path)
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": name, "repo": f"file://{remote}", "placement": "pool",
+        "agent": {"kind": "command"},
+        "tasks": [command("alpha", "echo a > alpha.txt", paths=["alpha.txt"])],
+    }))
+    return remote, path
+
+
 def test_a_pool_sprint_without_the_attempt_deployment_says_how_to_deploy_it(
     harness: None, make_repo: MakeRepo, tmp_path: Path, work_dir: Path
 ) -> None:
     import flows.sprint as sprint_module
     from agentfleet.errors import ConfigError
 
-    remote = bare_remote(make_repo, tmp_path)
-    path = tmp_path / "plan.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "pooled", "repo": f"file://{remote}", "placement": "pool",
-        "agent": {"kind": "command"},
-        "tasks": [command("alpha", "echo a > alpha.txt", paths=["alpha.txt"])],
-    }))
+    remote, path = _pool_plan(make_repo, tmp_path, "pooled")
     with pytest.raises(ConfigError, match="needs the deployment 'attempt/attempt'"):
         sprint_module.run_and_report(path, report=None, no_cache=True)
     assert "agentfleet/pooled" not in run_git(remote, "branch", "--list")
@@ -133,13 +139,7 @@ def test_agentfleet_run_without_the_attempt_deployment_says_so_before_any_flow_r
 
     from agentfleet import cli
 
-    remote = bare_remote(make_repo, tmp_path)
-    path = tmp_path / "plan.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "pooled-cli", "repo": f"file://{remote}", "placement": "pool",
-        "agent": {"kind": "command"},
-        "tasks": [command("alpha", "echo a > alpha.txt", paths=["alpha.txt"])],
-    }))
+    remote, path = _pool_plan(make_repo, tmp_path, "pooled-cli")
     assert cli.main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert "error: placement: pool needs the deployment 'attempt/attempt'" in err
