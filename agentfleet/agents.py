@@ -197,7 +197,9 @@ class CodexRun:
         files += [f for f in git_changed_files(req.worktree, self.env, req.git_dir)
                   if f not in files]
         refused = None
-        if transcript.files_failed and req.agent.sandbox != "danger-full-access":
+        # Only for a turn that ended as if all went well: a stopped or failed one says why.
+        if (ending is Ending.COMPLETED and transcript.files_failed
+                and req.agent.sandbox != "danger-full-access"):
             refused = sandbox_refusal(self.program, self.launched, req.worktree)
         return AttemptOutcome(
             ending=ending,
