@@ -94,7 +94,7 @@ class AttemptOutcome(JsonSafeModel):
     stderr_tail: str = ""
     sandbox_refused: str | None = Field(
         None, description="Why Codex's sandbox cannot start here, in its own words: asked "
-        "(`codex sandbox -- true`) only when a change of the agent failed.")
+        "(`codex sandbox -- true`) only when a change of the agent failed in a completed turn.")
 
     @property
     def ok(self) -> bool:

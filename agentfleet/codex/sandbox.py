@@ -1,4 +1,5 @@
-"""Whether Codex's sandbox can start here: asked only after a change of the agent failed.
+"""Whether Codex's sandbox can start here: asked only when a change of the agent failed in
+a turn that completed.
 
 Codex runs the agent's patches and commands in its sandbox (bubblewrap on Linux). Where
 bubblewrap may not make namespaces (a container under Docker's default seccomp profile,
