@@ -17,6 +17,7 @@ from agentfleet.decompose import Decomposition, decompose
 from agentfleet.durations import format_duration
 from agentfleet.errors import PlanError, Problem
 from agentfleet.foreach import Template
+from agentfleet.git_credentials import redact_url
 from agentfleet.guardrails import limits_line, model_note
 from agentfleet.plan import Plan, PlanReading, SyncMirror, read_plan, read_plan_data
 from agentfleet.plan_blocks import BlockLoaders, PlanBlocks
@@ -76,6 +77,7 @@ def check_reading(reading: PlanReading) -> CheckedPlan:
         facts = inspect_repository(
             reading.repo_path, reading.base, reading.target, source=reading.source,
             mirror=reading.remote is not None,
+            shown=redact_url(reading.remote) if reading.remote is not None else None,
         )
         problems.extend(facts.problems)
     if facts is not None and facts.root is not None and facts.base_sha:

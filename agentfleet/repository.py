@@ -102,6 +102,14 @@ def _branches(repo: git.Repo) -> dict[str, str]:
     return branches
 
 
+def _listed(branches: Iterable[str]) -> str:
+    """Branch names for a message: the user's own first (attempt branches are many and
+    rarely meant), at most ``_MAX_BRANCHES_SHOWN``."""
+    names = sorted(branches, key=lambda b: (is_attempt_branch(b), b))
+    more = len(names) - _MAX_BRANCHES_SHOWN
+    return ", ".join(names[:_MAX_BRANCHES_SHOWN]) + (f" and {more} more" if more > 0 else "")
+
+
 def is_dirty(repo: git.Repo) -> bool:
     """Whether the working tree has uncommitted changes or untracked files (read-only)."""
     out = repo.git.execute(
@@ -117,11 +125,13 @@ def inspect_repository(
     *,
     source: str | None = None,
     mirror: bool = False,
+    shown: str | None = None,
 ) -> RepoFacts:
     """Read the facts a plan needs from its repository, collecting problems instead of raising.
 
     ``source`` (the plan file's name) prefixes each problem's location. ``mirror``: the
-    repository is a remote's bare mirror (no working tree, so nothing is uncommitted).
+    repository is a remote's bare mirror (no working tree, so nothing is uncommitted);
+    ``shown``: how messages name it (the remote's URL, not its mirror's folder).
     """
     facts = RepoFacts(path=Path(repo_path), target=target)
 
@@ -142,27 +152,38 @@ def inspect_repository(
         return facts
     with repo:
         try:
-            _inspect(repo, facts, base, problem)
+            _inspect(repo, facts, base, problem, shown)
         except GitCommandError as exc:
             raise GitError(f"reading {path} failed: {exc.stderr.strip() or exc}") from exc
     return facts
 
 
 def _inspect(
-    repo: git.Repo, facts: RepoFacts, base: str | None, problem: Callable[[str, str], None]
+    repo: git.Repo, facts: RepoFacts, base: str | None, problem: Callable[[str, str], None],
+    shown: str | None,
 ) -> None:
-    root = Path(repo.working_tree_dir or repo.git_dir).resolve()
-    facts.root = root
+    facts.root = Path(repo.working_tree_dir or repo.git_dir).resolve()
+    root = shown or str(facts.root)  # as messages name it
     detached = repo.head.is_detached
     if not detached:
         facts.current_branch = repo.head.reference.name
-    if not repo.head.is_valid():
+    branches = _branches(repo)
+    if not branches and not repo.head.is_valid():
         problem(
             "repo",
             f"{root} has no commits yet; commit something first (agents start from a commit)",
         )
         return
-    branches = _branches(repo)
+    if base is None and not repo.head.is_valid():
+        # A bare repository made with `git init --bare` keeps HEAD on its default branch
+        # (often master) while only main was pushed: its branches are fine, its HEAD is not.
+        problem(
+            "base",
+            f"HEAD of {root} names the branch '{facts.current_branch}', which has no commits, "
+            f"and the plan gives no base; set base: to the branch agents should start from "
+            f"(branches: {_listed(branches)})",
+        )
+        return
 
     if base is None:
         if detached:
@@ -174,18 +195,10 @@ def _inspect(
         else:
             base = facts.current_branch
     elif base not in branches:
-        # The user's own branches first: attempt branches are many and rarely meant.
-        names = sorted(branches, key=lambda b: (is_attempt_branch(b), b))
-        shown = ", ".join(names[:_MAX_BRANCHES_SHOWN])
-        more = (
-            f" and {len(names) - _MAX_BRANCHES_SHOWN} more"
-            if len(names) > _MAX_BRANCHES_SHOWN
-            else ""
-        )
         problem(
             "base",
             f"branch '{base}' does not exist in {root}"
-            + (f"; existing branches: {shown}{more}" if names else ""),
+            + (f"; existing branches: {_listed(branches)}" if branches else ""),
         )
         base = None
     if base is not None:

@@ -146,6 +146,27 @@ def test_a_plan_on_a_remote_checks_against_its_mirror(make_repo: MakeRepo, tmp_p
         load_and_check(plan)
 
 
+def test_a_bare_remote_whose_head_names_a_branch_never_pushed_needs_a_base(
+    make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    # `git init --bare`, then main pushed: HEAD still names master, which has no commits.
+    remote = tmp_path / "made-by-hand.git"
+    run_git(tmp_path, "init", "-q", "--bare", "--initial-branch=master", str(remote))
+    run_git(make_repo("work"), "push", "-q", str(remote), "main")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"name: s\nrepo: file://{remote}\ntasks: [{{id: a, prompt: p}}]\n")
+    with pytest.raises(PlanError) as raised:
+        load_and_check(plan, mirror=mirrors(tmp_path / "work", _access()))
+    assert [str(p) for p in raised.value.problems] == [
+        f"{plan}: base: HEAD of file://{remote} names the branch 'master', which has no "
+        "commits, and the plan gives no base; set base: to the branch agents should start "
+        "from (branches: main)"]
+    plan.write_text(f"name: s\nrepo: file://{remote}\nbase: main\n"
+                    "tasks: [{id: a, prompt: p}]\n")
+    checked = load_and_check(plan, mirror=mirrors(tmp_path / "work", _access()))
+    assert checked.repo.base == "main" and checked.repo.base_sha
+
+
 def test_a_token_reaches_the_server_as_a_header_and_is_stored_nowhere(
     make_repo: MakeRepo, tmp_path: Path
 ) -> None:
