@@ -157,9 +157,9 @@ class CodexRun:
         tmp = {"TMPDIR": str(req.private_tmp)} if req.private_tmp is not None else {}
         self.env = env = {**req.env, **tmp, **req.agent.env}
         private = req.private_tmp is not None and env.get("TMPDIR") == str(req.private_tmp)
-        self.program, self.launched = program, launched = native_launch(codex, env)
-        argv = codex_argv(program, req.agent, req.extra_codex_args, private_tmp=private)
-        self.proc = _start(argv, req, launched, on_line, _CODEX_LINE_BYTES)
+        self.program, self.launched = native_launch(codex, env)
+        argv = codex_argv(self.program, req.agent, req.extra_codex_args, private_tmp=private)
+        self.proc = _start(argv, req, self.launched, on_line, _CODEX_LINE_BYTES)
 
     def ended(self) -> bool:
         """Whether the process has exited."""

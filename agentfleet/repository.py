@@ -168,13 +168,14 @@ def _inspect(
     if not detached:
         facts.current_branch = repo.head.reference.name
     branches = _branches(repo)
-    if not branches and not repo.head.is_valid():
+    unborn = not repo.head.is_valid()  # HEAD names a branch without commits
+    if unborn and not branches:
         problem(
             "repo",
             f"{root} has no commits yet; commit something first (agents start from a commit)",
         )
         return
-    if base is None and not repo.head.is_valid():
+    if unborn and base is None:
         # A bare repository made with `git init --bare` keeps HEAD on its default branch
         # (often master) while only main was pushed: its branches are fine, its HEAD is not.
         problem(

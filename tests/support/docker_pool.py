@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         problems = check(root, args.image)
     finally:
         if not args.keep:
-            subprocess.run(["rm", "-rf", str(root)], check=False)
+            shutil.rmtree(root, ignore_errors=True)
     for problem in problems:
         print(f"FAILED: {problem}", file=sys.stderr)
     if not problems:
