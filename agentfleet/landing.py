@@ -907,6 +907,7 @@ def report_for(
         files=result.files,
         tokens=result.tokens,
         duration_s=result.duration_s,
+        ran_on=result.ran_on,
         verify_tail=(
             last_lines(result.verify.output_tail)
             if result.verify is not None and not result.verify.passed

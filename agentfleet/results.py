@@ -122,6 +122,9 @@ class AttemptResult(JsonSafeModel):
         description="what agentfleet undid or left out (refs the agent created, files it "
         "cannot commit)",
     )
+    ran_on: str | None = Field(
+        None, description="a `placement: pool` attempt's worker and host, e.g. `w2 (build-3)`"
+    )
 
     @property
     def tokens(self) -> int:
@@ -165,6 +168,7 @@ class TaskReport(JsonSafeModel):
     winner: int | None = Field(None, description="the k that was chosen, if any")
     criterion: str | None = Field(None, description="what decided the choice (issue 10's order)")
     selection: str = Field("", description='the sentence, e.g. "k=2 won on score: 2.0 < 5.0"')
+    ran_on: str | None = Field(None, description="the worker that ran it (`placement: pool`)")
 
     @field_validator("detail")
     @classmethod
@@ -226,8 +230,9 @@ class SprintReport(JsonSafeModel):
 
     def table(self) -> str:
         """The summary as a plain-text table."""
-        header = ("task", "outcome", "attempt branch", "files", "tokens", "duration", "applied")
-        rows = [
+        header: tuple[str, ...] = (
+            "task", "outcome", "attempt branch", "files", "tokens", "duration", "applied")
+        rows: list[tuple[str, ...]] = [
             (
                 t.task,
                 t.outcome.value
@@ -241,6 +246,9 @@ class SprintReport(JsonSafeModel):
             )
             for t in self.tasks
         ]
+        if any(t.ran_on for t in self.tasks):  # a pool sprint: where each ran
+            header += ("worker",)
+            rows = [(*row, t.ran_on or "-") for row, t in zip(rows, self.tasks, strict=True)]
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                  for r in [header, *rows]]

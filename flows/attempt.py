@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -167,4 +168,13 @@ def _attempt(
     if result.head_sha:
         push_branches(here, [spec.branch], access)
         logger.info(f"pushed {spec.branch} to {remote.shown}")
-    return result
+    # Not part of the cached result: a rerun served from the cache ran nowhere.
+    return result.model_copy(update={"ran_on": ran_here()})
+
+
+def ran_here() -> str:
+    """This worker and its host, as the sprint's report names them: ``w2 (build-3)``;
+    the host alone in a run no worker started."""
+    host = socket.gethostname()
+    worker = os.environ.get("PREFECT__WORKER_NAME")  # set by Prefect's workers for the run
+    return f"{worker} ({host})" if worker else host

@@ -347,6 +347,8 @@ def _run(spec: AttemptSpec, remote: RemoteRepository, parameters: dict[str, obje
                 raise AgentfleetError(f"{name}: its flow run returned {type(result).__name__}")
             if result.head_sha:
                 fetch_refs(remote, [spec.branch], access)
+            if result.ran_on:
+                logger.info(f"{name}: ran on {result.ran_on}")
             # The proxy's count and budget; a result served from the cache ran no agent.
             if meter is not None and meter.saw(name):
                 result = with_metered_usage(result, meter, name, logger.warning)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -138,6 +139,13 @@ def _nine_tasks(tmp_path: Path, remote: Path, env: dict[str, str], model: Script
     assert sorted(r["state"]["type"] for r in runs) == ["COMPLETED", "CRASHED"], runs
     assert any(VICTIM in tasks for n, tasks in taken.items() if n != victim)
     assert "running it again" in out, out[-3000:]
+    # The sprint's table names the worker (and host) whose run finished each task.
+    host = socket.gethostname()
+    rows = {line.split()[0]: line for line in out.splitlines()
+            if line.split() and line.split()[0] in TASKS and line.endswith(f"({host})")}
+    finished_by = {t: rows[t].removesuffix(f" ({host})").split()[-1] for t in TASKS}
+    assert all(t in taken[finished_by[t]] for t in TASKS), finished_by
+    assert finished_by[VICTIM] != victim, finished_by
     assert "t1.txt" in run_git(remote, "ls-tree", "--name-only", "agentfleet-attempts/spread/t9/1")
     # There, each agent held a slot of the pool every sprint on the server shares.
     held = "its agent holds a slot of the shared pool agentfleet-agents while it runs"

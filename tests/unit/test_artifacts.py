@@ -180,3 +180,21 @@ def test_sprint_events_applied_or_failed_with_target() -> None:
     assert bad.payload["not_applied"] == {"docs": "failed"}
     assert bad.payload["reason"] == "not applied: docs (failed)"
     assert bad.payload["applied"] == 1 and bad.payload["tasks"] == 2
+
+
+def test_a_pool_attempts_worker_is_in_its_report_and_a_worker_column_in_the_table() -> None:
+    pooled = succeeded().model_copy(update={"ran_on": "w2 (build-3)"})
+    assert "| ran on | w2 (build-3) |" in attempt_markdown(pooled, sprint="orders-v2")
+    assert "ran on" not in attempt_markdown(succeeded(), sprint="orders-v2")
+
+    def report(*tasks: TaskReport) -> SprintReport:
+        return SprintReport(sprint="s", repo="/r", base="main", target="t", tasks=list(tasks))
+
+    local = report(TaskReport(task="a", outcome=TaskOutcome.APPLIED, applied_commit="c" * 40))
+    assert "worker" not in local.table()
+    pool = report(TaskReport(task="a", outcome=TaskOutcome.APPLIED, applied_commit="c" * 40,
+                             ran_on="w2 (build-3)"),
+                  TaskReport(task="b", outcome=TaskOutcome.NOT_RUN))
+    header, _, first, second = pool.table().splitlines()
+    assert header.split()[-1] == "worker"
+    assert first.endswith("w2 (build-3)") and second.endswith("-")
