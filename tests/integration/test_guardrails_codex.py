@@ -145,14 +145,17 @@ def test_a_429_with_retry_after_holds_every_agent(
     assert ok, report.summary_line()
     records = model.requests
     (limited,) = [r for r in records if r.status == 429]
-    # A request another agent sent before the 429 reached the proxy was under way already
-    # (seen: 0.6 ms after the limited one); every later one is the proxy's to hold.
-    assert limited.finished_at is not None
-    seen = limited.finished_at + 0.05
-    after = [r.started_at - limited.started_at for r in records if r.started_at > seen]
-    assert after, "no request after the 429"
-    # Nothing reached the model server while the hold ran (the proxy held every agent).
-    assert min(after) >= 2.9, after
+    after = sorted(r.started_at - limited.started_at for r in records
+                   if r.started_at > limited.started_at)
+    # A request the other agent sent before the proxy held them was under way already:
+    # seen 0.6 ms after the limited one, and 74 ms on a loaded machine (its thread past the
+    # proxy's gate before the 429 came back). One at most: its next ones were held.
+    under_way = [a for a in after if a < 0.5]
+    assert len(under_way) <= 1, after
+    held = [a for a in after if a >= 0.5]
+    assert held, "no request after the 429"
+    # Nothing else reached the model server while the hold ran (the proxy held every agent).
+    assert min(held) >= 2.9, after
 
 
 def test_two_sprints_share_a_pool_hand_slots_over_and_count_codex_tokens(
