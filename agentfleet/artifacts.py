@@ -133,8 +133,6 @@ def attempt_markdown(result: AttemptResult, *, sprint: str) -> str:
                                                        if result.reason else "")))
     if outcome is not None:
         facts.append(("agent ended", outcome.ending.value))
-    if result.ran_on:
-        facts.append(("ran on", _cell(result.ran_on)))
     # A failed attempt that committed nothing keeps no branch (agentfleet.attempt).
     branch = _code(result.branch) if result.head_sha else "none (nothing committed)"
     facts.append(("branch", branch))
