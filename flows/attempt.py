@@ -168,7 +168,7 @@ def _attempt(
     if result.head_sha:
         push_branches(here, [spec.branch], access)
         logger.info(f"pushed {spec.branch} to {remote.shown}")
-    # Not part of the cached result: a rerun served from the cache ran nowhere.
+    # Here, not in the task: the cached result, which a rerun's sprint finds, names no worker.
     return result.model_copy(update={"ran_on": ran_here()})
 
 
