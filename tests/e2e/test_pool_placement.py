@@ -8,13 +8,16 @@ others' folders nor the sprint's (`tests.support.walls`). A sprint of nine Codex
 (the scripted model) runs in `agentfleet run` with attempts on all three workers; one
 worker is killed with -9 while its agent waits on the model: the agent stops within
 seconds and another worker finishes the attempt; the target on the remote holds all
-nine; a rerun reuses every result (no model request). Then Ctrl-C on a sprint cancels
-its attempt's run and the worker stops the agent.
+nine; a rerun reuses every result (no model request). Then a sprint is stopped twice,
+with Ctrl-C on `agentfleet run` and, deployed and run by a process worker, cancelled as
+the UI's button does it: each time its attempt's run is cancelled and the worker stops
+the agent.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,7 +30,7 @@ import yaml
 from agentfleet.testing import Script, ScriptedModelServer
 from tests.conftest import MakeRepo, run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
-from tests.support.attempt_pool import Worker, attempt_pool, flow_runs
+from tests.support.attempt_pool import PREFECT, Worker, attempt_pool, deploy, flow_runs, prefect
 from tests.support.prefect_server import PrefectServer
 from tests.support.waiting import cmdline, processes_under, wait_for
 
@@ -82,6 +85,7 @@ def test_a_pool_sprint_spreads_over_three_workers_survives_a_killed_one_and_reru
         victim = _nine_tasks(tmp_path, remote, env, model, workers, prefect_server.api_url)
         survivors = {n: w for n, w in workers.items() if n != victim}
         _ctrl_c_cancels(tmp_path, remote, env, survivors, prefect_server.api_url)
+        _cancelled_in_prefect(tmp_path, remote, env, survivors, prefect_server.api_url)
 
 
 def _walled_in(tmp_path: Path, workers: dict[str, Worker]) -> None:
@@ -179,26 +183,33 @@ def _nine_tasks(tmp_path: Path, remote: Path, env: dict[str, str], model: Script
     return victim
 
 
+def _sleeper(tmp_path: Path, remote: Path, name: str, task: str) -> Path:
+    """A pool plan ``name`` of one task whose agent sleeps for five minutes."""
+    plan = tmp_path / f"{name}.yaml"
+    plan.write_text(yaml.safe_dump({
+        "name": name, "repo": f"file://{remote}", "placement": "pool",
+        "agent": {"kind": "command"},
+        "tasks": [{"id": task, "prompt": f"do {task}", "paths": [f"{task}.txt"],
+                   "agent": {"run": "sleep 300"}}],
+    }))
+    return plan
+
+
+def _sleeping_on(tmp_path: Path, workers: dict[str, Worker]) -> str | None:
+    """The worker whose work dir the sleeping agent runs in."""
+    return next((n for n in workers if any(
+        "sleep 300" in cmdline(p) for p in processes_under(tmp_path / n / "work"))), None)
+
+
 def _ctrl_c_cancels(tmp_path: Path, remote: Path, env: dict[str, str],
                     workers: dict[str, Worker], api_url: str) -> None:
     """Ctrl-C on the sprint cancels its attempt's flow run; the worker stops the agent."""
-    plan = tmp_path / "stop.yaml"
-    plan.write_text(yaml.safe_dump({
-        "name": "stop", "repo": f"file://{remote}", "placement": "pool",
-        "agent": {"kind": "command"},
-        "tasks": [{"id": "delta", "prompt": "do delta", "paths": ["delta.txt"],
-                   "agent": {"run": "sleep 300"}}],
-    }))
+    plan = _sleeper(tmp_path, remote, "stop", "delta")
     sprint = subprocess.Popen([AGENTFLEET, "run", str(plan)], env={**env, "PWD": str(tmp_path)},
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
-
-    def agent_on() -> str | None:  # the worker whose work dir the agent runs in
-        return next((n for n in workers if any(
-            "sleep 300" in cmdline(p) for p in processes_under(tmp_path / n / "work"))), None)
-
-    wait_for(agent_on, 120, "the agent to start")
-    where = agent_on()
+    wait_for(lambda: _sleeping_on(tmp_path, workers), 120, "the agent to start")
+    where = _sleeping_on(tmp_path, workers)
     assert where is not None and _took(workers[where], "delta#1")
     sprint.send_signal(signal.SIGINT)
     out, _ = sprint.communicate(timeout=180)
@@ -206,3 +217,33 @@ def _ctrl_c_cancels(tmp_path: Path, remote: Path, env: dict[str, str],
     wait_for(lambda: flow_runs(api_url, ["delta#1"])[0]["state"]["type"] == "CANCELLED", 90,
              "the attempt's flow run to be cancelled")
     wait_for(lambda: not processes_under(tmp_path / where / "work"), 60, "the agent to stop")
+
+
+def _cancelled_in_prefect(tmp_path: Path, remote: Path, env: dict[str, str],
+                          workers: dict[str, Worker], api_url: str) -> None:
+    """The sprint deployed and run by a process worker, cancelled as the UI's button does
+    it: its attempt's flow run is cancelled on the pool and that worker stops the agent."""
+    deploy(env, tmp_path, "sprints", "sprint")
+    log = tmp_path / "sprint-worker.log"
+    worker = subprocess.Popen([*PREFECT, "worker", "start", "--pool", "sprints"], env=env,
+                              cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        plan = _sleeper(tmp_path, remote, "halt", "omega")
+        started = prefect("deployment", "run", "sprint/sprint", "--param", f"plan_path={plan}",
+                          env=env)
+        run_id = re.search(r"UUID: ([0-9a-f-]{36})", started)
+        assert run_id is not None, started
+        wait_for(lambda: _sleeping_on(tmp_path, workers), 150,
+                 lambda: f"the agent to start: {log.read_text()[-2000:]}")
+        where = _sleeping_on(tmp_path, workers)
+        assert where is not None
+        prefect("flow-run", "cancel", run_id[1], env=env)
+        wait_for(lambda: [r["state"]["type"] for r in flow_runs(api_url, ["sprint halt"])]
+                 == ["CANCELLED"], 90, "the sprint's flow run to be cancelled")
+        wait_for(lambda: flow_runs(api_url, ["omega#1"])[0]["state"]["type"] == "CANCELLED",
+                 90, "its attempt's flow run to be cancelled")
+        wait_for(lambda: not processes_under(tmp_path / where / "work"), 60, "the agent to stop")
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)

@@ -30,12 +30,13 @@ PREFECT = [sys.executable, "-m", "prefect"]
 AGENTFLEET = [sys.executable, "-m", "agentfleet.cli"]
 
 
-def prefect(*args: str, env: Mapping[str, str], timeout: float = 300) -> None:
-    """Run the ``prefect`` CLI; fail the test with its output when it fails."""
+def prefect(*args: str, env: Mapping[str, str], timeout: float = 300) -> str:
+    """Run the ``prefect`` CLI; its output, or fail the test with it when it fails."""
     done = subprocess.run([*PREFECT, *args], env=dict(env), cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, f"prefect {' '.join(args)}: {done.stdout[-2000:]}" \
         f"{done.stderr[-2000:]}"
+    return done.stdout
 
 
 def pool_env(prefect_server: PrefectServer, tmp_path: Path, pool: str,
@@ -58,11 +59,16 @@ def pool_env(prefect_server: PrefectServer, tmp_path: Path, pool: str,
 
 def deploy_attempt(env: Mapping[str, str], tmp_path: Path, pool: str) -> None:
     """Create the process work pool and deploy ``attempt`` (prefect.yaml's) on it."""
+    deploy(env, tmp_path, pool, "attempt")
+
+
+def deploy(env: Mapping[str, str], tmp_path: Path, pool: str, name: str) -> None:
+    """Create the process work pool and deploy prefect.yaml's deployment ``name`` on it."""
     prefect("work-pool", "create", pool, "--type", "process", "--overwrite", env=env)
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    config["deployments"] = [d for d in config["deployments"] if d["name"] == "attempt"]
+    config["deployments"] = [d for d in config["deployments"] if d["name"] == name]
     config["deployments"][0]["work_pool"]["name"] = pool
-    pinned = tmp_path / "prefect-attempt.yaml"
+    pinned = tmp_path / f"prefect-{name}.yaml"
     pinned.write_text(yaml.safe_dump(config))
     prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(pinned), env=env)
 
