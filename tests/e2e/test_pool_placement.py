@@ -17,7 +17,6 @@ the agent.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -30,7 +29,7 @@ import yaml
 from agentfleet.testing import Script, ScriptedModelServer
 from tests.conftest import MakeRepo, run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
-from tests.support.attempt_pool import PREFECT, Worker, attempt_pool, deploy, flow_runs, prefect
+from tests.support.attempt_pool import PREFECT, Worker, api, attempt_pool, deploy, flow_runs
 from tests.support.prefect_server import PrefectServer
 from tests.support.waiting import cmdline, processes_under, wait_for
 
@@ -230,15 +229,16 @@ def _cancelled_in_prefect(tmp_path: Path, remote: Path, env: dict[str, str],
                               start_new_session=True)
     try:
         plan = _sleeper(tmp_path, remote, "halt", "omega")
-        started = prefect("deployment", "run", "sprint/sprint", "--param", f"plan_path={plan}",
-                          env=env)
-        run_id = re.search(r"UUID: ([0-9a-f-]{36})", started)
-        assert run_id is not None, started
+        # Through the API, as the UI does (the CLI's imports cost seconds of the suite).
+        deployment = api(api_url, "/deployments/name/sprint/sprint")
+        run = api(api_url, f"/deployments/{deployment['id']}/create_flow_run",
+                  {"parameters": {"plan_path": str(plan)}})
         wait_for(lambda: _sleeping_on(tmp_path, workers), 150,
                  lambda: f"the agent to start: {log.read_text()[-2000:]}")
         where = _sleeping_on(tmp_path, workers)
         assert where is not None
-        prefect("flow-run", "cancel", run_id[1], env=env)
+        api(api_url, f"/flow_runs/{run['id']}/set_state",
+            {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True})
         wait_for(lambda: [r["state"]["type"] for r in flow_runs(api_url, ["sprint halt"])]
                  == ["CANCELLED"], 90, "the sprint's flow run to be cancelled")
         wait_for(lambda: flow_runs(api_url, ["omega#1"])[0]["state"]["type"] == "CANCELLED",

@@ -9,19 +9,17 @@ stops the worker (flows/worker_stop.py).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.support.attempt_pool import AGENTFLEET, ROOT, Worker, flow_runs, stop_workers
+from tests.support.attempt_pool import AGENTFLEET, ROOT, Worker, api, flow_runs, stop_workers
 from tests.support.prefect_server import PrefectServer
 from tests.support.waiting import wait_for
 
@@ -42,13 +40,6 @@ def hello() -> str:
 '''
 
 
-def _api(api_url: str, path: str, body: dict) -> dict:
-    request = urllib.request.Request(f"{api_url}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
 def test_a_worker_takes_runs_as_they_are_scheduled(prefect_server: PrefectServer,
                                                   tmp_path: Path) -> None:
     pool = f"pickup-{uuid.uuid4().hex[:8]}"
@@ -62,9 +53,9 @@ def test_a_worker_takes_runs_as_they_are_scheduled(prefect_server: PrefectServer
     # Made through the API (the CLI's imports cost seconds): a process pool (the worker
     # fills in its default job template) and a deployment whose runs fork from the
     # worker's warm engine, as the attempt deployment's do.
-    _api(prefect_server.api_url, "/work_pools/", {"name": pool, "type": "process"})
-    flow_id = _api(prefect_server.api_url, "/flows/", {"name": "hello"})["id"]
-    deployment = _api(prefect_server.api_url, "/deployments/", {
+    api(prefect_server.api_url, "/work_pools/", {"name": pool, "type": "process"})
+    flow_id = api(prefect_server.api_url, "/flows/", {"name": "hello"})["id"]
+    deployment = api(prefect_server.api_url, "/deployments/", {
         "name": f"hello-{pool}", "flow_id": flow_id, "work_pool_name": pool,
         "entrypoint": "hello.py:hello",
         "pull_steps": [{"prefect.deployments.steps.set_working_directory": {
@@ -87,7 +78,7 @@ def test_a_worker_takes_runs_as_they_are_scheduled(prefect_server: PrefectServer
         names = [f"run-{k}" for k in (1, 2)]
         created = time.monotonic()
         for name in names:
-            _api(prefect_server.api_url, f"/deployments/{deployment['id']}/create_flow_run",
+            api(prefect_server.api_url, f"/deployments/{deployment['id']}/create_flow_run",
                  {"name": name})
 
         def done() -> bool:

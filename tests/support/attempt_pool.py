@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -151,10 +152,15 @@ def attempt_pool(prefect_server: PrefectServer, tmp_path: Path, pool: str, names
         stop_workers(workers, tmp_path)
 
 
-def flow_runs(api_url: str, names: list[str]) -> list[dict]:
-    """The server's flow runs of these names (JSON, as the API gives them)."""
-    body = json.dumps({"flow_runs": {"name": {"any_": names}}}).encode()
-    request = urllib.request.Request(f"{api_url}/flow_runs/filter", data=body,
+def api(api_url: str, path: str, body: dict | None = None) -> Any:
+    """The Prefect API's JSON answer to ``path`` (a POST of ``body``, else a GET)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{api_url}{path}", data=data,
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
+
+
+def flow_runs(api_url: str, names: list[str]) -> list[dict]:
+    """The server's flow runs of these names (JSON, as the API gives them)."""
+    return api(api_url, "/flow_runs/filter", {"flow_runs": {"name": {"any_": names}}})
