@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -339,7 +340,7 @@ def check_the_ui_shows_the_run_form_and_a_finished_sprint(live: Live, tmp_path: 
             _shoot(page, tmp_path, "sprint-run-form-plan")
 
             page.goto(f"{ui}/runs/flow-run/{flow_run['id']}")
-            page.get_by_text("Task Runs", exact=True).first.click()
+            _open_tab(page, "Task Runs")
             runs = live.task_runs(flow_run["id"])
             for name in ("pick#1", "pick#2", "broken#1", "after", "pick:select"):
                 assert name in runs, sorted(runs)
@@ -353,16 +354,33 @@ def check_the_ui_shows_the_run_form_and_a_finished_sprint(live: Live, tmp_path: 
                 "rgb(222, 5, 41)"
             row = page.locator("div", has=page.get_by_text("after", exact=True)).filter(
                 has=page.locator(".state-badge", has_text="Blocked")).last
-            expect(row).to_be_visible()
+            expect(row).to_be_visible(timeout=30_000)
             _shoot(page, tmp_path, "flow-run-task-runs")
 
-            page.get_by_text("Artifacts", exact=True).first.click()
+            _open_tab(page, "Artifacts")
             for key in ("agentfleet-ui-sprint-pick-1", "agentfleet-ui-sprint-summary"):
                 assert key in live.artifact_keys(flow_run["id"])
                 expect(page.get_by_text(key).first).to_be_visible(timeout=30_000)
             _shoot(page, tmp_path, "flow-run-artifacts")
         finally:
             browser.close()
+
+
+def _open_tab(page: Any, name: str, timeout_s: float = 30) -> None:
+    """Show the run page's tab ``name``: clicked until its panel shows. Before the run is
+    read the page hides it, and a click then can leave the Logs tab showing, whose lines
+    name the task runs too (seen once in 2026-12-02's suite)."""
+    from playwright.sync_api import expect
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        page.get_by_text(name, exact=True).first.click()
+        try:
+            expect(page.get_by_role("tabpanel", name=name)).to_be_visible(timeout=2_000)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
 
 
 def _label(title: str) -> re.Pattern[str]:

@@ -31,13 +31,12 @@ PREFECT = [sys.executable, "-m", "prefect"]
 AGENTFLEET = [sys.executable, "-m", "agentfleet.cli"]
 
 
-def prefect(*args: str, env: Mapping[str, str], timeout: float = 300) -> str:
-    """Run the ``prefect`` CLI; its output, or fail the test with it when it fails."""
+def prefect(*args: str, env: Mapping[str, str], timeout: float = 300) -> None:
+    """Run the ``prefect`` CLI; fail the test with its output when it fails."""
     done = subprocess.run([*PREFECT, *args], env=dict(env), cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, f"prefect {' '.join(args)}: {done.stdout[-2000:]}" \
         f"{done.stderr[-2000:]}"
-    return done.stdout
 
 
 def pool_env(prefect_server: PrefectServer, tmp_path: Path, pool: str,
