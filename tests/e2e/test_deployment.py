@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from agentfleet.sample import build_sample_repo, sample_plan, write_plan
 from tests.conftest import run_git
 from tests.e2e.conftest import ROOT
 from tests.e2e.test_sprint import APPLY_ORDER
+from tests.support.prefect_server import api
 from tests.support.waiting import processes_under, wait_for
 
 pytestmark = [pytest.mark.codex, pytest.mark.server]
@@ -36,8 +35,7 @@ def prefect(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess
 
 
 def flow_run_state(api_url: str, flow_run_id: str) -> str:
-    with urllib.request.urlopen(f"{api_url}/flow_runs/{flow_run_id}", timeout=10) as response:
-        return json.loads(response.read())["state"]["type"]
+    return api(api_url, f"/flow_runs/{flow_run_id}")["state"]["type"]
 
 
 def test_sprint_deployment_runs_on_a_process_worker_and_cancels_cleanly(
@@ -132,10 +130,7 @@ def test_a_failed_sprint_on_a_worker_ends_failed_with_the_summary_and_no_engine_
             timeout=300, stdin=subprocess.DEVNULL,
         )
         flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", run.stdout).group(1)
-        with urllib.request.urlopen(
-            f"{prefect_server.api_url}/flow_runs/{flow_run_id}", timeout=10
-        ) as response:
-            state = json.loads(response.read())["state"]
+        state = api(prefect_server.api_url, f"/flow_runs/{flow_run_id}")["state"]
         assert state["type"] == "FAILED", run.stdout[-2000:]
         assert state["message"].startswith(
             "sprint deployed-failure: 1/2 tasks applied (not applied: bad failed), "

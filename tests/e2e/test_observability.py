@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -22,7 +21,7 @@ import yaml
 from agentfleet.sample import sample_plan
 from agentfleet.testing import ScriptedModelServer
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
-from tests.support.prefect_server import PrefectServer
+from tests.support.prefect_server import PrefectServer, api
 from tests.support.waiting import wait_for
 
 README = ROOT / "README.md"
@@ -31,23 +30,13 @@ README = ROOT / "README.md"
 # -- the Prefect API, as a person's script would read it --------------------------------
 
 
-def api(server: PrefectServer, path: str, body: dict | None = None) -> Any:
-    """POST ``body`` (or GET) to the server's REST API; the parsed answer."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        f"{server.api_url}{path}", data=data, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
 def now() -> str:
     return datetime.now(UTC).isoformat()
 
 
 def task_run(server: PrefectServer, name: str, since: str) -> dict | None:
     """The task run named ``name`` started after ``since`` (tests share one server)."""
-    runs = api(server, "/task_runs/filter", {
+    runs = api(server.api_url, "/task_runs/filter", {
         "task_runs": {"name": {"any_": [name]}, "start_time": {"after_": since}},
         "limit": 5,
     })
@@ -55,7 +44,7 @@ def task_run(server: PrefectServer, name: str, since: str) -> dict | None:
 
 
 def log_lines(server: PrefectServer, task_run_id: str) -> list[str]:
-    logs = api(server, "/logs/filter", {
+    logs = api(server.api_url, "/logs/filter", {
         "logs": {"task_run_id": {"any_": [task_run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200,
     })
     return [entry["message"] for entry in logs]
@@ -63,13 +52,13 @@ def log_lines(server: PrefectServer, task_run_id: str) -> list[str]:
 
 def artifacts(server: PrefectServer, key: str) -> list[dict]:
     """Every version of the artifact ``key``, newest first."""
-    return api(server, "/artifacts/filter", {
+    return api(server.api_url, "/artifacts/filter", {
         "artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 20,
     })
 
 
 def agentfleet_events(server: PrefectServer, since: str) -> list[dict]:
-    page = api(server, "/events/filter", {
+    page = api(server.api_url, "/events/filter", {
         "filter": {"occurred": {"since": since}, "event": {"prefix": ["agentfleet."]},
                    "order": "ASC"},
         "limit": 50,  # the server's maximum
@@ -125,7 +114,7 @@ def test_agent_lines_reach_the_task_run_log_while_the_agent_still_runs(
                  == len(rule.responses) - 1, 30, "Codex's request for the final message")
         assert model.requests_for("db-indexes")[-1].finished_at is None
         assert proc.poll() is None
-        assert api(prefect_server, f"/task_runs/{run['id']}")["state"]["type"] == "RUNNING"
+        assert api(prefect_server.api_url, f"/task_runs/{run['id']}")["state"]["type"] == "RUNNING"
         model.open_latch("logs-read")
         output, _ = proc.communicate(timeout=120)
     finally:
@@ -208,11 +197,11 @@ def make_notification_block(server: PrefectServer, url: str) -> str:
 
     Through the REST API: the server registered Prefect's own block types at start-up.
     """
-    block_type = api(server, "/block_types/slug/custom-webhook")
-    [schema] = api(server, "/block_schemas/filter", {
+    block_type = api(server.api_url, "/block_types/slug/custom-webhook")
+    [schema] = api(server.api_url, "/block_schemas/filter", {
         "block_schemas": {"block_type_id": {"any_": [block_type["id"]]}}, "limit": 1,
     })
-    document = api(server, "/block_documents/", {
+    document = api(server.api_url, "/block_documents/", {
         "name": f"agentfleet-test-hook-{uuid.uuid4().hex[:8]}",
         "block_type_id": block_type["id"],
         "block_schema_id": schema["id"],
@@ -300,7 +289,7 @@ def check_sprint_with_a_failing_task(
     assert sprint["payload"]["not_applied"] == {"bad": "failed"}
     # The flow run's heartbeat (beaten by agentfleet, flows/heartbeat.py), as Prefect's:
     # the flow run as resource, its flow related; one at the start of a short run.
-    [beat] = wait_for(lambda: api(prefect_server, "/events/filter", {
+    [beat] = wait_for(lambda: api(prefect_server.api_url, "/events/filter", {
         "filter": {"occurred": {"since": since}, "event": {"name": ["prefect.flow-run.heartbeat"]}},
         "limit": 50})["events"], 30, "the flow run's heartbeat")
     assert [beat["resource"]["prefect.resource.id"]] == related(sprint, "flow-run")

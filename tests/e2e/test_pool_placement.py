@@ -29,8 +29,8 @@ import yaml
 from agentfleet.testing import Script, ScriptedModelServer
 from tests.conftest import MakeRepo, run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
-from tests.support.attempt_pool import PREFECT, Worker, api, attempt_pool, deploy, flow_runs
-from tests.support.prefect_server import PrefectServer
+from tests.support.attempt_pool import PREFECT, Worker, attempt_pool, deploy, flow_runs
+from tests.support.prefect_server import PrefectServer, api
 from tests.support.waiting import cmdline, processes_under, wait_for
 
 # 55 s on this machine at its fastest, 182 s in CI and 213 s with the CPU halved: the
@@ -207,9 +207,8 @@ def _ctrl_c_cancels(tmp_path: Path, remote: Path, env: dict[str, str],
     sprint = subprocess.Popen([AGENTFLEET, "run", str(plan)], env={**env, "PWD": str(tmp_path)},
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
-    wait_for(lambda: _sleeping_on(tmp_path, workers), 120, "the agent to start")
-    where = _sleeping_on(tmp_path, workers)
-    assert where is not None and _took(workers[where], "delta#1")
+    where = wait_for(lambda: _sleeping_on(tmp_path, workers), 120, "the agent to start")
+    assert _took(workers[where], "delta#1")
     sprint.send_signal(signal.SIGINT)
     out, _ = sprint.communicate(timeout=180)
     assert sprint.returncode == 130, out[-3000:]
@@ -233,10 +232,8 @@ def _cancelled_in_prefect(tmp_path: Path, remote: Path, env: dict[str, str],
         deployment = api(api_url, "/deployments/name/sprint/sprint")
         run = api(api_url, f"/deployments/{deployment['id']}/create_flow_run",
                   {"parameters": {"plan_path": str(plan)}})
-        wait_for(lambda: _sleeping_on(tmp_path, workers), 150,
-                 lambda: f"the agent to start: {log.read_text()[-2000:]}")
-        where = _sleeping_on(tmp_path, workers)
-        assert where is not None
+        where = wait_for(lambda: _sleeping_on(tmp_path, workers), 150,
+                         lambda: f"the agent to start: {log.read_text()[-2000:]}")
         api(api_url, f"/flow_runs/{run['id']}/set_state",
             {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True})
         wait_for(lambda: [r["state"]["type"] for r in flow_runs(api_url, ["sprint halt"])]

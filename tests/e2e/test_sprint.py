@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from agentfleet.testing import Fault, ScriptedModelServer
 from tests.conftest import run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
+from tests.support.prefect_server import api
 from tests.support.waiting import processes_under, wait_for
 
 pytestmark = pytest.mark.codex
@@ -129,13 +129,8 @@ def test_eight_ticket_sprint_lands_each_task_once_on_a_verified_target(
 
 
 def latest_flow_run_state(api_url: str) -> str:
-    request = urllib.request.Request(
-        f"{api_url}/flow_runs/filter",
-        data=json.dumps({"sort": "START_TIME_DESC", "limit": 1}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())[0]["state"]["type"]
+    return api(api_url, "/flow_runs/filter",
+               {"sort": "START_TIME_DESC", "limit": 1})[0]["state"]["type"]
 
 
 def test_a_failed_dependency_blocks_its_dependents_and_the_run_fails(

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.attempt_pool import AGENTFLEET, ROOT, Worker, api, flow_runs, stop_workers
-from tests.support.prefect_server import PrefectServer
+from tests.support.attempt_pool import AGENTFLEET, ROOT, Worker, flow_runs, stop_workers
+from tests.support.prefect_server import PrefectServer, api
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.server]

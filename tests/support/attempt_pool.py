@@ -9,20 +9,17 @@ the sprint's work dir (``tests.support.walls``).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from tests.support.prefect_server import PrefectServer
+from tests.support.prefect_server import PrefectServer, api
 from tests.support.waiting import processes_under
 from tests.support.walls import walled_in
 
@@ -149,15 +146,6 @@ def attempt_pool(prefect_server: PrefectServer, tmp_path: Path, pool: str, names
         yield env, workers
     finally:
         stop_workers(workers, tmp_path)
-
-
-def api(api_url: str, path: str, body: dict | None = None) -> Any:
-    """The Prefect API's JSON answer to ``path`` (a POST of ``body``, else a GET)."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{api_url}{path}", data=data,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
 
 
 def flow_runs(api_url: str, names: list[str]) -> list[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import socket
@@ -15,11 +16,21 @@ import uuid
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 PG_DSN = "postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"
 # Serializes the template's making among the test processes (xdist) of this machine; one
 # per user, who may not open another's file in /tmp.
 TEMPLATE_LOCK = Path(f"/tmp/agentfleet-prefect-template-{os.getuid()}.lock")
+
+
+def api(api_url: str, path: str, body: dict | None = None) -> Any:
+    """The Prefect REST API's parsed answer to ``path``: a POST of ``body``, else a GET."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{api_url}{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def free_port() -> int:
