@@ -203,7 +203,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from agentfleet.settings import AgentfleetSettings
     from flows.engine import PRELOAD  # the standard library only: start-up stays short
     from flows.warm import SWITCH, prestart
+    from tasks.api_url import require_api_url
 
+    # Before the engine starts: a worker with no server to take runs from is of no use.
+    require_api_url("agentfleet worker", "to take runs from, the one the sprints use")
     pool = args.pool or AgentfleetSettings().attempt_pool
     command = ["prefect", "worker", "start", "--pool", pool]
     command += ["--limit", str(args.limit)] if args.limit is not None else []
@@ -280,6 +283,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agentfleet import fast_exit
 
     with long_lived_imports():  # what is imported now lives as long as the process
+        if checked.plan.placement == "pool":  # before any server starts: see tasks/api_url.py
+            from tasks.api_url import require_api_url
+
+            require_api_url("placement: pool", "that its workers reach too")
         from flows.prestart import prestart_embedded_server
 
         fast_exit.arm()  # before Prefect registers its exit handlers: runs after them
@@ -710,6 +717,25 @@ def report_error(error: AgentfleetError) -> None:
             print(f"error: {line}", file=sys.stderr)
 
 
+def server_unreachable(exc: BaseException) -> ConfigError | None:
+    """What to say when ``exc``, or what caused it, is Prefect's API not answering (its
+    server down, or ``PREFECT_API_URL`` naming the wrong place): not a bug of ours."""
+    httpx = sys.modules.get("httpx")  # loaded with Prefect; nothing to look for without it
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        # Prefect's own words when a flow run cannot start: "Failed to reach API at <url>".
+        if (httpx is not None and isinstance(cause, httpx.TransportError)) or (
+                isinstance(cause, RuntimeError) and str(cause).startswith("Failed to reach API")):
+            api = os.environ.get("PREFECT_API_URL") or "the Prefect server"
+            return ConfigError(f"cannot reach the Prefect API at {api} ({cause}): start the "
+                               "server (`prefect server start`) or set PREFECT_API_URL to one "
+                               "that runs")
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -730,6 +756,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, not a traceback
+        if (unreachable := server_unreachable(exc)) is not None:
+            report_error(unreachable)
+            return unreachable.exit_code
         print(
             f"error: agentfleet failed unexpectedly: {type(exc).__name__}: {exc} "
             "(a bug in agentfleet; please report it with the command that caused it)",

@@ -1,5 +1,5 @@
 """The sprint's edges with `command` agents (no model needed): verification, a checked-out
-target, and bad input to `agentfleet run`."""
+target, bad input to `agentfleet run`, and a Prefect server that is missing or down."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import run_git
+from tests.conftest import bare_remote, run_git
 from tests.e2e.conftest import embedded_env, run_agentfleet
+from tests.support.prefect_server import free_port
 
 
-def command_plan(tmp_path: Path, repo: Path, **overrides: object) -> Path:
+def command_plan(tmp_path: Path, repo: Path | str, **overrides: object) -> Path:
     """Two independent tasks, each writing one file through a `command` agent."""
     plan = {
         "name": "edges",
@@ -149,3 +150,54 @@ def test_on_the_embedded_server_the_pool_holds_within_the_process(
         spans.setdefault(task, {})[edge] = float(at)
     first, second = sorted(spans.values(), key=lambda s: s["start"])
     assert second["start"] >= first["end"], spans
+
+
+NO_SERVER = ("placement: pool needs a Prefect server that its workers reach too: set "
+             "PREFECT_API_URL to its API (for example http://127.0.0.1:4200/api, where "
+             "`prefect server start` serves)")
+
+
+def test_a_pool_sprint_or_a_worker_without_a_server_says_so_and_starts_none(
+    make_repo, sprint_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Without PREFECT_API_URL Prefect would start a temporary server of the process's own,
+    # which no worker sees: the run and the worker used to start one (telemetry errors and
+    # all), then failed, the worker with Prefect's traceback.
+    remote = bare_remote(make_repo, tmp_path)
+    plan = command_plan(tmp_path, f"file://{remote}", placement="pool")
+    env = embedded_env(sprint_env, tmp_path)
+    refs = run_git(remote, "for-each-ref")
+
+    run = run_agentfleet("run", str(plan), env=env, timeout=60)
+
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    assert run.stderr.strip() == f"error: {NO_SERVER}"
+    assert run.stdout == ""
+    worker = run_agentfleet("worker", "--limit", "1", env=env, timeout=60)
+    assert worker.returncode == 2, worker.stdout[-2000:] + worker.stderr[-2000:]
+    assert worker.stderr.strip() == (
+        "error: agentfleet worker needs a Prefect server to take runs from, the one the "
+        "sprints use: set PREFECT_API_URL to its API (for example http://127.0.0.1:4200/api, "
+        "where `prefect server start` serves)")  # said before its warm engine starts
+    home = tmp_path / "prefect-home"  # Prefect's settings make the folder, no server fills it
+    assert not home.exists() or list(home.iterdir()) == []
+    assert run_git(remote, "for-each-ref") == refs
+
+
+def test_a_server_that_is_down_is_named_not_reported_as_a_bug(
+    make_repo, sprint_env: dict[str, str], tmp_path: Path, snapshot
+) -> None:
+    repo = make_repo()
+    plan = command_plan(tmp_path, repo)
+    api = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    env = {**sprint_env, "PREFECT_API_URL": api}
+    before = snapshot(repo)
+    hint = "start the server (`prefect server start`) or set PREFECT_API_URL to one that runs"
+
+    for command in (["run", str(plan)], ["status"]):
+        done = run_agentfleet(*command, env=env, timeout=120)
+        assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"error: cannot reach the Prefect API at {api} (")
+        assert line.endswith(hint)
+    assert snapshot(repo) == before

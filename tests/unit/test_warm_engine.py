@@ -249,7 +249,8 @@ def test_a_socket_folder_of_ours_others_could_enter_is_closed_again(worker: Work
 def test_agentfleet_worker_readies_its_engine_then_runs_prefect_worker_start(
         tmp_path: Path) -> None:
     sockets = tempfile.mkdtemp(prefix="warm-")
-    env = {**os.environ, "TMPDIR": sockets}
+    # A server named, as `agentfleet worker` asks; `-- --help` never reaches it.
+    env = {**os.environ, "TMPDIR": sockets, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
     env.pop("AGENTFLEET_WARM_ENGINE", None)
     try:
         # `-- --help`: Prefect's worker prints its help and exits, so the test needs no server.
