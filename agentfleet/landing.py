@@ -114,6 +114,7 @@ class LandingPolicy(JsonSafeModel):
     concurrency: int = 1  # final_verify runs at once while bisecting
     push: str | None = None  # a remote name or URL to push the moved target to
     push_attempts: bool = False  # also push every applied task's attempt branch
+    mirror: bool = False  # the repository is agentfleet's mirror of the remote pushed to
 
     def strategy(self, task_id: str) -> ConflictStrategy:
         """The task's ``on_conflict``."""
@@ -135,6 +136,7 @@ def policy_of(plan: Plan, *, remote: bool = False) -> LandingPolicy:
         concurrency=plan.limits.concurrency,
         push=plan.push or (REMOTE_NAME if remote else None),
         push_attempts=plan.push_attempts or remote,
+        mirror=remote,
     )
 
 
@@ -344,13 +346,16 @@ def _push(
     commit that the target here lacks (``known``): a forced push never drops anyone's work.
     """
     assert policy.push is not None
+    # A mirror is agentfleet's own: the next run fetches what is there and lands on it.
+    again = (f"Run the sprint again: it lands on {target} as it is there now, from its "
+             "results" if policy.mirror else None)
     was = remote_was[_branch_ref(target)]
     if was is not None and not gitapply.holds(repo, was, known):
         landing.pushed = False
         landing.push_note = (
             f"push to {policy.push} not attempted: {target} there ({was[:10]}) holds commits "
-            f"that {target} here does not have; {target} is moved here only. Fetch, merge or "
-            f"rebase {target} on what is there, and push again"
+            f"that {target} here does not have; {target} is moved here only. " + (again or (
+                f"Fetch, merge or rebase {target} on what is there, and push again"))
         )
         landing.note = (landing.note + "; " if landing.note else "") + landing.push_note
         log(landing.push_note)
@@ -371,8 +376,8 @@ def _push(
     landing.push_note = (
         f"push to {policy.push} refused ({target} there is no longer "
         f"{was[:10] if was else 'absent'}: someone pushed meanwhile); {target} is moved here "
-        f"only. Fetch, look at what they pushed, then merge or rebase {target} on it and push "
-        f"again. git said: {refused}"
+        "only. " + (again or (f"Fetch, look at what they pushed, then merge or rebase "
+                              f"{target} on it and push again")) + f". git said: {refused}"
     )
     landing.note = (landing.note + "; " if landing.note else "") + landing.push_note
     log(landing.push_note)

@@ -8,9 +8,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from agentfleet.errors import GitError
 from agentfleet.landing import Landing, LandingRequest, RunAttempt, conflict_rows, land
 from agentfleet.masking import Masker, mask_model
-from agentfleet.remote import RemoteRepository
+from agentfleet.remote import RemoteRepository, fetch_refs
 from agentfleet.verified import VerifiedTrees
 from tasks.observe import conflicts_predicted
 from tasks.remote import remote_access
@@ -37,6 +38,13 @@ def sequential_apply(
     logger = get_run_logger()
     env = agent_env({}, {})
     access = remote_access(remote)
+    if remote is not None:
+        # The mirror follows its remote: a target someone pushed to while the agents worked
+        # is landed on as it is now, not refused at the push (their commits stay below).
+        try:
+            fetch_refs(remote, [request.target], access)
+        except GitError as exc:  # a target not on the remote yet; else the push will say
+            logger.info(f"{request.target} not fetched from {remote.shown}: {exc}")
     verified = None
     if verified_dir is not None:
         verified = VerifiedTrees(verified_dir, env, run=f"flow run {flow_run.id}",

@@ -106,6 +106,27 @@ def test_a_bare_repository_folder_is_a_remote_and_each_run_fetches_first(
     assert files_at(remote, "landed") >= {"alpha.txt", "beta.txt", "theirs.txt"}
 
 
+def test_a_target_someone_pushes_to_during_the_sprint_is_landed_on_in_the_same_run(
+    harness: None, make_repo: MakeRepo, tmp_path: Path, work_dir: Path
+) -> None:
+    remote = bare_remote(make_repo, tmp_path)
+    clone = tmp_path / "clone"
+    run_git(tmp_path, "clone", "-q", str(remote), str(clone))
+    (clone / "theirs.txt").write_text("theirs\n")
+    run_git(clone, "add", "-A")
+    run_git(clone, "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-qm", "theirs")
+    # A teammate's push to the target lands while the agent works (after the run's fetch).
+    push = f"git -C {clone} push -q origin HEAD:refs/heads/main"
+    plan = {"name": "raced", "repo": f"file://{remote}", "target": "main",
+            "tasks": [command("alpha", f"{push} && echo a > alpha.txt", paths=["alpha.txt"])]}
+    completed, report = run_sprint(tmp_path, plan)
+    assert completed, report.summary_line()
+    assert report.target_moved and not report.push_failed
+    assert files_at(remote, "main") == {"README.md", "alpha.txt", "theirs.txt"}
+    theirs = run_git(clone, "rev-parse", "HEAD").strip()
+    run_git(remote, "merge-base", "--is-ancestor", theirs, "main")  # kept, below ours
+
+
 def _pool_plan(make_repo: MakeRepo, tmp_path: Path, name: str) -> tuple[Path, Path]:
     """A bare remote and a one-task ``placement: pool`` plan on it: (remote, plan file)."""
     remote = bare_remote(make_repo, tmp_path)

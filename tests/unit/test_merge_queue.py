@@ -440,6 +440,12 @@ def test_a_push_made_before_landing_is_never_overwritten(repo: Path, tmp_path: P
         assert sh(remote, "rev-parse", TARGET).strip() == theirs  # their push stays
         sh(repo, "branch", "-f", TARGET, base)
     assert "holds commits" in landing.push_note and "Fetch" in landing.push_note
+    # agentfleet's mirror of a remote: the next run fetches it, so that is what to do.
+    landing = do_land(repo, tmp_path, ["t1"], {"t1": results["t1"]},
+                      policy=LandingPolicy(push="origin", mirror=True))
+    assert landing.pushed is False and "Fetch" not in landing.push_note
+    assert (f"Run the sprint again: it lands on {TARGET} as it is there now, from its "
+            "results") in landing.push_note
 
 
 def test_a_retry_finds_the_merge_in_progress_as_git_left_it(repo: Path, tmp_path: Path):
