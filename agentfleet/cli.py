@@ -29,6 +29,7 @@ from agentfleet.errors import (
     ConfigError,
     PlanError,
     ProposalRejected,
+    ServerUnreachable,
     SprintInterrupted,
 )
 from agentfleet.plan import plan_json_schema
@@ -302,6 +303,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         links: list[str] = []
         report = run_and_report(plan_path, report=args.report, no_cache=args.no_cache,
                                 redo=redo, checked=checked, on_flow_run=_collect_link(links))
+    except ServerUnreachable as unreachable:
+        if unreachable.report is not None:  # the sprint got to its report: show it
+            print()
+            print(unreachable.report.table())
+            print(unreachable.report.summary_line())
+            unreachable = ServerUnreachable(
+                f"the sprint ended as above, but Prefect could not record its run: {unreachable}")
+        report_error(unreachable)
+        return fast_exit.abandon(unreachable.exit_code)
     except SprintInterrupted as interrupt:
         print()
         print(interrupt.report.table())
@@ -717,25 +727,6 @@ def report_error(error: AgentfleetError) -> None:
             print(f"error: {line}", file=sys.stderr)
 
 
-def server_unreachable(exc: BaseException) -> ConfigError | None:
-    """What to say when ``exc``, or what caused it, is Prefect's API not answering (its
-    server down, or ``PREFECT_API_URL`` naming the wrong place): not a bug of ours."""
-    httpx = sys.modules.get("httpx")  # loaded with Prefect; nothing to look for without it
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        # Prefect's own words when a flow run cannot start: "Failed to reach API at <url>".
-        if (httpx is not None and isinstance(cause, httpx.TransportError)) or (
-                isinstance(cause, RuntimeError) and str(cause).startswith("Failed to reach API")):
-            api = os.environ.get("PREFECT_API_URL") or "the Prefect server"
-            return ConfigError(f"cannot reach the Prefect API at {api} ({cause}): start the "
-                               "server (`prefect server start`) or set PREFECT_API_URL to one "
-                               "that runs")
-        cause = cause.__cause__ or cause.__context__
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -756,9 +747,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, not a traceback
+        from agentfleet import fast_exit
+        from tasks.api_url import server_unreachable
+
         if (unreachable := server_unreachable(exc)) is not None:
             report_error(unreachable)
-            return unreachable.exit_code
+            return fast_exit.abandon(unreachable.exit_code)
         print(
             f"error: agentfleet failed unexpectedly: {type(exc).__name__}: {exc} "
             "(a bug in agentfleet; please report it with the command that caused it)",

@@ -6,6 +6,7 @@ help (a 429 can, a bad plan cannot).
 
     AgentfleetError
     ├── ConfigError            settings, environment, Codex not found         (exit 2)
+    │   └── ServerUnreachable  Prefect's API does not answer (with the report, if any)
     ├── PlanError              one or more problems in a plan file            (exit 2)
     │   └── ProposalRejected   the planner's answer still fails the checks    (exit 1)
     ├── PlanRejected           a person rejected the proposed plan (review_plan) (exit 1)
@@ -50,6 +51,18 @@ class ConfigError(AgentfleetError):
     """The configuration (settings, environment, tools) cannot work as given."""
 
     exit_code = 2
+
+
+class ServerUnreachable(ConfigError):
+    """Prefect's API does not answer: its server is down or ``PREFECT_API_URL`` is wrong.
+
+    ``report``: what the sprint did, when it ran to its report before Prefect could not
+    record the run's end (its server gone meanwhile).
+    """
+
+    def __init__(self, message: str, report: SprintReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,20 @@ def settle(status: int) -> int:
     return status
 
 
+def abandon(status: int) -> int:
+    """Leave now when Prefect's server is gone: before Prefect's exit drains its log and
+    event workers, which would retry every batch against the dead server for minutes.
+    Anything else: returns ``status``."""
+    if not _armed:
+        return status
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
 def _leave() -> None:
     if _status is None:
         return  # the run did not end normally: Python's own exit, whatever it takes

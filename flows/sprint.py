@@ -57,6 +57,7 @@ from flows.embedded import start_embedded_server
 from flows.heartbeat import beaten_here, heartbeat
 from flows.params import saved_blocks, sprint_run_name
 from flows.shared_tls import share
+from tasks.api_url import server_unreachable
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
 from tasks.blocked import blocked
@@ -661,6 +662,14 @@ def run_and_report(
                 report_ = SprintReport.model_validate_json(path.read_text())
                 raise SprintInterrupted(report_) from interrupt
             raise
+        except Exception as exc:
+            if (unreachable := server_unreachable(exc)) is None:
+                raise
+            # Prefect's server went away: the sprint may have run to its report before
+            # its run's end could not be recorded.
+            if path.exists():
+                unreachable.report = SprintReport.model_validate_json(path.read_text())
+            raise unreachable from exc
         if path.exists():
             return SprintReport.model_validate_json(path.read_text())
         error = state.result(raise_on_failure=False)

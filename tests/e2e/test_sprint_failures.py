@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import yaml
 
 from tests.conftest import run_git
-from tests.e2e.conftest import run_agentfleet
+from tests.e2e.conftest import AGENTFLEET, run_agentfleet
+from tests.support.prefect_server import start_prefect_server
+from tests.support.waiting import wait_for
 
 TARGET = "agentfleet/fail"
 
@@ -178,3 +181,47 @@ def test_refs_heads_target_is_that_branch(make_repo, sprint_env, tmp_path):
     assert report["target"] == "keep" and report["target_moved"] is True
     assert run_git(repo, "show", "keep:alpha.txt") == "a\n"
     assert run_git(repo, "for-each-ref", "refs/heads/refs/") == ""
+
+
+def test_a_server_that_dies_mid_sprint_still_lands_and_says_what_went(
+    make_repo, sprint_env, tmp_path
+):
+    # The sprint's own server, killed while both agents work. The work is git's and the
+    # agents': it lands; only Prefect's record of the run is lost, and the run says so. It
+    # used to fail both attempts ("crashed: Connection refused": giving back their pool
+    # slots) and then hang for minutes at exit, Prefect's workers retrying against the dead
+    # server.
+    (tmp_path / "own-server").mkdir()
+    server = start_prefect_server(tmp_path / "own-server")
+    repo = make_repo()
+    flag, started = tmp_path / "server-gone", tmp_path / "started"
+    started.mkdir()
+    wait = f"touch {started}/$AGENTFLEET_TASK; while [ ! -f {flag} ]; do sleep 0.1; done"
+    plan = plan_file(tmp_path, repo, [command(t, f"{wait}; echo {t} > {t}.txt",
+                                              paths=[f"{t}.txt"]) for t in ("a", "b")])
+    report = tmp_path / "report.json"
+    # No retry of a request to the dead server (Prefect makes five: a minute each).
+    env = {**sprint_env, **server.env(), "PREFECT_CLIENT_MAX_RETRIES": "0",
+           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
+    sprint = subprocess.Popen([AGENTFLEET, "run", str(plan), "--report", str(report)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(list(started.iterdir())) == 2 or sprint.poll() is not None, 120,
+                 "both agents to start")
+        server.stop()
+        flag.touch()
+        out, err = sprint.communicate(timeout=240)
+    finally:
+        if sprint.poll() is None:
+            sprint.kill()
+            sprint.communicate()
+        server.stop()
+    assert sprint.returncode == 2, out[-3000:] + err[-3000:]
+    assert f"cannot reach the Prefect API at {server.api_url}" in err
+    assert "error: the sprint ended as above, but Prefect could not record its run" in err
+    assert "sprint fail: 2/2 tasks applied" in out  # the table and summary were printed
+    assert run_git(repo, "show", f"{TARGET}:a.txt") == "a\n"
+    assert run_git(repo, "show", f"{TARGET}:b.txt") == "b\n"
+    data = json.loads(report.read_text())
+    assert [t["outcome"] for t in data["tasks"]] == ["applied", "applied"]
+    assert run_git(repo, "worktree", "list").count("\n") == 1  # no attempt worktree left

@@ -175,6 +175,8 @@ def test_an_unexpected_failure_is_one_line(monkeypatch, capsys) -> None:
 def test_a_prefect_api_that_does_not_answer_is_named_not_a_bug(monkeypatch) -> None:
     import httpx
 
+    from tasks.api_url import server_unreachable
+
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     refused = httpx.ConnectError("[Errno 111] Connection refused")
     try:  # Prefect's client wraps it: found down the chain
@@ -183,13 +185,13 @@ def test_a_prefect_api_that_does_not_answer_is_named_not_a_bug(monkeypatch) -> N
         except httpx.ConnectError as exc:
             raise RuntimeError("reading the flow runs") from exc
     except RuntimeError as wrapped:
-        error = cli.server_unreachable(wrapped)
+        error = server_unreachable(wrapped)
     assert error is not None and error.exit_code == 2
     assert str(error) == (
         "cannot reach the Prefect API at http://127.0.0.1:9/api ([Errno 111] Connection "
         "refused): start the server (`prefect server start`) or set PREFECT_API_URL to one "
         "that runs")
     engine = RuntimeError("Failed to reach API at http://127.0.0.1:9/api/")
-    assert cli.server_unreachable(engine) is not None  # Prefect's own words at a flow's start
-    assert cli.server_unreachable(RuntimeError("something else")) is None
-    assert cli.server_unreachable(ValueError("bad")) is None
+    assert server_unreachable(engine) is not None  # Prefect's own words at a flow's start
+    assert server_unreachable(RuntimeError("something else")) is None
+    assert server_unreachable(ValueError("bad")) is None
