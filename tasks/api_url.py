@@ -46,7 +46,7 @@ def server_unreachable(exc: BaseException) -> ServerUnreachable | None:
         # Prefect's own words when a flow run cannot start: "Failed to reach API at <url>".
         if (httpx is not None and isinstance(cause, httpx.TransportError)) or (
                 isinstance(cause, RuntimeError) and str(cause).startswith("Failed to reach API")):
-            api = os.environ.get("PREFECT_API_URL") or "the Prefect server"
+            api = api_url() or "the Prefect server"
             return ServerUnreachable(
                 f"cannot reach the Prefect API at {api} ({cause}): start the server "
                 "(`prefect server start`) or set PREFECT_API_URL to one that runs")

@@ -43,8 +43,10 @@ def sequential_apply(
         # is landed on as it is now, not refused at the push (their commits stay below).
         try:
             fetch_refs(remote, [request.target], access)
-        except GitError as exc:  # a target not on the remote yet; else the push will say
-            logger.info(f"{request.target} not fetched from {remote.shown}: {exc}")
+        except GitError as exc:
+            if "couldn't find remote ref" not in str(exc):  # else: a target made by this run
+                logger.warning(f"{request.target} not fetched again from {remote.shown} "
+                               f"before landing: {exc}")
     verified = None
     if verified_dir is not None:
         verified = VerifiedTrees(verified_dir, env, run=f"flow run {flow_run.id}",
