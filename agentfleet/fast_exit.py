@@ -47,11 +47,7 @@ def abandon(status: int) -> int:
     Anything else: returns ``status``."""
     if not _armed:
         return status
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
+    _flush_streams()
     os._exit(status)
 
 
@@ -63,9 +59,13 @@ def _leave() -> None:
     with contextlib.suppress(Exception):
         weakref.finalize._exitfunc()  # type: ignore[attr-defined]
     logging.shutdown()
+    _flush_streams()
+    os._exit(_status)
+
+
+def _flush_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(_status)
