@@ -3,7 +3,9 @@
 The lock file ``<lock_dir>/<repo key>/<sprint>.lock`` holds the holder's pid, host and
 start time, for the message a second run gets. Because the kernel releases the lock
 when its process dies, a ``kill -9`` leaves no stale lock behind: the content of an
-unlocked file means nothing and is overwritten by the next holder.
+unlocked file is overwritten by the next holder, which first reads it as ``previous``:
+a holder that let go cleanly emptied it, so a record found there is a run that died
+(its flow run, left Running on its server, is then marked Crashed by the new one).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class LockHolder:
     hostname: str
     started_at: str
     repo: str
+    flow_run: str | None = None  # the holder's Prefect flow run, and the server it is on
+    api_url: str | None = None
 
 
 def repo_key(repo: Path) -> str:
@@ -72,10 +76,16 @@ def is_held(path: Path) -> bool:
 class SprintLock:
     """Hold the lock of one sprint on one repository for a ``with`` block; never waits."""
 
-    def __init__(self, lock_dir: Path, repo: Path, sprint: str) -> None:
+    def __init__(self, lock_dir: Path, repo: Path, sprint: str, *, flow_run: str | None = None,
+                 api_url: str | None = None, probe: bool = False) -> None:
+        """``flow_run``, ``api_url``: the holder's flow run, recorded for a later holder
+        should this one die. ``probe``: only check that the lock is free (taken and let go
+        at once), leaving the record of a dead holder for the run that follows."""
         self.path = lock_path(lock_dir, repo, sprint)
         self.repo = Path(repo).resolve()
         self.sprint = sprint
+        self.flow_run, self.api_url, self.probe = flow_run, api_url, probe
+        self.previous: LockHolder | None = None  # a holder that died holding it
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -93,15 +103,20 @@ class SprintLock:
         except BaseException:
             os.close(fd)
             raise
+        self._fd = fd
+        if self.probe:
+            return
+        self.previous = _read(self.path)
         record = {
             "pid": os.getpid(),
             "hostname": socket.gethostname(),
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "repo": str(self.repo),
+            "flow_run": self.flow_run,
+            "api_url": self.api_url,
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
-        self._fd = fd
 
     def release(self) -> None:
         """Let the lock go; the file stays (deleting it would race with a new holder)."""
@@ -109,7 +124,8 @@ class SprintLock:
             return
         fd, self._fd = self._fd, None
         try:
-            os.ftruncate(fd, 0)
+            if not self.probe:
+                os.ftruncate(fd, 0)  # let go cleanly: nothing for the next holder to mend
         finally:
             os.close(fd)  # closing releases the flock
 
@@ -153,6 +169,8 @@ def _read(path: Path) -> LockHolder | None:
             hostname=str(data["hostname"]),
             started_at=str(data["started_at"]),
             repo=str(data["repo"]),
+            flow_run=data.get("flow_run"),
+            api_url=data.get("api_url"),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None  # not written yet, or not ours

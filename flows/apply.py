@@ -27,7 +27,7 @@ from agentfleet.errors import AgentfleetError
 from agentfleet.gitcmd import git
 from agentfleet.landing import AttemptRequest, LandingPolicy, LandingRequest
 from agentfleet.leases import lease_dir
-from agentfleet.locks import SprintLock, repo_key
+from agentfleet.locks import repo_key
 from agentfleet.naming import attempt_branch, is_attempt_branch
 from agentfleet.remote import REMOTE_NAME, RemoteRepository, fetch_refs, remote_location
 from agentfleet.requests import plain
@@ -36,6 +36,7 @@ from agentfleet.settings import AgentfleetSettings
 from agentfleet.standalone import APPLY_SPRINT, apply_start, branch_candidates, check_apply
 from flows.embedded import start_embedded_server
 from flows.params import apply_run_name
+from tasks.abandoned import crash_abandoned, sprint_lock
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
 from tasks.cache import settle
@@ -104,7 +105,9 @@ def apply(
         )  # fmt: skip
         return settle(attempt.submit(spec), spec, logger.info)
 
-    with SprintLock(settings.lock_dir, root, APPLY_SPRINT):
+    lock = sprint_lock(settings.lock_dir, root, APPLY_SPRINT)
+    with lock:
+        crash_abandoned(lock, logger.warning)  # a killed apply's flow run, left Running
         base_sha, creating = apply_start(root, target, base)
         if creating:
             logger.info(creating)

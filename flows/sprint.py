@@ -57,6 +57,7 @@ from flows.embedded import start_embedded_server
 from flows.heartbeat import beaten_here, heartbeat
 from flows.params import saved_blocks, sprint_run_name
 from flows.shared_tls import share
+from tasks.abandoned import crash_abandoned, sprint_lock
 from tasks.api_url import server_unreachable
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
@@ -188,8 +189,9 @@ def run_checked(
     if checked.plan.placement == "pool":
         if idle := check_attempt_deployment(settings.attempt_pool):
             logger.warning(idle)
-    with open_run(checked.plan.name) as control, \
-            SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
+    lock = sprint_lock(settings.lock_dir, checked.repo.root, checked.plan.name)
+    with open_run(checked.plan.name) as control, lock:
+        crash_abandoned(lock, logger.warning)  # a killed run's flow run, left Running
         # Agents of a killed run of this sprint may still run (and spend tokens): stop
         # them and free their worktrees before starting new ones.
         reap_orphans(settings.work_dir, checked.repo.root, checked.plan.name,
@@ -641,7 +643,7 @@ def run_and_report(
     # Asked while Prefect starts (or read from the work dir, as an earlier run found it).
     codex = codex_for(checked, settings)
     prefetch_agent_version(version_codex(checked.plan, codex, settings), settings.work_dir)
-    with SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name):
+    with SprintLock(settings.lock_dir, checked.repo.root, checked.plan.name, probe=True):
         pass  # refuse a second run at once, before Prefect's start-up; the flow locks again
     share()  # one TLS context for all of Prefect's clients here, not one each
     # On the main thread, before any API call: the embedded server (if any) dies with us.

@@ -16,6 +16,7 @@ from agentfleet.sample import sample_plan, sample_script, write_plan
 from agentfleet.testing import ScriptedModelServer
 from tests.conftest import run_git
 from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
+from tests.support.prefect_server import api
 from tests.support.waiting import processes_under, wait_for
 
 pytestmark = pytest.mark.codex
@@ -142,12 +143,23 @@ def test_kill_9_mid_sprint_then_the_same_plan_finishes_it_without_paying_twice(
     at_kill = counts(model)
     assert "validation" not in finished
     assert processes_under(work), "a Codex of the killed run should still be running"
+    # Its flow run, as its lock recorded it: Running on the server, nobody left to end it.
+    (lock,) = (work / "locks").rglob("orders-v2.lock")
+    killed_run = json.loads(lock.read_text())["flow_run"]
+    api_url = sprint_env["PREFECT_API_URL"]
+    assert api(api_url, f"/flow_runs/{killed_run}")["state"]["type"] == "RUNNING"
 
     model.set_script(sample_script(delay_s=0.05))  # validation answers now
     resumed = run_agentfleet("run", str(plan), env=sprint_env)
 
     out = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, out[-4000:]
+    # The next run of the sprint found the dead one's record: its flow run no longer runs.
+    state = api(api_url, f"/flow_runs/{killed_run}")["state"]
+    assert state["type"] == "CRASHED", state
+    assert f"its process (pid {crashed.pid}, started at " in state["message"]
+    assert "ended without telling Prefect (killed?)" in state["message"]
+    assert f"(pid {crashed.pid}, started at " in out and "marked Crashed" in out
     after = counts(model)
     for task in finished:  # finished attempts came from the cache: not one request more
         assert after.get(task) == at_kill.get(task), task

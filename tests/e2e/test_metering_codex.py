@@ -216,11 +216,16 @@ def test_a_429_on_one_agent_holds_the_other_agent_too(server, proxy, make_repo, 
     limited = server.requests_for("limited")[0]
     assert limited.status == 429
     start, end = limited.finished_at, limited.finished_at + 2.0
-    # The hold starts when the 429 reaches the proxy, a moment after the server logged it.
-    later = [r for r in server.requests if r.started_at > start + 0.05]
-    assert later and all(r.started_at >= end - 0.05 for r in later), [
-        (r.rule, round(r.started_at - start, 2)) for r in later]
-    assert any(r.rule == "busy" for r in later)  # beta was held, not merely finished
+    later = [r for r in server.requests if r.started_at > start]
+    seen = [(r.rule, round(r.started_at - start, 2)) for r in later]
+    # The hold starts when the 429 reaches the proxy, a moment after the server logged it:
+    # a request of beta's past the proxy's gate by then was under way already (60 ms after
+    # it on a loaded machine). One at most: its next ones were held.
+    under_way = [r for r in later if r.started_at < start + 0.5]
+    assert len(under_way) <= 1 and all(r.rule == "busy" for r in under_way), seen
+    held = [r for r in later if r not in under_way]
+    assert held and all(r.started_at >= end - 0.05 for r in held), seen
+    assert any(r.rule == "busy" for r in held)  # beta was held, not merely finished
     assert len(backoffs) == 1 and backoffs[0].attempt_id == "alpha"
 
 

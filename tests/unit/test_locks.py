@@ -26,7 +26,8 @@ HOLDER = textwrap.dedent(
     import sys
     from pathlib import Path
     from agentfleet.locks import SprintLock
-    with SprintLock(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]):
+    with SprintLock(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], flow_run="run-1",
+                    api_url="http://127.0.0.1:4200/api"):
         print("locked", flush=True)
         sys.stdin.read()  # hold until the test closes stdin (or kills us)
     """
@@ -95,8 +96,16 @@ def test_a_killed_holder_leaves_no_stale_lock(lock_dir: Path, repo: Path, holder
     holder.wait(timeout=10)
     assert lock_path(lock_dir, repo, "s1").read_text()  # its record is still there...
     assert read_holder(lock_dir, repo, "s1") is None  # ...but nobody holds the lock
-    with SprintLock(lock_dir, repo, "s1"):
+    with SprintLock(lock_dir, repo, "s1", probe=True) as probe:  # `agentfleet run`'s check
+        assert probe.previous is None
+    with SprintLock(lock_dir, repo, "s1") as lock:
         assert read_holder(lock_dir, repo, "s1").pid == os.getpid()  # type: ignore[union-attr]
+        # The dead holder's record, for its flow run to be marked Crashed (tasks/abandoned.py).
+        assert lock.previous is not None and lock.previous.pid == holder.pid
+        assert (lock.previous.flow_run, lock.previous.api_url) == (
+            "run-1", "http://127.0.0.1:4200/api")
+    with SprintLock(lock_dir, repo, "s1") as after:  # let go cleanly: nothing to mend
+        assert after.previous is None
 
 
 def test_a_holder_that_ends_normally_releases(lock_dir: Path, repo: Path, holder):
@@ -105,6 +114,7 @@ def test_a_holder_that_ends_normally_releases(lock_dir: Path, repo: Path, holder
     assert read_holder(lock_dir, repo, "s1") is None
     lock = SprintLock(lock_dir, repo, "s1")
     lock.acquire()
+    assert lock.previous is None  # it ended cleanly
     # Two holders in one process exclude each other too (two flows in one worker).
     with pytest.raises(SprintLocked, match=f"pid {os.getpid()}"):
         SprintLock(lock_dir, repo, "s1").acquire()
