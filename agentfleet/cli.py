@@ -285,9 +285,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with long_lived_imports():  # what is imported now lives as long as the process
         if checked.plan.placement == "pool":  # before any server starts: see tasks/api_url.py
-            from tasks.api_url import require_api_url
+            from tasks.api_url import require_pool_server
 
-            require_api_url("placement: pool", "that its workers reach too")
+            require_pool_server()
         from flows.prestart import prestart_embedded_server
 
         fast_exit.arm()  # before Prefect registers its exit handlers: runs after them

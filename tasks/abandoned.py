@@ -16,10 +16,10 @@ from uuid import UUID
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.context import FlowRunContext
-from prefect.settings import PREFECT_API_URL
 from prefect.states import Crashed
 
 from agentfleet.locks import LockHolder, SprintLock
+from tasks.api_url import api_url
 
 # Not final, and not waiting for someone to start it: only a live process moves it on.
 _UNDER_WAY = frozenset({StateType.RUNNING, StateType.PENDING, StateType.CANCELLING})
@@ -30,7 +30,7 @@ def sprint_lock(lock_dir: Path, repo: Path, sprint: str) -> SprintLock:
     ctx = FlowRunContext.get()
     flow_run = str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None else None
     return SprintLock(lock_dir, repo, sprint, flow_run=flow_run,
-                      api_url=PREFECT_API_URL.value() or None)
+                      api_url=api_url())
 
 
 def crash_abandoned(lock: SprintLock, log: Callable[[str], None]) -> None:
@@ -39,7 +39,7 @@ def crash_abandoned(lock: SprintLock, log: Callable[[str], None]) -> None:
     previous: LockHolder | None = lock.previous
     if previous is None or previous.flow_run is None or previous.flow_run == lock.flow_run:
         return
-    if previous.api_url != (PREFECT_API_URL.value() or None):
+    if previous.api_url != api_url():
         return  # its run is on another server
     host = "" if previous.hostname == socket.gethostname() else f" on {previous.hostname}"
     try:

@@ -35,6 +35,11 @@ def require_api_url(what: str, why: str) -> str:
     return url
 
 
+def require_pool_server() -> str:
+    """The API URL a ``placement: pool`` sprint runs against; ``ConfigError`` without one."""
+    return require_api_url("placement: pool", "that its workers reach too")
+
+
 def server_unreachable(exc: BaseException) -> ServerUnreachable | None:
     """What to say when ``exc``, or what caused it, is Prefect's API not answering (its
     server down, or ``PREFECT_API_URL`` naming the wrong place): not a bug of ours."""

@@ -58,7 +58,7 @@ from agentfleet.remote import (
 from agentfleet.restore import restore_branch
 from agentfleet.results import AttemptResult
 from agentfleet.settings import PROJECT_ROOT, AgentfleetSettings
-from tasks.api_url import require_api_url
+from tasks.api_url import require_pool_server
 from tasks.cache import cache_key, cached_state, lookup
 from tasks.limits import skipped, with_metered_usage
 from tasks.remote import remote_access
@@ -81,7 +81,7 @@ START_S = 180.0  # how long a worker may take from picking a run up to its first
 def check_attempt_deployment(pool: str) -> str | None:
     """``ConfigError`` unless the ``attempt`` deployment exists on work pool ``pool``; a
     warning when no worker would take its runs now (they wait, Scheduled, until one does)."""
-    require_api_url("placement: pool", "that its workers reach too")
+    require_pool_server()
     with get_client(sync_client=True) as client:
         try:
             deployment = client.read_deployment_by_name(ATTEMPT_DEPLOYMENT)
