@@ -36,6 +36,7 @@ from agentfleet.results import (
     last_lines,
     one_line,
 )
+from agentfleet.standalone import APPLY_SPRINT
 from agentfleet.text import JsonSafeModel
 from agentfleet.verified import VerifiedTrees
 from agentfleet.worktrees import temporary_worktree
@@ -324,7 +325,7 @@ def land(
     landing.target_sha = head
     if policy.push:
         _push(repo, policy, target, head, landing, reports, remote_was, git_env, log,
-              known=[t for t in (head, first_target) if t])
+              known=[t for t in (head, first_target) if t], sprint=sprint)
     return finished()
 
 
@@ -339,6 +340,7 @@ def _push(
     env: Mapping[str, str],
     log: Log,
     known: Sequence[str],
+    sprint: str,
 ) -> None:
     """Push the moved target (and with ``push_attempts`` the applied attempt branches).
 
@@ -347,8 +349,10 @@ def _push(
     """
     assert policy.push is not None
     # A mirror is agentfleet's own: the next run fetches what is there and lands on it.
-    again = (f"Run the sprint again: it lands on {target} as it is there now, from its "
-             "results" if policy.mirror else None)
+    run = ("`agentfleet apply` with the same branches" if sprint == APPLY_SPRINT
+           else "the sprint")
+    again = (f"Run {run} again: it lands on {target} as it is there now, from its results"
+             if policy.mirror else None)
     was = remote_was[_branch_ref(target)]
     if was is not None and not gitapply.holds(repo, was, known):
         landing.pushed = False

@@ -119,7 +119,7 @@ def apply(
                 verify_timeout_s=verify_timeout_s, worktree_root=worktree_root, lease_dir=leases,
                 policy=LandingPolicy(
                     default=on_conflict, on_final_verify_failure=on_final_verify_failure,
-                    concurrency=concurrency, push=push,
+                    concurrency=concurrency, push=push, mirror=remote is not None,
                 ),
             ),
             run_attempt=run_resolver if agent is not None else None,

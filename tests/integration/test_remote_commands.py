@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentfleet.remote import mirror_path
+from agentfleet.results import SprintReport
 from flows.apply import apply
 from tests.conftest import MakeRepo, bare_remote, files_at, run_git
 from tests.integration.test_best_of_n import ROOT, K, agentfleet
@@ -42,6 +43,35 @@ def test_the_apply_flow_fetches_a_file_url_first_and_pushes_the_target_back(
     state = apply(repo=url, target="release", branches=["three"], return_state=True)
     assert state.is_completed(), state.message
     assert files_at(remote, "release") == {"README.md", "one.txt", "two.txt", "three.txt"}
+
+
+def test_a_push_refused_by_a_teammate_s_push_says_to_apply_again(
+    harness: None, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    remote = bare_remote(make_repo, tmp_path, {"one": "one.txt"})
+    run_git(remote, "branch", "release", "main")
+    clone = tmp_path / "clone"
+    run_git(tmp_path, "clone", "-q", "-b", "release", str(remote), str(clone))
+    (clone / "theirs.txt").write_text("theirs\n")
+    run_git(clone, "add", "-A")
+    run_git(clone, "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-qm", "theirs")
+    # The teammate pushes while final_verify runs: after the fetch, before the push.
+    push = f"git -C {clone} push -q origin release"
+    written = tmp_path / "report.json"
+    state = apply(repo=f"file://{remote}", target="release", branches=["one"],
+                  final_verify=push, report=str(written), return_state=True)
+    assert state.is_failed()  # the target is not where it was asked for
+    report = SprintReport.model_validate_json(written.read_text())
+    assert report.push_failed and report.target_moved, report.target_note
+    assert files_at(remote, "release") == {"README.md", "theirs.txt"}  # theirs stays
+    # The mirror is agentfleet's: running the apply again is the whole remedy.
+    assert ("Run `agentfleet apply` with the same branches again: it lands on release as "
+            "it is there now") in report.target_note
+    assert "rebase" not in report.target_note
+    state = apply(repo=f"file://{remote}", target="release", branches=["one"],
+                  return_state=True)
+    assert state.is_completed(), state.message
+    assert files_at(remote, "release") == {"README.md", "one.txt", "theirs.txt"}
 
 
 def test_the_commands_take_a_remote_repo_as_run_does(
