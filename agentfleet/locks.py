@@ -6,6 +6,9 @@ when its process dies, a ``kill -9`` leaves no stale lock behind: the content of
 unlocked file is overwritten by the next holder, which first reads it as ``previous``:
 a holder that let go cleanly emptied it, so a record found there is a run that died
 (its flow run, left Running on its server, is then marked Crashed by the new one).
+A holder may say how its run ended before it lets go (``ending``): that record stays, so
+that the next holder can record the end on the server should Prefect's server have been
+unreachable when the run ended (its flow run, again, left Running).
 """
 
 from __future__ import annotations
@@ -34,6 +37,16 @@ class LockHolder:
     repo: str
     flow_run: str | None = None  # the holder's Prefect flow run, and the server it is on
     api_url: str | None = None
+    ended: Ending | None = None  # how the holder's run ended, when it said so
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a holder's run ended: the final state's type (``COMPLETED``, ``FAILED``) and
+    message its flow run was to get."""
+
+    state: str
+    message: str
 
 
 def repo_key(repo: Path) -> str:
@@ -85,8 +98,10 @@ class SprintLock:
         self.repo = Path(repo).resolve()
         self.sprint = sprint
         self.flow_run, self.api_url, self.probe = flow_run, api_url, probe
-        self.previous: LockHolder | None = None  # a holder that died holding it
+        self.previous: LockHolder | None = None  # a holder that died or said its ending
         self._fd: int | None = None
+        self._record: dict[str, object] = {}
+        self._ending: Ending | None = None
 
     def acquire(self) -> None:
         """Take the lock or raise ``SprintLocked`` naming the live holder."""
@@ -107,7 +122,7 @@ class SprintLock:
         if self.probe:
             return
         self.previous = _read(self.path)
-        record = {
+        self._record = record = {
             "pid": os.getpid(),
             "hostname": socket.gethostname(),
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -115,8 +130,12 @@ class SprintLock:
             "flow_run": self.flow_run,
             "api_url": self.api_url,
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        _write(fd, record)
+
+    def ending(self, completes: bool, message: str) -> None:
+        """Say how this holder's flow run ends (Completed or Failed, with ``message``),
+        kept in the record after ``release`` for the next holder (``previous.ended``)."""
+        self._ending = Ending("COMPLETED" if completes else "FAILED", message)
 
     def release(self) -> None:
         """Let the lock go; the file stays (deleting it would race with a new holder)."""
@@ -124,7 +143,10 @@ class SprintLock:
             return
         fd, self._fd = self._fd, None
         try:
-            if not self.probe:
+            if self._ending is not None:
+                _write(fd, {**self._record, "ended": {"state": self._ending.state,
+                                                      "message": self._ending.message}})
+            elif not self.probe:
                 os.ftruncate(fd, 0)  # let go cleanly: nothing for the next holder to mend
         finally:
             os.close(fd)  # closing releases the flock
@@ -161,9 +183,15 @@ def read_holder(lock_dir: Path, repo: Path, sprint: str) -> LockHolder | None:
     return _read(path) if is_held(path) else None
 
 
+def _write(fd: int, record: dict[str, object]) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+
+
 def _read(path: Path) -> LockHolder | None:
     try:
         data = json.loads(path.read_text())
+        ended = data.get("ended")
         return LockHolder(
             pid=int(data["pid"]),
             hostname=str(data["hostname"]),
@@ -171,6 +199,7 @@ def _read(path: Path) -> LockHolder | None:
             repo=str(data["repo"]),
             flow_run=data.get("flow_run"),
             api_url=data.get("api_url"),
+            ended=Ending(str(ended["state"]), str(ended["message"])) if ended else None,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None  # not written yet, or not ours

@@ -36,7 +36,7 @@ from agentfleet.settings import AgentfleetSettings
 from agentfleet.standalone import APPLY_SPRINT, apply_start, branch_candidates, check_apply
 from flows.embedded import start_embedded_server
 from flows.params import apply_run_name
-from tasks.abandoned import crash_abandoned, sprint_lock
+from tasks.abandoned import mend_abandoned, sprint_lock
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
 from tasks.cache import settle
@@ -107,7 +107,7 @@ def apply(
 
     lock = sprint_lock(settings.lock_dir, root, APPLY_SPRINT)
     with lock:
-        crash_abandoned(lock, logger.warning)  # a killed apply's flow run, left Running
+        mend_abandoned(lock, logger.warning)  # an earlier apply's flow run left Running
         base_sha, creating = apply_start(root, target, base)
         if creating:
             logger.info(creating)
@@ -125,18 +125,19 @@ def apply(
             run_attempt=run_resolver if agent is not None else None,
             remote=remote,
         )  # fmt: skip
-    result = SprintReport(
-        sprint=APPLY_SPRINT, repo=remote.shown if remote is not None else str(root),
-        base=target, target=target, tasks=landing.tasks,
-        final_verify=landing.final_verify, target_moved=landing.target_moved,
-        target_up_to_date=landing.target_up_to_date, target_sha=landing.target_sha,
-        target_note=landing.note or (
-            f"{target} created from {base or 'HEAD'} ({base_sha[:10]})"
-            if creating and landing.target_moved else ""
-        ),
-        push_failed=landing.pushed is False,
-        duration_s=time.monotonic() - started,
-    )  # fmt: skip
+        result = SprintReport(
+            sprint=APPLY_SPRINT, repo=remote.shown if remote is not None else str(root),
+            base=target, target=target, tasks=landing.tasks,
+            final_verify=landing.final_verify, target_moved=landing.target_moved,
+            target_up_to_date=landing.target_up_to_date, target_sha=landing.target_sha,
+            target_note=landing.note or (
+                f"{target} created from {base or 'HEAD'} ({base_sha[:10]})"
+                if creating and landing.target_moved else ""
+            ),
+            push_failed=landing.pushed is False,
+            duration_s=time.monotonic() - started,
+        )  # fmt: skip
+        lock.ending(result.exit_status == 0, result.summary_line())
     if report:
         Path(report).write_text(result.model_dump_json(indent=2) + "\n")
     logger.info("\n" + result.table())

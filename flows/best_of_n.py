@@ -141,14 +141,18 @@ def best_of_n(
         score_goal=score_goal, paths=paths, variants=variants, agent=agent, target=target,
         name=name, blocks=saved_blocks(), mirror=machine_mirror(),
     )
-    report = run_checked(checked, no_cache=no_cache, land=target is not None)
+    def ending(report: SprintReport) -> tuple[bool, str]:
+        result = result_of(report)
+        ok = result.winner is not None and (target is None or report.exit_status == 0)
+        return ok, result.sentence or report.summary_line()
+
+    report = run_checked(checked, no_cache=no_cache, land=target is not None, ending=ending)
     result = result_of(report)
     if checked.remote is not None and target is None:
         _push_candidates(checked.remote, result.judged)
     if answer:
         Path(answer).write_text(result.model_dump_json(indent=2) + "\n")
-    ok = result.winner is not None and (target is None or report.exit_status == 0)
-    message = result.sentence or report.summary_line()
+    ok, message = ending(report)
     if not ok:
         # No data: a deployment run would turn it into its exception (see ``sprint``).
         return Failed(message=message)  # type: ignore[return-value]

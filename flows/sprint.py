@@ -57,7 +57,7 @@ from flows.embedded import start_embedded_server
 from flows.heartbeat import beaten_here, heartbeat
 from flows.params import saved_blocks, sprint_run_name
 from flows.shared_tls import share
-from tasks.abandoned import crash_abandoned, sprint_lock
+from tasks.abandoned import mend_abandoned, sprint_lock
 from tasks.api_url import server_unreachable
 from tasks.apply import sequential_apply
 from tasks.attempt import attempt
@@ -159,13 +159,18 @@ def sprint(
     with heartbeat():  # agentfleet run's flow run: beaten here (flows/heartbeat.py)
         checked = checked_plan(plan, plan_path, repository)
         sprint_report = run_checked(checked, report=report, no_cache=no_cache, redo=redo or [])
-    if sprint_report.exit_status != 0:
+    completes, summary = sprint_ending(sprint_report)
+    if not completes:
         # No data: Prefect turns a Failed state's data into the exception a deployment run
         # raises, and a report is none ("Unexpected result for failed state"). The message
         # becomes that exception; `agentfleet run` reads the report from its file.
-        return Failed(message=sprint_report.summary_line())  # type: ignore[return-value]
-    summary = sprint_report.summary_line()
+        return Failed(message=summary)  # type: ignore[return-value]
     return Completed(message=summary, data=sprint_report)  # type: ignore[return-value]
+
+
+def sprint_ending(report: SprintReport) -> tuple[bool, str]:
+    """Whether a sprint's flow run completes (all landed), and its message."""
+    return report.exit_status == 0, report.summary_line()
 
 
 def run_checked(
@@ -175,9 +180,14 @@ def run_checked(
     no_cache: bool = False,
     redo: list[str] | None = None,
     land: bool = True,
+    ending: Callable[[SprintReport], tuple[bool, str]] = sprint_ending,
 ) -> SprintReport:
     """The body of a flow running a checked plan (``sprint``, ``best-of-n``): lock, fan out,
-    select, and with ``land`` apply onto the target; the report also goes to ``report``."""
+    select, and with ``land`` apply onto the target; the report also goes to ``report``.
+
+    ``ending``: whether the flow run completes, and its message, from the report: kept in
+    the lock's record for the next run, should the end not reach Prefect's server.
+    """
     logger = get_run_logger()
     name_task_run_lines()
     settings = AgentfleetSettings()
@@ -191,7 +201,7 @@ def run_checked(
             logger.warning(idle)
     lock = sprint_lock(settings.lock_dir, checked.repo.root, checked.plan.name)
     with open_run(checked.plan.name) as control, lock:
-        crash_abandoned(lock, logger.warning)  # a killed run's flow run, left Running
+        mend_abandoned(lock, logger.warning)  # an earlier run's flow run left Running
         # Agents of a killed run of this sprint may still run (and spend tokens): stop
         # them and free their worktrees before starting new ones.
         reap_orphans(settings.work_dir, checked.repo.root, checked.plan.name,
@@ -213,6 +223,7 @@ def run_checked(
                 # Codex agents waiting for a slot start ahead, their requests held.
                 control.ahead = StartAhead(checked.plan.limits.start_ahead_cap)
                 sprint_report = run.run()
+            lock.ending(*ending(sprint_report))
         except BaseException:
             if report and run.interrupted is not None:
                 Path(report).write_text(run.interrupted.model_dump_json(indent=2) + "\n")
@@ -564,15 +575,21 @@ class SprintRun:
         progress.update(sched.state)
 
     def _crashed(self, task_id: str, exc: BaseException, k: int = 1) -> AttemptResult:
-        """A task whose attempt could not start or report (a git failure, a bug): failed."""
-        self.logger.error(f"{task_id}#{k}: crashed: {exc}")
+        """A task whose attempt could not start or report (a git failure, a bug, Prefect's
+        server gone while the attempt ran on the pool): failed."""
+        reason = f"crashed: {exc}"
+        if self.plan.placement == "pool" and (unreachable := server_unreachable(exc)):
+            # The attempt's run goes on on its worker; only what became of it is unknown.
+            reason = (f"lost sight of: {unreachable}; its worker may finish it: once the "
+                      "server is back, run the sprint again (a finished attempt is reused)")
+        self.logger.error(f"{task_id}#{k}: {reason}")
         return AttemptResult(
             task_id=task_id,
             attempt=k,
             branch=attempt_branch(self.plan.name, task_id, k),
             start_sha=self.repo.base_sha,
             succeeded=False,
-            reason=f"crashed: {exc}",
+            reason=reason,
         )
 
     def _result_of(self, future: PrefectFuture, spec: AttemptSpec) -> AttemptResult:

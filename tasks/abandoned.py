@@ -1,13 +1,16 @@
-"""A flow run whose process died holding its sprint's lock, left Running on its server.
+"""A flow run left Running on its server by a run that ended without telling Prefect.
 
-``kill -9``, the OOM killer or a reboot end ``agentfleet run`` with no word to Prefect:
-its flow run stays Running in the UI for ever. The next run of the same sprint on the
-same repository takes the lock, finds the dead holder's record (``agentfleet.locks``)
-and marks that flow run Crashed, saying why.
+``kill -9``, the OOM killer or a reboot end ``agentfleet run`` with no word to Prefect;
+a server that went away while the run worked leaves it unable to record its end. Either
+way its flow run stays Running in the UI for ever. The next run of the same sprint on
+the same repository takes the lock and finds the last holder's record
+(``agentfleet.locks``): a holder that died is marked Crashed, one that ended and said
+how (``SprintLock.ending``) gets that end, each saying why.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -16,9 +19,9 @@ from uuid import UUID
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.context import FlowRunContext
-from prefect.states import Crashed
+from prefect.states import Completed, Crashed, Failed, State
 
-from agentfleet.locks import LockHolder, SprintLock
+from agentfleet.locks import Ending, LockHolder, SprintLock
 from tasks.api_url import api_url
 
 # Not final, and not waiting for someone to start it: only a live process moves it on.
@@ -33,28 +36,55 @@ def sprint_lock(lock_dir: Path, repo: Path, sprint: str) -> SprintLock:
                       api_url=api_url())
 
 
-def crash_abandoned(lock: SprintLock, log: Callable[[str], None]) -> None:
-    """Mark Crashed the flow run of a holder of ``lock`` that died holding it, when that
-    run is on this server and still under way; best effort (a failure is logged)."""
+def mend_abandoned(lock: SprintLock, log: Callable[[str], None]) -> None:
+    """Give the flow run of the last holder of ``lock`` the end it never recorded, when
+    that run is on this server and still under way: Crashed for a holder that died
+    holding the lock, the end it said for one that ended; best effort (a failure is
+    logged)."""
     previous: LockHolder | None = lock.previous
     if previous is None or previous.flow_run is None or previous.flow_run == lock.flow_run:
         return
     if previous.api_url != api_url():
         return  # its run is on another server
-    host = "" if previous.hostname == socket.gethostname() else f" on {previous.hostname}"
+    here = previous.hostname == socket.gethostname()
+    if previous.ended is not None and here and _alive(previous.pid):
+        return  # it let go and is telling Prefect its end right now
+    host = "" if here else f" on {previous.hostname}"
+    who = f"pid {previous.pid}{host}, started at {previous.started_at}"
     try:
         with get_client(sync_client=True) as client:
             run = client.read_flow_run(UUID(previous.flow_run))
             if run.state is None or run.state.type not in _UNDER_WAY:
                 return
             was = run.state.name
-            client.set_flow_run_state(run.id, Crashed(message=(
-                f"its process (pid {previous.pid}{host}, started at {previous.started_at}) "
-                f"ended without telling Prefect (killed?); found by the next run of this "
-                f"sprint")), force=True)
+            client.set_flow_run_state(run.id, _end(previous.ended, who), force=True)
     except Exception as exc:  # noqa: BLE001 - the new run goes on; the old one stays as it is
-        log(f"could not mark the flow run {previous.flow_run} of a dead run of this sprint "
-            f"Crashed: {exc}")
+        log(f"could not record the end of the flow run {previous.flow_run} of an earlier "
+            f"run of this sprint: {exc}")
         return
-    log(f"flow run '{run.name}' of a run of this sprint that died (pid {previous.pid}{host}, "
-        f"started at {previous.started_at}) was still {was}: marked Crashed")
+    if previous.ended is None:
+        log(f"flow run '{run.name}' of a run of this sprint that died ({who}) was still "
+            f"{was}: marked Crashed")
+    else:
+        log(f"flow run '{run.name}' of a run of this sprint that ended while Prefect's server "
+            f"could not be reached ({who}) was still {was}: marked "
+            f"{previous.ended.state.title()}, as it ended")
+
+
+def _end(ended: Ending | None, who: str) -> State:
+    if ended is None:
+        return Crashed(message=f"its process ({who}) ended without telling Prefect "
+                               f"(killed?); found by the next run of this sprint")
+    message = (f"{ended.message} (recorded by the next run of this sprint: its process ({who}) "
+               f"could not reach Prefect's server when it ended)")
+    return Completed(message=message) if ended.state == "COMPLETED" else Failed(message=message)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -11,7 +11,7 @@ import yaml
 
 from tests.conftest import run_git
 from tests.e2e.conftest import AGENTFLEET, run_agentfleet
-from tests.support.prefect_server import start_prefect_server
+from tests.support.prefect_server import api, start_prefect_server
 from tests.support.waiting import wait_for
 
 TARGET = "agentfleet/fail"
@@ -190,7 +190,7 @@ def test_a_server_that_dies_mid_sprint_still_lands_and_says_what_went(
     # agents': it lands; only Prefect's record of the run is lost, and the run says so. It
     # used to fail both attempts ("crashed: Connection refused": giving back their pool
     # slots) and then hang for minutes at exit, Prefect's workers retrying against the dead
-    # server.
+    # server. Once the server is back, the next run records the first one's end.
     (tmp_path / "own-server").mkdir()
     server = start_prefect_server(tmp_path / "own-server")
     repo = make_repo()
@@ -208,20 +208,33 @@ def test_a_server_that_dies_mid_sprint_still_lands_and_says_what_went(
     try:
         wait_for(lambda: len(list(started.iterdir())) == 2 or sprint.poll() is not None, 120,
                  "both agents to start")
-        server.stop()
+        server.halt()
         flag.touch()
         out, err = sprint.communicate(timeout=240)
+        assert sprint.returncode == 2, out[-3000:] + err[-3000:]
+        assert f"cannot reach the Prefect API at {server.api_url}" in err
+        assert "error: the sprint ended as above, but Prefect could not record its run" in err
+        assert "sprint fail: 2/2 tasks applied" in out  # the table and summary were printed
+        assert run_git(repo, "show", f"{TARGET}:a.txt") == "a\n"
+        assert run_git(repo, "show", f"{TARGET}:b.txt") == "b\n"
+        data = json.loads(report.read_text())
+        assert [t["outcome"] for t in data["tasks"]] == ["applied", "applied"]
+        assert run_git(repo, "worktree", "list").count("\n") == 1  # no attempt worktree left
+
+        # The server back (same database and address): its run still shows Running, until
+        # the next run of the sprint records the end the first one could not.
+        server = server.start_again()
+        [first] = api(server.api_url, "/flow_runs/filter", {})
+        assert first["state_type"] == "RUNNING"
+        done, _ = run(plan, report, env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "marked Completed, as it ended" in done.stderr
+        first = api(server.api_url, f"/flow_runs/{first['id']}")
+        assert first["state_type"] == "COMPLETED"
+        assert first["state"]["message"].startswith("sprint fail: 2/2 tasks applied")
+        assert "recorded by the next run of this sprint" in first["state"]["message"]
     finally:
         if sprint.poll() is None:
             sprint.kill()
             sprint.communicate()
         server.stop()
-    assert sprint.returncode == 2, out[-3000:] + err[-3000:]
-    assert f"cannot reach the Prefect API at {server.api_url}" in err
-    assert "error: the sprint ended as above, but Prefect could not record its run" in err
-    assert "sprint fail: 2/2 tasks applied" in out  # the table and summary were printed
-    assert run_git(repo, "show", f"{TARGET}:a.txt") == "a\n"
-    assert run_git(repo, "show", f"{TARGET}:b.txt") == "b\n"
-    data = json.loads(report.read_text())
-    assert [t["outcome"] for t in data["tasks"]] == ["applied", "applied"]
-    assert run_git(repo, "worktree", "list").count("\n") == 1  # no attempt worktree left

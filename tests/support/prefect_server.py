@@ -92,13 +92,22 @@ class PrefectServer:
             "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(self.home / "storage"),
         }
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop the server process, keeping its database (``start_again``)."""
         self.process.terminate()
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def start_again(self, timeout_s: float = 90) -> PrefectServer:
+        """The halted server back, on its database and port (its clients' URL holds)."""
+        port = int(self.api_url.rsplit(":", 1)[1].split("/")[0])
+        return _serve(self.home, self.database, timeout_s, port=port)
+
+    def stop(self) -> None:
+        self.halt()
         if self.database != "sqlite":
             _psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
@@ -120,9 +129,9 @@ def start_prefect_server(
 
 
 def _serve(home: Path, database: str, timeout_s: float, *, ui: bool = False,
-           env_extra: dict[str, str] | None = None) -> PrefectServer:
+           env_extra: dict[str, str] | None = None, port: int | None = None) -> PrefectServer:
     """A server on PostgreSQL database ``database`` (or ``sqlite``: a file in ``home``)."""
-    port = free_port()
+    port = port or free_port()
     env = dict(os.environ)
     connection = (f"sqlite+aiosqlite:///{home / 'prefect.db'}" if database == "sqlite"
                   else PG_DSN.format(db=database))
@@ -136,7 +145,7 @@ def _serve(home: Path, database: str, timeout_s: float, *, ui: bool = False,
         **(env_extra or {}),
     )
     env.pop("PREFECT_API_URL", None)
-    log = open(home / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
+    log = open(home / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
          "--port", str(port)],

@@ -108,6 +108,24 @@ def test_a_killed_holder_leaves_no_stale_lock(lock_dir: Path, repo: Path, holder
         assert after.previous is None
 
 
+def test_a_holder_that_says_its_ending_leaves_it_for_the_next(lock_dir: Path, repo: Path):
+    # The sprint flow says how its run ends before it lets go: should Prefect's server be
+    # gone by then, the next holder records that end (tasks/abandoned.py).
+    with SprintLock(lock_dir, repo, "s1", flow_run="run-1", api_url="http://x/api") as lock:
+        lock.ending(False, "sprint s1: 1/2 tasks applied")
+    assert read_holder(lock_dir, repo, "s1") is None  # let go all the same
+    with SprintLock(lock_dir, repo, "s1", probe=True) as probe:
+        assert probe.previous is None
+    with SprintLock(lock_dir, repo, "s1", flow_run="run-2") as lock:
+        assert lock.previous is not None and lock.previous.flow_run == "run-1"
+        assert lock.previous.pid == os.getpid()
+        ended = lock.previous.ended
+        assert ended is not None and (ended.state, ended.message) == (
+            "FAILED", "sprint s1: 1/2 tasks applied")
+    with SprintLock(lock_dir, repo, "s1") as after:  # run-2 said nothing: nothing to mend
+        assert after.previous is None
+
+
 def test_a_holder_that_ends_normally_releases(lock_dir: Path, repo: Path, holder):
     holder.stdin.close()
     assert holder.wait(timeout=10) == 0
