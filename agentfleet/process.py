@@ -92,6 +92,17 @@ class ProcessInfo:
 # -- /proc ---------------------------------------------------------------------------
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists here (someone else's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def stat_fields(pid: int) -> list[str] | None:
     """``/proc/PID/stat``'s fields after the command name (state, ppid, pgrp, ...: field
     ``n`` of the whole line is ``[n - 3]``), or None if the process is gone."""

@@ -10,7 +10,6 @@ how (``SprintLock.ending``) gets that end, each saying why.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from prefect.context import FlowRunContext
 from prefect.states import Completed, Crashed, Failed, State
 
 from agentfleet.locks import Ending, LockHolder, SprintLock
+from agentfleet.process import pid_alive
 from tasks.api_url import api_url
 
 # Not final, and not waiting for someone to start it: only a live process moves it on.
@@ -47,7 +47,7 @@ def mend_abandoned(lock: SprintLock, log: Callable[[str], None]) -> None:
     if previous.api_url != api_url():
         return  # its run is on another server
     here = previous.hostname == socket.gethostname()
-    if previous.ended is not None and here and _alive(previous.pid):
+    if previous.ended is not None and here and pid_alive(previous.pid):
         return  # it let go and is telling Prefect its end right now
     host = "" if here else f" on {previous.hostname}"
     who = f"pid {previous.pid}{host}, started at {previous.started_at}"
@@ -78,13 +78,3 @@ def _end(ended: Ending | None, who: str) -> State:
     message = (f"{ended.message} (recorded by the next run of this sprint: its process ({who}) "
                f"could not reach Prefect's server when it ended)")
     return Completed(message=message) if ended.state == "COMPLETED" else Failed(message=message)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -30,6 +30,7 @@ import pydantic
 from agentfleet.best_of_n import select as judge
 from agentfleet.files import write_atomically
 from agentfleet.plan import Plan
+from agentfleet.process import pid_alive
 from agentfleet.results import AttemptResult
 from agentfleet.review import (
     Decision,
@@ -257,7 +258,7 @@ def find_waiting(sprint: str, work_dir: Path, api_url: str | None) -> Waiting | 
         with contextlib.suppress(ValueError, KeyError, OSError):
             noted = json.loads(locator.read_text())
             # A note left by a killed run names a server that is gone: skip it.
-            if noted.get("pid") is None or _alive(int(noted["pid"])):
+            if noted.get("pid") is None or pid_alive(int(noted["pid"])):
                 places.append((noted["api_url"], noted["flow_run_id"]))
     if api_url:
         places.append((api_url, None))
@@ -269,16 +270,6 @@ def find_waiting(sprint: str, work_dir: Path, api_url: str | None) -> Waiting | 
         if found is not None:
             return found
     return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _find_at(url: str, run_id: str | None, sprint: str) -> Waiting | None:
