@@ -47,8 +47,8 @@ def mend_abandoned(lock: SprintLock, log: Callable[[str], None]) -> None:
     if previous.api_url != api_url():
         return  # its run is on another server
     here = previous.hostname == socket.gethostname()
-    if previous.ended is not None and here and pid_alive(previous.pid):
-        return  # it let go and is telling Prefect its end right now
+    if previous.ended is not None and (not here or pid_alive(previous.pid)):
+        return  # it let go and may be telling Prefect its end right now
     host = "" if here else f" on {previous.hostname}"
     who = f"pid {previous.pid}{host}, started at {previous.started_at}"
     try:
@@ -66,15 +66,14 @@ def mend_abandoned(lock: SprintLock, log: Callable[[str], None]) -> None:
         log(f"flow run '{run.name}' of a run of this sprint that died ({who}) was still "
             f"{was}: marked Crashed")
     else:
-        log(f"flow run '{run.name}' of a run of this sprint that ended while Prefect's server "
-            f"could not be reached ({who}) was still {was}: marked "
-            f"{previous.ended.state.title()}, as it ended")
+        log(f"flow run '{run.name}' of a run of this sprint that ended ({who}), its end never "
+            f"recorded, was still {was}: marked {previous.ended.state.title()}, as it ended")
 
 
 def _end(ended: Ending | None, who: str) -> State:
     if ended is None:
         return Crashed(message=f"its process ({who}) ended without telling Prefect "
                                f"(killed?); found by the next run of this sprint")
-    message = (f"{ended.message} (recorded by the next run of this sprint: its process ({who}) "
-               f"could not reach Prefect's server when it ended)")
+    message = (f"{ended.message} (recorded by the next run of this sprint: the end of its "
+               f"process ({who}) never reached Prefect's server)")
     return Completed(message=message) if ended.state == "COMPLETED" else Failed(message=message)
