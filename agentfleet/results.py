@@ -266,6 +266,11 @@ class SprintReport(JsonSafeModel):
         ]
         return "\n\n".join(blocks)
 
+    def flow_end(self) -> tuple[bool, str]:
+        """Whether the flow run that made this report completes (all landed, as exit 0),
+        and its message: the summary line."""
+        return self.exit_status == 0, self.summary_line()
+
     def summary_line(self) -> str:
         """One closing sentence: where the target is and whether it was verified."""
         applied = sum(t.applied for t in self.tasks)

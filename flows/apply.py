@@ -137,14 +137,15 @@ def apply(
             push_failed=landing.pushed is False,
             duration_s=time.monotonic() - started,
         )  # fmt: skip
-        lock.ending(result.exit_status == 0, result.summary_line())
+        completes, summary = result.flow_end()
+        lock.ending(completes, summary)
     if report:
         Path(report).write_text(result.model_dump_json(indent=2) + "\n")
     logger.info("\n" + result.table())
-    logger.info(result.summary_line())
-    if result.exit_status != 0:
-        return Failed(message=result.summary_line())  # type: ignore[return-value]
-    return Completed(message=result.summary_line(), data=result)  # type: ignore[return-value]
+    logger.info(summary)
+    if not completes:
+        return Failed(message=summary)  # type: ignore[return-value]
+    return Completed(message=summary, data=result)  # type: ignore[return-value]
 
 
 def _remote(repo: str, branches: list[str], log: Callable[[str], None]) -> RemoteRepository | None:

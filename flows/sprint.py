@@ -159,18 +159,13 @@ def sprint(
     with heartbeat():  # agentfleet run's flow run: beaten here (flows/heartbeat.py)
         checked = checked_plan(plan, plan_path, repository)
         sprint_report = run_checked(checked, report=report, no_cache=no_cache, redo=redo or [])
-    completes, summary = sprint_ending(sprint_report)
+    completes, summary = sprint_report.flow_end()
     if not completes:
         # No data: Prefect turns a Failed state's data into the exception a deployment run
         # raises, and a report is none ("Unexpected result for failed state"). The message
         # becomes that exception; `agentfleet run` reads the report from its file.
         return Failed(message=summary)  # type: ignore[return-value]
     return Completed(message=summary, data=sprint_report)  # type: ignore[return-value]
-
-
-def sprint_ending(report: SprintReport) -> tuple[bool, str]:
-    """Whether a sprint's flow run completes (all landed), and its message."""
-    return report.exit_status == 0, report.summary_line()
 
 
 def run_checked(
@@ -180,7 +175,7 @@ def run_checked(
     no_cache: bool = False,
     redo: list[str] | None = None,
     land: bool = True,
-    ending: Callable[[SprintReport], tuple[bool, str]] = sprint_ending,
+    ending: Callable[[SprintReport], tuple[bool, str]] = SprintReport.flow_end,
 ) -> SprintReport:
     """The body of a flow running a checked plan (``sprint``, ``best-of-n``): lock, fan out,
     select, and with ``land`` apply onto the target; the report also goes to ``report``.

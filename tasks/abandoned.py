@@ -44,7 +44,7 @@ def mend_abandoned(lock: SprintLock, log: Callable[[str], None]) -> None:
     previous: LockHolder | None = lock.previous
     if previous is None or previous.flow_run is None or previous.flow_run == lock.flow_run:
         return
-    if previous.api_url != api_url():
+    if previous.api_url != lock.api_url:
         return  # its run is on another server
     here = previous.hostname == socket.gethostname()
     if previous.ended is not None and (not here or pid_alive(previous.pid)):
