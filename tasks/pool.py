@@ -74,6 +74,12 @@ POLL_S = 0.25
 QUIET_S = 2.0
 # As an event names them (``prefect.state-type``).
 FINAL_TYPES = frozenset(state_type.value for state_type in TERMINAL_STATES)
+# The events of a flow run's final states, by the names Prefect gives them (the type's,
+# and TimedOut, a Failed): only these reach a sprint's stream, not the Scheduled, Pending
+# and Running of every flow run on the server (three of a run's four), at each connection
+# the last minute of them again. An end under another name is read at the next quiet read.
+FINAL_EVENTS = sorted({f"prefect.flow-run.{t.title()}" for t in FINAL_TYPES}
+                      | {"prefect.flow-run.TimedOut"})
 CANCEL_WAIT_S = 60.0  # how long a cancelled attempt run may take to end
 START_S = 180.0  # how long a worker may take from picking a run up to its first beat
 
@@ -161,7 +167,7 @@ def _run_ends(heard: Callable[[UUID | None], None], stop: threading.Event) -> No
 
     async def listen() -> None:
         async with get_events_subscriber(filter=EventFilter(
-                event=EventNameFilter(prefix=["prefect.flow-run."]))) as events:
+                event=EventNameFilter(name=FINAL_EVENTS))) as events:
             heard(None)
             async for event in events:
                 if event.resource.get("prefect.state-type") in FINAL_TYPES:

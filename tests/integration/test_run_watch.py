@@ -7,14 +7,15 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from uuid import UUID
 
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import State
 from prefect.exceptions import ObjectNotFound
-from prefect.states import Completed, Running
+from prefect.states import Completed, Failed, Running
 
 from tasks.pool import _api_reader, _run_ends
 from tasks.run_watch import Reader, RunWatch
@@ -98,8 +99,11 @@ def test_a_run_the_server_does_not_have_is_raised_to_its_reader(harness: None) -
         watch.read(missing)
 
 
+# The stream carries only final states' events, by name: TimedOut is a Failed of its own.
+@pytest.mark.parametrize("end", [Completed, lambda: Failed(name="TimedOut")],
+                         ids=["Completed", "TimedOut"])
 def test_with_the_events_stream_an_end_is_seen_at_once_and_reads_are_few(
-    harness: None,
+    harness: None, end: Callable[[], State],
 ) -> None:
     counted = CountedReads()
     watch = RunWatch(counted.session, 0.1, listen=_run_ends, quiet_s=60.0)
@@ -114,7 +118,7 @@ def test_with_the_events_stream_an_end_is_seen_at_once_and_reads_are_few(
         assert len(counted.reads) == reads
         # ... and the run's end, told by its event, is read at once.
         with get_client(sync_client=True) as client:
-            client.set_flow_run_state(run_id, Completed(), force=True)
+            client.set_flow_run_state(run_id, end(), force=True)
         started = time.monotonic()
         while True:
             run = watch.read(run_id, timeout_s=30)

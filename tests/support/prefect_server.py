@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PG_DSN = "postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"
 # Serializes the template's making among the test processes (xdist) of this machine; one
@@ -103,8 +104,7 @@ class PrefectServer:
 
     def start_again(self, timeout_s: float = 90) -> PrefectServer:
         """The halted server back, on its database and port (its clients' URL holds)."""
-        port = int(self.api_url.rsplit(":", 1)[1].split("/")[0])
-        return _serve(self.home, self.database, timeout_s, port=port)
+        return _serve(self.home, self.database, timeout_s, port=urlsplit(self.api_url).port)
 
     def stop(self) -> None:
         self.halt()
