@@ -74,10 +74,11 @@ POLL_S = 0.25
 QUIET_S = 2.0
 # As an event names them (``prefect.state-type``).
 FINAL_TYPES = frozenset(state_type.value for state_type in TERMINAL_STATES)
-# The events of a flow run's final states, by the names Prefect gives them (the type's,
-# and TimedOut, a Failed): only these reach a sprint's stream, not the Scheduled, Pending
-# and Running of every flow run on the server (three of a run's four), at each connection
-# the last minute of them again. An end under another name is read at the next quiet read.
+# The events of a flow run's final states, by the names Prefect gives them (the types'
+# own, and TimedOut, a Failed). The sprint's stream asks for these only: the server sends
+# a subscriber every event its filter admits, and at each connection the last minute of
+# them again; `prefect.flow-run.*` also brought every run's Scheduled, Pending and Running,
+# on the whole server. An end under another name is read at the next quiet read.
 FINAL_EVENTS = sorted({f"prefect.flow-run.{t.title()}" for t in FINAL_TYPES}
                       | {"prefect.flow-run.TimedOut"})
 CANCEL_WAIT_S = 60.0  # how long a cancelled attempt run may take to end
