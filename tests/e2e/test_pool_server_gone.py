@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from tests.conftest import MakeRepo, run_git
-from tests.e2e.conftest import AGENTFLEET, ROOT, run_agentfleet
+from tests.e2e.conftest import run_agentfleet
 from tests.support.attempt_pool import attempt_pool
-from tests.support.prefect_server import api, start_prefect_server
+from tests.support.prefect_server import api, own_prefect_server
+from tests.support.sprint_process import sprint_process
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(400)]
@@ -29,8 +30,6 @@ POOL = "agentfleet-attempts-gone"
 def test_a_pool_sprint_whose_server_goes_away_says_so_and_its_rerun_reuses_the_attempt(
     make_repo: MakeRepo, tmp_path: Path
 ) -> None:
-    (tmp_path / "own-server").mkdir()
-    server = start_prefect_server(tmp_path / "own-server")
     seed = make_repo("seed")
     remote = tmp_path / "remote.git"
     run_git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
@@ -47,39 +46,35 @@ def test_a_pool_sprint_whose_server_goes_away_says_so_and_its_rerun_reuses_the_a
         "tasks": [{"id": "a", "prompt": "do a", "paths": ["a.txt"], "agent": {"run": agent}}],
     }))
     # No retry of a request to the dead server (Prefect makes five: a minute each).
-    with attempt_pool(server, tmp_path, POOL, ["w1"], {"PREFECT_CLIENT_MAX_RETRIES": "0"},
-                      shared=[remote, signals]) as (env, _):
-        sprint = subprocess.Popen([AGENTFLEET, "run", str(plan)], env=env, cwd=ROOT,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            wait_for(lambda: runs.exists() or sprint.poll() is not None, 120,
-                     "the agent to start on the worker")
-            server.halt()
-            flag.touch()
-            out, err = sprint.communicate(timeout=120)
-            assert sprint.returncode == 2, out[-3000:] + err[-3000:]
-            assert "lost sight of: cannot reach the Prefect API" in out
-            assert "crashed" not in out
-            assert "error: the sprint ended as above, but Prefect could not record its run" \
-                in err
-            # The worker finishes the attempt meanwhile: its branch reaches the remote.
-            branch = "agentfleet-attempts/gone/a/1"
-            wait_for(lambda: run_git(remote, "branch", "--list", branch).strip(), 60,
-                     "the worker to push the attempt's branch")
+    with (
+        own_prefect_server(tmp_path / "own-server") as server,
+        attempt_pool(server, tmp_path, POOL, ["w1"], {"PREFECT_CLIENT_MAX_RETRIES": "0"},
+                     shared=[remote, signals]) as (env, _),
+        sprint_process(plan, env, stderr=subprocess.PIPE) as sprint,
+    ):
+        wait_for(lambda: runs.exists() or sprint.poll() is not None, 120,
+                 "the agent to start on the worker")
+        server.halt()
+        flag.touch()
+        out, err = sprint.communicate(timeout=120)
+        assert sprint.returncode == 2, out[-3000:] + err[-3000:]
+        assert "lost sight of: cannot reach the Prefect API" in out
+        assert "crashed" not in out
+        assert "error: the sprint ended as above, but Prefect could not record its run" \
+            in err
+        # The worker finishes the attempt meanwhile: its branch reaches the remote.
+        branch = "agentfleet-attempts/gone/a/1"
+        wait_for(lambda: run_git(remote, "branch", "--list", branch).strip(), 60,
+                 "the worker to push the attempt's branch")
 
-            server = server.start_again()
-            [first] = api(server.api_url, "/flow_runs/filter",
-                          {"flow_runs": {"name": {"any_": ["sprint gone"]}}})
-            assert first["state_type"] == "RUNNING"
-            done = run_agentfleet("run", str(plan), env=env)
-            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-            assert "a#1: cached" in done.stderr and runs.read_text() == "run\n"  # no agent again
-            assert run_git(remote, "show", "agentfleet/gone:a.txt") == "a\n"
-            first = api(server.api_url, f"/flow_runs/{first['id']}")
-            assert first["state_type"] == "FAILED"
-            assert "recorded by the next run of this sprint" in first["state"]["message"]
-        finally:
-            if sprint.poll() is None:
-                sprint.kill()
-                sprint.communicate()
-            server.stop()
+        server.start_again()
+        [first] = api(server.api_url, "/flow_runs/filter",
+                      {"flow_runs": {"name": {"any_": ["sprint gone"]}}})
+        assert first["state_type"] == "RUNNING"
+        done = run_agentfleet("run", str(plan), env=env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "a#1: cached" in done.stderr and runs.read_text() == "run\n"  # no agent again
+        assert run_git(remote, "show", "agentfleet/gone:a.txt") == "a\n"
+        first = api(server.api_url, f"/flow_runs/{first['id']}")
+        assert first["state_type"] == "FAILED"
+        assert "recorded by the next run of this sprint" in first["state"]["message"]

@@ -10,8 +10,9 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import run_git
-from tests.e2e.conftest import AGENTFLEET, run_agentfleet
-from tests.support.prefect_server import api, start_prefect_server
+from tests.e2e.conftest import run_agentfleet
+from tests.support.prefect_server import api, own_prefect_server
+from tests.support.sprint_process import sprint_process
 from tests.support.waiting import wait_for
 
 TARGET = "agentfleet/fail"
@@ -191,8 +192,6 @@ def test_a_server_that_dies_mid_sprint_still_lands_and_says_what_went(
     # used to fail both attempts ("crashed: Connection refused": giving back their pool
     # slots) and then hang for minutes at exit, Prefect's workers retrying against the dead
     # server. Once the server is back, the next run records the first one's end.
-    (tmp_path / "own-server").mkdir()
-    server = start_prefect_server(tmp_path / "own-server")
     repo = make_repo()
     flag, started = tmp_path / "server-gone", tmp_path / "started"
     started.mkdir()
@@ -200,30 +199,30 @@ def test_a_server_that_dies_mid_sprint_still_lands_and_says_what_went(
     plan = plan_file(tmp_path, repo, [command(t, f"{wait}; echo {t} > {t}.txt",
                                               paths=[f"{t}.txt"]) for t in ("a", "b")])
     report = tmp_path / "report.json"
-    # No retry of a request to the dead server (Prefect makes five: a minute each).
-    env = {**sprint_env, **server.env(), "PREFECT_CLIENT_MAX_RETRIES": "0",
-           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
-    sprint = subprocess.Popen([AGENTFLEET, "run", str(plan), "--report", str(report)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: len(list(started.iterdir())) == 2 or sprint.poll() is not None, 120,
-                 "both agents to start")
-        server.halt()
-        flag.touch()
-        out, err = sprint.communicate(timeout=240)
-        assert sprint.returncode == 2, out[-3000:] + err[-3000:]
-        assert f"cannot reach the Prefect API at {server.api_url}" in err
-        assert "error: the sprint ended as above, but Prefect could not record its run" in err
-        assert "sprint fail: 2/2 tasks applied" in out  # the table and summary were printed
-        assert run_git(repo, "show", f"{TARGET}:a.txt") == "a\n"
-        assert run_git(repo, "show", f"{TARGET}:b.txt") == "b\n"
-        data = json.loads(report.read_text())
-        assert [t["outcome"] for t in data["tasks"]] == ["applied", "applied"]
-        assert run_git(repo, "worktree", "list").count("\n") == 1  # no attempt worktree left
+    with own_prefect_server(tmp_path / "own-server") as server:
+        # No retry of a request to the dead server (Prefect makes five: a minute each).
+        env = {**sprint_env, **server.env(), "PREFECT_CLIENT_MAX_RETRIES": "0",
+               "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
+        with sprint_process(plan, env, "--report", str(report),
+                            stderr=subprocess.PIPE) as sprint:
+            wait_for(lambda: len(list(started.iterdir())) == 2 or sprint.poll() is not None,
+                     120, "both agents to start")
+            server.halt()
+            flag.touch()
+            out, err = sprint.communicate(timeout=240)
+            assert sprint.returncode == 2, out[-3000:] + err[-3000:]
+            assert f"cannot reach the Prefect API at {server.api_url}" in err
+            assert "error: the sprint ended as above, but Prefect could not record its run" in err
+            assert "sprint fail: 2/2 tasks applied" in out  # the table and summary were printed
+            assert run_git(repo, "show", f"{TARGET}:a.txt") == "a\n"
+            assert run_git(repo, "show", f"{TARGET}:b.txt") == "b\n"
+            data = json.loads(report.read_text())
+            assert [t["outcome"] for t in data["tasks"]] == ["applied", "applied"]
+            assert run_git(repo, "worktree", "list").count("\n") == 1  # no attempt worktree left
 
         # The server back (same database and address): its run still shows Running, until
         # the next run of the sprint records the end the first one could not.
-        server = server.start_again()
+        server.start_again()
         [first] = api(server.api_url, "/flow_runs/filter", {})
         assert first["state_type"] == "RUNNING"
         done, _ = run(plan, report, env)
@@ -233,8 +232,3 @@ def test_a_server_that_dies_mid_sprint_still_lands_and_says_what_went(
         assert first["state_type"] == "COMPLETED"
         assert first["state"]["message"].startswith("sprint fail: 2/2 tasks applied")
         assert "recorded by the next run of this sprint" in first["state"]["message"]
-    finally:
-        if sprint.poll() is None:
-            sprint.kill()
-            sprint.communicate()
-        server.stop()

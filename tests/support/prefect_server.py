@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -13,6 +14,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -102,9 +104,11 @@ class PrefectServer:
             self.process.kill()
             self.process.wait()
 
-    def start_again(self, timeout_s: float = 90) -> PrefectServer:
-        """The halted server back, on its database and port (its clients' URL holds)."""
-        return _serve(self.home, self.database, timeout_s, port=urlsplit(self.api_url).port)
+    def start_again(self, timeout_s: float = 90) -> None:
+        """The halted server back, on its database and port (its clients' URL holds), in
+        this object: whoever stops it stops the new process."""
+        self.process = _serve(self.home, self.database, timeout_s,
+                              port=urlsplit(self.api_url).port).process
 
     def stop(self) -> None:
         self.halt()
@@ -126,6 +130,18 @@ def start_prefect_server(
         database = f"agentfleet_test_{uuid.uuid4().hex[:8]}"
         _psql(f'CREATE DATABASE "{database}" TEMPLATE "{migrated_template()}"')
     return _serve(home, database, timeout_s, ui=ui, env_extra=env_extra)
+
+
+@contextlib.contextmanager
+def own_prefect_server(home: Path) -> Iterator[PrefectServer]:
+    """A server of the test's own on PostgreSQL (``home`` made), stopped and its database
+    dropped when the block ends, halted and started again meanwhile or not."""
+    home.mkdir(parents=True, exist_ok=True)
+    server = start_prefect_server(home)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _serve(home: Path, database: str, timeout_s: float, *, ui: bool = False,

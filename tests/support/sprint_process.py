@@ -29,12 +29,12 @@ def process_env(results: Path, work_dir: Path | None = None, **more: str) -> dic
 
 
 @contextlib.contextmanager
-def sprint_process(plan: Path, env: dict[str, str], *args: str
-                   ) -> Iterator[subprocess.Popen[str]]:
-    """``agentfleet run plan *args`` (output piped, stderr with stdout); killed if it still
-    runs when the block ends."""
+def sprint_process(plan: Path, env: dict[str, str], *args: str,
+                   stderr: int = subprocess.STDOUT) -> Iterator[subprocess.Popen[str]]:
+    """``agentfleet run plan *args`` (output piped, stderr with stdout unless ``stderr``
+    says otherwise); killed if it still runs when the block ends."""
     proc = subprocess.Popen([str(AGENTFLEET), "run", str(plan), *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=stderr)
     try:
         yield proc
     finally:
