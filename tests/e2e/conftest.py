@@ -12,7 +12,7 @@ import pytest
 
 from agentfleet.sample import build_sample_repo, sample_plan, sample_script, write_plan
 from agentfleet.testing import ScriptedModelServer
-from tests.support.prefect_server import PrefectServer, start_prefect_server
+from tests.support.prefect_server import PrefectServer, own_prefect_server
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTFLEET = str(Path(sys.executable).parent / "agentfleet")
@@ -21,11 +21,8 @@ AGENTFLEET = str(Path(sys.executable).parent / "agentfleet")
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     """One real ``prefect server`` for the session, backed by a fresh PostgreSQL database."""
-    server = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
-    try:
+    with own_prefect_server(tmp_path_factory.mktemp("prefect-home")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

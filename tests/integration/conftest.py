@@ -18,7 +18,7 @@ from prefect.settings import (
 from prefect.testing.utilities import prefect_test_harness
 
 from agentfleet.results import SprintReport
-from tests.support.prefect_server import start_prefect_server
+from tests.support.prefect_server import own_prefect_server
 
 
 @pytest.fixture(scope="session")
@@ -45,20 +45,17 @@ def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     earlier modules' events, answered a waiting sprint's slot requests in seconds, and two
     sprints taking and giving back slots at once stalled it ("database is locked"). Its
     API URL, set for this process (the flows run here) and passed on to child processes."""
-    server = start_prefect_server(tmp_path_factory.mktemp("own-server"))
     storage = tmp_path_factory.mktemp("results")
-    try:
-        with temporary_settings({PREFECT_API_URL: server.api_url,
-                                 PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
-            yield server.api_url
-            # What this process still has to send goes now, as the harness does before it
-            # stops its server: at the process's exit it would try the stopped server for
-            # minutes ("All connection attempts failed") before letting a plain pytest end.
-            with contextlib.suppress(RuntimeError):  # no log was sent: no worker
-                APILogWorker.instance().drain()
-            EventsWorker.drain_all()
-    finally:
-        server.stop()
+    with (own_prefect_server(tmp_path_factory.mktemp("own-server")) as server,
+          temporary_settings({PREFECT_API_URL: server.api_url,
+                              PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage})):
+        yield server.api_url
+        # What this process still has to send goes now, as the harness does before it
+        # stops its server: at the process's exit it would try the stopped server for
+        # minutes ("All connection attempts failed") before letting a plain pytest end.
+        with contextlib.suppress(RuntimeError):  # no log was sent: no worker
+            APILogWorker.instance().drain()
+        EventsWorker.drain_all()
 
 
 @pytest.fixture
